@@ -1,0 +1,5 @@
+import sys
+
+from aiodicom.cli import main
+
+sys.exit(main())

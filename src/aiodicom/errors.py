@@ -1,0 +1,88 @@
+"""Exception hierarchy.
+
+Every error aiodicom raises on purpose derives from :class:`AiodicomError`, so
+an application can tell our failures (bad peer, refused association, timeout)
+apart from bugs, and the CLI can print them as one line instead of a traceback.
+"""
+
+from __future__ import annotations
+
+
+class AiodicomError(Exception):
+    """Base class of all errors raised on purpose by aiodicom."""
+
+
+# --- Upper Layer --------------------------------------------------------------
+
+
+class ProtocolError(AiodicomError):
+    """The peer broke PS3.8 (malformed PDU, unexpected PDU in this state, ...).
+
+    ``abort_reason`` is the A-ABORT reason (PS3.8 table 9-26) we send because
+    of it: 0 not specified, 1 unrecognized PDU, 2 unexpected PDU,
+    4 unrecognized PDU parameter, 5 unexpected PDU parameter,
+    6 invalid PDU parameter value.
+    """
+
+    def __init__(self, message: str, abort_reason: int = 0) -> None:
+        super().__init__(message)
+        self.abort_reason = abort_reason
+
+
+class PDUTooLargeError(ProtocolError):
+    """A PDU announced more bytes than our hard cap; we abort without reading them."""
+
+
+class AssociationError(AiodicomError):
+    """The association could not be used (closed, aborted, not established)."""
+
+
+class AssociationRejected(AssociationError):
+    """The peer answered our A-ASSOCIATE-RQ with A-ASSOCIATE-RJ."""
+
+    def __init__(self, result: int, source: int, reason: int) -> None:
+        from aiodicom.ul.pdu import describe_rejection
+
+        super().__init__(describe_rejection(result, source, reason))
+        self.result = result
+        self.source = source
+        self.reason = reason
+
+
+class AssociationAborted(AssociationError):
+    """The association ended with an A-ABORT (from the peer or from us)."""
+
+    def __init__(self, message: str, source: int = 0, reason: int = 0) -> None:
+        super().__init__(message)
+        self.source = source
+        self.reason = reason
+
+
+class DicomTimeoutError(AiodicomError, TimeoutError):
+    """A network wait (connect, ACSE, DIMSE, idle, ARTIM) ran out of time."""
+
+
+# --- DIMSE --------------------------------------------------------------------
+
+
+class DimseError(AiodicomError):
+    """A DIMSE message was malformed or could not be exchanged."""
+
+
+class NoPresentationContext(DimseError):
+    """No accepted presentation context fits what the caller wants to send."""
+
+
+class StatusError(DimseError):
+    """A DIMSE operation ended with a failure status (raised by ``raise_for_status``)."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+# --- Data ---------------------------------------------------------------------
+
+
+class DicomFileError(AiodicomError):
+    """A file or byte string is not a DICOM data set we can read."""
