@@ -15,11 +15,11 @@ from aiodicom.errors import AiodicomError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from aiodicom.cli import data, factory, net
+    from aiodicom.cli import data, factory, generate, net
 
     parser = argparse.ArgumentParser(prog="aiodicom", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (net, data, factory):
+    for module in (net, generate, data, factory):
         module.register(sub)
     return parser
 
