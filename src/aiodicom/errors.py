@@ -86,3 +86,81 @@ class StatusError(DimseError):
 
 class DicomFileError(AiodicomError):
     """A file or byte string is not a DICOM data set we can read."""
+
+
+# --- Codec and DIMSE command set (byte-level codecs) ---------------------------
+
+
+class MalformedCommandError(DimseError):
+    """A DIMSE command set could not be decoded or encoded.
+
+    The message names the offending element, e.g. ``(0000,0110) Message ID``,
+    so a peer's bug can be reported without a hex dump.
+    """
+
+
+# --- Factory (building series, validation, de-identification) ----------------
+
+
+class FactoryError(AiodicomError):
+    """A blueprint could not be turned into data sets (bad element, bad input)."""
+
+
+class MissingParentValue(FactoryError):
+    """A required ``Copy``/``InstanceCopy`` found nothing to copy in the parent."""
+
+
+class PixelEncodingError(FactoryError):
+    """A volume cannot be stored as DICOM pixels (NaN, complex, wrong shape, ...)."""
+
+
+class IODValidationError(FactoryError):
+    """A produced data set lacks type 1/2 attributes its IOD requires.
+
+    ``problems`` lists one line per missing or empty attribute.
+    """
+
+    def __init__(self, message: str, problems: list[str]) -> None:
+        super().__init__(message)
+        self.problems = problems
+
+
+class DeidentificationError(AiodicomError):
+    """A data set could not be de-identified safely (so nothing is written)."""
+
+
+# --- Synthetic data (aiodicom.synthetic) --------------------------------------
+
+
+class SyntheticDataError(AiodicomError, ValueError):
+    """A synthetic study was asked for with parameters we cannot honour."""
+
+
+# --- Data conversion (grinders, geometry, lazy datasets, trees) ---------------
+
+
+class DataConversionError(AiodicomError):
+    """Instances could not be turned into what a grinder promises."""
+
+
+class GeometryError(DataConversionError):
+    """A series' geometry is missing or inconsistent (orientation, spacing, size).
+
+    Raised instead of guessing, because a wrong affine silently misplaces every
+    voxel of every result computed from it.
+    """
+
+
+class InconsistentSeriesError(DataConversionError):
+    """The instances do not form one volume (mixed sizes, pixel formats, series)."""
+
+
+class MissingTagError(DataConversionError, KeyError):
+    """A required attribute is absent from a data set."""
+
+    def __str__(self) -> str:  # KeyError would show the message in quotes
+        return str(self.args[0]) if self.args else ""
+
+
+class PixelDecodeError(DataConversionError):
+    """Pixel data could not be decoded (unsupported format or missing codec)."""

@@ -1,0 +1,658 @@
+"""Shared machinery of the network benchmarks: run peers as processes and measure them.
+
+A benchmark compares *contenders* (a receiver or a sender command line) on the same
+workload. These machines are noisy, so contenders run alternately, back to back, for
+several rounds, and the report uses medians and ratios measured in that one run.
+
+What is measured for one run:
+
+- wall time of the sender (from its start to its exit), hence images/s and MB/s;
+- the measured process's CPU seconds, from the ``rusage`` that ``os.wait4`` returns
+  when we reap it (a receiver is stopped with SIGTERM once the sender is done). For a
+  receiver the CPU it spent before its port opened (interpreter start-up, imports) is
+  subtracted, read from ``/proc/<pid>/stat`` at that moment;
+- its peak RSS, from ``VmHWM`` in ``/proc/<pid>/status``, polled while it runs. Not
+  ``ru_maxrss``: Linux carries the RSS high-water mark of the pre-``exec`` process into
+  it, and a child forked (or vforked) by this Python process starts out with the
+  harness's own RSS (50+ MB once numpy and pydicom are loaded), which would swamp a C
+  receiver's 5 MB. ``ru_maxrss`` is still recorded in the JSON as ``rusage_maxrss_mb``.
+
+Only the standard library is used here (the scripts import ``aiodicom.synthetic`` to make
+their data). Every process is started and stopped by PID; nothing is killed by name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS_DIR = REPO / "benchmarks" / "results"
+LOCALHOST = "127.0.0.1"
+READY_TIMEOUT = 15.0
+STOP_GRACE = 20.0
+
+
+# --- processes ----------------------------------------------------------------
+
+
+def env() -> dict[str, str]:
+    """Our environment plus TCP_NODELAY=1 (Debian's DCMTK needs it, see README)."""
+    result = dict(os.environ)
+    result["TCP_NODELAY"] = "1"
+    return result
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((LOCALHOST, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"exited with {process.returncode} before port {port} opened")
+        try:
+            with socket.create_connection((LOCALHOST, port), timeout=0.5):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"port {port} did not open within {timeout} s") from None
+            time.sleep(0.02)
+
+
+def cpu_seconds_so_far(pid: int) -> float:
+    """utime + stime of a running process (Linux ``/proc``); 0.0 where unavailable."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    # After the ")" closing the command name, utime and stime are fields 12 and 13.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def vm_hwm_mb(pid: int) -> float:
+    """Peak resident set size of a running process's current image (0.0 when gone)."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+class PeakRss:
+    """Follows ``VmHWM`` of a process from a polling thread until :meth:`stop`.
+
+    VmHWM only grows, so the last value read before the process exits is its peak up
+    to the last poll (every 20 ms); receivers are also sampled just before SIGTERM.
+    """
+
+    def __init__(self, pid: int, interval: float = 0.02) -> None:
+        self.pid = pid
+        self.peak_mb = 0.0
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._poll, args=(interval,), daemon=True)
+        self._thread.start()
+
+    def sample(self) -> None:
+        self.peak_mb = max(self.peak_mb, vm_hwm_mb(self.pid))
+
+    def _poll(self, interval: float) -> None:
+        while not self._done.wait(interval):
+            self.sample()
+
+    def stop(self) -> float:
+        self._done.set()
+        self._thread.join()
+        return self.peak_mb
+
+
+@dataclass
+class Reaped:
+    returncode: int
+    cpu_s: float
+    peak_rss_mb: float
+    rusage_maxrss_mb: float
+
+
+def reap(process: subprocess.Popen[bytes], *, timeout: float | None = None) -> Reaped:
+    """Wait for ``process`` with ``os.wait4`` and return its exit code and resource use.
+
+    ``timeout`` kills the process when it runs out (a hung peer must not hang the
+    benchmark); the kill comes from a timer thread because ``wait4`` itself blocks.
+    A ``PeakRss`` watcher attached as ``process.peak_rss`` (see :func:`popen`) is
+    stopped and read after the exit.
+    """
+    timer = None
+    if timeout is not None:
+        timer = threading.Timer(timeout, _kill_quietly, (process.pid,))
+        timer.start()
+    try:
+        _, status, usage = os.wait4(process.pid, 0)
+    finally:
+        if timer is not None:
+            timer.cancel()
+    process.returncode = os.waitstatus_to_exitcode(status)
+    watcher: PeakRss | None = getattr(process, "peak_rss", None)
+    return Reaped(
+        returncode=process.returncode,
+        cpu_s=usage.ru_utime + usage.ru_stime,
+        peak_rss_mb=watcher.stop() if watcher is not None else float("nan"),
+        rusage_maxrss_mb=usage.ru_maxrss / 1024,  # kilobytes on Linux
+    )
+
+
+def _kill_quietly(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def stop(process: subprocess.Popen[bytes], grace: float = STOP_GRACE) -> Reaped:
+    """SIGTERM ``process`` (SIGKILL after ``grace``) and reap it with its rusage."""
+    if process.returncode is not None:
+        # Died early and already reaped by poll(): its rusage is gone.
+        return Reaped(process.returncode, float("nan"), float("nan"), float("nan"))
+    watcher: PeakRss | None = getattr(process, "peak_rss", None)
+    if watcher is not None:
+        watcher.sample()
+    # os.kill, not Popen.send_signal: the latter polls, which would reap the process
+    # and lose its rusage. An unreaped PID cannot have been reused.
+    os.kill(process.pid, signal.SIGTERM)
+    return reap(process, timeout=grace)
+
+
+def popen(
+    command: Sequence[str], log: TextIO, *, watch_rss: bool = False
+) -> subprocess.Popen[bytes]:
+    """Start ``command`` with output to ``log``; ``watch_rss`` follows its peak RSS."""
+    process = subprocess.Popen(
+        list(command), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env()
+    )
+    if watch_rss:
+        process.peak_rss = PeakRss(process.pid)  # type: ignore[attr-defined]
+    return process
+
+
+# --- one measured run ---------------------------------------------------------
+
+
+@dataclass
+class Run:
+    """One measured transfer."""
+
+    contender: str
+    round: int
+    ok: bool
+    wall_s: float
+    items: int
+    bytes: int
+    cpu_s: float
+    peak_rss_mb: float
+    error: str = ""
+    rusage_maxrss_mb: float = float("nan")
+
+    @property
+    def items_per_s(self) -> float:
+        return self.items / self.wall_s if self.ok and self.wall_s > 0 else float("nan")
+
+    @property
+    def mb_per_s(self) -> float:
+        return self.bytes / 1e6 / self.wall_s if self.ok and self.wall_s > 0 else float("nan")
+
+
+@dataclass
+class Contender:
+    """A named command line; ``{port}`` and ``{out}`` are filled in for each run."""
+
+    name: str
+    command: list[str]
+    available: bool = True
+    why_unavailable: str = ""
+
+    def render(self, **values: object) -> list[str]:
+        return [part.format(**values) for part in self.command]
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def measure_receiver(
+    receiver: Contender,
+    sender_commands: Sequence[Sequence[str]],
+    *,
+    round_: int,
+    items: int,
+    payload_bytes: int,
+    workdir: Path,
+    check: Callable[[Path], str] | None = None,
+    sender_timeout: float = 600.0,
+) -> Run:
+    """Start ``receiver``, run the senders (concurrently when several), stop the receiver.
+
+    Sender commands may use ``{port}``. ``check(out_dir)`` returns an error text when
+    what arrived is wrong (empty when fine); the output folder is removed afterwards.
+    """
+    port = free_port()
+    out = workdir / f"out-{receiver.name}-{round_}"
+    out.mkdir(parents=True)
+    log_path = workdir / f"{receiver.name}-{round_}.log"
+    error = ""
+    wall = float("nan")
+    with log_path.open("w") as log:
+        process = popen(receiver.render(port=port, out=out), log, watch_rss=True)
+        try:
+            wait_for_port(port, process, READY_TIMEOUT)
+            cpu_at_ready = cpu_seconds_so_far(process.pid)
+            started = time.perf_counter()
+            senders = [popen([p.format(port=port) for p in cmd], log) for cmd in sender_commands]
+            codes = [reap(s, timeout=sender_timeout).returncode for s in senders]
+            wall = time.perf_counter() - started
+            failed = [c for c in codes if c != 0]
+            if failed:
+                error = f"{len(failed)} sender(s) failed (exit {failed[0]})"
+        except RuntimeError as exc:
+            error = f"receiver did not start: {exc}"
+            cpu_at_ready = 0.0
+        finally:
+            reaped = stop(process)
+    if not error and check is not None:
+        error = check(out)
+    if not error and reaped.returncode not in (0, -signal.SIGTERM):
+        error = f"receiver exited with {reaped.returncode}"
+    if error:
+        error += "\n" + _tail(log_path)
+    shutil.rmtree(out, ignore_errors=True)
+    return Run(
+        contender=receiver.name,
+        round=round_,
+        ok=not error,
+        wall_s=wall,
+        items=items,
+        bytes=payload_bytes,
+        cpu_s=reaped.cpu_s - cpu_at_ready,
+        peak_rss_mb=reaped.peak_rss_mb,
+        error=error,
+        rusage_maxrss_mb=reaped.rusage_maxrss_mb,
+    )
+
+
+def measure_sender(
+    sender: Contender,
+    receiver_command: Sequence[str],
+    *,
+    round_: int,
+    items: int,
+    payload_bytes: int,
+    workdir: Path,
+    sender_timeout: float = 600.0,
+) -> Run:
+    """Start a fresh ``receiver_command`` (``{port}``), time ``sender`` against it."""
+    port = free_port()
+    log_path = workdir / f"{sender.name}-{round_}.log"
+    error = ""
+    wall = cpu = rss = maxrss = float("nan")
+    with log_path.open("w") as log:
+        receiver = popen([p.format(port=port) for p in receiver_command], log)
+        try:
+            wait_for_port(port, receiver, READY_TIMEOUT)
+            started = time.perf_counter()
+            process = popen(sender.render(port=port), log, watch_rss=True)
+            reaped = reap(process, timeout=sender_timeout)
+            wall = time.perf_counter() - started
+            cpu, rss, maxrss = reaped.cpu_s, reaped.peak_rss_mb, reaped.rusage_maxrss_mb
+            if reaped.returncode != 0:
+                error = f"sender exited with {reaped.returncode}"
+        except RuntimeError as exc:
+            error = f"receiver did not start: {exc}"
+        finally:
+            stop(receiver)
+    if error:
+        error += "\n" + _tail(log_path)
+    return Run(
+        sender.name, round_, not error, wall, items, payload_bytes, cpu, rss, error, maxrss
+    )
+
+
+# --- availability -----------------------------------------------------------------
+
+
+def python_module_command(module: str, *args: str) -> list[str]:
+    return [sys.executable, "-m", module, *args]
+
+
+def aiodicom_command(subcommand: str, *args: str) -> list[str]:
+    return python_module_command("aiodicom", subcommand, *args)
+
+
+def check_command(name: str, command: Sequence[str], probe: Sequence[str]) -> Contender:
+    """A contender whose ``probe`` command must exit 0, else it is reported unavailable."""
+    try:
+        result = subprocess.run(
+            list(probe), capture_output=True, text=True, timeout=60, env=env(), check=False
+        )
+        ok = result.returncode == 0
+        why = "" if ok else (result.stderr.strip().splitlines() or ["probe failed"])[-1]
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        ok, why = False, str(exc)
+    return Contender(name, list(command), available=ok, why_unavailable=why)
+
+
+# --- files ----------------------------------------------------------------------
+
+
+def dataset_bytes(path: Path) -> bytes:
+    """A Part 10 file's data set: the bytes after the preamble and group 0002."""
+    data = path.read_bytes()
+    offset = _dataset_offset(data, path)
+    return data[offset:]
+
+
+def _dataset_offset(data: bytes, path: Path) -> int:
+    if data[128:132] != b"DICM":
+        raise ValueError(f"{path} is not a Part 10 file")
+    offset = 132
+    long_vrs = {b"OB", b"OW", b"OF", b"SQ", b"UT", b"UN", b"UC", b"UR", b"OD", b"OL", b"OV"}
+    while offset + 8 <= len(data) and data[offset : offset + 2] == b"\x02\x00":
+        vr = data[offset + 4 : offset + 6]
+        if vr in long_vrs:
+            offset += 12 + int.from_bytes(data[offset + 8 : offset + 12], "little")
+        else:
+            offset += 8 + int.from_bytes(data[offset + 6 : offset + 8], "little")
+    return offset
+
+
+def sop_instance_uid(path: Path) -> str:
+    """(0002,0003) Media Storage SOP Instance UID, read from the file meta only."""
+    with path.open("rb") as fp:
+        head = fp.read(4096)
+    offset = 132
+    while offset + 8 <= len(head) and head[offset : offset + 2] == b"\x02\x00":
+        element = int.from_bytes(head[offset + 2 : offset + 4], "little")
+        vr = head[offset + 4 : offset + 6]
+        if vr in {b"OB", b"OW", b"UN", b"UT"}:
+            length = int.from_bytes(head[offset + 8 : offset + 12], "little")
+            offset += 12 + length
+            continue
+        length = int.from_bytes(head[offset + 6 : offset + 8], "little")
+        if element == 0x0003:
+            return head[offset + 8 : offset + 8 + length].rstrip(b"\0 ").decode("ascii")
+        offset += 8 + length
+    raise ValueError(f"{path} has no Media Storage SOP Instance UID")
+
+
+def files_under(directory: Path) -> list[Path]:
+    return [p for p in directory.rglob("*") if p.is_file()]
+
+
+def check_stored(sent: Sequence[Path], sample_every: int = 10) -> Callable[[Path], str]:
+    """A ``check`` for :func:`measure_receiver`: every file arrived, a sample byte-equal.
+
+    Receivers lay out and name files differently (storescp ``CT.<uid>``, aiodicom
+    ``<study>/<series>/<uid>.dcm``), so received files are matched by SOP Instance UID.
+    """
+    sample = list(sent[::sample_every])
+
+    def check(out: Path) -> str:
+        received = files_under(out)
+        if len(received) != len(sent):
+            return f"{len(received)} files stored, {len(sent)} sent"
+        by_uid = {sop_instance_uid(p): p for p in received}
+        for path in sample:
+            got = by_uid.get(sop_instance_uid(path))
+            if got is None:
+                return f"{path.name} was not stored"
+            if dataset_bytes(got) != dataset_bytes(path):
+                return f"{path.name} was stored with different data set bytes"
+        return ""
+
+    return check
+
+
+def same_dataset_streamed(a: Path, b: Path, chunk: int = 1 << 20) -> bool:
+    """Compare two (possibly huge) Part 10 files' data sets without loading them."""
+    with a.open("rb") as fa, b.open("rb") as fb:
+        fa.seek(_dataset_offset(fa.read(8192), a))
+        fb.seek(_dataset_offset(fb.read(8192), b))
+        while True:
+            x, y = fa.read(chunk), fb.read(chunk)
+            if x != y:
+                return False
+            if not x:
+                return True
+
+
+# --- reporting ------------------------------------------------------------------
+
+
+@dataclass
+class Summary:
+    contender: str
+    runs: int
+    failures: int
+    wall_s: float
+    items_per_s: float
+    mb_per_s: float
+    cpu_s: float
+    peak_rss_mb: float
+    errors: list[str] = field(default_factory=list)
+
+
+def _median(values: list[float]) -> float:
+    values = [v for v in values if v == v]  # drop NaN
+    return statistics.median(values) if values else float("nan")
+
+
+def summarize(runs: Sequence[Run], names: Sequence[str]) -> dict[str, Summary]:
+    result = {}
+    for name in names:
+        mine = [r for r in runs if r.contender == name]
+        good = [r for r in mine if r.ok]
+        result[name] = Summary(
+            contender=name,
+            runs=len(mine),
+            failures=len(mine) - len(good),
+            wall_s=_median([r.wall_s for r in good]),
+            items_per_s=_median([r.items_per_s for r in good]),
+            mb_per_s=_median([r.mb_per_s for r in good]),
+            cpu_s=_median([r.cpu_s for r in good]),
+            peak_rss_mb=_median([r.peak_rss_mb for r in good]),
+            errors=sorted({r.error.splitlines()[0] for r in mine if r.error}),
+        )
+    return result
+
+
+def ratio(summaries: dict[str, Summary], ours: str, reference: str) -> float:
+    """How many times faster ``ours`` is than ``reference`` (median wall times)."""
+    a, b = summaries.get(ours), summaries.get(reference)
+    if a is None or b is None or not (a.wall_s > 0 and b.wall_s > 0):
+        return float("nan")
+    return b.wall_s / a.wall_s
+
+
+def _fmt(value: float, digits: int = 2) -> str:
+    return "n/a" if value != value else f"{value:.{digits}f}"
+
+
+def table(title: str, summaries: dict[str, Summary], unit: str = "img/s") -> str:
+    lines = [
+        f"### {title}",
+        "",
+        f"| contender | runs (failed) | median wall s | {unit} | MB/s | CPU s | peak RSS MB |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for s in summaries.values():
+        lines.append(
+            f"| {s.contender} | {s.runs} ({s.failures}) | {_fmt(s.wall_s, 3)} | "
+            f"{_fmt(s.items_per_s, 0)} | {_fmt(s.mb_per_s, 1)} | {_fmt(s.cpu_s)} | "
+            f"{_fmt(s.peak_rss_mb, 1)} |"
+        )
+    for s in summaries.values():
+        for error in s.errors:
+            lines.append(f"\n- {s.contender} failed: {error}")
+    return "\n".join(lines)
+
+
+def ratio_table(rows: Sequence[tuple[str, float, float | None]]) -> str:
+    """Rows of (comparison, measured ratio, target or None)."""
+    lines = ["| comparison | ratio | target | met |", "|---|---|---|---|"]
+    for label, value, target in rows:
+        if target is None:
+            lines.append(f"| {label} | {_fmt(value)}x | - | - |")
+        else:
+            met = "n/a" if value != value else ("yes" if value >= target else "NO")
+            lines.append(f"| {label} | {_fmt(value)}x | >= {target}x | {met} |")
+    return "\n".join(lines)
+
+
+def unavailable_note(contenders: Sequence[Contender]) -> str:
+    return "\n".join(
+        f"- {c.name}: not measured ({c.why_unavailable})" for c in contenders if not c.available
+    )
+
+
+# --- command line and results -------------------------------------------------
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--quick", action="store_true", help="small sizes, one round (smoke run)")
+    p.add_argument("--rounds", type=int, default=None, help="rounds per contender")
+    p.add_argument(
+        "--results-dir", type=Path, default=RESULTS_DIR, help="where the JSON goes"
+    )
+    p.add_argument(
+        "--workdir", type=Path, default=None, help="scratch folder (default: a temp dir)"
+    )
+    return p
+
+
+@contextmanager
+def scratch(workdir: Path | None) -> Iterator[Path]:
+    if workdir is not None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        yield workdir
+        return
+    with tempfile.TemporaryDirectory(prefix="aiodicom-bench-") as tmp:
+        yield Path(tmp)
+
+
+def machine() -> dict[str, Any]:
+    dcmtk = subprocess.run(
+        ["storescp", "--version"], capture_output=True, text=True, check=False
+    ).stdout.splitlines()
+    return {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "dcmtk": dcmtk[0] if dcmtk else "missing",
+    }
+
+
+def save(name: str, results_dir: Path, payload: dict[str, Any]) -> Path:
+    """Write raw numbers as JSON (``<name>-<utc time>.json``) and return the path."""
+    results_dir.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    path = results_dir / f"{name}-{stamp}.json"
+    payload = {"benchmark": name, "utc": stamp, "machine": machine(), **payload}
+    path.write_text(json.dumps(payload, indent=2, default=_jsonable) + "\n")
+    return path
+
+
+def _jsonable(value: object) -> object:
+    if isinstance(value, Run):
+        return {**asdict(value), "items_per_s": value.items_per_s, "mb_per_s": value.mb_per_s}
+    if isinstance(value, Summary | Contender):
+        return asdict(value)
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+def run_rounds(
+    contenders: Sequence[Contender], rounds: int, measure: Callable[[Contender, int], Run]
+) -> list[Run]:
+    """Alternate the available contenders back to back, ``rounds`` times, and log progress."""
+    runs = []
+    for round_ in range(rounds):
+        for contender in contenders:
+            if not contender.available:
+                continue
+            run = measure(contender, round_)
+            state = "ok" if run.ok else "FAILED: " + run.error.splitlines()[0]
+            print(
+                f"  round {round_ + 1}/{rounds} {contender.name}: {run.wall_s:.3f} s {state}",
+                file=sys.stderr,
+                flush=True,
+            )
+            runs.append(run)
+    return runs
+
+
+def total_size(paths: Sequence[Path]) -> int:
+    return sum(p.stat().st_size for p in paths)
+
+
+def common_contenders() -> dict[str, Contender]:
+    """Receivers every receive benchmark compares (``{port}``/``{out}`` filled per run)."""
+    aiodicom = check_command(
+        "aiodicom",
+        aiodicom_command(
+            "receive", "--port", "{port}", "--aet", "AIODICOM", "--output-dir", "{out}",
+            "--host", LOCALHOST,
+        ),
+        aiodicom_command("receive", "--help"),
+    )  # fmt: skip
+    storescp = Contender("storescp", ["storescp", "-od", "{out}", "{port}"])
+    if shutil.which("storescp") is None:
+        storescp.available, storescp.why_unavailable = False, "DCMTK storescp not on PATH"
+    storescp_pdu = Contender(
+        "storescp -pdu 131072", ["storescp", "-od", "{out}", "-pdu", "131072", "{port}"],
+        storescp.available, storescp.why_unavailable,
+    )  # fmt: skip
+    pynetdicom = check_command(
+        "pynetdicom storescp",
+        python_module_command(
+            "pynetdicom", "storescp", "{port}", "-od", "{out}", "-ba", LOCALHOST
+        ),
+        [sys.executable, "-c", "import pynetdicom"],
+    )
+    return {c.name: c for c in (aiodicom, storescp, storescp_pdu, pynetdicom)}
+
+
+def storescu(folder: Path, called: str = "AIODICOM") -> list[str]:
+    """DCMTK storescu sending every file under ``folder`` on one association."""
+    return ["storescu", "-aec", called, "+sd", "+r", LOCALHOST, "{port}", str(folder)]
+
+
+def require_dcmtk() -> None:
+    missing = [t for t in ("storescp", "storescu") if shutil.which(t) is None]
+    if missing:
+        sys.exit(f"DCMTK is needed for the benchmarks (missing {', '.join(missing)})")

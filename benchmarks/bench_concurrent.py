@@ -1,0 +1,100 @@
+"""Concurrent associations: 8 and 64 DCMTK storescu processes at once into one receiver.
+
+Each sender has its own folder (its own study); every file must be stored and a sample
+must hold the sent data set byte for byte. Reports aggregate throughput of
+``aiodicom receive`` and, as a reference, DCMTK ``storescp -od`` (which serves one
+association at a time: the others wait in its listen backlog).
+
+    python benchmarks/bench_concurrent.py [--quick] [--rounds N]
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _harness as h  # noqa: E402
+
+from aiodicom.synthetic import write_study  # noqa: E402
+
+
+def main() -> int:
+    args = h.parser(__doc__.splitlines()[0]).parse_args()
+    h.require_dcmtk()
+    rounds = args.rounds or (1 if args.quick else 3)
+    size = 64 if args.quick else 512
+    # (associations, images per association): about 300-500 images in total at full size.
+    layouts = [(8, 2), (64, 1)] if args.quick else [(8, 40), (64, 8)]
+    contenders = h.common_contenders()
+    receivers = [contenders["aiodicom"], contenders["storescp"]]
+    report = ["## bench_concurrent", ""]
+    payload: dict[str, object] = {"rounds": rounds, "quick": args.quick}
+    ok = True
+    with h.scratch(args.workdir) as work:
+        for associations, per_association in layouts:
+            root = work / f"c{associations}"
+            folders = [root / f"{i:03d}" for i in range(associations)]
+            files = [
+                path
+                for i, folder in enumerate(folders)
+                for path in write_study(
+                    folder,
+                    patient_id=f"CONC{i:03d}",
+                    images_per_series=per_association,
+                    rows=size,
+                    columns=size,
+                    seed=i,
+                )
+            ]
+            title = (
+                f"{associations} concurrent associations x {per_association} images "
+                f"{size}x{size} ({len(files)} images)"
+            )
+            print(f"{title}:", file=sys.stderr)
+            senders = [h.storescu(folder) for folder in folders]
+            runs = h.run_rounds(
+                receivers,
+                rounds,
+                lambda c, r, files=files, senders=senders: h.measure_receiver(
+                    c,
+                    senders,
+                    round_=r,
+                    items=len(files),
+                    payload_bytes=h.total_size(files),
+                    workdir=work,
+                    check=h.check_stored(files),
+                ),
+            )
+            ok = ok and all(r.ok for r in runs)
+            summaries = h.summarize(runs, [c.name for c in receivers if c.available])
+            value = h.ratio(summaries, "aiodicom", "storescp")
+            report += [
+                h.table(title, summaries),
+                "",
+                h.ratio_table([("aiodicom vs storescp (aggregate)", value, None)]),
+                "",
+            ]
+            payload[f"c{associations}"] = {
+                "title": title,
+                "commands": {c.name: c.command for c in receivers},
+                "sender": h.storescu(root / "NNN"),
+                "runs": runs,
+                "summary": summaries,
+                "ratio": value,
+            }
+    note = h.unavailable_note(receivers)
+    if note:
+        report += [note, ""]
+    report.append(
+        "Senders: one `TCP_NODELAY=1 storescu -aec AIODICOM +sd +r 127.0.0.1 PORT DIR` "
+        "per association, all started at once; wall time is until the last one exits."
+    )
+    print("\n".join(report))
+    print(f"\nraw numbers: {h.save('bench_concurrent', args.results_dir, payload)}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""Receiving: DCMTK storescu -> each receiver, one association, files written to disk.
+
+Workloads: 500 CT images of 512x512x16 bit (images/s, MB/s), and 2000 images of 64x64
+(messages/s: per-message overhead dominates). Receivers: ``aiodicom receive`` (its
+defaults), DCMTK ``storescp -od`` (defaults and ``-pdu 131072``) and pynetdicom's storescp
+writing files. Targets (issue 3): >= 1.5x storescp, >= 1.0x storescp -pdu 131072,
+>= 4x pynetdicom on CT; >= 1.0x storescp on small images.
+
+    python benchmarks/bench_receive.py [--quick] [--rounds N]
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _harness as h  # noqa: E402
+
+from aiodicom.synthetic import write_study  # noqa: E402
+
+
+def main() -> int:
+    args = h.parser(__doc__.splitlines()[0]).parse_args()
+    h.require_dcmtk()
+    rounds = args.rounds or (1 if args.quick else 3)
+    ct_count = 20 if args.quick else 500
+    small_count = 50 if args.quick else 2000
+    contenders = h.common_contenders()
+    report = ["## bench_receive", ""]
+    payload: dict[str, object] = {"rounds": rounds, "quick": args.quick}
+    ok = True
+    with h.scratch(args.workdir) as work:
+        ct = write_study(work / "ct", images_per_series=ct_count)
+        small = write_study(work / "small", images_per_series=small_count, rows=64, columns=64)
+        sections = [
+            ("ct", f"{ct_count} CT images 512x512x16 bit, one association", ct,
+             list(contenders.values()), "img/s"),
+            ("small", f"{small_count} images 64x64, one association", small,
+             [contenders["aiodicom"], contenders["storescp"]], "msg/s"),
+        ]  # fmt: skip
+        for key, title, files, receivers, unit in sections:
+            print(f"{title}:", file=sys.stderr)
+            folder = files[0].parent
+            runs = h.run_rounds(
+                receivers,
+                rounds,
+                lambda c, r, files=files, folder=folder: h.measure_receiver(
+                    c,
+                    [h.storescu(folder)],
+                    round_=r,
+                    items=len(files),
+                    payload_bytes=h.total_size(files),
+                    workdir=work,
+                    check=h.check_stored(files),
+                ),
+            )
+            summaries = h.summarize(runs, [c.name for c in receivers if c.available])
+            ok = ok and all(r.ok for r in runs)
+            report += [h.table(title, summaries, unit), ""]
+            if key == "ct":
+                ratios = [
+                    ("aiodicom vs storescp", h.ratio(summaries, "aiodicom", "storescp"), 1.5),
+                    ("aiodicom vs storescp -pdu 131072",
+                     h.ratio(summaries, "aiodicom", "storescp -pdu 131072"), 1.0),
+                    ("aiodicom vs pynetdicom storescp",
+                     h.ratio(summaries, "aiodicom", "pynetdicom storescp"), 4.0),
+                ]  # fmt: skip
+            else:
+                ratios = [("aiodicom vs storescp", h.ratio(summaries, "aiodicom", "storescp"), 1.0)]
+            report += [h.ratio_table(ratios), ""]
+            payload[key] = {
+                "title": title,
+                "commands": {c.name: c.command for c in receivers},
+                "sender": h.storescu(folder),
+                "runs": runs,
+                "summary": summaries,
+                "ratios": {label: value for label, value, _ in ratios},
+            }
+    note = h.unavailable_note(list(contenders.values()))
+    if note:
+        report += [note, ""]
+    report.append("Sender: `TCP_NODELAY=1 storescu -aec AIODICOM +sd +r 127.0.0.1 PORT DIR`.")
+    print("\n".join(report))
+    print(f"\nraw numbers: {h.save('bench_receive', args.results_dir, payload)}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

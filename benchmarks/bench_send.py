@@ -1,0 +1,93 @@
+"""Sending: ``aiodicom store`` vs DCMTK ``storescu`` into DCMTK ``storescp --ignore``.
+
+Both senders use one association and send the same folder; the sink discards what it
+receives, so the sender is what is measured (wall time, its CPU seconds and peak RSS).
+Target (issue 3): aiodicom >= 1.0x storescu on the CT workload.
+
+    python benchmarks/bench_send.py [--quick] [--rounds N]
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _harness as h  # noqa: E402
+
+from aiodicom.synthetic import write_study  # noqa: E402
+
+SINK = ["storescp", "--ignore", "-aet", "SINK", "{port}"]
+
+
+def main() -> int:
+    args = h.parser(__doc__.splitlines()[0]).parse_args()
+    h.require_dcmtk()
+    rounds = args.rounds or (1 if args.quick else 3)
+    ct_count = 20 if args.quick else 500
+    small_count = 50 if args.quick else 2000
+    report = ["## bench_send", ""]
+    payload: dict[str, object] = {"rounds": rounds, "quick": args.quick, "sink": SINK}
+    ok = True
+    with h.scratch(args.workdir) as work:
+        ct = write_study(work / "ct", images_per_series=ct_count)
+        small = write_study(work / "small", images_per_series=small_count, rows=64, columns=64)
+        sections = [
+            ("ct", f"{ct_count} CT images 512x512x16 bit, one association", ct, 1.0, "img/s"),
+            ("small", f"{small_count} images 64x64, one association", small, None, "msg/s"),
+        ]
+        senders: list[h.Contender] = []
+        for key, title, files, target, unit in sections:
+            folder = files[0].parent
+            senders = [
+                h.check_command(
+                    "aiodicom store",
+                    h.aiodicom_command(
+                        "store", h.LOCALHOST, "{port}", str(folder), "--aec", "SINK",
+                        "--aet", "AIODICOM",
+                    ),
+                    h.aiodicom_command("store", "--help"),
+                ),  # fmt: skip
+                h.Contender("storescu", h.storescu(folder, called="SINK")),
+            ]
+            print(f"{title}:", file=sys.stderr)
+            runs = h.run_rounds(
+                senders,
+                rounds,
+                lambda c, r, files=files: h.measure_sender(
+                    c,
+                    SINK,
+                    round_=r,
+                    items=len(files),
+                    payload_bytes=h.total_size(files),
+                    workdir=work,
+                ),
+            )
+            ok = ok and all(r.ok for r in runs)
+            summaries = h.summarize(runs, [c.name for c in senders if c.available])
+            value = h.ratio(summaries, "aiodicom store", "storescu")
+            report += [
+                h.table(title, summaries, unit),
+                "",
+                h.ratio_table([("aiodicom store vs storescu", value, target)]),
+                "",
+            ]
+            payload[key] = {
+                "title": title,
+                "commands": {c.name: c.command for c in senders},
+                "runs": runs,
+                "summary": summaries,
+                "ratio": value,
+            }
+    note = h.unavailable_note(senders)
+    if note:
+        report += [note, ""]
+    report.append("Sink: `TCP_NODELAY=1 storescp --ignore -aet SINK PORT` (a fresh one per run).")
+    print("\n".join(report))
+    print(f"\nraw numbers: {h.save('bench_send', args.results_dir, payload)}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

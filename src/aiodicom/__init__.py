@@ -1,0 +1,79 @@
+"""aiodicom: asyncio-native DICOM networking and image-processing pipelines.
+
+The small public surface::
+
+    async with aiodicom.connect("pacs", 104, called_ae="PACS") as assoc:
+        await assoc.echo()
+        status = await assoc.store("image.dcm")
+
+    server = aiodicom.Server("MYAE", port=0, on_store=handle)
+    port = await task_group.start(server.serve)
+
+Names are imported on first use, so ``import aiodicom.grinders`` does not
+pull in the network stack (and vice versa).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "ClientAssociation": "aiodicom.dimse.client",
+    "connect": "aiodicom.dimse.client",
+    "contexts_for_files": "aiodicom.dimse.client",
+    "Server": "aiodicom.dimse.server",
+    "Status": "aiodicom.dimse.status",
+    "StatusCategory": "aiodicom.dimse.status",
+    "AssociationInfo": "aiodicom.dimse.store",
+    "ReceivedInstance": "aiodicom.dimse.store",
+    "Timeouts": "aiodicom.transport.association",
+    "run": "aiodicom.runner",
+    "AiodicomError": "aiodicom.errors",
+    "AssociationAborted": "aiodicom.errors",
+    "AssociationError": "aiodicom.errors",
+    "AssociationRejected": "aiodicom.errors",
+    "DicomFileError": "aiodicom.errors",
+    "DicomTimeoutError": "aiodicom.errors",
+    "DimseError": "aiodicom.errors",
+    "NoPresentationContext": "aiodicom.errors",
+    "ProtocolError": "aiodicom.errors",
+    "StatusError": "aiodicom.errors",
+}
+
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:
+    from aiodicom.dimse.client import ClientAssociation, connect, contexts_for_files
+    from aiodicom.dimse.server import Server
+    from aiodicom.dimse.status import Status, StatusCategory
+    from aiodicom.dimse.store import AssociationInfo, ReceivedInstance
+    from aiodicom.errors import (
+        AiodicomError,
+        AssociationAborted,
+        AssociationError,
+        AssociationRejected,
+        DicomFileError,
+        DicomTimeoutError,
+        DimseError,
+        NoPresentationContext,
+        ProtocolError,
+        StatusError,
+    )
+    from aiodicom.runner import run
+    from aiodicom.transport.association import Timeouts
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'aiodicom' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

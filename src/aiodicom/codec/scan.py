@@ -1,0 +1,300 @@
+"""Find a few top-level elements in raw data set bytes without decoding them.
+
+A C-STORE receiver needs PatientID, the study/series/instance UIDs and little
+else to decide where an image goes, and it has them in the first P-DATA
+fragment long before the pixel data arrive. :func:`scan_elements` walks the
+element headers of that fragment (skipping values and whole sequences) and
+returns the raw bytes of the wanted elements. It never builds a pydicom
+object, never trusts a length to allocate memory, and stops at the first tag
+past the largest wanted one, since data set elements are sorted by tag.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from collections.abc import Collection
+from dataclasses import dataclass
+from typing import Final
+
+from aiodicom.codec.uids import (
+    DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
+    EXPLICIT_VR_BIG_ENDIAN,
+    IMPLICIT_VR_LITTLE_ENDIAN,
+)
+from aiodicom.errors import DicomFileError
+
+__all__ = ["ScanResult", "scan_elements", "text"]
+
+
+@dataclass(frozen=True, slots=True)
+class ScanResult:
+    """What :func:`scan_elements` found.
+
+    ``values`` maps each wanted tag that was found to its raw value bytes
+    (in the transfer syntax's byte order, padding included). ``complete`` is
+    False when the bytes ran out before every wanted tag was either found or
+    known to be absent, so the caller may retry with more bytes; a caller that
+    passed the whole data set knows the missing tags are simply not there.
+    """
+
+    values: dict[int, bytes]
+    complete: bool
+
+
+def text(value: bytes) -> str:
+    """Decode a string value, dropping the trailing space/NUL padding.
+
+    UTF-8 covers ASCII (all UIDs, codes and most IDs); a value in another
+    8-bit character set falls back to Latin-1 rather than failing, since the
+    caller wants a usable name, not a lecture on (0008,0005).
+    """
+    try:
+        decoded = value.decode("utf-8")
+    except UnicodeDecodeError:
+        decoded = value.decode("latin-1")
+    return decoded.rstrip(" \0")
+
+
+# VRs whose explicit encoding has 2 reserved bytes and a 4-byte length (PS3.5 7.1.2).
+_LONG_VRS: Final = frozenset(
+    {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+)
+_SHORT_VRS: Final = frozenset(
+    {
+        b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FD", b"FL", b"IS", b"LO",
+        b"LT", b"PN", b"SH", b"SL", b"SS", b"ST", b"TM", b"UI", b"UL", b"US",
+    }
+)  # fmt: skip
+
+_UNDEFINED: Final = 0xFFFFFFFF
+_ITEM: Final = 0xFFFEE000
+_ITEM_END: Final = 0xFFFEE00D
+_SEQ_END: Final = 0xFFFEE0DD
+
+_LE_TAG = struct.Struct("<HH").unpack_from
+_BE_TAG = struct.Struct(">HH").unpack_from
+_LE_UL = struct.Struct("<I").unpack_from
+_BE_UL = struct.Struct(">I").unpack_from
+_LE_US = struct.Struct("<H").unpack_from
+_BE_US = struct.Struct(">H").unpack_from
+
+_Buffer = bytes | bytearray | memoryview
+
+
+class _Need(Exception):
+    """Internal: the buffer ends before the element being walked does."""
+
+
+def _skip_sequence(buf: _Buffer, pos: int, implicit: bool, big: bool) -> tuple[int, int]:
+    """Walk an undefined-length sequence whose items start at ``pos``.
+
+    Returns (start of the sequence delimiter, position after it). Iterative
+    with an explicit stack so deep nesting in garbage cannot exhaust Python's
+    recursion limit; every step consumes at least 8 bytes, so it terminates.
+    """
+    n = len(buf)
+    # Frames: (in_item, implicit, big). An undefined-length UN holds implicit
+    # VR little endian data (PS3.5 6.2.2), whatever the outer syntax is.
+    stack: list[tuple[bool, bool, bool]] = [(False, implicit, big)]
+    while True:
+        in_item, imp, be = stack[-1]
+        if pos + 8 > n:
+            raise _Need
+        group, elem = (_BE_TAG if be else _LE_TAG)(buf, pos)
+        tag = (group << 16) | elem
+        if not in_item:
+            (length,) = (_BE_UL if be else _LE_UL)(buf, pos + 4)
+            if tag == _ITEM:
+                pos += 8
+                if length == _UNDEFINED:
+                    stack.append((True, imp, be))
+                else:
+                    pos += length
+            elif tag == _SEQ_END:
+                start = pos
+                pos += 8
+                stack.pop()
+                if not stack:
+                    return start, pos
+            else:
+                raise DicomFileError(
+                    f"expected an item or sequence delimiter at offset {pos}, "
+                    f"found ({group:04X},{elem:04X})"
+                )
+            continue
+        if tag == _ITEM_END:
+            pos += 8
+            stack.pop()
+            continue
+        if imp:
+            (length,) = _LE_UL(buf, pos + 4)
+            pos += 8
+            vr = b""
+        else:
+            vr = bytes(buf[pos + 4 : pos + 6])
+            if vr in _LONG_VRS:
+                if pos + 12 > n:
+                    raise _Need
+                (length,) = (_BE_UL if be else _LE_UL)(buf, pos + 8)
+                pos += 12
+            elif vr in _SHORT_VRS:
+                (length,) = (_BE_US if be else _LE_US)(buf, pos + 6)
+                pos += 8
+            else:
+                raise DicomFileError(
+                    f"unknown VR {vr!r} for ({group:04X},{elem:04X}) at offset {pos} inside a sequence"
+                )
+        if length == _UNDEFINED:
+            if vr == b"UN":
+                stack.append((False, True, False))
+            else:
+                stack.append((False, imp, be))
+        else:
+            pos += length
+
+
+def _walk(
+    buf: _Buffer,
+    pos: int,
+    implicit: bool,
+    big: bool,
+    wanted: Collection[int],
+    max_tag: int,
+    found: dict[int, bytes],
+) -> tuple[int, bool]:
+    """Walk top-level elements from ``pos``; return (resume position, done).
+
+    ``done`` means every wanted tag was found or passed; otherwise the element
+    starting at the returned position did not fit in ``buf``.
+    """
+    n = len(buf)
+    unpack_tag = _BE_TAG if big else _LE_TAG
+    unpack_ul = _BE_UL if big else _LE_UL
+    unpack_us = _BE_US if big else _LE_US
+    count = len(wanted)
+    while len(found) < count:
+        if pos + 8 > n:
+            return pos, False
+        group, elem = unpack_tag(buf, pos)
+        tag = (group << 16) | elem
+        if tag > max_tag:
+            return pos, True
+        if implicit:
+            (length,) = _LE_UL(buf, pos + 4)
+            value_pos = pos + 8
+            vr = b""
+        else:
+            vr = bytes(buf[pos + 4 : pos + 6])
+            if vr in _SHORT_VRS:
+                (length,) = unpack_us(buf, pos + 6)
+                value_pos = pos + 8
+            elif vr in _LONG_VRS:
+                if pos + 12 > n:
+                    return pos, False
+                (length,) = unpack_ul(buf, pos + 8)
+                value_pos = pos + 12
+            else:
+                raise DicomFileError(
+                    f"unknown VR {vr!r} for ({group:04X},{elem:04X}) at offset {pos}"
+                )
+        if length == _UNDEFINED:
+            try:
+                if vr == b"UN":
+                    value_end, end = _skip_sequence(buf, value_pos, True, False)
+                else:
+                    value_end, end = _skip_sequence(buf, value_pos, implicit, big)
+            except _Need:
+                return pos, False
+        else:
+            value_end = end = value_pos + length
+        if tag in wanted:
+            if value_end > n:
+                return pos, False
+            found[tag] = bytes(buf[value_pos:value_end])
+        pos = end
+    return pos, True
+
+
+def _syntax(transfer_syntax: str) -> tuple[bool, bool]:
+    """(implicit, big endian) for an uncompressed or encapsulated syntax."""
+    if transfer_syntax == IMPLICIT_VR_LITTLE_ENDIAN:
+        return True, False
+    if transfer_syntax == EXPLICIT_VR_BIG_ENDIAN:
+        return False, True
+    # Explicit VR little endian, and every encapsulated syntax: their data set
+    # is explicit VR little endian, only the pixel data are compressed.
+    return False, False
+
+
+_CHUNK: Final = 64 * 1024
+
+
+def _scan_deflated(data: _Buffer, wanted: Collection[int], max_tag: int) -> ScanResult:
+    """Inflate only as much as the walk needs, discarding what it has passed."""
+    inflater = zlib.decompressobj(-15)
+    pending: bytes = bytes(data)
+    buf = bytearray()
+    pos = 0
+    found: dict[int, bytes] = {}
+    grow = _CHUNK
+
+    def inflate(limit: int) -> bytes:
+        nonlocal pending
+        try:
+            out = inflater.decompress(pending, limit)
+        except zlib.error as exc:
+            raise DicomFileError(f"deflated data set is corrupt: {exc}") from None
+        pending = inflater.unconsumed_tail
+        return out
+
+    while True:
+        pos, done = _walk(buf, pos, False, False, wanted, max_tag, found)
+        if done:
+            return ScanResult(found, True)
+        # Drop what was walked past, then get more: either up to the resume
+        # point (a large value being skipped) or another, growing, chunk.
+        if pos >= len(buf):
+            skip = pos - len(buf)
+            buf.clear()
+            pos = 0
+            while skip:
+                out = inflate(min(skip, _CHUNK))
+                if not out:
+                    return ScanResult(found, False)
+                skip -= len(out)
+            grow = _CHUNK
+        else:
+            del buf[:pos]
+            pos = 0
+            grow = max(grow, len(buf))
+        out = inflate(grow)
+        if not out:
+            return ScanResult(found, False)
+        buf += out
+
+
+def scan_elements(
+    data: bytes | bytearray | memoryview,
+    transfer_syntax: str,
+    tags: Collection[int],
+) -> ScanResult:
+    """Return the raw values of the wanted top-level ``tags`` in ``data``.
+
+    ``data`` is (the start of) a data set without file meta, encoded in
+    ``transfer_syntax``; tags are ints such as ``0x0020000D``. Sequences are
+    skipped, including undefined-length ones and nested ones; a tag inside a
+    sequence is never reported. Garbage raises
+    :class:`~aiodicom.errors.DicomFileError` and nothing else; a truncated
+    buffer gives ``complete=False``.
+    """
+    wanted = frozenset(tags)
+    if not wanted:
+        return ScanResult({}, True)
+    max_tag = max(wanted)
+    if transfer_syntax == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
+        return _scan_deflated(data, wanted, max_tag)
+    implicit, big = _syntax(transfer_syntax)
+    found: dict[int, bytes] = {}
+    _, done = _walk(data, 0, implicit, big, wanted, max_tag, found)
+    return ScanResult(found, done)

@@ -1,0 +1,451 @@
+"""The SCU side: ``async with aiodicom.connect(...) as assoc`` and its operations.
+
+A background reader (owned by the ``connect`` context's task group) matches
+responses to requests by message ID, so concurrent ``store`` calls pipeline
+up to the negotiated asynchronous operations window, and one at a time
+otherwise. Every wait has a timeout from :class:`Timeouts`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import ssl as _ssl
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.abc
+
+from aiodicom.codec.part10 import read_file_meta, transcode
+from aiodicom.codec.uids import (
+    EXPLICIT_VR_LITTLE_ENDIAN,
+    IMPLICIT_VR_LITTLE_ENDIAN,
+    UNCOMPRESSED_TRANSFER_SYNTAXES,
+    VERIFICATION_SOP_CLASS,
+    is_compressed,
+)
+from aiodicom.dimse import command as C
+from aiodicom.dimse.status import Status
+from aiodicom.errors import (
+    AssociationError,
+    DicomFileError,
+    DicomTimeoutError,
+    DimseError,
+    NoPresentationContext,
+    ProtocolError,
+)
+from aiodicom.transport.association import Association, DicomProtocol, ReleaseRequest, Timeouts
+from aiodicom.ul import pdu as P
+from aiodicom.ul.assembly import CommandDecoder, DataSink
+from aiodicom.ul.machine import Role
+from aiodicom.ul.negotiation import DEFAULT_MAX_PDU_LENGTH, build_request
+
+if TYPE_CHECKING:
+    import pydicom
+
+#: Data sets up to this size are read whole; larger ones are streamed from disk.
+_STREAM_THRESHOLD = 32 * 1024 * 1024
+
+# Common storage SOP classes proposed by default (a file's own class is always
+# proposed by ``contexts_for_files``); kept well under the 128-context limit.
+COMMON_STORAGE_SOP_CLASSES: tuple[str, ...] = (
+    "1.2.840.10008.5.1.4.1.1.1",  # CR Image
+    "1.2.840.10008.5.1.4.1.1.1.1",  # Digital X-Ray Image - For Presentation
+    "1.2.840.10008.5.1.4.1.1.1.2",  # Digital Mammography X-Ray Image - For Presentation
+    "1.2.840.10008.5.1.4.1.1.2",  # CT Image
+    "1.2.840.10008.5.1.4.1.1.2.1",  # Enhanced CT Image
+    "1.2.840.10008.5.1.4.1.1.3.1",  # Ultrasound Multi-frame Image
+    "1.2.840.10008.5.1.4.1.1.4",  # MR Image
+    "1.2.840.10008.5.1.4.1.1.4.1",  # Enhanced MR Image
+    "1.2.840.10008.5.1.4.1.1.6.1",  # Ultrasound Image
+    "1.2.840.10008.5.1.4.1.1.7",  # Secondary Capture Image
+    "1.2.840.10008.5.1.4.1.1.7.2",  # Multi-frame Grayscale Byte SC
+    "1.2.840.10008.5.1.4.1.1.7.3",  # Multi-frame Grayscale Word SC
+    "1.2.840.10008.5.1.4.1.1.7.4",  # Multi-frame True Color SC
+    "1.2.840.10008.5.1.4.1.1.12.1",  # X-Ray Angiographic Image
+    "1.2.840.10008.5.1.4.1.1.20",  # Nuclear Medicine Image
+    "1.2.840.10008.5.1.4.1.1.66.4",  # Segmentation
+    "1.2.840.10008.5.1.4.1.1.88.11",  # Basic Text SR
+    "1.2.840.10008.5.1.4.1.1.88.22",  # Enhanced SR
+    "1.2.840.10008.5.1.4.1.1.88.33",  # Comprehensive SR
+    "1.2.840.10008.5.1.4.1.1.104.1",  # Encapsulated PDF
+    "1.2.840.10008.5.1.4.1.1.128",  # Positron Emission Tomography Image
+    "1.2.840.10008.5.1.4.1.1.130",  # Enhanced PET Image
+    "1.2.840.10008.5.1.4.1.1.481.1",  # RT Image
+    "1.2.840.10008.5.1.4.1.1.481.2",  # RT Dose
+    "1.2.840.10008.5.1.4.1.1.481.3",  # RT Structure Set
+    "1.2.840.10008.5.1.4.1.1.481.5",  # RT Plan
+)
+
+ContextSpec = tuple[str, Sequence[str]]
+
+
+def default_contexts() -> list[ContextSpec]:
+    """Verification plus common storage classes, uncompressed."""
+    syntaxes = list(UNCOMPRESSED_TRANSFER_SYNTAXES[:2])
+    return [(VERIFICATION_SOP_CLASS, [IMPLICIT_VR_LITTLE_ENDIAN])] + [
+        (uid, syntaxes) for uid in COMMON_STORAGE_SOP_CLASSES
+    ]
+
+
+def contexts_for_files(paths: Iterable[str | os.PathLike[str]]) -> list[list[ContextSpec]]:
+    """Presentation contexts to send ``paths``, split into groups of at most 128.
+
+    Files are grouped by SOP class. A compressed file keeps its transfer syntax
+    (in a context of its own, since the data are sent untouched); uncompressed
+    ones propose explicit and implicit VR little endian, plus their own.
+    """
+    wanted: dict[tuple[str, str], None] = {}
+    for path in paths:
+        meta = read_file_meta(Path(path))
+        wanted[(meta.sop_class_uid, meta.transfer_syntax)] = None
+    contexts: dict[tuple[str, tuple[str, ...]], None] = {}
+    for sop_class, ts in wanted:
+        if is_compressed(ts):
+            contexts[(sop_class, (ts,))] = None
+        else:
+            own = (ts,) if ts not in UNCOMPRESSED_TRANSFER_SYNTAXES[:2] else ()
+            contexts[(sop_class, (*own, EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN))] = None
+    specs: list[ContextSpec] = [(sop_class, list(syntaxes)) for sop_class, syntaxes in contexts]
+    groups = [specs[i : i + 127] for i in range(0, len(specs), 127)] or [[]]
+    return [[(VERIFICATION_SOP_CLASS, [IMPLICIT_VR_LITTLE_ENDIAN]), *group] for group in groups]
+
+
+@dataclass(slots=True)
+class _Pending:
+    future: asyncio.Future[Any]
+    responses: list[Any]
+
+
+class _ResponseSink:
+    """Collects a response's data set (C-FIND matches etc.)."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+
+    def write(self, data: memoryview) -> None:
+        self.parts.append(bytes(data))
+
+    def finish(self) -> None:
+        pass
+
+    def discard(self) -> None:
+        self.parts = []
+
+
+class ClientAssociation:
+    """An association we requested. Obtain one with :func:`connect`."""
+
+    def __init__(self, association: Association, timeouts: Timeouts) -> None:
+        self._association = association
+        self.timeouts = timeouts
+        self._message_ids = itertools.count(1)
+        self._pending: dict[int, _Pending] = {}
+        window = association.response.user_information.async_ops_window
+        invoked = window[0] if window else 1
+        self.max_outstanding = invoked if invoked > 0 else 64
+        self._slots = asyncio.Semaphore(self.max_outstanding)
+        self.log = association.log
+
+    # --- information -------------------------------------------------------------
+
+    @property
+    def association(self) -> Association:
+        return self._association
+
+    @property
+    def accepted_contexts(self) -> list[tuple[int, str, str]]:
+        return [(c.id, c.abstract_syntax, c.transfer_syntax) for c in self._association.contexts.values()]
+
+    def _next_message_id(self) -> int:
+        while True:
+            mid = next(self._message_ids) & 0xFFFF
+            if mid and mid not in self._pending:
+                return mid
+
+    # --- operations ------------------------------------------------------------------
+
+    async def echo(self) -> Status:
+        """C-ECHO: is the peer there and speaking DICOM?"""
+        context = self._association.context_for(VERIFICATION_SOP_CLASS)
+        if context is None:
+            raise NoPresentationContext("the peer did not accept the Verification SOP class")
+        rsp = await self._request(context.id, lambda mid: C.CEchoRQ(mid), None)
+        return rsp.status  # type: ignore[no-any-return]
+
+    async def store(
+        self,
+        source: str | os.PathLike[str] | bytes | pydicom.Dataset,
+        *,
+        priority: int = C.Priority.MEDIUM,
+        move_originator_ae: str | None = None,
+        move_originator_message_id: int | None = None,
+    ) -> Status:
+        """C-STORE one instance from a file path, Part 10 bytes, or a pydicom data set.
+
+        The data set is sent as encoded when the peer accepted its transfer
+        syntax, and converted between uncompressed transfer syntaxes otherwise.
+        Returns the peer's status (check ``status.is_success`` or call
+        ``raise_for_status``); a caller's data set is never modified.
+        """
+        if isinstance(source, (bytes, bytearray, memoryview)):
+            data = bytes(source)
+            meta = read_file_meta(data)
+            dataset_length = len(data) - meta.dataset_offset
+            payload: bytes | memoryview | None = memoryview(data)[meta.dataset_offset :]
+            path = None
+        elif isinstance(source, (str, os.PathLike)):
+            path = Path(source)
+            meta = read_file_meta(path)
+            dataset_length = path.stat().st_size - meta.dataset_offset
+            payload = None
+        else:
+            return await self._store_dataset(source, priority, move_originator_ae, move_originator_message_id)
+
+        context = self._context_for(meta.sop_class_uid, meta.transfer_syntax)
+        rq_factory = self._store_rq(
+            meta.sop_class_uid, meta.sop_instance_uid, priority, move_originator_ae, move_originator_message_id
+        )
+        if context.transfer_syntax != meta.transfer_syntax:
+            raw = payload if payload is not None else _read_range(path, meta.dataset_offset, dataset_length)
+            converted = transcode(bytes(raw), meta.transfer_syntax, context.transfer_syntax)
+            return (await self._request(context.id, rq_factory, converted)).status  # type: ignore[no-any-return]
+        if payload is None:
+            assert path is not None
+            if dataset_length > _STREAM_THRESHOLD:
+                return await self._store_streamed(context.id, rq_factory, path, meta.dataset_offset, dataset_length)
+            payload = _read_range(path, meta.dataset_offset, dataset_length)
+        return (await self._request(context.id, rq_factory, payload)).status  # type: ignore[no-any-return]
+
+    async def _store_dataset(
+        self,
+        dataset: pydicom.Dataset,
+        priority: int,
+        move_originator_ae: str | None,
+        move_originator_message_id: int | None,
+    ) -> Status:
+        sop_class = str(dataset.SOPClassUID)
+        sop_instance = str(dataset.SOPInstanceUID)
+        meta = getattr(dataset, "file_meta", None)
+        own_ts = str(meta.TransferSyntaxUID) if meta is not None and "TransferSyntaxUID" in meta else None
+        context = self._context_for(sop_class, own_ts or EXPLICIT_VR_LITTLE_ENDIAN)
+        if own_ts is not None and is_compressed(own_ts) and context.transfer_syntax != own_ts:
+            raise NoPresentationContext(
+                f"the data set is encoded in {own_ts}, which the peer did not accept for {sop_class}"
+            )
+        payload = _encode_dataset(dataset, context.transfer_syntax)
+        rq_factory = self._store_rq(sop_class, sop_instance, priority, move_originator_ae, move_originator_message_id)
+        return (await self._request(context.id, rq_factory, payload)).status  # type: ignore[no-any-return]
+
+    def _store_rq(
+        self,
+        sop_class: str,
+        sop_instance: str,
+        priority: int,
+        move_originator_ae: str | None,
+        move_originator_message_id: int | None,
+    ) -> Any:
+        def make(mid: int) -> C.CStoreRQ:
+            return C.CStoreRQ(mid, sop_class, sop_instance, priority, move_originator_ae, move_originator_message_id)
+
+        return make
+
+    def _context_for(self, sop_class: str, transfer_syntax: str) -> Any:
+        association = self._association
+        exact = association.context_for(sop_class, (transfer_syntax,))
+        if exact is not None and exact.transfer_syntax == transfer_syntax:
+            return exact
+        if is_compressed(transfer_syntax):
+            raise NoPresentationContext(
+                f"no accepted presentation context for {sop_class} in {transfer_syntax} "
+                "(compressed data are sent untouched, never decompressed)"
+            )
+        fallback = association.context_for(sop_class, UNCOMPRESSED_TRANSFER_SYNTAXES)
+        if fallback is None or is_compressed(fallback.transfer_syntax):
+            raise NoPresentationContext(f"the peer accepted no presentation context for SOP class {sop_class}")
+        return fallback
+
+    async def _store_streamed(self, context_id: int, rq_factory: Any, path: Path, offset: int, length: int) -> Status:
+        async with self._slots:
+            mid = self._next_message_id()
+            pending = _Pending(asyncio.get_running_loop().create_future(), [])
+            self._pending[mid] = pending
+            try:
+                command = C.encode_command(rq_factory(mid), has_dataset=True)
+                with open(path, "rb") as handle:
+                    handle.seek(offset)
+                    await self._association.send_streamed(context_id, command, handle.read, length)
+                rsp = await self._wait(pending)
+            finally:
+                self._pending.pop(mid, None)
+        return rsp.status  # type: ignore[no-any-return]
+
+    async def _request(self, context_id: int, make: Any, dataset: bytes | memoryview | None) -> Any:
+        async with self._slots:
+            mid = self._next_message_id()
+            pending = _Pending(asyncio.get_running_loop().create_future(), [])
+            self._pending[mid] = pending
+            try:
+                command = C.encode_command(make(mid), has_dataset=dataset is not None)
+                await self._association.send(context_id, command, dataset)
+                return await self._wait(pending)
+            finally:
+                self._pending.pop(mid, None)
+
+    async def _wait(self, pending: _Pending) -> Any:
+        try:
+            async with asyncio.timeout(self.timeouts.dimse):
+                return await pending.future
+        except TimeoutError:
+            self._association.abort()
+            raise DicomTimeoutError(f"no DIMSE response within {self.timeouts.dimse} s") from None
+
+    # --- the reader -----------------------------------------------------------------------
+
+    async def _read_responses(self) -> None:
+        association = self._association
+        try:
+            while True:
+                item = await association.receive(timeout=float("inf"))
+                if isinstance(item, ReleaseRequest):
+                    association.accept_release()
+                    raise AssociationError("the peer released the association")
+                response = item.command
+                mid = getattr(response, "message_id_being_responded_to", None)
+                pending = self._pending.get(mid) if mid is not None else None
+                if pending is None:
+                    association.log.warning("unexpected_response", command=type(response).__name__, mid=mid)
+                    continue
+                status = getattr(response, "status", None)
+                if status is not None and status.is_pending:
+                    pending.responses.append(response)
+                    continue
+                if not pending.future.done():
+                    pending.future.set_result(response)
+        except AssociationError as exc:
+            for pending in self._pending.values():
+                if not pending.future.done():
+                    pending.future.set_exception(exc)
+            self._pending.clear()
+
+    # --- ending ------------------------------------------------------------------------
+
+    async def release(self) -> None:
+        await self._association.release()
+
+    def abort(self) -> None:
+        self._association.abort()
+
+
+def _read_range(path: Path | None, offset: int, length: int) -> bytes:
+    assert path is not None
+    with open(path, "rb") as handle:
+        handle.seek(offset)
+        data = handle.read(length)
+    if len(data) != length:
+        raise DicomFileError(f"{path} changed while being read")
+    return data
+
+
+def _encode_dataset(dataset: pydicom.Dataset, transfer_syntax: str) -> bytes:
+    """Encode a data set (without file meta) in an uncompressed transfer syntax."""
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset
+
+    if is_compressed(transfer_syntax):
+        raise NoPresentationContext(f"cannot encode a data set in compressed {transfer_syntax}")
+    buffer = DicomBytesIO()
+    buffer.is_little_endian = transfer_syntax != "1.2.840.10008.1.2.2"
+    buffer.is_implicit_VR = transfer_syntax == IMPLICIT_VR_LITTLE_ENDIAN
+    try:
+        write_dataset(buffer, dataset)
+    except Exception as exc:
+        raise DicomFileError(f"cannot encode the data set: {exc}") from exc
+    data = buffer.getvalue()
+    if transfer_syntax == "1.2.840.10008.1.2.1.99":
+        return transcode(data, EXPLICIT_VR_LITTLE_ENDIAN, transfer_syntax)
+    return data
+
+
+def _client_decoder(association: Association) -> CommandDecoder[Any]:
+    def decode(context_id: int, data: bytes) -> tuple[Any, DataSink | None]:
+        try:
+            message, has_dataset = C.decode_command(data)
+        except DimseError as exc:
+            raise ProtocolError(f"malformed command set: {exc}", P.REASON_INVALID_PARAMETER) from exc
+        return message, (_ResponseSink() if has_dataset else None)
+
+    return decode
+
+
+@asynccontextmanager
+async def connect(
+    host: str,
+    port: int,
+    *,
+    called_ae: str = "ANY-SCP",
+    calling_ae: str = "AIODICOM",
+    contexts: Sequence[ContextSpec] | None = None,
+    ssl: _ssl.SSLContext | None = None,
+    timeouts: Timeouts = Timeouts(),
+    max_pdu_length: int = DEFAULT_MAX_PDU_LENGTH,
+    max_outstanding: int | None = None,
+) -> AsyncIterator[ClientAssociation]:
+    """Open an association, yield it, release it on exit (abort on error).
+
+    ``contexts`` are ``(abstract syntax, [transfer syntaxes])`` pairs; by
+    default Verification and common storage classes. ``max_outstanding``
+    proposes an asynchronous operations window (pipelined requests).
+    """
+    rq = build_request(
+        called_ae,
+        calling_ae,
+        contexts if contexts is not None else default_contexts(),
+        max_pdu_length=max_pdu_length,
+        async_ops_window=(max_outstanding, 1) if max_outstanding else None,
+    )
+    loop = asyncio.get_running_loop()
+
+    def factory() -> DicomProtocol:
+        protocol = DicomProtocol(Role.REQUESTOR, timeouts=timeouts, command_decoder=_client_decoder)
+        protocol.machine_request = rq
+        protocol.machine.request(rq)
+        return protocol
+
+    try:
+        async with asyncio.timeout(timeouts.connect):
+            _transport, protocol = await loop.create_connection(
+                factory, host, port, ssl=ssl, server_hostname=host if ssl is not None else None
+            )
+    except TimeoutError:
+        raise DicomTimeoutError(f"connecting to {host}:{port} took longer than {timeouts.connect} s") from None
+    except OSError as exc:
+        raise AssociationError(f"cannot connect to {host}:{port}: {exc.strerror or exc}") from exc
+    try:
+        async with asyncio.timeout(timeouts.acse):
+            association = await protocol.established
+    except TimeoutError:
+        if protocol.transport is not None:
+            protocol.transport.abort()
+        raise DicomTimeoutError(f"{host}:{port} did not answer A-ASSOCIATE-RQ in {timeouts.acse} s") from None
+    client = ClientAssociation(association, timeouts)
+    async with anyio.create_task_group() as task_group:
+        task_group.start_soon(client._read_responses)
+        try:
+            yield client
+        except BaseException:
+            association.abort()
+            raise
+        else:
+            if association.is_open:
+                await association.release()
+        finally:
+            task_group.cancel_scope.cancel()
+
+
+__all__ = ["ClientAssociation", "connect", "contexts_for_files", "default_contexts"]

@@ -1,0 +1,398 @@
+"""A DICOM SCP: listens, negotiates, and runs async handlers for DIMSE requests.
+
+Structured concurrency: :meth:`Server.serve` owns an anyio task group, one task
+per established association; shutting down stops accepting, lets associations
+finish within a grace period, then aborts the rest. Nothing outlives ``serve``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import shutil
+import ssl as _ssl
+import tempfile
+from collections.abc import Awaitable, Callable, Collection
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.abc
+import structlog
+
+from aiodicom.codec import uids
+from aiodicom.codec.uids import (
+    UNCOMPRESSED_TRANSFER_SYNTAXES,
+    VERIFICATION_SOP_CLASS,
+)
+from aiodicom.dimse import command as C
+from aiodicom.dimse import status as S
+from aiodicom.dimse.store import AssociationInfo, InstanceSink, ReceivedInstance
+from aiodicom.errors import (
+    AssociationError,
+    DicomTimeoutError,
+    DimseError,
+    ProtocolError,
+)
+from aiodicom.transport.association import (
+    Association,
+    DicomProtocol,
+    ReleaseRequest,
+    Timeouts,
+)
+from aiodicom.ul import pdu as P
+from aiodicom.ul.assembly import AssembledMessage, CommandDecoder, DataSink
+from aiodicom.ul.machine import Role
+from aiodicom.ul.negotiation import (
+    DEFAULT_MAX_PDU_LENGTH,
+    AcceptedContext,
+    AcceptorPolicy,
+    negotiate,
+)
+
+StoreHandler = Callable[[ReceivedInstance], Awaitable[int | None]]
+EchoHandler = Callable[[AssociationInfo], Awaitable[int | None]]
+AssociationHook = Callable[[AssociationInfo], Awaitable[None]]
+
+_log = structlog.get_logger("aiodicom.server")
+
+
+class _BoundedMemorySink:
+    """Holds a small data set that is not a C-STORE one (identifiers, queries)."""
+
+    limit = 16 * 1024 * 1024
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+        self.size = 0
+
+    def write(self, data: memoryview) -> None:
+        self.size += len(data)
+        if self.size > self.limit:
+            raise ProtocolError("identifier data set exceeds 16 MiB", P.REASON_INVALID_PARAMETER)
+        self.parts.append(bytes(data))
+
+    def finish(self) -> None:
+        pass
+
+    def discard(self) -> None:
+        self.parts = []
+
+    def data(self) -> bytes:
+        return b"".join(self.parts)
+
+
+class Server:
+    """An SCP for C-ECHO and C-STORE (more services build on the same loop).
+
+    Handlers return a status code (``None`` means success). A store handler
+    must have kept the data (e.g. :meth:`ReceivedInstance.save`) before it
+    returns success: the sender deletes its copy when it reads that status.
+    An exception in a handler answers 0xA700 (out of resources) for C-STORE
+    so the sender keeps its data and may retry.
+    """
+
+    def __init__(
+        self,
+        ae_title: str = "AIODICOM",
+        host: str = "127.0.0.1",
+        port: int = 11112,
+        *,
+        on_store: StoreHandler | None = None,
+        on_echo: EchoHandler | None = None,
+        on_released: AssociationHook | None = None,
+        on_aborted: AssociationHook | None = None,
+        sop_classes: Collection[str] | None = None,
+        transfer_syntaxes: tuple[str, ...] = UNCOMPRESSED_TRANSFER_SYNTAXES,
+        accept_any_transfer_syntax: bool = False,
+        require_called_ae: bool = False,
+        calling_ae_allowlist: Collection[str] | None = None,
+        max_associations: int = 64,
+        max_pdu_length: int = DEFAULT_MAX_PDU_LENGTH,
+        max_pdu_cap: int | None = None,
+        max_operations: int = 1,
+        ssl: _ssl.SSLContext | None = None,
+        timeouts: Timeouts = Timeouts(),
+        spool_dir: str | Path | None = None,
+        memory_threshold: int = 1024 * 1024,
+        backlog: int = 128,
+    ) -> None:
+        self.ae_title = ae_title
+        self.host = host
+        self.port = port
+        self.on_store = on_store
+        self.on_echo = on_echo
+        self.on_released = on_released
+        self.on_aborted = on_aborted
+        if sop_classes is None:
+            sop_classes = [VERIFICATION_SOP_CLASS, *(uids.STORAGE_SOP_CLASSES if on_store else ())]
+        self.policy = AcceptorPolicy(
+            ae_title=ae_title,
+            supported=dict.fromkeys(sop_classes, transfer_syntaxes),
+            accept_any_transfer_syntax=accept_any_transfer_syntax,
+            require_called_ae=require_called_ae,
+            calling_ae_allowlist=calling_ae_allowlist,
+            max_pdu_length=max_pdu_length,
+            max_operations_performed=max_operations,
+        )
+        self.max_associations = max_associations
+        self.max_connections = max_associations * 2 + 8
+        # Lenient with peers exceeding our maximum, within a hard cap.
+        self.max_pdu_cap = max_pdu_cap or max(2 * max_pdu_length, 1024 * 1024)
+        self.ssl = ssl
+        self.timeouts = timeouts
+        self.memory_threshold = memory_threshold
+        self.backlog = backlog
+        self._spool_dir_option = Path(spool_dir) if spool_dir is not None else None
+        self.spool_dir: Path | None = None
+        self._connections: set[DicomProtocol] = set()
+        self._associations: set[Association] = set()
+        self._task_group: anyio.abc.TaskGroup | None = None
+        self._stop: asyncio.Event | None = None
+        self._grace = 10.0
+        self.log = _log.bind(ae=ae_title)
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    async def serve(self, *, task_status: anyio.abc.TaskStatus[int] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Accept associations until :meth:`shutdown` (or cancellation).
+
+        With ``task_group.start(server.serve)`` the bound port is returned once
+        the listener is up, so ``port=0`` works.
+        """
+        loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        own_spool = self._spool_dir_option is None
+        self.spool_dir = self._spool_dir_option or Path(tempfile.mkdtemp(prefix="aiodicom-spool-"))
+        self.spool_dir.mkdir(parents=True, exist_ok=True)
+        listener = await loop.create_server(
+            self._protocol_factory,
+            self.host,
+            self.port,
+            ssl=self.ssl,
+            backlog=self.backlog,
+            reuse_address=True,
+        )
+        try:
+            self.port = listener.sockets[0].getsockname()[1]
+            self.log = self.log.bind(port=self.port)
+            self.log.info("listening", host=self.host, tls=self.ssl is not None)
+            async with anyio.create_task_group() as task_group:
+                self._task_group = task_group
+                task_status.started(self.port)
+                try:
+                    await self._stop.wait()
+                finally:
+                    listener.close()
+                    with anyio.CancelScope(shield=True):
+                        await self._drain(self._grace)
+                    task_group.cancel_scope.cancel()
+        finally:
+            listener.close()
+            for protocol in list(self._connections):
+                if protocol.transport is not None:
+                    protocol.transport.abort()
+            self._task_group = None
+            if own_spool and self.spool_dir is not None:
+                shutil.rmtree(self.spool_dir, ignore_errors=True)
+            self.log.info("stopped")
+
+    async def _drain(self, grace: float) -> None:
+        with anyio.move_on_after(grace):
+            while self._associations:
+                await anyio.sleep(0.05)
+        for association in list(self._associations):
+            association.log.warning("aborting_at_shutdown")
+            association.abort()
+
+    def shutdown(self, grace: float = 10.0) -> None:
+        """Stop accepting; associations get ``grace`` seconds to finish, then are aborted."""
+        self._grace = grace
+        if self._stop is not None:
+            self._stop.set()
+
+    @property
+    def active_associations(self) -> int:
+        return len(self._associations)
+
+    # --- per connection ---------------------------------------------------------------
+
+    def _protocol_factory(self) -> DicomProtocol:
+        return DicomProtocol(
+            Role.ACCEPTOR,
+            timeouts=self.timeouts,
+            command_decoder=self._command_decoder,
+            max_pdu_cap=self.max_pdu_cap,
+            negotiate=self._negotiate,
+            on_established=self._on_established,
+            on_closed=self._connections.discard,
+            admit=self._admit,
+            log=self.log,
+        )
+
+    def _admit(self, protocol: DicomProtocol) -> bool:
+        if len(self._connections) >= self.max_connections:
+            return False
+        self._connections.add(protocol)
+        return True
+
+    def _negotiate(
+        self, rq: P.AssociateRQ
+    ) -> tuple[P.AssociateAC | P.AssociateRJ, list[AcceptedContext]]:
+        if len(self._associations) >= self.max_associations or self._stop is None or self._stop.is_set():
+            return (
+                P.AssociateRJ(
+                    P.RJ_TRANSIENT, P.RJ_SOURCE_PRESENTATION, P.RJ_PRESENTATION_LOCAL_LIMIT_EXCEEDED
+                ),
+                [],
+            )
+        return negotiate(rq, self.policy)
+
+    def _on_established(self, association: Association) -> None:
+        self._associations.add(association)
+        if self._task_group is None:  # pragma: no cover - listener closed in between
+            association.abort()
+            return
+        self._task_group.start_soon(self._run_association, association)
+
+    def _command_decoder(self, association: Association) -> CommandDecoder[Any]:
+        spool_dir = self.spool_dir
+        threshold = self.memory_threshold
+        contexts = association.contexts
+
+        def decode(context_id: int, data: bytes) -> tuple[Any, DataSink | None]:
+            try:
+                message, has_dataset = C.decode_command(data)
+            except DimseError as exc:
+                raise ProtocolError(f"malformed command set: {exc}", P.REASON_INVALID_PARAMETER) from exc
+            if not has_dataset:
+                return message, None
+            if isinstance(message, C.CStoreRQ):
+                assert spool_dir is not None
+                return message, InstanceSink(
+                    message.affected_sop_class_uid,
+                    message.affected_sop_instance_uid,
+                    contexts[context_id].transfer_syntax,
+                    spool_dir=spool_dir,
+                    memory_threshold=threshold,
+                    source_ae=association.calling_ae.strip() or None,
+                )
+            return message, _BoundedMemorySink()
+
+        return decode
+
+    async def _run_association(self, association: Association) -> None:
+        info = AssociationInfo(
+            association.id,
+            association.calling_ae,
+            association.called_ae,
+            association.peer[0],
+            association.peer[1],
+        )
+        log = association.log
+        released = False
+        try:
+            while True:
+                item = await association.receive()
+                if isinstance(item, ReleaseRequest):
+                    association.accept_release()
+                    released = True
+                    log.info("association_released")
+                    break
+                await self._dispatch(association, info, item)
+        except DicomTimeoutError as exc:
+            log.warning("association_timeout", error=str(exc))
+            association.abort()
+        except AssociationError as exc:
+            log.info("association_ended", error=str(exc))
+        finally:
+            self._associations.discard(association)
+        await association.wait_closed()
+        hook = self.on_released if released else self.on_aborted
+        if hook is not None:
+            try:
+                await hook(info)
+            except Exception:
+                log.exception("association_hook_failed")
+
+    async def _dispatch(self, association: Association, info: AssociationInfo, message: AssembledMessage[Any]) -> None:
+        request = message.command
+        context = association.contexts[message.context_id]
+        if isinstance(request, C.CStoreRQ):
+            sink = message.dataset
+            assert isinstance(sink, InstanceSink)
+            status = await self._handle_store(association, info, request, context, sink)
+            response: C.Message = C.CStoreRSP(
+                request.message_id,
+                S.Status(status),
+                request.affected_sop_class_uid,
+                request.affected_sop_instance_uid,
+            )
+        elif isinstance(request, C.CEchoRQ):
+            code = S.SUCCESS
+            if self.on_echo is not None:
+                code = await self._call(association, self.on_echo, info, fallback=S.PROCESSING_FAILURE)
+            response = C.CEchoRSP(request.message_id, S.Status(code), request.affected_sop_class_uid)
+        elif isinstance(request, C.CCancelRQ):
+            return  # nothing outstanding to cancel on this association
+        else:
+            log = association.log
+            log.warning("unsupported_request", command=type(request).__name__)
+            if message.dataset is not None:
+                message.dataset.discard()
+            response = _refusal(request)
+            if response is None:
+                return
+        await association.send(message.context_id, C.encode_command(response, has_dataset=False))
+
+    async def _handle_store(
+        self,
+        association: Association,
+        info: AssociationInfo,
+        request: C.CStoreRQ,
+        context: AcceptedContext,
+        sink: InstanceSink,
+    ) -> int:
+        log = association.log
+        if sink.error is not None:
+            log.error("store_spool_failed", error=str(sink.error))
+            sink.discard()
+            if isinstance(sink.error, OSError) and sink.error.errno == errno.ENOSPC:
+                return S.OUT_OF_RESOURCES
+            return S.OUT_OF_RESOURCES
+        if context.abstract_syntax != request.affected_sop_class_uid:
+            sink.discard()
+            return S.SOP_CLASS_NOT_SUPPORTED
+        if self.on_store is None:
+            sink.discard()
+            return S.SOP_CLASS_NOT_SUPPORTED
+        instance = ReceivedInstance(
+            sink,
+            association=info,
+            move_originator_ae=request.move_originator_ae_title,
+            move_originator_message_id=request.move_originator_message_id,
+        )
+        try:
+            return await self._call(association, self.on_store, instance, fallback=S.OUT_OF_RESOURCES)
+        finally:
+            instance._cleanup()
+
+    async def _call(self, association: Association, handler: Callable[[Any], Awaitable[int | None]], argument: Any, *, fallback: int) -> int:
+        try:
+            code = await handler(argument)
+        except Exception:
+            association.log.exception("handler_failed")
+            return fallback
+        return S.SUCCESS if code is None else int(code)
+
+
+def _refusal(request: Any) -> C.Message | None:
+    """A failure response for a request this server does not provide."""
+    code = S.Status(0x0211)  # unrecognized operation
+    if isinstance(request, C.CFindRQ):
+        return C.CFindRSP(request.message_id, code, request.affected_sop_class_uid)
+    if isinstance(request, C.CMoveRQ):
+        return C.CMoveRSP(request.message_id, code, request.affected_sop_class_uid)
+    if isinstance(request, C.CGetRQ):
+        return C.CGetRSP(request.message_id, code, request.affected_sop_class_uid)
+    return None

@@ -1,0 +1,346 @@
+"""Receiving C-STORE data sets: streamed to memory or disk, parsed only on demand.
+
+An :class:`InstanceSink` takes the P-DATA fragments of one data set as they
+arrive. Small data sets stay in memory (a list of views into the received
+PDUs, no copy); once one grows past the memory threshold it spills into a
+temporary Part 10 file in the spool directory and every further fragment is
+written straight through. The handler then gets a :class:`ReceivedInstance`,
+which reads a few top-level tags with the byte scanner and only builds a
+pydicom data set when asked.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import uuid
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from aiodicom.codec.part10 import encode_file_meta
+from aiodicom.errors import AiodicomError, DicomFileError
+
+if TYPE_CHECKING:
+    import pydicom
+
+#: Tags a receiver nearly always wants; scanned together, once.
+PATIENT_ID = 0x00100020
+STUDY_INSTANCE_UID = 0x0020000D
+SERIES_INSTANCE_UID = 0x0020000E
+SOP_INSTANCE_UID = 0x00080018
+SOP_CLASS_UID = 0x00080016
+_COMMON_TAGS = (SOP_CLASS_UID, SOP_INSTANCE_UID, PATIENT_ID, STUDY_INSTANCE_UID, SERIES_INSTANCE_UID)
+_HEAD_BYTES = 64 * 1024
+
+
+class StorageError(AiodicomError):
+    """A received data set could not be spooled or saved (disk full, permissions...)."""
+
+
+@dataclass(frozen=True, slots=True)
+class AssociationInfo:
+    """Who sent something, for handlers and logs."""
+
+    id: int
+    calling_ae: str
+    called_ae: str
+    peer_host: str
+    peer_port: int
+
+
+def _write_all(fd: int, buffers: Iterable[bytes | bytearray | memoryview]) -> None:
+    pending = [memoryview(b) for b in buffers if len(b)]
+    while pending:
+        written = os.writev(fd, pending[:512])
+        while written:
+            first = pending[0]
+            if written >= len(first):
+                written -= len(first)
+                pending.pop(0)
+            else:
+                pending[0] = first[written:]
+                written = 0
+
+
+class InstanceSink:
+    """Collects one C-STORE data set (see the module docstring)."""
+
+    __slots__ = (
+        "sop_class_uid",
+        "sop_instance_uid",
+        "transfer_syntax",
+        "source_ae",
+        "_spool_dir",
+        "_threshold",
+        "_parts",
+        "_head",
+        "_head_size",
+        "size",
+        "_fd",
+        "path",
+        "error",
+        "complete",
+    )
+
+    def __init__(
+        self,
+        sop_class_uid: str,
+        sop_instance_uid: str,
+        transfer_syntax: str,
+        *,
+        spool_dir: Path,
+        memory_threshold: int,
+        source_ae: str | None = None,
+    ) -> None:
+        self.sop_class_uid = sop_class_uid
+        self.sop_instance_uid = sop_instance_uid
+        self.transfer_syntax = transfer_syntax
+        self.source_ae = source_ae
+        self._spool_dir = spool_dir
+        self._threshold = memory_threshold
+        self._parts: list[memoryview] = []
+        self._head: list[memoryview] = []
+        self._head_size = 0
+        self.size = 0
+        self._fd = -1
+        self.path: Path | None = None
+        self.error: Exception | None = None
+        self.complete = False
+
+    def _meta(self) -> bytes:
+        return encode_file_meta(
+            self.sop_class_uid, self.sop_instance_uid, self.transfer_syntax, source_ae=self.source_ae
+        )
+
+    def write(self, data: memoryview) -> None:
+        if self.error is not None:
+            return  # keep draining the association; the handler reports the failure
+        self.size += len(data)
+        if self._head_size < _HEAD_BYTES:
+            self._head.append(data)
+            self._head_size += len(data)
+        if self._fd >= 0:
+            try:
+                _write_all(self._fd, (data,))
+            except OSError as exc:
+                self._fail(exc)
+            return
+        self._parts.append(data)
+        if self.size > self._threshold:
+            self._spill()
+
+    def _spill(self) -> None:
+        path = self._spool_dir / f".{uuid.uuid4().hex}.part"
+        try:
+            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            self.path = path
+            _write_all(self._fd, [self._meta(), *self._parts])
+        except (OSError, DicomFileError) as exc:
+            self._fail(exc)
+        self._parts = []
+
+    def _fail(self, exc: Exception) -> None:
+        self.error = exc
+        self._parts = []
+        self._close_fd()
+        self._unlink()
+
+    def _close_fd(self) -> None:
+        if self._fd >= 0:
+            try:
+                os.close(self._fd)
+            finally:
+                self._fd = -1
+
+    def _unlink(self) -> None:
+        if self.path is not None:
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+            self.path = None
+
+    def finish(self) -> None:
+        self.complete = True
+        self._close_fd()
+
+    def discard(self) -> None:
+        self._close_fd()
+        self._unlink()
+        self._parts = []
+
+    def head(self) -> bytes:
+        return b"".join(self._head)
+
+    def memory_parts(self) -> list[memoryview]:
+        return self._parts
+
+
+class ReceivedInstance:
+    """One received data set, as a C-STORE handler sees it.
+
+    The bytes are exactly what the sender sent, in :attr:`transfer_syntax`.
+    Call :meth:`save` to keep them: the temporary spool file (if any) is
+    removed when the handler returns.
+    """
+
+    def __init__(
+        self,
+        sink: InstanceSink,
+        *,
+        association: AssociationInfo,
+        move_originator_ae: str | None = None,
+        move_originator_message_id: int | None = None,
+    ) -> None:
+        self._sink = sink
+        self.association = association
+        self.sop_class_uid = sink.sop_class_uid
+        self.sop_instance_uid = sink.sop_instance_uid
+        self.transfer_syntax = sink.transfer_syntax
+        self.move_originator_ae = move_originator_ae
+        self.move_originator_message_id = move_originator_message_id
+        self._tags: dict[int, bytes] | None = None
+        self._saved_to: Path | None = None
+
+    @property
+    def size(self) -> int:
+        """Size of the data set in bytes (without file meta)."""
+        return self._sink.size
+
+    @property
+    def spooled_path(self) -> Path | None:
+        """The temporary Part 10 file holding the data set, if it spilled to disk."""
+        return self._sink.path
+
+    # --- reading ---------------------------------------------------------------------
+
+    def dataset_bytes(self) -> bytes:
+        """The data set bytes as received (reads the spool file if it spilled)."""
+        if self._saved_to is not None or self._sink.path is not None:
+            path = self._saved_to or self._sink.path
+            assert path is not None
+            with open(path, "rb") as handle:
+                data = handle.read()
+            return data[len(data) - self.size :]
+        return b"".join(self._sink.memory_parts())
+
+    def part10_bytes(self) -> bytes:
+        """A complete Part 10 file (preamble, meta, data set)."""
+        return self._sink._meta() + self.dataset_bytes()
+
+    def tags(self, tags: Collection[int]) -> dict[int, bytes]:
+        """Raw values of top-level elements, read without decoding the data set."""
+        from aiodicom.codec.scan import scan_elements
+
+        result = scan_elements(self._sink.head(), self.transfer_syntax, tags)
+        if result.complete:
+            return dict(result.values)
+        result = scan_elements(self.dataset_bytes(), self.transfer_syntax, tags)
+        return dict(result.values)
+
+    def text(self, tag: int) -> str | None:
+        """A top-level string value (UIDs, IDs) without decoding the data set."""
+        from aiodicom.codec.scan import text
+
+        if self._tags is None:
+            self._tags = self.tags(_COMMON_TAGS)
+        if tag not in self._tags and tag not in _COMMON_TAGS:
+            self._tags.update(self.tags((tag,)))
+        raw = self._tags.get(tag)
+        return None if raw is None else text(raw)
+
+    @property
+    def patient_id(self) -> str | None:
+        return self.text(PATIENT_ID)
+
+    @property
+    def study_instance_uid(self) -> str | None:
+        return self.text(STUDY_INSTANCE_UID)
+
+    @property
+    def series_instance_uid(self) -> str | None:
+        return self.text(SERIES_INSTANCE_UID)
+
+    def read(self, *, stop_before_pixels: bool = True) -> pydicom.Dataset:
+        """Decode with pydicom (off the hot path): headers only unless asked."""
+        import io
+
+        import pydicom
+
+        try:
+            return pydicom.dcmread(io.BytesIO(self.part10_bytes()), stop_before_pixels=stop_before_pixels)
+        except Exception as exc:  # pydicom raises many types for bad data
+            raise DicomFileError(f"cannot decode received data set: {exc}") from exc
+
+    # --- keeping ---------------------------------------------------------------------
+
+    def save(self, path: str | os.PathLike[str], *, create_parents: bool = True) -> Path:
+        """Store the instance as a Part 10 file at ``path``, atomically.
+
+        A spooled instance is renamed into place (no copy when the spool
+        directory is on the same file system); an in-memory one is written to a
+        temporary name beside ``path`` and renamed. Either way a reader never
+        sees a half-written file.
+        """
+        target = Path(path)
+        if create_parents:
+            target.parent.mkdir(parents=True, exist_ok=True)
+        sink = self._sink
+        if self._saved_to is not None:
+            data = self.part10_bytes()
+            _atomic_write(target, [data])
+            return target
+        if sink.path is not None:
+            try:
+                os.replace(sink.path, target)
+            except OSError as exc:
+                if exc.errno != errno.EXDEV:  # another file system: copy instead
+                    raise StorageError(f"cannot move received instance to {target}: {exc}") from exc
+                with open(sink.path, "rb") as handle:
+                    _atomic_write(target, [handle.read()])
+                os.unlink(sink.path)
+            sink.path = None
+        else:
+            _atomic_write(target, [sink._meta(), *sink.memory_parts()])
+        self._saved_to = target
+        return target
+
+    def _cleanup(self) -> None:
+        self._sink.discard()
+
+
+def _atomic_write(target: Path, buffers: list[Any]) -> None:
+    temporary = target.parent / f".{target.name}.{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            _write_all(fd, buffers)
+        finally:
+            os.close(fd)
+        os.replace(temporary, target)
+    except OSError as exc:
+        try:
+            os.unlink(temporary)
+        except OSError:
+            pass
+        raise StorageError(f"cannot write {target}: {exc}") from exc
+
+
+_SAFE = frozenset("0123456789.")
+
+
+def safe_component(value: str | None, fallback: str) -> str:
+    """A UID made safe as one path component.
+
+    UIDs are digits and dots; anything else from the wire (``..``, ``/``, NUL)
+    is replaced so that no received value can name a path outside the
+    configured folder.
+    """
+    if not value:
+        return fallback
+    cleaned = "".join(ch if ch in _SAFE else "_" for ch in value.strip())[:64]
+    if not cleaned.strip("._") or cleaned.startswith("."):
+        cleaned = "_" + cleaned
+    return cleaned

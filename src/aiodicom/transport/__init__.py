@@ -1,0 +1,1 @@
+"""asyncio transport for the sans-I/O Upper Layer: connections, listeners, TLS."""

@@ -1,0 +1,588 @@
+"""The asyncio transport: one :class:`DicomProtocol` per TCP (or TLS) connection.
+
+It frames PDUs straight out of the socket into buffers it owns (a reused
+staging buffer for small PDUs; one exact-size buffer per large PDU, filled by
+the kernel with no intermediate copy), feeds them to the sans-I/O
+:class:`~aiodicom.ul.machine.UpperLayer`, reassembles DIMSE messages, and hands
+complete messages to whoever awaits :meth:`Association.receive`. Data set
+fragments go to the message's sink synchronously as they arrive, so a data set
+is never held whole unless its sink decides to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import socket
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from aiodicom.errors import (
+    AssociationAborted,
+    AssociationError,
+    AssociationRejected,
+    DicomTimeoutError,
+    ProtocolError,
+)
+from aiodicom.ul import pdu as P
+from aiodicom.ul.assembly import AssembledMessage, CommandDecoder, MessageAssembler
+from aiodicom.ul.machine import (
+    Aborted,
+    AssociationAccepted,
+    AssociationRejected as RejectedEvent,
+    AssociationRequested,
+    ConnectionClosed,
+    DataReceived,
+    ReleaseConfirmed,
+    ReleaseRequested,
+    Role,
+    UpperLayer,
+    UpperLayerEvent,
+)
+from aiodicom.ul.negotiation import AcceptedContext, accepted_contexts
+
+_STAGING_SIZE = 256 * 1024
+_ids = itertools.count(1)
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """Seconds to wait at each stage; ``None`` waits forever (not recommended)."""
+
+    #: TCP (and TLS) connection set-up.
+    connect: float | None = 30.0
+    #: A-ASSOCIATE and A-RELEASE exchanges.
+    acse: float | None = 30.0
+    #: Waiting for a DIMSE response, or for the peer to take our data.
+    dimse: float | None = 60.0
+    #: An established association on which the peer sends nothing.
+    network_idle: float | None = 120.0
+    #: ARTIM: a connection that sends no A-ASSOCIATE-RQ, or does not close after release/abort.
+    artim: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseRequest:
+    """The peer asked to release; answer with :meth:`Association.accept_release`."""
+
+    collision: bool = False
+
+
+class DicomProtocol(asyncio.BufferedProtocol):
+    """Drives one :class:`UpperLayer` over an asyncio transport."""
+
+    def __init__(
+        self,
+        role: Role,
+        *,
+        timeouts: Timeouts,
+        command_decoder: Callable[[Association], CommandDecoder[Any]],
+        max_pdu_cap: int = P.HARD_PDU_CAP,
+        max_queued_messages: int = 8,
+        negotiate: Callable[[P.AssociateRQ], tuple[P.AssociateAC | P.AssociateRJ, list[AcceptedContext]]]
+        | None = None,
+        on_established: Callable[[Association], None] | None = None,
+        on_closed: Callable[[DicomProtocol], None] | None = None,
+        admit: Callable[[DicomProtocol], bool] | None = None,
+        log: Any = None,
+    ) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.machine = UpperLayer(role, max_pdu_cap=max_pdu_cap)
+        self.timeouts = timeouts
+        self.id = next(_ids)
+        self.log = (log or structlog.get_logger("aiodicom")).bind(assoc=self.id)
+        self.transport: asyncio.Transport | None = None
+        self.peer: tuple[str, int] = ("", 0)
+        self._command_decoder = command_decoder
+        self._negotiate = negotiate
+        self._on_established = on_established
+        self._on_closed = on_closed
+        self._admit = admit
+        self._max_queued = max_queued_messages
+        self._staging = bytearray(_STAGING_SIZE)
+        self._view = memoryview(self._staging)
+        self._start = 0
+        self._end = 0
+        self._body: bytearray | None = None
+        self._body_view: memoryview | None = None
+        self._body_filled = 0
+        self._body_type = 0
+        self._inbox: deque[AssembledMessage[Any] | ReleaseRequest] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._reading_paused = False
+        self._write_paused = False
+        self._drain_waiters: list[asyncio.Future[None]] = []
+        self._artim: asyncio.TimerHandle | None = None
+        self.established: asyncio.Future[Association] = self.loop.create_future()
+        self.released: asyncio.Future[None] = self.loop.create_future()
+        self.closed: asyncio.Future[None] = self.loop.create_future()
+        self.error: AssociationError | None = None
+        self.assembler: MessageAssembler[Any] | None = None
+        self.association: Association | None = None
+
+    # --- asyncio callbacks -------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not subclasses
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:  # pragma: no cover - exotic sockets
+                pass
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple) and len(peer) >= 2:
+            self.peer = (str(peer[0]), int(peer[1]))
+        self.log = self.log.bind(peer=f"{self.peer[0]}:{self.peer[1]}")
+        if self._admit is not None and not self._admit(self):
+            # Too many connections: refuse before spending anything on this one.
+            self.log.warning("connection_refused", reason="connection limit")
+            transport.abort()
+            return
+        self.machine.connection_made()
+        self._sync()
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        if self._body_view is not None:
+            return self._body_view[self._body_filled :]
+        if self._end >= _STAGING_SIZE - 6:
+            self._compact()
+        return self._view[self._end :]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        if self._body is not None:
+            self._body_filled += nbytes
+            if self._body_filled == len(self._body):
+                body, pdu_type = self._body, self._body_type
+                self._body = self._body_view = None
+                self._deliver(pdu_type, body)
+            return
+        self._end += nbytes
+        self._drain_staging()
+
+    def eof_received(self) -> bool | None:
+        return None  # close the transport; connection_lost follows
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        events = self.machine.connection_lost()
+        self._cancel_artim()
+        self._handle(events)
+        if self.assembler is not None:
+            self.assembler.abandon()
+        if self.error is None and not self.released.done():
+            self.error = AssociationAborted("connection closed before the association was released")
+        self._fail_waiters()
+        if not self.closed.done():
+            self.closed.set_result(None)
+        for waiter in self._drain_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._drain_waiters.clear()
+        if self._on_closed is not None:
+            self._on_closed(self)
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        for waiter in self._drain_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._drain_waiters.clear()
+
+    # --- framing -----------------------------------------------------------------------
+
+    def _compact(self) -> None:
+        n = self._end - self._start
+        if n and self._start:
+            self._staging[:n] = bytes(self._view[self._start : self._end])
+        self._start, self._end = 0, n
+
+    def _drain_staging(self) -> None:
+        view = self._view
+        while self.machine.state.value != "Sta1" and not self.machine.should_close:
+            available = self._end - self._start
+            if available < 6:
+                break
+            try:
+                pdu_type, length = P.parse_header(view[self._start : self._start + 6], self.machine.max_pdu_cap)
+            except ProtocolError as exc:
+                self._start = self._end = 0
+                self._protocol_error(exc)
+                return
+            if available >= 6 + length:
+                body = bytes(view[self._start + 6 : self._start + 6 + length])
+                self._start += 6 + length
+                self._deliver(pdu_type, body)
+                continue
+            if 6 + length > _STAGING_SIZE:
+                # A large PDU: the kernel fills an exact-size buffer from here on.
+                have = available - 6
+                body_buffer = bytearray(length)
+                body_buffer[:have] = view[self._start + 6 : self._end]
+                self._body = body_buffer
+                self._body_view = memoryview(body_buffer)
+                self._body_filled = have
+                self._body_type = pdu_type
+                self._start = self._end = 0
+                return
+            if self._start + 6 + length > _STAGING_SIZE:
+                self._compact()
+            break
+        if self._start == self._end:
+            self._start = self._end = 0
+
+    def _deliver(self, pdu_type: int, body: bytes | bytearray) -> None:
+        events = self.machine.receive_pdu(pdu_type, body)
+        self._sync()
+        self._handle(events)
+
+    def _protocol_error(self, exc: ProtocolError) -> None:
+        self.log.warning("protocol_error", error=str(exc), state=self.machine.state.value)
+        events = self.machine.invalid_pdu(exc)
+        self._sync()
+        self._handle(events)
+
+    # --- machine output -----------------------------------------------------------------
+
+    def _sync(self) -> None:
+        out = self.machine.data_to_send()
+        transport = self.transport
+        if out and transport is not None and not transport.is_closing():
+            if len(out) == 1:
+                transport.write(out[0])
+            else:
+                transport.writelines(out)
+        if self.machine.should_close and transport is not None and not transport.is_closing():
+            transport.close()
+        if self.machine.artim_running:
+            if self._artim is None:
+                self._artim = self.loop.call_later(self.timeouts.artim, self._artim_fired)
+        else:
+            self._cancel_artim()
+
+    def _cancel_artim(self) -> None:
+        if self._artim is not None:
+            self._artim.cancel()
+            self._artim = None
+
+    def _artim_fired(self) -> None:
+        self._artim = None
+        self.log.info("artim_expired", state=self.machine.state.value)
+        self.machine.artim_expired()
+        self._sync()
+        if self.transport is not None and self.machine.should_close:
+            self.transport.abort()
+
+    # --- events --------------------------------------------------------------------------
+
+    def _handle(self, events: list[UpperLayerEvent]) -> None:
+        for event in events:
+            if isinstance(event, DataReceived):
+                self._on_data(event)
+            elif isinstance(event, AssociationRequested):
+                self._on_request(event.request)
+            elif isinstance(event, AssociationAccepted):
+                self._on_accepted(event.response)
+            elif isinstance(event, RejectedEvent):
+                rj = event.rejection
+                self.error = AssociationRejected(rj.result, rj.source, rj.reason)
+                if not self.established.done():
+                    self.established.set_exception(self.error)
+            elif isinstance(event, ReleaseRequested):
+                self._push(ReleaseRequest(event.collision))
+            elif isinstance(event, ReleaseConfirmed):
+                if not self.released.done():
+                    self.released.set_result(None)
+            elif isinstance(event, Aborted):
+                self._on_aborted(event)
+            elif isinstance(event, ConnectionClosed):
+                pass
+
+    def _on_data(self, event: DataReceived) -> None:
+        assembler = self.assembler
+        if assembler is None:  # pragma: no cover - the machine only delivers data once established
+            return
+        try:
+            messages = assembler.feed(event.pdvs)
+        except ProtocolError as exc:
+            assembler.abandon()
+            self._protocol_error(exc)
+            return
+        for message in messages:
+            self._push(message)
+
+    def _push(self, item: AssembledMessage[Any] | ReleaseRequest) -> None:
+        self._inbox.append(item)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        if len(self._inbox) >= self._max_queued and not self._reading_paused:
+            assert self.transport is not None
+            self.transport.pause_reading()
+            self._reading_paused = True
+
+    def _on_request(self, rq: P.AssociateRQ) -> None:
+        assert self._negotiate is not None
+        answer, contexts = self._negotiate(rq)
+        self.log = self.log.bind(calling_ae=rq.calling_ae, called_ae=rq.called_ae)
+        if isinstance(answer, P.AssociateRJ):
+            self.log.info(
+                "association_rejected", reason=P.describe_rejection(answer.result, answer.source, answer.reason)
+            )
+            self.machine.reject(answer)
+            self._sync()
+            return
+        self.machine.accept(answer)
+        self._sync()
+        self._establish(rq, answer, contexts)
+
+    def _on_accepted(self, ac: P.AssociateAC) -> None:
+        rq = self.machine_request
+        try:
+            contexts = accepted_contexts(rq, ac)
+        except ProtocolError as exc:
+            self.error = AssociationAborted(str(exc))
+            self.machine.abort(exc.abort_reason)
+            self._sync()
+            if not self.established.done():
+                self.established.set_exception(self.error)
+            return
+        self._establish(rq, ac, contexts)
+
+    def _establish(self, rq: P.AssociateRQ, ac: P.AssociateAC, contexts: list[AcceptedContext]) -> None:
+        association = Association(self, rq, ac, contexts)
+        self.association = association
+        self.assembler = MessageAssembler({c.id for c in contexts}, self._command_decoder(association))
+        self.log.info(
+            "association_established",
+            contexts=len(contexts),
+            peer_max_pdu=ac.user_information.max_pdu_length
+            if self.machine.role is Role.REQUESTOR
+            else rq.user_information.max_pdu_length,
+        )
+        if not self.established.done():
+            self.established.set_result(association)
+        if self._on_established is not None:
+            self._on_established(association)
+
+    def _on_aborted(self, event: Aborted) -> None:
+        if self.error is None:
+            self.error = AssociationAborted(event.description, event.source, event.reason)
+        self.log.info("association_aborted", by_peer=event.by_peer, description=event.description)
+        if self.assembler is not None:
+            self.assembler.abandon()
+        if not self.established.done():
+            self.established.set_exception(self.error)
+        self._fail_waiters()
+
+    def _fail_waiters(self) -> None:
+        if self.error is not None:
+            # Complete messages not yet answered are dropped: the peer never got a
+            # response, so it has not been told they are safe.
+            while self._inbox:
+                item = self._inbox.popleft()
+                if isinstance(item, AssembledMessage) and item.dataset is not None:
+                    item.dataset.discard()
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        if not self.established.done():
+            self.established.set_exception(self.error or AssociationAborted("connection closed"))
+        if not self.released.done() and self.error is not None:
+            self.released.set_exception(self.error)
+            self.released.exception()  # mark retrieved: nobody may be waiting for it
+
+    # --- used by Association ---------------------------------------------------------------
+
+    machine_request: P.AssociateRQ
+
+    async def next_item(self, timeout: float | None) -> AssembledMessage[Any] | ReleaseRequest:
+        while not self._inbox:
+            if self.error is not None or self.closed.done():
+                raise self.error or AssociationError("association closed")
+            self._waiter = self.loop.create_future()
+            try:
+                async with asyncio.timeout(None if timeout == float("inf") else timeout):
+                    await self._waiter
+            except TimeoutError:
+                raise DicomTimeoutError(
+                    f"peer sent nothing for {timeout} s (network idle timeout)"
+                ) from None
+            finally:
+                self._waiter = None
+        item = self._inbox.popleft()
+        if self._reading_paused and len(self._inbox) < self._max_queued // 2 + 1:
+            self._reading_paused = False
+            if self.transport is not None and not self.transport.is_closing():
+                self.transport.resume_reading()
+        return item
+
+    def write_pdus(self, pdus: Sequence[Sequence[bytes | bytearray | memoryview]]) -> None:
+        if self.error is not None:
+            raise self.error
+        for parts in pdus:
+            self.machine.send_pdata(parts)
+        self._sync()
+
+    async def drain(self, timeout: float | None) -> None:
+        if self.error is not None:
+            raise self.error
+        if not self._write_paused:
+            return
+        waiter: asyncio.Future[None] = self.loop.create_future()
+        self._drain_waiters.append(waiter)
+        try:
+            async with asyncio.timeout(timeout):
+                await waiter
+        except TimeoutError:
+            raise DicomTimeoutError(f"peer took no data for {timeout} s") from None
+        if self.error is not None:
+            raise self.error
+
+
+class Association:
+    """An established association, either side. DIMSE services build on it."""
+
+    def __init__(
+        self,
+        protocol: DicomProtocol,
+        request: P.AssociateRQ,
+        response: P.AssociateAC,
+        contexts: list[AcceptedContext],
+    ) -> None:
+        self._protocol = protocol
+        self.request = request
+        self.response = response
+        self.contexts: dict[int, AcceptedContext] = {c.id: c for c in contexts}
+        self.id = protocol.id
+        self.log = protocol.log
+        self.is_requestor = protocol.machine.role is Role.REQUESTOR
+        peer_info = response.user_information if self.is_requestor else request.user_information
+        self.peer_max_pdu = peer_info.max_pdu_length or 0
+        self.calling_ae = request.calling_ae
+        self.called_ae = request.called_ae
+
+    @property
+    def peer(self) -> tuple[str, int]:
+        return self._protocol.peer
+
+    @property
+    def is_open(self) -> bool:
+        return self._protocol.error is None and not self._protocol.closed.done()
+
+    def context_for(self, abstract_syntax: str, transfer_syntaxes: Sequence[str] = ()) -> AcceptedContext | None:
+        """An accepted context for ``abstract_syntax``, preferring the given transfer syntaxes."""
+        candidates = [c for c in self.contexts.values() if c.abstract_syntax == abstract_syntax]
+        for ts in transfer_syntaxes:
+            for context in candidates:
+                if context.transfer_syntax == ts:
+                    return context
+        return candidates[0] if candidates else None
+
+    async def receive(self, timeout: float | None = None) -> AssembledMessage[Any] | ReleaseRequest:
+        """The next complete message, or the peer's release request."""
+        if timeout is None:
+            timeout = self._protocol.timeouts.network_idle
+        return await self._protocol.next_item(timeout)
+
+    async def send(
+        self,
+        context_id: int,
+        command: bytes,
+        dataset: bytes | bytearray | memoryview | None = None,
+    ) -> None:
+        """Send one message; the data set (already encoded) is fragmented, never copied."""
+        max_pdu = self.peer_max_pdu
+        pdus = list(P.fragment(context_id, True, command, max_pdu))
+        if dataset is not None:
+            pdus.extend(P.fragment(context_id, False, dataset, max_pdu))
+        self._protocol.write_pdus(pdus)
+        await self._protocol.drain(self._protocol.timeouts.dimse)
+
+    async def send_streamed(
+        self,
+        context_id: int,
+        command: bytes,
+        read_chunk: Callable[[int], bytes],
+        length: int,
+        chunk_size: int = 4 * 1024 * 1024,
+    ) -> None:
+        """Send a message whose data set is read in chunks (large files), bounded memory."""
+        max_pdu = self.peer_max_pdu
+        self._protocol.write_pdus(list(P.fragment(context_id, True, command, max_pdu)))
+        remaining = length
+        while True:
+            take = min(chunk_size, remaining)
+            chunk = read_chunk(take)
+            if len(chunk) != take:
+                raise AssociationError(f"data set source ended {remaining - len(chunk)} bytes early")
+            remaining -= take
+            self._protocol.write_pdus(
+                list(P.fragment(context_id, False, chunk, max_pdu, final=remaining == 0))
+            )
+            await self._protocol.drain(self._protocol.timeouts.dimse)
+            if remaining == 0:
+                return
+
+    async def release(self) -> None:
+        """A-RELEASE as requestor: ask, wait for the answer, close."""
+        protocol = self._protocol
+        if protocol.error is not None:
+            raise protocol.error
+        protocol.machine.release()
+        protocol._sync()
+        try:
+            async with asyncio.timeout(protocol.timeouts.acse):
+                while not protocol.released.done():
+                    if protocol._inbox:
+                        item = protocol._inbox.popleft()
+                        if isinstance(item, ReleaseRequest):  # release collision (PS3.8 9.2.1)
+                            protocol.machine.release_response()
+                            protocol._sync()
+                        elif item.dataset is not None:
+                            item.dataset.discard()
+                        continue
+                    waiter: asyncio.Future[None] = protocol.loop.create_future()
+                    protocol._waiter = waiter
+                    try:
+                        await asyncio.wait((waiter, protocol.released), return_when=asyncio.FIRST_COMPLETED)
+                    finally:
+                        protocol._waiter = None
+        except TimeoutError:
+            self.abort()
+            raise DicomTimeoutError("peer did not answer A-RELEASE-RQ in time") from None
+        protocol.released.result()
+        await self.wait_closed()
+
+    def accept_release(self) -> None:
+        """Answer the peer's A-RELEASE-RQ (acceptor side, after our last response)."""
+        self._protocol.machine.release_response()
+        self._protocol._sync()
+
+    def abort(self) -> None:
+        """A-ABORT now; anything in flight is lost."""
+        protocol = self._protocol
+        if protocol.error is None:
+            protocol.error = AssociationAborted("association aborted by the local user")
+        protocol.machine.abort()
+        protocol._sync()
+        if protocol.transport is not None:
+            # Give the A-ABORT its chance on the wire, then stop waiting for the peer.
+            protocol.loop.call_later(0.5, protocol.transport.abort)
+        protocol._fail_waiters()
+
+    async def wait_closed(self, timeout: float | None = None) -> None:
+        if timeout is None:
+            timeout = self._protocol.timeouts.artim
+        try:
+            async with asyncio.timeout(timeout):
+                await asyncio.shield(self._protocol.closed)
+        except TimeoutError:
+            if self._protocol.transport is not None:
+                self._protocol.transport.abort()

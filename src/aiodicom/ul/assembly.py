@@ -1,0 +1,135 @@
+"""Reassembly of DIMSE messages from P-DATA fragments (PS3.8 annex E), sans I/O.
+
+A message is command fragments, then (if the command says so) data set
+fragments, all on one presentation context. Command bytes are small and are
+joined; data set fragments are handed, as they arrive and without copying, to
+a :class:`DataSink` chosen by whoever decoded the command. That is what lets a
+receiver stream a data set to disk without ever holding it whole.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Container
+from dataclasses import dataclass
+from typing import Generic, Protocol, TypeVar
+
+from aiodicom.errors import ProtocolError
+from aiodicom.ul.pdu import PDV, REASON_INVALID_PARAMETER, REASON_UNEXPECTED_PARAMETER
+
+#: A command set larger than this is not a command set.
+MAX_COMMAND_LENGTH = 1024 * 1024
+
+
+class DataSink(Protocol):
+    """Receives one data set's fragments."""
+
+    def write(self, data: memoryview) -> None:
+        """Take one fragment; ``data`` stays valid after the call (it is not reused)."""
+
+    def finish(self) -> None:
+        """The last fragment arrived."""
+
+    def discard(self) -> None:
+        """The message will never complete (abort, protocol error); drop what was kept."""
+
+
+C = TypeVar("C")
+
+
+@dataclass(slots=True)
+class AssembledMessage(Generic[C]):
+    context_id: int
+    command: C
+    #: The sink that received the data set, or None for a command without one.
+    dataset: DataSink | None
+
+
+#: Decodes a command set: ``(context_id, command bytes) -> (command, sink)``,
+#: where sink is None when the command announces no data set.
+CommandDecoder = Callable[[int, bytes], tuple[C, DataSink | None]]
+
+
+class MessageAssembler(Generic[C]):
+    def __init__(self, accepted_context_ids: Container[int], decode_command: CommandDecoder[C]) -> None:
+        self._accepted = accepted_context_ids
+        self._decode = decode_command
+        self._command_parts: list[bytes] = []
+        self._command_length = 0
+        self._context_id: int | None = None
+        self._command: C | None = None
+        self._sink: DataSink | None = None
+        self._in_dataset = False
+
+    @property
+    def idle(self) -> bool:
+        """True between messages (nothing partially received)."""
+        return self._context_id is None
+
+    def feed(self, pdvs: list[PDV]) -> list[AssembledMessage[C]]:
+        done: list[AssembledMessage[C]] = []
+        for pdv in pdvs:
+            context_id = pdv.context_id
+            if self._context_id is None:
+                if context_id not in self._accepted:
+                    raise ProtocolError(
+                        f"P-DATA on presentation context {context_id}, which was not accepted",
+                        REASON_INVALID_PARAMETER,
+                    )
+                if not pdv.is_command:
+                    raise ProtocolError(
+                        "data set fragment arrived before its command", REASON_UNEXPECTED_PARAMETER
+                    )
+                self._context_id = context_id
+            elif context_id != self._context_id:
+                raise ProtocolError(
+                    f"fragment on context {context_id} interleaved into a message on context "
+                    f"{self._context_id}",
+                    REASON_UNEXPECTED_PARAMETER,
+                )
+            if self._in_dataset:
+                if pdv.is_command:
+                    raise ProtocolError(
+                        "command fragment arrived inside a data set", REASON_UNEXPECTED_PARAMETER
+                    )
+                assert self._sink is not None
+                self._sink.write(pdv.data)  # type: ignore[arg-type]
+                if pdv.is_last:
+                    self._sink.finish()
+                    done.append(AssembledMessage(context_id, self._command, self._sink))  # type: ignore[arg-type]
+                    self._reset()
+                continue
+            if not pdv.is_command:
+                raise ProtocolError(
+                    "data set fragment arrived before the command was complete",
+                    REASON_UNEXPECTED_PARAMETER,
+                )
+            self._command_length += len(pdv.data)
+            if self._command_length > MAX_COMMAND_LENGTH:
+                raise ProtocolError("command set exceeds 1 MiB", REASON_INVALID_PARAMETER)
+            self._command_parts.append(bytes(pdv.data))
+            if not pdv.is_last:
+                continue
+            command, sink = self._decode(context_id, b"".join(self._command_parts))
+            self._command_parts = []
+            if sink is None:
+                done.append(AssembledMessage(context_id, command, None))
+                self._reset()
+            else:
+                self._command = command
+                self._sink = sink
+                self._in_dataset = True
+        return done
+
+    def abandon(self) -> None:
+        """Drop a partially received message (the association ended)."""
+        if self._sink is not None:
+            self._sink.discard()
+        self._reset()
+
+    def _reset(self) -> None:
+        self._context_id = None
+        self._command = None
+        self._sink = None
+        self._in_dataset = False
+        self._command_parts = []
+        self._command_length = 0

@@ -1,0 +1,223 @@
+"""Association negotiation as pure functions: an A-ASSOCIATE-RQ and a policy in,
+an A-ASSOCIATE-AC or -RJ out (acceptor); the accepted contexts read back from
+the answer (requestor). No I/O, so every rule is testable on its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass, field
+
+from aiodicom.codec.uids import (
+    APPLICATION_CONTEXT_NAME,
+    IMPLEMENTATION_CLASS_UID,
+    IMPLEMENTATION_VERSION_NAME,
+    UNCOMPRESSED_TRANSFER_SYNTAXES,
+)
+from aiodicom.errors import ProtocolError
+from aiodicom.ul import pdu as P
+
+#: What we announce as our maximum PDU length by default. Large, so senders
+#: use few PDUs per data set; finite, so one PDU never costs unbounded memory.
+DEFAULT_MAX_PDU_LENGTH = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptedContext:
+    """A presentation context both sides agreed on."""
+
+    id: int
+    abstract_syntax: str
+    transfer_syntax: str
+
+
+@dataclass(slots=True)
+class AcceptorPolicy:
+    """What an SCP accepts; see :func:`negotiate`."""
+
+    ae_title: str
+    #: abstract syntax -> transfer syntaxes we accept for it, in our preference order.
+    supported: Mapping[str, tuple[str, ...]]
+    #: Accept any transfer syntax the requestor proposes (its first choice), e.g. to
+    #: store compressed data untouched.
+    accept_any_transfer_syntax: bool = False
+    #: Reject associations whose called AE title is not ours (reason 7).
+    require_called_ae: bool = False
+    #: If set, only these calling AE titles may associate (reason 3 otherwise).
+    calling_ae_allowlist: Collection[str] | None = None
+    max_pdu_length: int = DEFAULT_MAX_PDU_LENGTH
+    #: Operations we perform concurrently; answered to a proposed window.
+    max_operations_performed: int = 1
+    #: Decides a user identity negotiation: return the server response bytes to
+    #: accept (b"" when no response is needed), or None to reject the association.
+    identity_check: Callable[[P.UserIdentityRQ], bytes | None] | None = None
+    #: SOP classes for which we accept the requestor acting as SCP (C-GET sub-operations).
+    accept_scp_role_for: Collection[str] = field(default_factory=tuple)
+
+
+def _strip(title: str) -> str:
+    return title.strip(" ")
+
+
+def negotiate(
+    rq: P.AssociateRQ, policy: AcceptorPolicy
+) -> tuple[P.AssociateAC | P.AssociateRJ, list[AcceptedContext]]:
+    """Answer an A-ASSOCIATE-RQ according to ``policy``.
+
+    Returns the answer PDU and the contexts it accepts (empty for a rejection).
+    """
+    if rq.application_context != APPLICATION_CONTEXT_NAME:
+        return _reject(P.RJ_SOURCE_USER, P.RJ_USER_APPLICATION_CONTEXT_NOT_SUPPORTED), []
+    if policy.require_called_ae and _strip(rq.called_ae) != _strip(policy.ae_title):
+        return _reject(P.RJ_SOURCE_USER, P.RJ_USER_CALLED_AE_NOT_RECOGNIZED), []
+    if policy.calling_ae_allowlist is not None and _strip(rq.calling_ae) not in {
+        _strip(t) for t in policy.calling_ae_allowlist
+    }:
+        return _reject(P.RJ_SOURCE_USER, P.RJ_USER_CALLING_AE_NOT_RECOGNIZED), []
+
+    info = rq.user_information
+    reply = P.UserInformation(
+        max_pdu_length=policy.max_pdu_length,
+        implementation_class_uid=IMPLEMENTATION_CLASS_UID,
+        implementation_version_name=IMPLEMENTATION_VERSION_NAME,
+    )
+    if info.user_identity_rq is not None and policy.identity_check is not None:
+        response = policy.identity_check(info.user_identity_rq)
+        if response is None:
+            return _reject(P.RJ_SOURCE_USER, P.RJ_USER_NO_REASON), []
+        if info.user_identity_rq.positive_response_requested:
+            reply.user_identity_ac = P.UserIdentityAC(response)
+    if info.async_ops_window is not None:
+        invoked, _performed = info.async_ops_window
+        performed = policy.max_operations_performed
+        if invoked != 0:
+            performed = min(performed, invoked)
+        reply.async_ops_window = (1, max(performed, 1))
+    for role in info.role_selections:
+        reply.role_selections.append(
+            P.RoleSelection(
+                role.sop_class_uid,
+                role.scu_role,
+                role.scp_role and role.sop_class_uid in policy.accept_scp_role_for,
+            )
+        )
+
+    answers: list[P.PresentationContextAC] = []
+    accepted: list[AcceptedContext] = []
+    for context in rq.presentation_contexts:
+        ours = policy.supported.get(context.abstract_syntax)
+        if ours is None:
+            answers.append(
+                P.PresentationContextAC(context.id, P.ContextResult.ABSTRACT_SYNTAX_NOT_SUPPORTED)
+            )
+            continue
+        chosen = choose_transfer_syntax(
+            context.transfer_syntaxes, ours, policy.accept_any_transfer_syntax
+        )
+        if chosen is None:
+            answers.append(
+                P.PresentationContextAC(context.id, P.ContextResult.TRANSFER_SYNTAXES_NOT_SUPPORTED)
+            )
+            continue
+        answers.append(P.PresentationContextAC(context.id, P.ContextResult.ACCEPTANCE, chosen))
+        accepted.append(AcceptedContext(context.id, context.abstract_syntax, chosen))
+
+    ac = P.AssociateAC(
+        called_ae=rq.called_ae,
+        calling_ae=rq.calling_ae,
+        presentation_contexts=answers,
+        user_information=reply,
+        application_context=APPLICATION_CONTEXT_NAME,
+    )
+    return ac, accepted
+
+
+def choose_transfer_syntax(
+    proposed: Iterable[str], ours: tuple[str, ...], accept_any: bool
+) -> str | None:
+    """Pick the transfer syntax for one context.
+
+    Normally our preference order wins among what was proposed. With
+    ``accept_any`` the requestor's first choice wins: it knows how its data are
+    encoded, and taking that keeps compressed data untouched.
+    """
+    proposed = [ts for ts in proposed if ts]
+    if accept_any:
+        return proposed[0] if proposed else None
+    offered = set(proposed)
+    for ts in ours:
+        if ts in offered:
+            return ts
+    return None
+
+
+def _reject(source: int, reason: int, result: int = P.RJ_PERMANENT) -> P.AssociateRJ:
+    return P.AssociateRJ(result, source, reason)
+
+
+def accepted_contexts(rq: P.AssociateRQ, ac: P.AssociateAC) -> list[AcceptedContext]:
+    """The contexts an A-ASSOCIATE-AC accepted, checked against what we proposed."""
+    proposed = {context.id: context for context in rq.presentation_contexts}
+    result: list[AcceptedContext] = []
+    for answer in ac.presentation_contexts:
+        context = proposed.get(answer.id)
+        if context is None:
+            raise ProtocolError(
+                f"A-ASSOCIATE-AC answers presentation context {answer.id}, which was not proposed",
+                P.REASON_INVALID_PARAMETER,
+            )
+        if answer.result != P.ContextResult.ACCEPTANCE:
+            continue
+        if answer.transfer_syntax not in context.transfer_syntaxes:
+            raise ProtocolError(
+                f"A-ASSOCIATE-AC accepted context {answer.id} with transfer syntax "
+                f"{answer.transfer_syntax}, which was not proposed for it",
+                P.REASON_INVALID_PARAMETER,
+            )
+        result.append(AcceptedContext(answer.id, context.abstract_syntax, answer.transfer_syntax))
+    return result
+
+
+def default_storage_policy(
+    ae_title: str,
+    sop_classes: Iterable[str],
+    transfer_syntaxes: tuple[str, ...] = UNCOMPRESSED_TRANSFER_SYNTAXES,
+    **options: object,
+) -> AcceptorPolicy:
+    """A policy accepting ``sop_classes`` with ``transfer_syntaxes``."""
+    supported = dict.fromkeys(sop_classes, transfer_syntaxes)
+    return AcceptorPolicy(ae_title=ae_title, supported=supported, **options)  # type: ignore[arg-type]
+
+
+def build_request(
+    called_ae: str,
+    calling_ae: str,
+    contexts: Iterable[tuple[str, Iterable[str]]],
+    *,
+    max_pdu_length: int = DEFAULT_MAX_PDU_LENGTH,
+    async_ops_window: tuple[int, int] | None = None,
+    role_selections: Iterable[P.RoleSelection] = (),
+    user_identity: P.UserIdentityRQ | None = None,
+) -> P.AssociateRQ:
+    """An A-ASSOCIATE-RQ proposing ``(abstract syntax, transfer syntaxes)`` pairs in order."""
+    presentation = [
+        P.PresentationContextRQ(2 * index + 1, abstract, list(syntaxes))
+        for index, (abstract, syntaxes) in enumerate(contexts)
+    ]
+    if not presentation:
+        raise ValueError("an association needs at least one presentation context")
+    if len(presentation) > 128:
+        raise ValueError(f"{len(presentation)} presentation contexts proposed; at most 128 fit")
+    return P.AssociateRQ(
+        called_ae=called_ae,
+        calling_ae=calling_ae,
+        presentation_contexts=presentation,
+        user_information=P.UserInformation(
+            max_pdu_length=max_pdu_length,
+            implementation_class_uid=IMPLEMENTATION_CLASS_UID,
+            implementation_version_name=IMPLEMENTATION_VERSION_NAME,
+            async_ops_window=async_ops_window,
+            role_selections=list(role_selections),
+            user_identity_rq=user_identity,
+        ),
+    )

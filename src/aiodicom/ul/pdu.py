@@ -1,0 +1,682 @@
+"""PS3.8 section 9.3: the seven PDU types and their items, encoded and decoded.
+
+Pure functions over bytes. Decoding never trusts a length field: every length
+is checked against the bytes actually present before it is used, so a hostile
+peer can make us raise :class:`~aiodicom.errors.ProtocolError` (which the state
+machine turns into the right A-ABORT) but never make us allocate or loop.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+from aiodicom.errors import PDUTooLargeError, ProtocolError
+
+# A-ABORT reasons (PS3.8 table 9-26), used as ProtocolError.abort_reason.
+REASON_NOT_SPECIFIED = 0
+REASON_UNRECOGNIZED_PDU = 1
+REASON_UNEXPECTED_PDU = 2
+REASON_UNRECOGNIZED_PARAMETER = 4
+REASON_UNEXPECTED_PARAMETER = 5
+REASON_INVALID_PARAMETER = 6
+
+#: The largest PDU body we ever read, whatever we announced (we are lenient
+#: with peers that exceed our maximum, up to this).
+HARD_PDU_CAP = 64 * 1024 * 1024
+
+HEADER = struct.Struct(">BxI")
+_U16 = struct.Struct(">H")
+_U32 = struct.Struct(">I")
+_ITEM_HEADER = struct.Struct(">BxH")
+_PDV_HEADER = struct.Struct(">IBB")
+
+
+class PDUType(IntEnum):
+    ASSOCIATE_RQ = 0x01
+    ASSOCIATE_AC = 0x02
+    ASSOCIATE_RJ = 0x03
+    P_DATA_TF = 0x04
+    RELEASE_RQ = 0x05
+    RELEASE_RP = 0x06
+    ABORT = 0x07
+
+
+class ContextResult(IntEnum):
+    """Presentation context result/reason (PS3.8 table 9-18)."""
+
+    ACCEPTANCE = 0
+    USER_REJECTION = 1
+    NO_REASON = 2
+    ABSTRACT_SYNTAX_NOT_SUPPORTED = 3
+    TRANSFER_SYNTAXES_NOT_SUPPORTED = 4
+
+
+class AbortSource(IntEnum):
+    SERVICE_USER = 0
+    SERVICE_PROVIDER = 2
+
+
+# A-ASSOCIATE-RJ result, source and reasons (PS3.8 table 9-21).
+RJ_PERMANENT = 1
+RJ_TRANSIENT = 2
+RJ_SOURCE_USER = 1
+RJ_SOURCE_ACSE = 2
+RJ_SOURCE_PRESENTATION = 3
+RJ_USER_NO_REASON = 1
+RJ_USER_APPLICATION_CONTEXT_NOT_SUPPORTED = 2
+RJ_USER_CALLING_AE_NOT_RECOGNIZED = 3
+RJ_USER_CALLED_AE_NOT_RECOGNIZED = 7
+RJ_ACSE_NO_REASON = 1
+RJ_ACSE_PROTOCOL_VERSION_NOT_SUPPORTED = 2
+RJ_PRESENTATION_TEMPORARY_CONGESTION = 1
+RJ_PRESENTATION_LOCAL_LIMIT_EXCEEDED = 2
+
+_RJ_REASONS = {
+    (RJ_SOURCE_USER, 1): "no reason given",
+    (RJ_SOURCE_USER, 2): "application context name not supported",
+    (RJ_SOURCE_USER, 3): "calling AE title not recognized",
+    (RJ_SOURCE_USER, 7): "called AE title not recognized",
+    (RJ_SOURCE_ACSE, 1): "no reason given",
+    (RJ_SOURCE_ACSE, 2): "protocol version not supported",
+    (RJ_SOURCE_PRESENTATION, 1): "temporary congestion",
+    (RJ_SOURCE_PRESENTATION, 2): "local limit exceeded",
+}
+_RJ_SOURCES = {1: "service user", 2: "service provider (ACSE)", 3: "service provider (presentation)"}
+
+
+def describe_rejection(result: int, source: int, reason: int) -> str:
+    """A one-line human explanation of an A-ASSOCIATE-RJ."""
+    kind = {1: "permanently", 2: "transiently"}.get(result, f"(result {result})")
+    why = _RJ_REASONS.get((source, reason), f"reason {reason}")
+    return f"association rejected {kind} by {_RJ_SOURCES.get(source, f'source {source}')}: {why}"
+
+
+# --- items ---------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class PresentationContextRQ:
+    id: int
+    abstract_syntax: str
+    transfer_syntaxes: list[str]
+
+
+@dataclass(slots=True)
+class PresentationContextAC:
+    id: int
+    result: int
+    transfer_syntax: str = ""
+
+
+@dataclass(slots=True)
+class RoleSelection:
+    sop_class_uid: str
+    scu_role: bool
+    scp_role: bool
+
+
+@dataclass(slots=True)
+class UserIdentityRQ:
+    """PS3.7 D.3.3.7: 1 username, 2 username+passcode, 3 Kerberos, 4 SAML, 5 JWT."""
+
+    identity_type: int
+    positive_response_requested: bool
+    primary: bytes
+    secondary: bytes = b""
+
+
+@dataclass(slots=True)
+class UserIdentityAC:
+    server_response: bytes
+
+
+@dataclass(slots=True)
+class SOPClassExtendedNegotiation:
+    sop_class_uid: str
+    application_information: bytes
+
+
+@dataclass(slots=True)
+class SOPClassCommonExtendedNegotiation:
+    sop_class_uid: str
+    service_class_uid: str
+    related_general_sop_classes: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class UserInformation:
+    max_pdu_length: int | None = None
+    implementation_class_uid: str = ""
+    implementation_version_name: str | None = None
+    #: (maximum operations invoked, maximum operations performed); 0 = unlimited.
+    async_ops_window: tuple[int, int] | None = None
+    role_selections: list[RoleSelection] = field(default_factory=list)
+    user_identity_rq: UserIdentityRQ | None = None
+    user_identity_ac: UserIdentityAC | None = None
+    sop_class_extended: list[SOPClassExtendedNegotiation] = field(default_factory=list)
+    sop_class_common_extended: list[SOPClassCommonExtendedNegotiation] = field(
+        default_factory=list
+    )
+    #: Sub-items we do not know, kept so they are not silently lost: (type, value).
+    unknown: list[tuple[int, bytes]] = field(default_factory=list)
+
+
+# --- PDUs ------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class AssociateRQ:
+    called_ae: str
+    calling_ae: str
+    presentation_contexts: list[PresentationContextRQ]
+    user_information: UserInformation
+    application_context: str = "1.2.840.10008.3.1.1.1"
+    protocol_version: int = 1
+
+
+@dataclass(slots=True)
+class AssociateAC:
+    called_ae: str
+    calling_ae: str
+    presentation_contexts: list[PresentationContextAC]
+    user_information: UserInformation
+    application_context: str = "1.2.840.10008.3.1.1.1"
+    protocol_version: int = 1
+
+
+@dataclass(slots=True)
+class AssociateRJ:
+    result: int
+    source: int
+    reason: int
+
+
+@dataclass(slots=True)
+class PDV:
+    """One presentation data value: a command or data set fragment."""
+
+    context_id: int
+    is_command: bool
+    is_last: bool
+    data: bytes | bytearray | memoryview
+
+
+@dataclass(slots=True)
+class PDataTF:
+    pdvs: list[PDV]
+
+
+@dataclass(slots=True)
+class ReleaseRQ:
+    pass
+
+
+@dataclass(slots=True)
+class ReleaseRP:
+    pass
+
+
+@dataclass(slots=True)
+class Abort:
+    source: int = AbortSource.SERVICE_USER
+    reason: int = REASON_NOT_SPECIFIED
+
+
+PDU = AssociateRQ | AssociateAC | AssociateRJ | PDataTF | ReleaseRQ | ReleaseRP | Abort
+
+
+# --- encoding ---------------------------------------------------------------------
+
+
+def _ae(title: str) -> bytes:
+    raw = title.encode("ascii", "replace")[:16]
+    return raw.ljust(16, b" ")
+
+
+def _uid(uid: str) -> bytes:
+    # PS3.8 9.3.2.2: UIDs in items are not padded (a trailing NUL is tolerated on read).
+    return uid.encode("ascii")
+
+
+def _item(item_type: int, value: bytes) -> bytes:
+    if len(value) > 0xFFFF:
+        raise ValueError(f"item 0x{item_type:02X} value too long ({len(value)} bytes)")
+    return _ITEM_HEADER.pack(item_type, len(value)) + value
+
+
+def _uid_with_length(uid: str) -> bytes:
+    raw = _uid(uid)
+    return _U16.pack(len(raw)) + raw
+
+
+def _encode_user_information(info: UserInformation) -> bytes:
+    parts: list[bytes] = []
+    if info.max_pdu_length is not None:
+        parts.append(_item(0x51, _U32.pack(info.max_pdu_length)))
+    parts.append(_item(0x52, _uid(info.implementation_class_uid)))
+    if info.async_ops_window is not None:
+        invoked, performed = info.async_ops_window
+        parts.append(_item(0x53, struct.pack(">HH", invoked, performed)))
+    for role in info.role_selections:
+        parts.append(
+            _item(
+                0x54,
+                _uid_with_length(role.sop_class_uid)
+                + bytes((int(role.scu_role), int(role.scp_role))),
+            )
+        )
+    if info.implementation_version_name is not None:
+        parts.append(_item(0x55, info.implementation_version_name.encode("ascii")[:16]))
+    for ext in info.sop_class_extended:
+        parts.append(_item(0x56, _uid_with_length(ext.sop_class_uid) + ext.application_information))
+    for common in info.sop_class_common_extended:
+        related = b"".join(_uid_with_length(uid) for uid in common.related_general_sop_classes)
+        parts.append(
+            _item(
+                0x57,
+                _uid_with_length(common.sop_class_uid)
+                + _uid_with_length(common.service_class_uid)
+                + _U16.pack(len(related))
+                + related,
+            )
+        )
+    if info.user_identity_rq is not None:
+        ident = info.user_identity_rq
+        parts.append(
+            _item(
+                0x58,
+                bytes((ident.identity_type, int(ident.positive_response_requested)))
+                + _U16.pack(len(ident.primary))
+                + ident.primary
+                + _U16.pack(len(ident.secondary))
+                + ident.secondary,
+            )
+        )
+    if info.user_identity_ac is not None:
+        response = info.user_identity_ac.server_response
+        parts.append(_item(0x59, _U16.pack(len(response)) + response))
+    for item_type, value in info.unknown:
+        parts.append(_item(item_type, value))
+    return _item(0x50, b"".join(parts))
+
+
+def _encode_associate(pdu: AssociateRQ | AssociateAC) -> bytes:
+    items = [_item(0x10, _uid(pdu.application_context))]
+    if isinstance(pdu, AssociateRQ):
+        for rq in pdu.presentation_contexts:
+            sub = _item(0x30, _uid(rq.abstract_syntax)) + b"".join(
+                _item(0x40, _uid(ts)) for ts in rq.transfer_syntaxes
+            )
+            items.append(_item(0x20, bytes((rq.id, 0, 0, 0)) + sub))
+        pdu_type = PDUType.ASSOCIATE_RQ
+    else:
+        for ac in pdu.presentation_contexts:
+            sub = _item(0x40, _uid(ac.transfer_syntax)) if ac.transfer_syntax else b""
+            items.append(_item(0x21, bytes((ac.id, 0, ac.result, 0)) + sub))
+        pdu_type = PDUType.ASSOCIATE_AC
+    items.append(_encode_user_information(pdu.user_information))
+    body = (
+        _U16.pack(pdu.protocol_version)
+        + b"\x00\x00"
+        + _ae(pdu.called_ae)
+        + _ae(pdu.calling_ae)
+        + bytes(32)
+        + b"".join(items)
+    )
+    return HEADER.pack(pdu_type, len(body)) + body
+
+
+def encode(pdu: PDU) -> bytes:
+    """Encode any PDU to its bytes on the wire (header included)."""
+    if isinstance(pdu, PDataTF):
+        return b"".join(bytes(part) for part in encode_pdata(pdu.pdvs))
+    if isinstance(pdu, AssociateRQ | AssociateAC):
+        return _encode_associate(pdu)
+    if isinstance(pdu, AssociateRJ):
+        return HEADER.pack(PDUType.ASSOCIATE_RJ, 4) + bytes((0, pdu.result, pdu.source, pdu.reason))
+    if isinstance(pdu, ReleaseRQ):
+        return HEADER.pack(PDUType.RELEASE_RQ, 4) + bytes(4)
+    if isinstance(pdu, ReleaseRP):
+        return HEADER.pack(PDUType.RELEASE_RP, 4) + bytes(4)
+    if isinstance(pdu, Abort):
+        return HEADER.pack(PDUType.ABORT, 4) + bytes((0, 0, pdu.source, pdu.reason))
+    raise TypeError(f"not a PDU: {pdu!r}")
+
+
+def encode_pdata(pdvs: Sequence[PDV]) -> list[bytes | bytearray | memoryview]:
+    """Encode a P-DATA-TF PDU as a list of buffers, so PDV payloads are never copied."""
+    parts: list[bytes | bytearray | memoryview] = [b""]
+    total = 0
+    for pdv in pdvs:
+        n = len(pdv.data)
+        control = (1 if pdv.is_command else 0) | (2 if pdv.is_last else 0)
+        parts.append(_PDV_HEADER.pack(n + 2, pdv.context_id, control))
+        parts.append(pdv.data)
+        total += 6 + n
+    parts[0] = HEADER.pack(PDUType.P_DATA_TF, total)
+    return parts
+
+
+def fragment(
+    context_id: int,
+    is_command: bool,
+    data: bytes | bytearray | memoryview,
+    max_pdu_length: int,
+    *,
+    final: bool = True,
+) -> Iterator[list[bytes | bytearray | memoryview]]:
+    """Split one message part into P-DATA-TF PDUs that respect the peer's maximum.
+
+    ``max_pdu_length`` is the peer's announced maximum (0 = unlimited). Each
+    yielded PDU carries one PDV and is a list of buffers (header, payload view).
+    With ``final=False`` no fragment is marked last: more of the same data set
+    follows (streaming a large data set in chunks).
+    """
+    view = memoryview(data)
+    chunk = len(view) if max_pdu_length == 0 else max_pdu_length - 6
+    if chunk <= 0:
+        raise ValueError(f"maximum PDU length {max_pdu_length} leaves no room for data")
+    chunk = max(chunk, 1)
+    control_base = 1 if is_command else 0
+    offset = 0
+    total = len(view)
+    while True:
+        end = min(offset + chunk, total)
+        last = end >= total
+        n = end - offset
+        header = HEADER.pack(PDUType.P_DATA_TF, n + 6) + _PDV_HEADER.pack(
+            n + 2, context_id, control_base | (2 if last and final else 0)
+        )
+        yield [header, view[offset:end]]
+        if last:
+            return
+        offset = end
+
+
+# --- decoding ---------------------------------------------------------------------
+
+
+def parse_header(header: bytes | bytearray | memoryview, cap: int = HARD_PDU_CAP) -> tuple[int, int]:
+    """Validate a 6-byte PDU header before any body byte is read or allocated.
+
+    Returns ``(pdu_type, body_length)``.
+    """
+    pdu_type, length = HEADER.unpack_from(header)
+    if pdu_type not in _KNOWN_TYPES:
+        raise ProtocolError(f"unrecognized PDU type 0x{pdu_type:02X}", REASON_UNRECOGNIZED_PDU)
+    if length > cap:
+        raise PDUTooLargeError(
+            f"PDU of type 0x{pdu_type:02X} announces {length} bytes, above the cap of {cap}",
+            REASON_INVALID_PARAMETER,
+        )
+    if pdu_type in _FIXED_LENGTH and length != 4:
+        # Be lenient with longer fixed PDUs only within reason: the standard says 4.
+        if length < 4 or length > 64:
+            raise ProtocolError(
+                f"PDU type 0x{pdu_type:02X} has length {length}, expected 4",
+                REASON_INVALID_PARAMETER,
+            )
+    if pdu_type == PDUType.ASSOCIATE_RQ or pdu_type == PDUType.ASSOCIATE_AC:
+        if length < 68:
+            raise ProtocolError("A-ASSOCIATE PDU shorter than its fixed fields", REASON_INVALID_PARAMETER)
+    return pdu_type, length
+
+
+_KNOWN_TYPES = frozenset(int(t) for t in PDUType)
+_FIXED_LENGTH = frozenset(
+    (PDUType.ASSOCIATE_RJ, PDUType.RELEASE_RQ, PDUType.RELEASE_RP, PDUType.ABORT)
+)
+
+
+def _text(raw: bytes | memoryview, what: str) -> str:
+    try:
+        return bytes(raw).decode("ascii").rstrip("\0 ").lstrip(" ")
+    except UnicodeDecodeError:
+        raise ProtocolError(f"{what} is not ASCII", REASON_INVALID_PARAMETER) from None
+
+
+def _iter_items(body: memoryview, what: str) -> Iterator[tuple[int, memoryview]]:
+    offset = 0
+    end = len(body)
+    while offset < end:
+        if end - offset < 4:
+            raise ProtocolError(f"truncated item header in {what}", REASON_INVALID_PARAMETER)
+        item_type, length = _ITEM_HEADER.unpack_from(body, offset)
+        offset += 4
+        if offset + length > end:
+            raise ProtocolError(
+                f"item 0x{item_type:02X} in {what} claims {length} bytes, only {end - offset} left",
+                REASON_INVALID_PARAMETER,
+            )
+        yield item_type, body[offset : offset + length]
+        offset += length
+
+
+def _read_uid_with_length(value: memoryview, offset: int, what: str) -> tuple[str, int]:
+    if offset + 2 > len(value):
+        raise ProtocolError(f"truncated {what}", REASON_INVALID_PARAMETER)
+    (n,) = _U16.unpack_from(value, offset)
+    offset += 2
+    if offset + n > len(value):
+        raise ProtocolError(f"{what} UID length {n} exceeds its item", REASON_INVALID_PARAMETER)
+    return _text(value[offset : offset + n], what), offset + n
+
+
+def _decode_user_information(body: memoryview) -> UserInformation:
+    info = UserInformation()
+    seen: set[int] = set()
+    for item_type, value in _iter_items(body, "user information"):
+        if item_type in seen and item_type in (0x51, 0x52, 0x53, 0x55, 0x58, 0x59):
+            raise ProtocolError(
+                f"duplicate user information sub-item 0x{item_type:02X}", REASON_UNEXPECTED_PARAMETER
+            )
+        seen.add(item_type)
+        if item_type == 0x51:
+            if len(value) != 4:
+                raise ProtocolError("maximum length sub-item must be 4 bytes", REASON_INVALID_PARAMETER)
+            (info.max_pdu_length,) = _U32.unpack_from(value)
+        elif item_type == 0x52:
+            info.implementation_class_uid = _text(value, "implementation class UID")
+        elif item_type == 0x53:
+            if len(value) != 4:
+                raise ProtocolError("asynchronous operations window must be 4 bytes", REASON_INVALID_PARAMETER)
+            invoked, performed = struct.unpack_from(">HH", value)
+            info.async_ops_window = (invoked, performed)
+        elif item_type == 0x54:
+            uid, offset = _read_uid_with_length(value, 0, "role selection")
+            if offset + 2 != len(value):
+                raise ProtocolError("role selection sub-item has a bad length", REASON_INVALID_PARAMETER)
+            info.role_selections.append(RoleSelection(uid, bool(value[offset]), bool(value[offset + 1])))
+        elif item_type == 0x55:
+            info.implementation_version_name = _text(value, "implementation version name")
+        elif item_type == 0x56:
+            uid, offset = _read_uid_with_length(value, 0, "SOP class extended negotiation")
+            info.sop_class_extended.append(SOPClassExtendedNegotiation(uid, bytes(value[offset:])))
+        elif item_type == 0x57:
+            uid, offset = _read_uid_with_length(value, 0, "SOP class common extended negotiation")
+            service, offset = _read_uid_with_length(value, offset, "service class")
+            if offset + 2 > len(value):
+                raise ProtocolError("truncated common extended negotiation", REASON_INVALID_PARAMETER)
+            (n,) = _U16.unpack_from(value, offset)
+            offset += 2
+            if offset + n != len(value):
+                raise ProtocolError("related SOP class list has a bad length", REASON_INVALID_PARAMETER)
+            related = []
+            while offset < len(value):
+                rel, offset = _read_uid_with_length(value, offset, "related general SOP class")
+                related.append(rel)
+            info.sop_class_common_extended.append(SOPClassCommonExtendedNegotiation(uid, service, related))
+        elif item_type == 0x58:
+            if len(value) < 6:
+                raise ProtocolError("truncated user identity", REASON_INVALID_PARAMETER)
+            identity_type, wants_response = value[0], value[1]
+            (n,) = _U16.unpack_from(value, 2)
+            if 4 + n + 2 > len(value):
+                raise ProtocolError("user identity primary field overruns", REASON_INVALID_PARAMETER)
+            primary = bytes(value[4 : 4 + n])
+            (m,) = _U16.unpack_from(value, 4 + n)
+            if 6 + n + m != len(value):
+                raise ProtocolError("user identity secondary field has a bad length", REASON_INVALID_PARAMETER)
+            secondary = bytes(value[6 + n : 6 + n + m])
+            info.user_identity_rq = UserIdentityRQ(identity_type, bool(wants_response), primary, secondary)
+        elif item_type == 0x59:
+            if len(value) < 2:
+                raise ProtocolError("truncated user identity response", REASON_INVALID_PARAMETER)
+            (n,) = _U16.unpack_from(value)
+            if 2 + n != len(value):
+                raise ProtocolError("user identity response has a bad length", REASON_INVALID_PARAMETER)
+            info.user_identity_ac = UserIdentityAC(bytes(value[2:]))
+        else:
+            info.unknown.append((item_type, bytes(value)))
+    if 0x52 not in seen:
+        raise ProtocolError("user information lacks the implementation class UID", REASON_INVALID_PARAMETER)
+    return info
+
+
+def _decode_associate(pdu_type: int, body: memoryview) -> AssociateRQ | AssociateAC:
+    is_rq = pdu_type == PDUType.ASSOCIATE_RQ
+    name = "A-ASSOCIATE-RQ" if is_rq else "A-ASSOCIATE-AC"
+    if len(body) < 68:
+        raise ProtocolError(f"{name} shorter than its fixed fields", REASON_INVALID_PARAMETER)
+    (version,) = _U16.unpack_from(body)
+    called = _text(body[4:20], "called AE title")
+    calling = _text(body[20:36], "calling AE title")
+    app_context: str | None = None
+    user_info: UserInformation | None = None
+    rq_contexts: list[PresentationContextRQ] = []
+    ac_contexts: list[PresentationContextAC] = []
+    ids: set[int] = set()
+    for item_type, value in _iter_items(body[68:], name):
+        if item_type == 0x10:
+            if app_context is not None:
+                raise ProtocolError("duplicate application context item", REASON_UNEXPECTED_PARAMETER)
+            app_context = _text(value, "application context name")
+        elif item_type == (0x20 if is_rq else 0x21):
+            if len(value) < 4:
+                raise ProtocolError("truncated presentation context item", REASON_INVALID_PARAMETER)
+            context_id = value[0]
+            if context_id % 2 == 0:
+                raise ProtocolError(
+                    f"presentation context ID {context_id} is not odd", REASON_INVALID_PARAMETER
+                )
+            if context_id in ids:
+                raise ProtocolError(
+                    f"duplicate presentation context ID {context_id}", REASON_INVALID_PARAMETER
+                )
+            ids.add(context_id)
+            abstract: str | None = None
+            syntaxes: list[str] = []
+            for sub_type, sub in _iter_items(value[4:], "presentation context"):
+                if sub_type == 0x30 and is_rq:
+                    if abstract is not None:
+                        raise ProtocolError("two abstract syntaxes in one context", REASON_UNEXPECTED_PARAMETER)
+                    abstract = _text(sub, "abstract syntax")
+                elif sub_type == 0x40:
+                    syntaxes.append(_text(sub, "transfer syntax"))
+                else:
+                    raise ProtocolError(
+                        f"unexpected sub-item 0x{sub_type:02X} in a presentation context",
+                        REASON_UNRECOGNIZED_PARAMETER,
+                    )
+            if is_rq:
+                if abstract is None or not syntaxes:
+                    raise ProtocolError(
+                        f"presentation context {context_id} lacks an abstract or transfer syntax",
+                        REASON_INVALID_PARAMETER,
+                    )
+                rq_contexts.append(PresentationContextRQ(context_id, abstract, syntaxes))
+            else:
+                result = value[2]
+                if len(syntaxes) > 1:
+                    raise ProtocolError("accepted context names several transfer syntaxes", REASON_INVALID_PARAMETER)
+                if result == ContextResult.ACCEPTANCE and not syntaxes:
+                    raise ProtocolError(
+                        f"accepted presentation context {context_id} has no transfer syntax",
+                        REASON_INVALID_PARAMETER,
+                    )
+                ac_contexts.append(PresentationContextAC(context_id, result, syntaxes[0] if syntaxes else ""))
+        elif item_type == 0x50:
+            if user_info is not None:
+                raise ProtocolError("duplicate user information item", REASON_UNEXPECTED_PARAMETER)
+            user_info = _decode_user_information(value)
+        else:
+            raise ProtocolError(
+                f"unrecognized item 0x{item_type:02X} in {name}", REASON_UNRECOGNIZED_PARAMETER
+            )
+    if app_context is None:
+        raise ProtocolError(f"{name} lacks the application context item", REASON_INVALID_PARAMETER)
+    if user_info is None:
+        raise ProtocolError(f"{name} lacks the user information item", REASON_INVALID_PARAMETER)
+    if len(ids) > 128:
+        raise ProtocolError(f"{name} has {len(ids)} presentation contexts (at most 128)", REASON_INVALID_PARAMETER)
+    if is_rq:
+        if not rq_contexts:
+            raise ProtocolError("A-ASSOCIATE-RQ proposes no presentation context", REASON_INVALID_PARAMETER)
+        return AssociateRQ(called, calling, rq_contexts, user_info, app_context, version)
+    return AssociateAC(called, calling, ac_contexts, user_info, app_context, version)
+
+
+def decode_pdata(body: bytes | bytearray | memoryview) -> list[PDV]:
+    """Split a P-DATA-TF body into PDVs whose data are views into ``body`` (no copy)."""
+    view = memoryview(body)
+    end = len(view)
+    if end == 0:
+        raise ProtocolError("P-DATA-TF PDU carries no PDV", REASON_INVALID_PARAMETER)
+    pdvs: list[PDV] = []
+    offset = 0
+    unpack = _PDV_HEADER.unpack_from
+    while offset < end:
+        if end - offset < 6:
+            raise ProtocolError("truncated PDV header", REASON_INVALID_PARAMETER)
+        length, context_id, control = unpack(view, offset)
+        if length < 2:
+            raise ProtocolError(f"PDV length {length} is too short", REASON_INVALID_PARAMETER)
+        stop = offset + 4 + length
+        if stop > end:
+            raise ProtocolError(
+                f"PDV claims {length} bytes, only {end - offset - 4} left in its PDU",
+                REASON_INVALID_PARAMETER,
+            )
+        if context_id % 2 == 0:
+            raise ProtocolError(f"PDV on even presentation context ID {context_id}", REASON_INVALID_PARAMETER)
+        if control & 0xFC:
+            raise ProtocolError(f"PDV message control header 0x{control:02X} has reserved bits", REASON_INVALID_PARAMETER)
+        pdvs.append(PDV(context_id, bool(control & 1), bool(control & 2), view[offset + 6 : stop]))
+        offset = stop
+    return pdvs
+
+
+def decode(pdu_type: int, body: bytes | bytearray | memoryview) -> PDU:
+    """Decode a PDU body (the bytes after the 6-byte header)."""
+    view = memoryview(body)
+    if pdu_type == PDUType.P_DATA_TF:
+        return PDataTF(decode_pdata(view))
+    if pdu_type in (PDUType.ASSOCIATE_RQ, PDUType.ASSOCIATE_AC):
+        return _decode_associate(pdu_type, view)
+    if pdu_type not in _KNOWN_TYPES:
+        raise ProtocolError(f"unrecognized PDU type 0x{pdu_type:02X}", REASON_UNRECOGNIZED_PDU)
+    if len(view) < 4:
+        raise ProtocolError(f"PDU type 0x{pdu_type:02X} shorter than 4 bytes", REASON_INVALID_PARAMETER)
+    if pdu_type == PDUType.ASSOCIATE_RJ:
+        return AssociateRJ(view[1], view[2], view[3])
+    if pdu_type == PDUType.RELEASE_RQ:
+        return ReleaseRQ()
+    if pdu_type == PDUType.RELEASE_RP:
+        return ReleaseRP()
+    return Abort(view[2], view[3])
+
+
+def decode_bytes(data: bytes | bytearray | memoryview) -> PDU:
+    """Decode one complete PDU, header included (tests and tools; the transport frames itself)."""
+    view = memoryview(data)
+    if len(view) < 6:
+        raise ProtocolError("truncated PDU header", REASON_INVALID_PARAMETER)
+    pdu_type, length = parse_header(view[:6])
+    if len(view) - 6 != length:
+        raise ProtocolError(
+            f"PDU announces {length} bytes but {len(view) - 6} follow", REASON_INVALID_PARAMETER
+        )
+    return decode(pdu_type, view[6:])

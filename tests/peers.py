@@ -1,0 +1,362 @@
+"""Real DICOM peers for the tests: DCMTK and pynetdicom, run as separate processes.
+
+Network tests prove interoperability against independent implementations, so they start
+real programs on 127.0.0.1. Every helper here owns exactly the process it started: it
+picks the port, waits until that port accepts connections (bounded), and on the way out
+sends SIGTERM to that PID, then SIGKILL after a grace period, and reaps it. Nothing here
+kills by name, so parallel test runs and the developer's own peers are never touched.
+
+Peers write their output to an anonymous temporary file rather than a pipe (a chatty peer
+blocks on a full pipe that nobody reads); ``Peer.output()`` reads it back for assertions
+and failure messages.
+
+Import as ``from peers import ...`` (pytest puts ``tests/`` on ``sys.path``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+LOCALHOST = "127.0.0.1"
+
+#: The DCMTK programs the test suite drives; a machine without them skips ``dcmtk`` tests.
+DCMTK_TOOLS = (
+    "storescp",
+    "storescu",
+    "echoscu",
+    "dcmdump",
+    "dcmcjpeg",
+    "dcmcrle",
+    "dcmqrscp",
+    "dcmqridx",
+)
+
+READY_TIMEOUT = 10.0
+STOP_GRACE = 5.0
+
+
+class PeerError(RuntimeError):
+    """A peer did not start, or died before it was ready; the message holds its output."""
+
+
+def missing_dcmtk_tools(tools: Sequence[str] = DCMTK_TOOLS) -> list[str]:
+    """The DCMTK programs not found on PATH (empty when DCMTK is fully installed)."""
+    return [tool for tool in tools if shutil.which(tool) is None]
+
+
+def free_port(host: str = LOCALHOST) -> int:
+    """A TCP port on ``host`` that was free a moment ago.
+
+    The kernel picks it (bind to port 0), so parallel tests do not collide on a fixed
+    number; the tiny window before the peer binds it is accepted as a test-only risk.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def peer_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment for a peer process: ours plus ``TCP_NODELAY=1``.
+
+    Debian's DCMTK leaves Nagle's algorithm on unless this variable is set, which makes
+    every DIMSE message wait ~45 ms on loopback and turns tests into timing lotteries.
+    """
+    env = dict(os.environ)
+    env["TCP_NODELAY"] = "1"
+    if extra:
+        env.update(extra)
+    return env
+
+
+def wait_for_port(
+    port: int,
+    *,
+    host: str = LOCALHOST,
+    timeout: float = READY_TIMEOUT,
+    process: subprocess.Popen[bytes] | None = None,
+) -> None:
+    """Return once ``host:port`` accepts a TCP connection; raise :class:`PeerError` otherwise.
+
+    When ``process`` is given and exits first, fail at once instead of waiting out the
+    timeout: a peer that could not bind (bad option, port taken) never becomes ready.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        if process is not None and process.poll() is not None:
+            raise PeerError(f"peer exited with {process.returncode} before port {port} opened")
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            if time.monotonic() >= deadline:
+                raise PeerError(
+                    f"nothing accepted connections on {host}:{port} within {timeout} s"
+                ) from None
+            time.sleep(0.02)
+
+
+def stop_process(process: subprocess.Popen[bytes], grace: float = STOP_GRACE) -> int:
+    """SIGTERM ``process``, SIGKILL it after ``grace`` seconds, reap it; return its code."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return process.returncode
+
+
+@dataclass
+class Peer:
+    """A running peer process listening on ``host:port``."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    host: str
+    args: tuple[str, ...]
+    _log: IO[bytes]
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def returncode(self) -> int | None:
+        """The exit status once stopped (negative: killed by that signal)."""
+        return self.process.poll()
+
+    def output(self) -> str:
+        """Everything the peer printed so far (stdout and stderr interleaved)."""
+        fd = self._log.fileno()
+        size = os.fstat(fd).st_size
+        # pread leaves the shared file offset alone, so the peer keeps appending correctly.
+        return os.pread(fd, size, 0).decode("utf-8", "replace")
+
+
+@contextmanager
+def run_peer(
+    args: Sequence[str],
+    port: int,
+    *,
+    host: str = LOCALHOST,
+    env: Mapping[str, str] | None = None,
+    cwd: str | Path | None = None,
+    ready_timeout: float = READY_TIMEOUT,
+    grace: float = STOP_GRACE,
+) -> Iterator[Peer]:
+    """Start ``args`` (which must listen on ``port``), wait until it is ready, stop it after.
+
+    Generic on purpose: the DCMTK and pynetdicom helpers below, and tests that run
+    ``aiodicom receive`` as a process, all go through here.
+    """
+    log = tempfile.TemporaryFile()
+    process = subprocess.Popen(
+        list(args),
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=peer_env(env),
+        cwd=cwd,
+    )
+    peer = Peer(process=process, port=port, host=host, args=tuple(args), _log=log)
+    try:
+        try:
+            wait_for_port(port, host=host, timeout=ready_timeout, process=process)
+        except PeerError as exc:
+            stop_process(process, grace)
+            raise PeerError(f"{exc}\ncommand: {' '.join(args)}\noutput:\n{peer.output()}") from None
+        yield peer
+    finally:
+        stop_process(process, grace)
+        log.close()
+
+
+# --- DCMTK --------------------------------------------------------------------
+
+
+@contextmanager
+def storescp(
+    port: int | None = None,
+    *,
+    output_dir: str | Path | None = None,
+    aet: str = "STORESCP",
+    args: Sequence[str] = (),
+) -> Iterator[Peer]:
+    """DCMTK ``storescp``: stores into ``output_dir``, or discards (``--ignore``) without one.
+
+    ``args`` go before the port (DCMTK wants options first), e.g. ``("+B", "-pdu",
+    "131072")`` or fault injection such as ``("--abort-after",)``.
+    """
+    port = port or free_port()
+    where = ["-od", str(output_dir)] if output_dir is not None else ["--ignore"]
+    command = ["storescp", "-aet", aet, *where, *args, str(port)]
+    with run_peer(command, port) as peer:
+        yield peer
+
+
+@contextmanager
+def dcmqrscp(
+    db_dir: str | Path,
+    *,
+    aet: str = "QRSCP",
+    port: int | None = None,
+    files: Sequence[str | Path] = (),
+    destinations: Mapping[str, tuple[str, int]] | None = None,
+    max_pdu: int = 16384,
+) -> Iterator[Peer]:
+    """DCMTK ``dcmqrscp`` serving the instances in ``files`` (indexed into ``db_dir``).
+
+    ``destinations`` maps AE title to (host, port) for C-MOVE; DCMTK wants host names
+    there, so ``127.0.0.1`` is written as ``localhost``.
+    """
+    port = port or free_port()
+    db = Path(db_dir)
+    storage = db / aet
+    storage.mkdir(parents=True, exist_ok=True)
+    hosts = []
+    for i, (dest_aet, (host, dest_port)) in enumerate((destinations or {}).items()):
+        host = "localhost" if host == LOCALHOST else host
+        hosts.append(f"dest{i} = ({dest_aet}, {host}, {dest_port})")
+    config = db / "dcmqrscp.cfg"
+    config.write_text(
+        f"NetworkTCPPort = {port}\n"
+        f"MaxPDUSize = {max_pdu}\n"
+        "MaxAssociations = 16\n"
+        "HostTable BEGIN\n" + "".join(line + "\n" for line in hosts) + "HostTable END\n"
+        "AETable BEGIN\n"
+        f"{aet} {storage} RW (200, 1024mb) ANY\n"
+        "AETable END\n"
+    )
+    if files:
+        run_dcmtk(["dcmqridx", str(storage), *map(str, files)], check=True)
+    with run_peer(["dcmqrscp", "-c", str(config)], port) as peer:
+        yield peer
+
+
+def run_dcmtk(
+    args: Sequence[str], *, timeout: float = 60.0, check: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """Run a DCMTK client tool (``echoscu``, ``storescu``, ``findscu``, ...) to completion.
+
+    Output is captured as text for assertions; ``check=True`` raises with that output
+    included when the tool fails, so a test failure explains itself.
+    """
+    result = subprocess.run(
+        list(args),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        env=peer_env(),
+        timeout=timeout,
+    )
+    if check and result.returncode != 0:
+        raise PeerError(
+            f"{' '.join(args)} exited with {result.returncode}\n{result.stdout}{result.stderr}"
+        )
+    return result
+
+
+def compress_jpeg_lossless(src: str | Path, dst: str | Path) -> Path:
+    """``dcmcjpeg`` (JPEG lossless, first-order prediction) ``src`` into ``dst``."""
+    run_dcmtk(["dcmcjpeg", "+e1", str(src), str(dst)], check=True)
+    return Path(dst)
+
+
+def compress_rle(src: str | Path, dst: str | Path) -> Path:
+    """``dcmcrle`` (RLE lossless) ``src`` into ``dst``."""
+    run_dcmtk(["dcmcrle", str(src), str(dst)], check=True)
+    return Path(dst)
+
+
+# --- pynetdicom -----------------------------------------------------------------
+
+
+def pynetdicom_command(app: str, *args: str) -> list[str]:
+    """The command line of one of pynetdicom's apps, run by this interpreter."""
+    return [sys.executable, "-m", "pynetdicom", app, *args]
+
+
+@contextmanager
+def pynetdicom_storescp(
+    port: int | None = None,
+    *,
+    output_dir: str | Path | None = None,
+    aet: str = "STORESCP",
+    args: Sequence[str] = (),
+) -> Iterator[Peer]:
+    """pynetdicom's ``storescp`` app on 127.0.0.1 (stores into ``output_dir`` or ignores).
+
+    It never sets TCP_NODELAY and answers the asynchronous operations window with 1/1, so
+    it is a good check that we do not depend on DCMTK's habits.
+    """
+    port = port or free_port()
+    where = ["-od", str(output_dir)] if output_dir is not None else ["--ignore"]
+    command = pynetdicom_command(
+        "storescp", str(port), "-aet", aet, "-ba", LOCALHOST, *where, *args
+    )
+    with run_peer(command, port) as peer:
+        yield peer
+
+
+def run_pynetdicom(
+    app: str, args: Sequence[str], *, timeout: float = 60.0
+) -> subprocess.CompletedProcess[str]:
+    """Run a pynetdicom client app to completion, output captured.
+
+    Its ``storescu`` exits 0 even when stores failed: check what arrived, not the code.
+    """
+    return subprocess.run(
+        pynetdicom_command(app, *args),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        env=peer_env(),
+        timeout=timeout,
+    )
+
+
+# --- Part 10 files ------------------------------------------------------------
+
+
+def dataset_bytes(path: str | Path) -> bytes:
+    """The data set of a Part 10 file: everything after the preamble and group 0002.
+
+    Receivers may rewrite the file meta (their own implementation UID, group length), so
+    "stored byte for byte" is checked on this part only.
+    """
+    data = Path(path).read_bytes()
+    if data[128:132] != b"DICM":
+        raise ValueError(f"{path} is not a Part 10 file")
+    offset = 132
+    # File meta is always explicit VR little endian; walk it element by element.
+    while offset + 8 <= len(data):
+        group = int.from_bytes(data[offset : offset + 2], "little")
+        if group != 0x0002:
+            break
+        vr = data[offset + 4 : offset + 6]
+        if vr in (b"OB", b"OW", b"OF", b"SQ", b"UT", b"UN", b"UC", b"UR", b"OD", b"OL", b"OV"):
+            length = int.from_bytes(data[offset + 8 : offset + 12], "little")
+            offset += 12 + length
+        else:
+            length = int.from_bytes(data[offset + 6 : offset + 8], "little")
+            offset += 8 + length
+    return data[offset:]
+
+
+def dcmdump(path: str | Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``dcmdump`` a file; its stderr carries DCMTK's warnings about malformed data."""
+    return run_dcmtk(["dcmdump", *args, str(path)])

@@ -1,0 +1,160 @@
+"""The peer harness itself: it starts real peers, they talk, and it stops exactly them.
+
+Every network test trusts ``tests/peers.py``; these tests prove it against DCMTK and
+pynetdicom before aiodicom is in the loop, so a failure here is a harness problem.
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+from pathlib import Path
+
+import pydicom
+import pytest
+
+from peers import (
+    LOCALHOST,
+    PeerError,
+    compress_jpeg_lossless,
+    compress_rle,
+    dataset_bytes,
+    dcmqrscp,
+    free_port,
+    pynetdicom_storescp,
+    run_dcmtk,
+    run_peer,
+    storescp,
+)
+
+
+def _accepts(port: int) -> bool:
+    try:
+        with socket.create_connection((LOCALHOST, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _by_sop_instance(paths: list[Path]) -> dict[str, Path]:
+    return {str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID): p for p in paths}
+
+
+def test_free_port_can_be_bound() -> None:
+    port = free_port()
+    with socket.socket() as sock:
+        sock.bind((LOCALHOST, port))
+
+
+def test_run_peer_reports_a_peer_that_dies_before_listening() -> None:
+    port = free_port()
+    command = [sys.executable, "-c", "print('cannot start'); raise SystemExit(3)"]
+    with pytest.raises(PeerError, match="cannot start"):
+        with run_peer(command, port):
+            pass
+
+
+def test_run_peer_kills_a_peer_that_ignores_sigterm() -> None:
+    port = free_port()
+    script = (
+        "import signal, socket, time\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        f"s = socket.create_server(('{LOCALHOST}', {port}))\n"
+        "time.sleep(60)\n"
+    )
+    with run_peer([sys.executable, "-c", script], port, grace=0.5) as peer:
+        assert peer.returncode is None
+    assert peer.returncode == -9
+    assert not _accepts(port)
+
+
+@pytest.mark.dcmtk
+def test_echoscu_to_storescp_then_storescp_is_gone() -> None:
+    with storescp(aet="HARNESS") as peer:
+        result = run_dcmtk(["echoscu", "-aec", "HARNESS", LOCALHOST, str(peer.port)])
+        assert result.returncode == 0, result.stderr
+        assert peer.returncode is None
+    # storescp has no SIGTERM handler: it dies of the signal, and we reaped it.
+    assert peer.returncode is not None
+    assert not _accepts(peer.port)
+
+
+@pytest.mark.dcmtk
+def test_storescp_options_reach_the_peer() -> None:
+    """Options go before the port, where DCMTK reads them: ``--refuse`` makes echo fail."""
+    with storescp(aet="RIGHT", args=("--refuse",)) as peer:
+        result = run_dcmtk(["echoscu", "-aec", "RIGHT", LOCALHOST, str(peer.port)])
+    assert result.returncode != 0
+
+
+@pytest.mark.dcmtk
+def test_storescu_to_storescp_stores_the_data_set_byte_for_byte(
+    synthetic_study: list[Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "received"
+    out.mkdir()
+    study_dir = synthetic_study[0].parent
+    with storescp(output_dir=out, aet="STORE", args=("+B",)) as peer:
+        run_dcmtk(
+            ["storescu", "-aec", "STORE", "+sd", "+r", LOCALHOST, str(peer.port), str(study_dir)],
+            check=True,
+        )
+    received = _by_sop_instance(sorted(out.iterdir()))
+    sent = _by_sop_instance(synthetic_study)
+    assert received.keys() == sent.keys()
+    for uid, path in sent.items():
+        assert dataset_bytes(received[uid]) == dataset_bytes(path)
+
+
+@pytest.mark.dcmtk
+def test_pynetdicom_storescp_receives_from_storescu(
+    synthetic_study: list[Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "received"
+    out.mkdir()
+    study_dir = synthetic_study[0].parent
+    with pynetdicom_storescp(output_dir=out, aet="PYNET") as peer:
+        run_dcmtk(
+            ["storescu", "-aec", "PYNET", "+sd", "+r", LOCALHOST, str(peer.port), str(study_dir)],
+            check=True,
+        )
+    received = _by_sop_instance(sorted(out.iterdir()))
+    sent = _by_sop_instance(synthetic_study)
+    assert received.keys() == sent.keys()
+    for uid, path in sent.items():
+        assert dataset_bytes(received[uid]) == dataset_bytes(path)
+
+
+@pytest.mark.dcmtk
+def test_dcmqrscp_answers_a_study_query(synthetic_study: list[Path], tmp_path: Path) -> None:
+    study_uid = pydicom.dcmread(synthetic_study[0], stop_before_pixels=True).StudyInstanceUID
+    with dcmqrscp(tmp_path / "db", aet="QRSCP", files=synthetic_study) as peer:
+        result = run_dcmtk(
+            [
+                "findscu", "-S", "-aec", "QRSCP",
+                "-k", "QueryRetrieveLevel=STUDY", "-k", "StudyInstanceUID",
+                LOCALHOST, str(peer.port),
+            ],
+            check=True,
+        )  # fmt: skip
+    assert study_uid in result.stdout + result.stderr
+
+
+@pytest.mark.dcmtk
+@pytest.mark.parametrize(
+    ("compress", "transfer_syntax"),
+    [(compress_jpeg_lossless, "1.2.840.10008.1.2.4.70"), (compress_rle, "1.2.840.10008.1.2.5")],
+)
+def test_compression_helpers_are_lossless(
+    synthetic_study: list[Path], tmp_path: Path, compress: object, transfer_syntax: str
+) -> None:
+    assert callable(compress)
+    source = synthetic_study[2]
+    packed = compress(source, tmp_path / "packed.dcm")
+    meta = pydicom.dcmread(packed, stop_before_pixels=True).file_meta
+    assert meta.TransferSyntaxUID == transfer_syntax
+    # Decode with DCMTK (pydicom may lack the codec plugins) and compare the pixels.
+    decoder = "dcmdjpeg" if transfer_syntax.startswith("1.2.840.10008.1.2.4") else "dcmdrle"
+    unpacked = tmp_path / "unpacked.dcm"
+    run_dcmtk([decoder, str(packed), str(unpacked)], check=True)
+    assert (pydicom.dcmread(unpacked).pixel_array == pydicom.dcmread(source).pixel_array).all()
