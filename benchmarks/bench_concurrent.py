@@ -54,10 +54,10 @@ def main() -> int:
             )
             print(f"{title}:", file=sys.stderr)
             senders = [h.storescu(folder) for folder in folders]
-            runs = h.run_rounds(
-                receivers,
-                rounds,
-                lambda c, r, files=files, senders=senders: h.measure_receiver(
+            def measure(
+                c: h.Contender, r: int, files: list[Path] = files, senders: list[list[str]] = senders
+            ) -> h.Run:
+                return h.measure_receiver(
                     c,
                     senders,
                     round_=r,
@@ -65,8 +65,9 @@ def main() -> int:
                     payload_bytes=h.total_size(files),
                     workdir=work,
                     check=h.check_stored(files),
-                ),
-            )
+                )
+
+            runs = h.run_rounds(receivers, rounds, measure)
             ok = ok and all(r.ok for r in runs)
             summaries = h.summarize(runs, [c.name for c in receivers if c.available])
             value = h.ratio(summaries, "aiodicom", "storescp")

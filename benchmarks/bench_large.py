@@ -59,10 +59,8 @@ def main() -> int:
         size = source.stat().st_size
         title = f"one multi-frame instance of {size / 2**20:.0f} MiB"
         print(f"{title}:", file=sys.stderr)
-        runs = h.run_rounds(
-            receivers,
-            rounds,
-            lambda c, r: h.measure_receiver(
+        def measure(c: h.Contender, r: int) -> h.Run:
+            return h.measure_receiver(
                 c,
                 [h.storescu(source.parent)],
                 round_=r,
@@ -70,8 +68,9 @@ def main() -> int:
                 payload_bytes=size,
                 workdir=work,
                 check=check_large(source),
-            ),
-        )
+            )
+
+        runs = h.run_rounds(receivers, rounds, measure)
         ok = all(r.ok for r in runs)
     summaries = h.summarize(runs, [c.name for c in receivers if c.available])
     ours = summaries.get("aiodicom")

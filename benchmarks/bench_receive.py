@@ -43,19 +43,18 @@ def main() -> int:
         for key, title, files, receivers, unit in sections:
             print(f"{title}:", file=sys.stderr)
             folder = files[0].parent
-            runs = h.run_rounds(
-                receivers,
-                rounds,
-                lambda c, r, files=files, folder=folder: h.measure_receiver(
+            def measure(c: h.Contender, r: int, files: list[Path] = files) -> h.Run:
+                return h.measure_receiver(
                     c,
-                    [h.storescu(folder)],
+                    [h.storescu(files[0].parent)],
                     round_=r,
                     items=len(files),
                     payload_bytes=h.total_size(files),
                     workdir=work,
                     check=h.check_stored(files),
-                ),
-            )
+                )
+
+            runs = h.run_rounds(receivers, rounds, measure)
             summaries = h.summarize(runs, [c.name for c in receivers if c.available])
             ok = ok and all(r.ok for r in runs)
             report += [h.table(title, summaries, unit), ""]

@@ -52,18 +52,17 @@ def main() -> int:
                 h.Contender("storescu", h.storescu(folder, called="SINK")),
             ]
             print(f"{title}:", file=sys.stderr)
-            runs = h.run_rounds(
-                senders,
-                rounds,
-                lambda c, r, files=files: h.measure_sender(
+            def measure(c: h.Contender, r: int, files: list[Path] = files) -> h.Run:
+                return h.measure_sender(
                     c,
                     SINK,
                     round_=r,
                     items=len(files),
                     payload_bytes=h.total_size(files),
                     workdir=work,
-                ),
-            )
+                )
+
+            runs = h.run_rounds(senders, rounds, measure)
             ok = ok and all(r.ok for r in runs)
             summaries = h.summarize(runs, [c.name for c in senders if c.available])
             value = h.ratio(summaries, "aiodicom store", "storescu")

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from peers import peer_env
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from pydicom.dataset import Dataset
 
-from aiodicom.errors import FactoryError, MissingParentValue
+from aiodicom.errors import FactoryError, GeometryError, MissingParentValue
 from aiodicom.factory import (
     ABSENT,
     Blueprint,
@@ -223,5 +223,5 @@ def test_geometry_elements_need_an_affine_and_a_perpendicular_plane() -> None:
         build_series(np.zeros((1, 2, 2), np.int16), CT_SERIES)
     skewed = make_affine()
     skewed[:3, 1] = [0.5, 0.5, 0.0]
-    with pytest.raises(FactoryError, match="orthogonal"):
+    with pytest.raises(GeometryError, match="orthogonal"):
         build_series(np.zeros((1, 2, 2), np.int16), CT_SERIES, affine=skewed)

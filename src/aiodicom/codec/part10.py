@@ -7,13 +7,31 @@ it runs once per received data set, on the hot path.
 
 from __future__ import annotations
 
+import array
+import io
+import os
 import struct
-from typing import Final
+import zlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, BinaryIO, Final
 
-from aiodicom.codec.uids import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
+from aiodicom.codec.scan import scan_elements, text
+from aiodicom.codec.uids import (
+    DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
+    EXPLICIT_VR_BIG_ENDIAN,
+    EXPLICIT_VR_LITTLE_ENDIAN,
+    IMPLEMENTATION_CLASS_UID,
+    IMPLEMENTATION_VERSION_NAME,
+    IMPLICIT_VR_LITTLE_ENDIAN,
+    KNOWN_TRANSFER_SYNTAXES,
+    transfer_syntax_name,
+)
 from aiodicom.errors import DicomFileError
 
-__all__ = ["PREAMBLE", "encode_file_meta"]
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
+
+__all__ = ["PREAMBLE", "FileMeta", "encode_file_meta", "read_file_meta", "transcode"]
 
 #: 128 zero bytes and the magic; every Part 10 file starts with these.
 PREAMBLE: Final = b"\0" * 128 + b"DICM"
@@ -84,3 +102,308 @@ def encode_file_meta(
         )
     )
     return PREAMBLE + _pack_ul(2, 0, b"UL", 4, len(body)) + body
+
+
+# --- reading ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FileMeta:
+    """Identity of a stored data set and where its bytes start.
+
+    ``dataset_offset`` is the byte offset of the data set in the source (after
+    preamble and meta; 0 for a raw data set), so a sender can stream the data
+    set from there without re-encoding it.
+    """
+
+    sop_class_uid: str
+    sop_instance_uid: str
+    transfer_syntax: str
+    dataset_offset: int
+
+
+_SOP_CLASS_UID = 0x00080016
+_SOP_INSTANCE_UID = 0x00080018
+#: A file meta group larger than this is not a file meta group.
+_MAX_META = 1 << 20
+_FIRST_READ = 64 * 1024
+
+_unpack_meta_short = struct.Struct("<HH2sH").unpack_from
+_unpack_ul = struct.Struct("<I").unpack_from
+_unpack_implicit = struct.Struct("<HHI").unpack_from
+
+
+class _Source:
+    """The first bytes of a file, buffer or stream, read only as far as needed."""
+
+    def __init__(self, source: bytes | bytearray | memoryview | BinaryIO | str | os.PathLike[str]):
+        self._stream: BinaryIO | None = None
+        self._owned = False
+        self._buf = b""
+        self._eof = False
+        if isinstance(source, bytes | bytearray | memoryview):
+            self._buf = bytes(source) if not isinstance(source, bytes) else source
+            self._eof = True
+            self.name = "buffer"
+        elif isinstance(source, str | os.PathLike):
+            self.name = os.fspath(source)
+            try:
+                self._stream = open(source, "rb")  # noqa: SIM115 - closed in close()
+            except OSError as exc:
+                raise DicomFileError(f"cannot open {self.name}: {exc.strerror or exc}") from exc
+            self._owned = True
+        else:
+            self.name = str(getattr(source, "name", "stream"))
+            self._stream = source
+
+    def head(self, size: int) -> bytes:
+        """At least ``size`` bytes from the start, fewer only at end of data."""
+        while len(self._buf) < size and not self._eof:
+            assert self._stream is not None
+            try:
+                chunk = self._stream.read(max(size - len(self._buf), _FIRST_READ))
+            except OSError as exc:
+                raise DicomFileError(f"cannot read {self.name}: {exc}") from exc
+            if not chunk:
+                self._eof = True
+            else:
+                self._buf += chunk
+        return self._buf
+
+    @property
+    def exhausted(self) -> bool:
+        return self._eof
+
+    def close(self) -> None:
+        if self._owned and self._stream is not None:
+            self._stream.close()
+
+
+_VR_CHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+def _looks_explicit(data: bytes, pos: int) -> bool:
+    return len(data) >= pos + 6 and data[pos + 4] in _VR_CHARS and data[pos + 5] in _VR_CHARS
+
+
+def _guess_raw_syntax(data: bytes) -> str:
+    """Transfer syntax of a data set without meta, from its first element."""
+    if len(data) < 8:
+        raise DicomFileError("too short to be a DICOM data set")
+    if not _looks_explicit(data, 0):
+        return IMPLICIT_VR_LITTLE_ENDIAN
+    # Groups are small numbers: a big endian group has its zero byte first.
+    group_le = data[0] | (data[1] << 8)
+    group_be = (data[0] << 8) | data[1]
+    return EXPLICIT_VR_BIG_ENDIAN if group_be < group_le else EXPLICIT_VR_LITTLE_ENDIAN
+
+
+def _parse_meta(src: _Source, start: int) -> tuple[dict[int, bytes], int]:
+    """Raw values of the group 0002 elements starting at ``start``, and its end.
+
+    Walks while the group is 0002 instead of trusting (0002,0000), as pydicom
+    does: writers get the group length wrong more often than the elements.
+    """
+    values: dict[int, bytes] = {}
+    pos = start
+    data = src.head(start + 256)
+    explicit = _looks_explicit(data, start)
+    while True:
+        data = src.head(pos + 12)
+        if len(data) < pos + 8:
+            if len(data) == pos:
+                break  # a file holding only a meta group
+            raise DicomFileError(f"{src.name}: ends inside the file meta at offset {pos}")
+        if data[pos] != 2 or data[pos + 1] != 0:
+            break
+        if explicit:
+            _, elem, vr, length = _unpack_meta_short(data, pos)
+            if vr in (b"OB", b"OW", b"OF", b"SQ", b"UT", b"UN", b"UC", b"UR", b"OD", b"OL", b"OV"):
+                if len(data) < pos + 12:
+                    raise DicomFileError(f"{src.name}: ends inside the file meta at offset {pos}")
+                (length,) = _unpack_ul(data, pos + 8)
+                value_pos = pos + 12
+            else:
+                value_pos = pos + 8
+        else:
+            _, elem, length = _unpack_implicit(data, pos)
+            value_pos = pos + 8
+        end = value_pos + length
+        if end - start > _MAX_META:
+            raise DicomFileError(
+                f"{src.name}: file meta element (0002,{elem:04X}) claims {length} bytes"
+            )
+        data = src.head(end)
+        if len(data) < end:
+            raise DicomFileError(f"{src.name}: ends inside file meta element (0002,{elem:04X})")
+        values[elem] = data[value_pos:end]
+        pos = end
+    return values, pos
+
+
+def _uid_value(raw: bytes | None) -> str:
+    if raw is None:
+        return ""
+    return raw.decode("ascii", "replace").strip("\0 ")
+
+
+def read_file_meta(
+    source: bytes | bytearray | memoryview | BinaryIO | str | os.PathLike[str],
+) -> FileMeta:
+    """Identify a Part 10 file (or a raw data set) and find its data set.
+
+    Reads only the first bytes of a file or stream. Without preamble and meta
+    the transfer syntax is guessed from the first element (implicit vs
+    explicit VR, little vs big endian) and the SOP class and instance come
+    from the data set itself. A binary stream is read from its current
+    position, and offsets are relative to it. Anything unreadable raises
+    :class:`~aiodicom.errors.DicomFileError`.
+    """
+    src = _Source(source)
+    try:
+        return _read_file_meta(src)
+    finally:
+        src.close()
+
+
+def _read_file_meta(src: _Source) -> FileMeta:
+    data = src.head(132 + 8)
+    if len(data) >= 132 and data[128:132] == b"DICM":
+        meta_start: int | None = 132
+    elif len(data) >= 8 and data[0] == 2 and data[1] == 0:
+        meta_start = 0  # meta group without a preamble, as some old writers do
+    else:
+        meta_start = None
+    if meta_start is not None:
+        values, offset = _parse_meta(src, meta_start)
+        transfer_syntax = _uid_value(values.get(0x0010))
+        sop_class = _uid_value(values.get(0x0002))
+        sop_instance = _uid_value(values.get(0x0003))
+        if not transfer_syntax:
+            transfer_syntax = _guess_raw_syntax(src.head(offset + 8)[offset:])
+    else:
+        offset = 0
+        transfer_syntax = _guess_raw_syntax(data)
+        sop_class = sop_instance = ""
+    if not sop_class or not sop_instance:
+        found = _scan_identity(src, offset, transfer_syntax)
+        sop_class = sop_class or found.get(_SOP_CLASS_UID, "")
+        sop_instance = sop_instance or found.get(_SOP_INSTANCE_UID, "")
+    if not sop_class:
+        raise DicomFileError(f"{src.name}: no SOP Class UID in the file meta or the data set")
+    if not sop_instance:
+        raise DicomFileError(f"{src.name}: no SOP Instance UID in the file meta or the data set")
+    return FileMeta(sop_class, sop_instance, transfer_syntax, offset)
+
+
+def _scan_identity(src: _Source, offset: int, transfer_syntax: str) -> dict[int, str]:
+    size = _FIRST_READ
+    wanted = (_SOP_CLASS_UID, _SOP_INSTANCE_UID)
+    while True:
+        data = src.head(offset + size)
+        result = scan_elements(memoryview(data)[offset:], transfer_syntax, wanted)
+        if result.complete or src.exhausted and len(data) < offset + size:
+            return {tag: text(value) for tag, value in result.values.items()}
+        size *= 4
+
+
+# --- transcoding -----------------------------------------------------------------
+
+_TRANSCODABLE: Final = frozenset(
+    {
+        IMPLICIT_VR_LITTLE_ENDIAN,
+        EXPLICIT_VR_LITTLE_ENDIAN,
+        EXPLICIT_VR_BIG_ENDIAN,
+        DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
+    }
+)
+# Word size of the "other" VRs whose bytes pydicom keeps as they are, so a
+# change of byte order must swap them by hand.
+_WORD_VRS: Final = {"OW": "H", "OF": "f", "OL": "I", "OD": "d", "OV": "Q"}
+
+
+def _swap_words(dataset: Dataset) -> None:
+    for elem in dataset.iterall():
+        typecode = _WORD_VRS.get(elem.VR)
+        if typecode is None or not isinstance(elem.value, bytes) or not elem.value:
+            continue
+        words = array.array(typecode)
+        if len(elem.value) % words.itemsize:
+            raise DicomFileError(
+                f"{elem.tag} {elem.VR} value of {len(elem.value)} bytes is not whole words"
+            )
+        words.frombytes(elem.value)
+        words.byteswap()
+        elem.value = words.tobytes()
+
+
+def transcode(dataset: bytes, from_ts: str, to_ts: str) -> bytes:
+    """Re-encode data set bytes from one uncompressed transfer syntax to another.
+
+    For the case where a peer accepted a different transfer syntax than a file
+    has. Not on a hot path: the data set is decoded with pydicom (word-sized
+    OW/OF/OL/OD/OV values are byte-swapped when the byte order changes, which
+    pydicom does not do). Explicit VR little endian and its deflated form
+    differ only by zlib and skip pydicom. An encapsulated (compressed) source
+    or target raises :class:`~aiodicom.errors.DicomFileError`: converting
+    would mean decompressing or compressing pixel data.
+    """
+    if from_ts == to_ts:
+        return bytes(dataset)
+    for ts in (from_ts, to_ts):
+        if ts not in _TRANSCODABLE:
+            raise DicomFileError(
+                f"cannot convert a data set from {transfer_syntax_name(from_ts)} to "
+                f"{transfer_syntax_name(to_ts)}: {transfer_syntax_name(ts)} is "
+                + ("compressed" if ts in KNOWN_TRANSFER_SYNTAXES else "not a known transfer syntax")
+                + "; only uncompressed and deflated syntaxes can be converted"
+            )
+    raw = bytes(dataset)
+    if from_ts == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
+        inflater = zlib.decompressobj(-15)
+        try:
+            raw = inflater.decompress(raw) + inflater.flush()
+        except zlib.error as exc:
+            raise DicomFileError(f"deflated data set is corrupt: {exc}") from None
+        from_ts = EXPLICIT_VR_LITTLE_ENDIAN
+    target = EXPLICIT_VR_LITTLE_ENDIAN if to_ts == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN else to_ts
+    if from_ts != target:
+        raw = _reencode(raw, from_ts, target)
+    if to_ts == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
+        deflater = zlib.compressobj(6, zlib.DEFLATED, -15)
+        raw = deflater.compress(raw) + deflater.flush()
+    return raw
+
+
+def _reencode(raw: bytes, from_ts: str, to_ts: str) -> bytes:
+    # pydicom is imported here, not at module level: the receiver's hot path
+    # imports this module for encode_file_meta and should not pay for it.
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filereader import read_dataset
+    from pydicom.filewriter import correct_ambiguous_vr, write_dataset
+
+    src_implicit = from_ts == IMPLICIT_VR_LITTLE_ENDIAN
+    src_little = from_ts != EXPLICIT_VR_BIG_ENDIAN
+    dst_little = to_ts != EXPLICIT_VR_BIG_ENDIAN
+    try:
+        dataset = read_dataset(io.BytesIO(raw), src_implicit, src_little)
+        if len(dataset) == 0 and raw:
+            raise DicomFileError("no data elements could be read")
+        if src_little != dst_little:
+            dataset = correct_ambiguous_vr(dataset, src_little)
+            _swap_words(dataset)
+        out = DicomBytesIO()
+        out.is_little_endian = dst_little
+        out.is_implicit_VR = to_ts == IMPLICIT_VR_LITTLE_ENDIAN
+        write_dataset(out, dataset)
+        return out.getvalue()
+    except DicomFileError as exc:
+        raise DicomFileError(
+            f"cannot convert data set from {transfer_syntax_name(from_ts)} to "
+            f"{transfer_syntax_name(to_ts)}: {exc}"
+        ) from exc
+    except Exception as exc:  # pydicom raises many types on malformed input
+        raise DicomFileError(
+            f"cannot convert data set from {transfer_syntax_name(from_ts)} to "
+            f"{transfer_syntax_name(to_ts)}: {type(exc).__name__}: {exc}"
+        ) from exc
