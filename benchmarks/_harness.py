@@ -24,9 +24,11 @@ their data). Every process is started and stopped by PID; nothing is killed by n
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import platform
+import pstats
 import shutil
 import signal
 import socket
@@ -226,14 +228,25 @@ class Run:
 
 @dataclass
 class Contender:
-    """A named command line; ``{port}`` and ``{out}`` are filled in for each run."""
+    """A named command line; ``{port}``, ``{out}`` and ``{profile}`` are filled per run.
+
+    ``profile_dir`` is set for contenders run under cProfile (``--profile``): each run
+    then writes ``<profile_dir>/<name>-<round>.prof``.
+    """
 
     name: str
     command: list[str]
     available: bool = True
     why_unavailable: str = ""
+    profile_dir: Path | None = None
 
-    def render(self, **values: object) -> list[str]:
+    def profile_path(self, round_: int) -> Path | None:
+        if self.profile_dir is None:
+            return None
+        return self.profile_dir / f"{self.name.replace(' ', '_')}-{round_}.prof"
+
+    def render(self, round_: int, **values: object) -> list[str]:
+        values["profile"] = self.profile_path(round_)
         return [part.format(**values) for part in self.command]
 
 
@@ -267,7 +280,7 @@ def measure_receiver(
     error = ""
     wall = float("nan")
     with log_path.open("w") as log:
-        process = popen(receiver.render(port=port, out=out), log, watch_rss=True)
+        process = popen(receiver.render(round_, port=port, out=out), log, watch_rss=True)
         try:
             wait_for_port(port, process, READY_TIMEOUT)
             cpu_at_ready = cpu_seconds_so_far(process.pid)
@@ -324,7 +337,7 @@ def measure_sender(
         try:
             wait_for_port(port, receiver, READY_TIMEOUT)
             started = time.perf_counter()
-            process = popen(sender.render(port=port), log, watch_rss=True)
+            process = popen(sender.render(round_, port=port), log, watch_rss=True)
             reaped = reap(process, timeout=sender_timeout)
             wall = time.perf_counter() - started
             cpu, rss, maxrss = reaped.cpu_s, reaped.peak_rss_mb, reaped.rusage_maxrss_mb
@@ -348,8 +361,35 @@ def python_module_command(module: str, *args: str) -> list[str]:
     return [sys.executable, "-m", module, *args]
 
 
-def aiodicom_command(subcommand: str, *args: str) -> list[str]:
+def aiodicom_command(subcommand: str, *args: str, profile: bool = False) -> list[str]:
+    """``python -m aiodicom ...``, under cProfile writing ``{profile}`` when asked.
+
+    cProfile writes its file when the program exits normally, which ``aiodicom
+    receive`` does on SIGTERM, so receivers can be profiled too.
+    """
+    if profile:
+        return python_module_command(
+            "cProfile", "-o", "{profile}", "-m", "aiodicom", subcommand, *args
+        )
     return python_module_command("aiodicom", subcommand, *args)
+
+
+def profile_report(contenders: Sequence[Contender], rounds: int, top: int = 25) -> str:
+    """The ``top`` functions by own time, from each profiled contender's profiles merged."""
+    parts = []
+    for contender in contenders:
+        paths = [contender.profile_path(r) for r in range(rounds)]
+        found = [str(p) for p in paths if p is not None and p.exists()]
+        if not found:
+            continue
+        out = io.StringIO()
+        stats = pstats.Stats(*found, stream=out)
+        stats.strip_dirs().sort_stats("tottime").print_stats(top)
+        parts.append(
+            f"### cProfile of {contender.name} ({len(found)} runs, by own time)\n\n"
+            f"```\n{out.getvalue().strip()}\n```"
+        )
+    return "\n\n".join(parts)
 
 
 def check_command(name: str, command: Sequence[str], probe: Sequence[str]) -> Contender:
@@ -458,6 +498,7 @@ class Summary:
     runs: int
     failures: int
     wall_s: float
+    best_wall_s: float
     items_per_s: float
     mb_per_s: float
     cpu_s: float
@@ -480,6 +521,7 @@ def summarize(runs: Sequence[Run], names: Sequence[str]) -> dict[str, Summary]:
             runs=len(mine),
             failures=len(mine) - len(good),
             wall_s=_median([r.wall_s for r in good]),
+            best_wall_s=min((r.wall_s for r in good), default=float("nan")),
             items_per_s=_median([r.items_per_s for r in good]),
             mb_per_s=_median([r.mb_per_s for r in good]),
             cpu_s=_median([r.cpu_s for r in good]),
@@ -505,12 +547,14 @@ def table(title: str, summaries: dict[str, Summary], unit: str = "img/s") -> str
     lines = [
         f"### {title}",
         "",
-        f"| contender | runs (failed) | median wall s | {unit} | MB/s | CPU s | peak RSS MB |",
-        "|---|---|---|---|---|---|---|",
+        f"| contender | runs (failed) | median wall s | best wall s | {unit} | MB/s | CPU s "
+        "| peak RSS MB |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for s in summaries.values():
         lines.append(
             f"| {s.contender} | {s.runs} ({s.failures}) | {_fmt(s.wall_s, 3)} | "
+            f"{_fmt(s.best_wall_s, 3)} | "
             f"{_fmt(s.items_per_s, 0)} | {_fmt(s.mb_per_s, 1)} | {_fmt(s.cpu_s)} | "
             f"{_fmt(s.peak_rss_mb, 1)} |"
         )
@@ -544,6 +588,12 @@ def unavailable_note(contenders: Sequence[Contender]) -> str:
 def parser(description: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--quick", action="store_true", help="small sizes, one round (smoke run)")
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="run the aiodicom contenders under cProfile (slower; for finding where time "
+        "goes, not for figures); profiles go to RESULTS_DIR/profiles",
+    )
     p.add_argument("--rounds", type=int, default=None, help="rounds per contender")
     p.add_argument(
         "--results-dir", type=Path, default=RESULTS_DIR, help="where the JSON goes"
@@ -552,6 +602,15 @@ def parser(description: str) -> argparse.ArgumentParser:
         "--workdir", type=Path, default=None, help="scratch folder (default: a temp dir)"
     )
     return p
+
+
+def profile_dir(args: argparse.Namespace) -> Path | None:
+    """Where ``--profile`` puts its cProfile files (None without ``--profile``)."""
+    if not args.profile:
+        return None
+    path = Path(args.results_dir) / "profiles"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 @contextmanager
@@ -599,10 +658,15 @@ def _jsonable(value: object) -> object:
 def run_rounds(
     contenders: Sequence[Contender], rounds: int, measure: Callable[[Contender, int], Run]
 ) -> list[Run]:
-    """Alternate the available contenders back to back, ``rounds`` times, and log progress."""
+    """Alternate the available contenders back to back, ``rounds`` times, and log progress.
+
+    Every other round runs them in reverse order, so none is always first (cold caches)
+    or always right after the heaviest one (dirty page cache still being written back).
+    """
     runs = []
     for round_ in range(rounds):
-        for contender in contenders:
+        ordered = list(contenders) if round_ % 2 == 0 else list(reversed(contenders))
+        for contender in ordered:
             if not contender.available:
                 continue
             run = measure(contender, round_)
@@ -620,16 +684,20 @@ def total_size(paths: Sequence[Path]) -> int:
     return sum(p.stat().st_size for p in paths)
 
 
-def common_contenders() -> dict[str, Contender]:
-    """Receivers every receive benchmark compares (``{port}``/``{out}`` filled per run)."""
+def common_contenders(profile_dir: Path | None = None) -> dict[str, Contender]:
+    """Receivers every receive benchmark compares (``{port}``/``{out}`` filled per run).
+
+    With ``profile_dir``, ``aiodicom receive`` runs under cProfile (see ``--profile``).
+    """
     aiodicom = check_command(
         "aiodicom",
         aiodicom_command(
             "receive", "--port", "{port}", "--aet", "AIODICOM", "--output-dir", "{out}",
-            "--host", LOCALHOST,
+            "--host", LOCALHOST, profile=profile_dir is not None,
         ),
         aiodicom_command("receive", "--help"),
     )  # fmt: skip
+    aiodicom.profile_dir = profile_dir
     storescp = Contender("storescp", ["storescp", "-od", "{out}", "{port}"])
     if shutil.which("storescp") is None:
         storescp.available, storescp.why_unavailable = False, "DCMTK storescp not on PATH"

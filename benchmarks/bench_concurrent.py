@@ -27,7 +27,7 @@ def main() -> int:
     size = 64 if args.quick else 512
     # (associations, images per association): about 300-500 images in total at full size.
     layouts = [(8, 2), (64, 1)] if args.quick else [(8, 40), (64, 8)]
-    contenders = h.common_contenders()
+    contenders = h.common_contenders(h.profile_dir(args))
     receivers = [contenders["aiodicom"], contenders["storescp"]]
     report = ["## bench_concurrent", ""]
     payload: dict[str, object] = {"rounds": rounds, "quick": args.quick}

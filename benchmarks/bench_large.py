@@ -42,7 +42,7 @@ def main() -> int:
     h.require_dcmtk()
     rounds = args.rounds or (1 if args.quick else 2)
     size_mb = args.size_mb or (32 if args.quick else 1024)
-    contenders = h.common_contenders()
+    contenders = h.common_contenders(h.profile_dir(args))
     receivers = [
         contenders["aiodicom"],
         contenders["storescp"],

@@ -27,7 +27,7 @@ def main() -> int:
     rounds = args.rounds or (1 if args.quick else 3)
     ct_count = 20 if args.quick else 500
     small_count = 50 if args.quick else 2000
-    contenders = h.common_contenders()
+    contenders = h.common_contenders(h.profile_dir(args))
     report = ["## bench_receive", ""]
     payload: dict[str, object] = {"rounds": rounds, "quick": args.quick}
     ok = True

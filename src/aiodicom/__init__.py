@@ -43,7 +43,28 @@ _EXPORTS = {
     "StatusError": "aiodicom.errors",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "AiodicomError",
+    "AssociationAborted",
+    "AssociationError",
+    "AssociationInfo",
+    "AssociationRejected",
+    "ClientAssociation",
+    "DicomFileError",
+    "DicomTimeoutError",
+    "DimseError",
+    "NoPresentationContext",
+    "ProtocolError",
+    "ReceivedInstance",
+    "Server",
+    "Status",
+    "StatusCategory",
+    "StatusError",
+    "Timeouts",
+    "connect",
+    "contexts_for_files",
+    "run",
+]
 
 if TYPE_CHECKING:
     from aiodicom.dimse.client import ClientAssociation, connect, contexts_for_files

@@ -159,6 +159,7 @@ def make_multiframe(
     intercepts: Sequence[float] | None = None,
     shared_orientation: bool = True,
     frame_order: Sequence[int] | None = None,
+    bits_stored: int | None = None,
 ) -> Dataset:
     """One enhanced multi-frame instance; ``frame_order`` permutes stored frames.
 
@@ -169,7 +170,7 @@ def make_multiframe(
     ds = _base("CT", ENHANCED_CT, generate_uid(), generate_uid(), generate_uid())
     order = list(frame_order) if frame_order is not None else list(range(volume.shape[0]))
     ds.NumberOfFrames = len(order)
-    _pixel_module(ds, volume, None)
+    _pixel_module(ds, volume, bits_stored)
     shared = Dataset()
     per_frame = []
     orientation, _, spacing = _plane(affine, 0)

@@ -229,3 +229,14 @@ def test_dcmtk_parses_private_and_rgb(dcmdump_clean: DcmdumpCheck, tmp_path: Pat
     blueprint = SECONDARY_CAPTURE_SERIES + Static(PrivateTag(0x0011, "AIODICOM", 1), "x", vr="LO")
     volume = RNG.integers(0, 256, (2, 3, 3, 3)).astype(np.uint8)  # odd pixel byte count
     dcmdump_clean(build_series(volume, blueprint, affine=make_affine()), tmp_path)
+
+
+@pytest.mark.parametrize(
+    "value", [-999.9999999999993, 1 / 3, -1.7976e300, 123456789012345.6, 7e-13, -0.0, 65535.0]
+)
+def test_ds_text_fits_16_characters_and_keeps_precision(value: float) -> None:
+    from aiodicom.factory.elements import format_ds
+
+    text = format_ds(value)
+    assert len(text) <= 16
+    assert float(text) == pytest.approx(value, rel=1e-13, abs=0)

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from pydicom.datadict import keyword_for_tag
-from pydicom.dataelem import DataElement
+from pydicom.dataelem import DataElement, empty_value_for_VR
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import UID
@@ -237,7 +237,7 @@ class _Deidentifier:
             elif action == "X":
                 del dataset[tag]
             elif action == "Z":
-                element.value = [] if element.VR == "SQ" else None
+                element.value = empty_value_for_VR(element.VR)
             elif action == "D":
                 self._dummy(dataset, element)
             elif element.VR == "UI":

@@ -39,7 +39,13 @@ from aiodicom.errors import (
     NoPresentationContext,
     ProtocolError,
 )
-from aiodicom.transport.association import Association, DicomProtocol, ReleaseRequest, Timeouts
+from aiodicom.transport.association import (
+    DEFAULT_TIMEOUTS,
+    Association,
+    DicomProtocol,
+    ReleaseRequest,
+    Timeouts,
+)
 from aiodicom.ul import pdu as P
 from aiodicom.ul.assembly import CommandDecoder, DataSink
 from aiodicom.ul.machine import Role
@@ -88,9 +94,9 @@ ContextSpec = tuple[str, Sequence[str]]
 def default_contexts() -> list[ContextSpec]:
     """Verification plus common storage classes, uncompressed."""
     syntaxes = list(UNCOMPRESSED_TRANSFER_SYNTAXES[:2])
-    return [(VERIFICATION_SOP_CLASS, [IMPLICIT_VR_LITTLE_ENDIAN])] + [
-        (uid, syntaxes) for uid in COMMON_STORAGE_SOP_CLASSES
-    ]
+    contexts: list[ContextSpec] = [(VERIFICATION_SOP_CLASS, [IMPLICIT_VR_LITTLE_ENDIAN])]
+    contexts.extend((uid, syntaxes) for uid in COMMON_STORAGE_SOP_CLASSES)
+    return contexts
 
 
 def contexts_for_files(paths: Iterable[str | os.PathLike[str]]) -> list[list[ContextSpec]]:
@@ -392,7 +398,7 @@ async def connect(
     calling_ae: str = "AIODICOM",
     contexts: Sequence[ContextSpec] | None = None,
     ssl: _ssl.SSLContext | None = None,
-    timeouts: Timeouts = Timeouts(),
+    timeouts: Timeouts = DEFAULT_TIMEOUTS,
     max_pdu_length: int = DEFAULT_MAX_PDU_LENGTH,
     max_outstanding: int | None = None,
 ) -> AsyncIterator[ClientAssociation]:

@@ -35,6 +35,7 @@ from aiodicom.errors import (
     ProtocolError,
 )
 from aiodicom.transport.association import (
+    DEFAULT_TIMEOUTS,
     Association,
     DicomProtocol,
     ReleaseRequest,
@@ -112,7 +113,7 @@ class Server:
         max_pdu_cap: int | None = None,
         max_operations: int = 1,
         ssl: _ssl.SSLContext | None = None,
-        timeouts: Timeouts = Timeouts(),
+        timeouts: Timeouts = DEFAULT_TIMEOUTS,
         spool_dir: str | Path | None = None,
         memory_threshold: int = 1024 * 1024,
         backlog: int = 128,
@@ -291,15 +292,20 @@ class Server:
         )
         log = association.log
         released = False
+        window = association.response.user_information.async_ops_window
+        performed = window[1] if window else 1
         try:
-            while True:
-                item = await association.receive()
-                if isinstance(item, ReleaseRequest):
-                    association.accept_release()
-                    released = True
-                    log.info("association_released")
-                    break
-                await self._dispatch(association, info, item)
+            if performed <= 1:
+                while True:
+                    item = await association.receive()
+                    if isinstance(item, ReleaseRequest):
+                        break
+                    await self._dispatch(association, info, item)
+            else:
+                await self._run_pipelined(association, info, performed)
+            association.accept_release()
+            released = True
+            log.info("association_released")
         except DicomTimeoutError as exc:
             log.warning("association_timeout", error=str(exc))
             association.abort()
@@ -315,6 +321,34 @@ class Server:
             except Exception:
                 log.exception("association_hook_failed")
 
+    async def _run_pipelined(self, association: Association, info: AssociationInfo, window: int) -> None:
+        """Serve up to ``window`` requests at once (a granted asynchronous operations window).
+
+        A peer that sends more than it was granted is not refused: we simply
+        stop taking its messages until a slot frees, and the transport stops
+        reading from the socket when its queue fills.
+        """
+        limiter = anyio.CapacityLimiter(window)
+        failure: list[BaseException] = []
+
+        async def run_one(item: AssembledMessage[Any]) -> None:
+            try:
+                await self._dispatch(association, info, item)
+            except (AssociationError, DicomTimeoutError) as exc:
+                failure.append(exc)
+            finally:
+                limiter.release_on_behalf_of(item)
+
+        async with anyio.create_task_group() as operations:
+            while not failure:
+                item = await association.receive()
+                if isinstance(item, ReleaseRequest):
+                    break
+                await limiter.acquire_on_behalf_of(item)
+                operations.start_soon(run_one, item)
+        if failure:
+            raise failure[0]
+
     async def _dispatch(self, association: Association, info: AssociationInfo, message: AssembledMessage[Any]) -> None:
         request = message.command
         context = association.contexts[message.context_id]
@@ -329,7 +363,7 @@ class Server:
                 request.affected_sop_instance_uid,
             )
         elif isinstance(request, C.CEchoRQ):
-            code = S.SUCCESS
+            code: int = S.SUCCESS
             if self.on_echo is not None:
                 code = await self._call(association, self.on_echo, info, fallback=S.PROCESSING_FAILURE)
             response = C.CEchoRSP(request.message_id, S.Status(code), request.affected_sop_class_uid)
@@ -340,9 +374,10 @@ class Server:
             log.warning("unsupported_request", command=type(request).__name__)
             if message.dataset is not None:
                 message.dataset.discard()
-            response = _refusal(request)
-            if response is None:
+            refusal = _refusal(request)
+            if refusal is None:
                 return
+            response = refusal
         await association.send(message.context_id, C.encode_command(response, has_dataset=False))
 
     async def _handle_store(

@@ -25,7 +25,6 @@ import numpy.typing as npt
 from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset
 from pydicom.tag import BaseTag, Tag
-from pydicom.valuerep import format_number_as_ds
 
 from aiodicom.data.geometry import orientation_and_positions
 from aiodicom.errors import FactoryError, MissingParentValue
@@ -376,14 +375,20 @@ class Sequence(VirtualElement):
 
 
 def format_ds(value: float) -> str:
-    """A float as DS text (at most 16 characters), as precise as the VR allows."""
+    """A float as DS text (at most 16 characters), as precise as the VR allows.
+
+    The most significant digits that fit, so positions and slopes lose as little as
+    possible (pydicom's own formatter can exceed 16 characters near powers of ten).
+    """
     if not math.isfinite(value):
         raise FactoryError(f"DS cannot hold {value}")
     if value == 0:
-        return "0"
-    if float(value).is_integer() and abs(value) < 1e15:
-        return str(int(value))
-    return str(format_number_as_ds(float(value)))
+        return "0"  # not "-0"
+    for digits in range(17, 0, -1):
+        text = f"{float(value):.{digits}g}"
+        if len(text) <= 16:
+            return text
+    raise FactoryError(f"DS cannot hold {value}")  # pragma: no cover - 1 digit always fits
 
 
 def _require_affine(env: SeriesEnvironment) -> npt.NDArray[np.float64]:

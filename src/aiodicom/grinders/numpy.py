@@ -320,9 +320,10 @@ def _decode_with_pydicom(ds: Dataset) -> npt.NDArray[Any]:
         array: npt.NDArray[Any] = ds.pixel_array
     except (RuntimeError, NotImplementedError, ImportError) as exc:
         name = ts.name if ts.is_transfer_syntax else str(ts)
+        detail = " ".join(str(exc).split())  # pydicom lists plugins on several lines
         raise PixelDecodeError(
             f"cannot decode pixel data in {name} ({ts}): install the optional codecs "
-            f"with `pip install aiodicom[codecs]` ({exc})"
+            f"with `pip install aiodicom[codecs]` ({detail})"
         ) from exc
     except (ValueError, AttributeError, KeyError) as exc:
         raise PixelDecodeError(f"cannot decode pixel data in {ts}: {exc}") from exc

@@ -33,7 +33,6 @@ from aiodicom.ul.assembly import AssembledMessage, CommandDecoder, MessageAssemb
 from aiodicom.ul.machine import (
     Aborted,
     AssociationAccepted,
-    AssociationRejected as RejectedEvent,
     AssociationRequested,
     ConnectionClosed,
     DataReceived,
@@ -42,6 +41,9 @@ from aiodicom.ul.machine import (
     Role,
     UpperLayer,
     UpperLayerEvent,
+)
+from aiodicom.ul.machine import (
+    AssociationRejected as RejectedEvent,
 )
 from aiodicom.ul.negotiation import AcceptedContext, accepted_contexts
 
@@ -63,6 +65,9 @@ class Timeouts:
     network_idle: float | None = 120.0
     #: ARTIM: a connection that sends no A-ASSOCIATE-RQ, or does not close after release/abort.
     artim: float = 30.0
+
+
+DEFAULT_TIMEOUTS = Timeouts()
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +146,7 @@ class DicomProtocol(asyncio.BufferedProtocol):
         if self._admit is not None and not self._admit(self):
             # Too many connections: refuse before spending anything on this one.
             self.log.warning("connection_refused", reason="connection limit")
-            transport.abort()
+            transport.abort()  # type: ignore[attr-defined]
             return
         self.machine.connection_made()
         self._sync()
