@@ -17,8 +17,9 @@ What is measured for one run:
   harness's own RSS (50+ MB once numpy and pydicom are loaded), which would swamp a C
   receiver's 5 MB. ``ru_maxrss`` is still recorded in the JSON as ``rusage_maxrss_mb``.
 
-Only the standard library is used here (the scripts import ``aiodicom.synthetic`` to make
-their data). Every process is started and stopped by PID; nothing is killed by name.
+Only the standard library and aiodicom's own byte-level helpers are used here
+(``aiodicom.codec.part10`` to find a stored file's data set, ``aiodicom.synthetic`` in the
+scripts to make their data). Every process is started and stopped by PID; nothing is killed by name.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
+
+from aiodicom.codec.part10 import read_file_meta
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO / "benchmarks" / "results"
@@ -349,9 +352,7 @@ def measure_sender(
             stop(receiver)
     if error:
         error += "\n" + _tail(log_path)
-    return Run(
-        sender.name, round_, not error, wall, items, payload_bytes, cpu, rss, error, maxrss
-    )
+    return Run(sender.name, round_, not error, wall, items, payload_bytes, cpu, rss, error, maxrss)
 
 
 # --- availability -----------------------------------------------------------------
@@ -410,42 +411,11 @@ def check_command(name: str, command: Sequence[str], probe: Sequence[str]) -> Co
 
 def dataset_bytes(path: Path) -> bytes:
     """A Part 10 file's data set: the bytes after the preamble and group 0002."""
-    data = path.read_bytes()
-    offset = _dataset_offset(data, path)
-    return data[offset:]
-
-
-def _dataset_offset(data: bytes, path: Path) -> int:
-    if data[128:132] != b"DICM":
-        raise ValueError(f"{path} is not a Part 10 file")
-    offset = 132
-    long_vrs = {b"OB", b"OW", b"OF", b"SQ", b"UT", b"UN", b"UC", b"UR", b"OD", b"OL", b"OV"}
-    while offset + 8 <= len(data) and data[offset : offset + 2] == b"\x02\x00":
-        vr = data[offset + 4 : offset + 6]
-        if vr in long_vrs:
-            offset += 12 + int.from_bytes(data[offset + 8 : offset + 12], "little")
-        else:
-            offset += 8 + int.from_bytes(data[offset + 6 : offset + 8], "little")
-    return offset
+    return path.read_bytes()[read_file_meta(path).dataset_offset :]
 
 
 def sop_instance_uid(path: Path) -> str:
-    """(0002,0003) Media Storage SOP Instance UID, read from the file meta only."""
-    with path.open("rb") as fp:
-        head = fp.read(4096)
-    offset = 132
-    while offset + 8 <= len(head) and head[offset : offset + 2] == b"\x02\x00":
-        element = int.from_bytes(head[offset + 2 : offset + 4], "little")
-        vr = head[offset + 4 : offset + 6]
-        if vr in {b"OB", b"OW", b"UN", b"UT"}:
-            length = int.from_bytes(head[offset + 8 : offset + 12], "little")
-            offset += 12 + length
-            continue
-        length = int.from_bytes(head[offset + 6 : offset + 8], "little")
-        if element == 0x0003:
-            return head[offset + 8 : offset + 8 + length].rstrip(b"\0 ").decode("ascii")
-        offset += 8 + length
-    raise ValueError(f"{path} has no Media Storage SOP Instance UID")
+    return read_file_meta(path).sop_instance_uid
 
 
 def files_under(directory: Path) -> list[Path]:
@@ -479,8 +449,8 @@ def check_stored(sent: Sequence[Path], sample_every: int = 10) -> Callable[[Path
 def same_dataset_streamed(a: Path, b: Path, chunk: int = 1 << 20) -> bool:
     """Compare two (possibly huge) Part 10 files' data sets without loading them."""
     with a.open("rb") as fa, b.open("rb") as fb:
-        fa.seek(_dataset_offset(fa.read(8192), a))
-        fb.seek(_dataset_offset(fb.read(8192), b))
+        fa.seek(read_file_meta(a).dataset_offset)
+        fb.seek(read_file_meta(b).dataset_offset)
         while True:
             x, y = fa.read(chunk), fb.read(chunk)
             if x != y:
@@ -595,9 +565,7 @@ def parser(description: str) -> argparse.ArgumentParser:
         "goes, not for figures); profiles go to RESULTS_DIR/profiles",
     )
     p.add_argument("--rounds", type=int, default=None, help="rounds per contender")
-    p.add_argument(
-        "--results-dir", type=Path, default=RESULTS_DIR, help="where the JSON goes"
-    )
+    p.add_argument("--results-dir", type=Path, default=RESULTS_DIR, help="where the JSON goes")
     p.add_argument(
         "--workdir", type=Path, default=None, help="scratch folder (default: a temp dir)"
     )
@@ -707,9 +675,7 @@ def common_contenders(profile_dir: Path | None = None) -> dict[str, Contender]:
     )  # fmt: skip
     pynetdicom = check_command(
         "pynetdicom storescp",
-        python_module_command(
-            "pynetdicom", "storescp", "{port}", "-od", "{out}", "-ba", LOCALHOST
-        ),
+        python_module_command("pynetdicom", "storescp", "{port}", "-od", "{out}", "-ba", LOCALHOST),
         [sys.executable, "-c", "import pynetdicom"],
     )
     return {c.name: c for c in (aiodicom, storescp, storescp_pdu, pynetdicom)}

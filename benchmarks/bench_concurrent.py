@@ -27,7 +27,8 @@ def main() -> int:
     size = 64 if args.quick else 512
     # (associations, images per association): about 300-500 images in total at full size.
     layouts = [(8, 2), (64, 1)] if args.quick else [(8, 40), (64, 8)]
-    contenders = h.common_contenders(h.profile_dir(args))
+    profiles = h.profile_dir(args)
+    contenders = h.common_contenders(profiles)
     receivers = [contenders["aiodicom"], contenders["storescp"]]
     report = ["## bench_concurrent", ""]
     payload: dict[str, object] = {"rounds": rounds, "quick": args.quick}
@@ -53,9 +54,16 @@ def main() -> int:
                 f"{size}x{size} ({len(files)} images)"
             )
             print(f"{title}:", file=sys.stderr)
+            if profiles is not None:
+                receivers[0].profile_dir = profiles / f"concurrent-{associations}"
+                receivers[0].profile_dir.mkdir(exist_ok=True)
             senders = [h.storescu(folder) for folder in folders]
+
             def measure(
-                c: h.Contender, r: int, files: list[Path] = files, senders: list[list[str]] = senders
+                c: h.Contender,
+                r: int,
+                files: list[Path] = files,
+                senders: list[list[str]] = senders,
             ) -> h.Run:
                 return h.measure_receiver(
                     c,
@@ -77,6 +85,8 @@ def main() -> int:
                 h.ratio_table([("aiodicom vs storescp (aggregate)", value, None)]),
                 "",
             ]
+            if profiles is not None:
+                report += [h.profile_report(receivers, rounds), ""]
             payload[f"c{associations}"] = {
                 "title": title,
                 "commands": {c.name: c.command for c in receivers},

@@ -59,6 +59,7 @@ def main() -> int:
         size = source.stat().st_size
         title = f"one multi-frame instance of {size / 2**20:.0f} MiB"
         print(f"{title}:", file=sys.stderr)
+
         def measure(c: h.Contender, r: int) -> h.Run:
             return h.measure_receiver(
                 c,
@@ -89,6 +90,8 @@ def main() -> int:
     note = h.unavailable_note(receivers)
     if note:
         report += [note, ""]
+    if args.profile:
+        report += [h.profile_report(receivers, rounds), ""]
     report.append("Sender: `TCP_NODELAY=1 storescu -aec AIODICOM +sd +r 127.0.0.1 PORT DIR`.")
     print("\n".join(report))
     payload = {

@@ -27,7 +27,8 @@ def main() -> int:
     rounds = args.rounds or (1 if args.quick else 3)
     ct_count = 20 if args.quick else 500
     small_count = 50 if args.quick else 2000
-    contenders = h.common_contenders(h.profile_dir(args))
+    profiles = h.profile_dir(args)
+    contenders = h.common_contenders(profiles)
     report = ["## bench_receive", ""]
     payload: dict[str, object] = {"rounds": rounds, "quick": args.quick}
     ok = True
@@ -43,6 +44,10 @@ def main() -> int:
         for key, title, files, receivers, unit in sections:
             print(f"{title}:", file=sys.stderr)
             folder = files[0].parent
+            if profiles is not None:
+                contenders["aiodicom"].profile_dir = profiles / f"receive-{key}"
+                (profiles / f"receive-{key}").mkdir(exist_ok=True)
+
             def measure(c: h.Contender, r: int, files: list[Path] = files) -> h.Run:
                 return h.measure_receiver(
                     c,
@@ -69,6 +74,8 @@ def main() -> int:
             else:
                 ratios = [("aiodicom vs storescp", h.ratio(summaries, "aiodicom", "storescp"), 1.0)]
             report += [h.ratio_table(ratios), ""]
+            if profiles is not None:
+                report += [h.profile_report(receivers, rounds), ""]
             payload[key] = {
                 "title": title,
                 "commands": {c.name: c.command for c in receivers},

@@ -37,21 +37,24 @@ def main() -> int:
             ("ct", f"{ct_count} CT images 512x512x16 bit, one association", ct, 1.0, "img/s"),
             ("small", f"{small_count} images 64x64, one association", small, None, "msg/s"),
         ]
+        profiles = h.profile_dir(args)
         senders: list[h.Contender] = []
         for key, title, files, target, unit in sections:
             folder = files[0].parent
-            senders = [
-                h.check_command(
-                    "aiodicom store",
-                    h.aiodicom_command(
-                        "store", h.LOCALHOST, "{port}", str(folder), "--aec", "SINK",
-                        "--aet", "AIODICOM",
-                    ),
-                    h.aiodicom_command("store", "--help"),
-                ),  # fmt: skip
-                h.Contender("storescu", h.storescu(folder, called="SINK")),
-            ]
+            ours = h.check_command(
+                "aiodicom store",
+                h.aiodicom_command(
+                    "store", h.LOCALHOST, "{port}", str(folder), "--aec", "SINK",
+                    "--aet", "AIODICOM", profile=profiles is not None,
+                ),
+                h.aiodicom_command("store", "--help"),
+            )  # fmt: skip
+            if profiles is not None:
+                ours.profile_dir = profiles / f"send-{key}"
+                ours.profile_dir.mkdir(exist_ok=True)
+            senders = [ours, h.Contender("storescu", h.storescu(folder, called="SINK"))]
             print(f"{title}:", file=sys.stderr)
+
             def measure(c: h.Contender, r: int, files: list[Path] = files) -> h.Run:
                 return h.measure_sender(
                     c,
@@ -72,6 +75,8 @@ def main() -> int:
                 h.ratio_table([("aiodicom store vs storescu", value, target)]),
                 "",
             ]
+            if profiles is not None:
+                report += [h.profile_report(senders, rounds), ""]
             payload[key] = {
                 "title": title,
                 "commands": {c.name: c.command for c in senders},

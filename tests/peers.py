@@ -329,6 +329,37 @@ def run_pynetdicom(
     )
 
 
+# --- aiodicom as a process ------------------------------------------------------
+
+
+def aiodicom_command(*args: str) -> list[str]:
+    """``aiodicom ARGS...`` run by this interpreter (the installed package, not a shell)."""
+    return [sys.executable, "-m", "aiodicom", *args]
+
+
+@contextmanager
+def aiodicom_receive(
+    output_dir: str | Path,
+    port: int | None = None,
+    *,
+    aet: str = "AIODICOM",
+    args: Sequence[str] = (),
+    grace: float = STOP_GRACE,
+) -> Iterator[Peer]:
+    """``aiodicom receive`` as a separate process, the way users and benchmarks run it.
+
+    It stops on SIGTERM after finishing in-flight associations, so ``peer.returncode``
+    is 0 after the block when the shutdown was clean.
+    """
+    port = port or free_port()
+    command = aiodicom_command(
+        "receive", "--port", str(port), "--aet", aet, "--output-dir", str(output_dir),
+        "--host", LOCALHOST, *args,
+    )  # fmt: skip
+    with run_peer(command, port, grace=grace) as peer:
+        yield peer
+
+
 # --- Part 10 files ------------------------------------------------------------
 
 

@@ -93,8 +93,8 @@ def _check_size(rows: int, columns: int) -> None:
 @functools.lru_cache(maxsize=8)
 def _phantom(
     rows: int, columns: int, seed: int
-) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.float32]]:
-    """Return (base slice in stored values, squared distance to the organ centre).
+) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int32], npt.NDArray[np.float32]]:
+    """Return (anatomy in stored values, noise, squared distance to the organ centre).
 
     Cached because building it (random noise, distance maps) is the only costly step and
     every slice of a series shares it; the arrays are read-only so no caller can spoil it.
@@ -106,12 +106,12 @@ def _phantom(
     hu = np.full((rows, columns), -1000.0, dtype=np.float32)  # air
     hu[(xx / 0.85) ** 2 + (yy / 0.65) ** 2 < 1.0] = 40.0  # soft tissue
     hu[(xx / 0.12) ** 2 + ((yy - 0.42) / 0.12) ** 2 < 1.0] = 700.0  # spine
-    hu += rng.normal(0.0, 12.0, size=(rows, columns)).astype(np.float32)
-    base = np.clip(np.rint(hu - _CT_INTERCEPT), 0, _MAX_STORED).astype(np.int32)
+    anatomy = np.rint(hu - _CT_INTERCEPT).astype(np.int32)
+    noise = np.rint(rng.normal(0.0, 12.0, size=(rows, columns))).astype(np.int32)
     dist2 = ((xx + 0.3) ** 2 + (yy + 0.1) ** 2).astype(np.float32)
-    base.flags.writeable = False
-    dist2.flags.writeable = False
-    return base, dist2
+    for array in (anatomy, noise, dist2):
+        array.flags.writeable = False
+    return anatomy, noise, dist2
 
 
 def pixel_array(
@@ -123,15 +123,17 @@ def pixel_array(
     decoding the file they sent.
     """
     _check_size(rows, columns)
-    base, dist2 = _phantom(rows, columns, seed)
-    # A sphere of radius 0.3 (in half-widths) centred in the volume: its cross section
-    # grows and shrinks along the stack, so neighbouring slices differ.
+    anatomy, noise, dist2 = _phantom(rows, columns, seed)
+    # Shift the noise (not the anatomy) per slice so no two slices are byte-identical.
+    out = anatomy + np.roll(noise, 7 * index, axis=1)
+    # An ellipsoidal "organ" spanning the stack: its cross section grows and shrinks
+    # from slice to slice, so a volume built from the series has structure along z.
     z = 0.0 if slices <= 1 else (index / (slices - 1)) * 2.0 - 1.0
-    r2 = 0.09 - (0.3 * z) ** 2
-    out = base + np.where(dist2 < r2, 60, 0).astype(np.int32) if r2 > 0 else base.copy()
-    # Shift the noise pattern a little per slice so no two slices are byte-identical.
-    out = np.roll(out, index % max(columns, 1), axis=1)
-    return np.clip(out, 0, _MAX_STORED).astype(np.uint16)
+    r2 = 0.09 * (1.0 - z * z)
+    if r2 > 0:
+        out += np.where(dist2 < r2, 60, 0).astype(np.int32)
+    stored: npt.NDArray[np.uint16] = np.clip(out, 0, _MAX_STORED).astype(np.uint16)
+    return stored
 
 
 def _file_meta(sop_class: str, sop_instance: str, transfer_syntax: str) -> FileMetaDataset:
@@ -405,7 +407,7 @@ def write_large_multiframe(
     ds.RescaleSlope = 1.0
     ds.RescaleType = "US"
 
-    base = pixel_array(rows, columns, seed=seed).astype(np.uint16)
+    base = pixel_array(rows, columns, seed=seed)
     frame = np.empty_like(base)
     dtype = ">u2" if transfer_syntax == EXPLICIT_VR_BIG_ENDIAN else "<u2"
     out = Path(path)

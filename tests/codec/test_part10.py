@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import io
 import shutil
 import struct
@@ -18,7 +19,7 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset, write_file_meta_info
 
 from aiodicom.codec import uids
-from aiodicom.codec.part10 import PREAMBLE, encode_file_meta
+from aiodicom.codec.part10 import PREAMBLE, FileMeta, encode_file_meta, read_file_meta, transcode
 from aiodicom.errors import DicomFileError
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
@@ -49,7 +50,18 @@ def sample_dataset(sop_instance_uid: str = "1.2.826.0.1.3680043.8.498.1") -> Dat
 
 
 def encode_dataset(ds: Dataset, transfer_syntax: str) -> bytes:
-    """Data set bytes in ``transfer_syntax``, written by pydicom (no meta)."""
+    """Data set bytes in ``transfer_syntax``, written by pydicom (no meta).
+
+    pydicom writes OW/OF bytes as they are, so for big endian the test swaps
+    them first (values are given little endian).
+    """
+    if transfer_syntax == uids.EXPLICIT_VR_BIG_ENDIAN:
+        ds = copy.deepcopy(ds)
+        for elem in ds.iterall():
+            size = {"OW": 2, "OF": 4}.get(elem.VR)
+            if size:
+                value = elem.value
+                elem.value = b"".join(value[i : i + size][::-1] for i in range(0, len(value), size))
     fp = DicomBytesIO()
     fp.is_little_endian = transfer_syntax != uids.EXPLICIT_VR_BIG_ENDIAN
     fp.is_implicit_VR = transfer_syntax == uids.IMPLICIT_VR_LITTLE_ENDIAN
@@ -199,3 +211,276 @@ def test_encode_file_meta_rejects_bad_values(kwargs: dict[str, str], pattern: st
             args["transfer_syntax"],
             source_ae=source_ae,
         )
+
+
+# --- read_file_meta -----------------------------------------------------------------
+
+
+def part10(ds: Dataset, transfer_syntax: str, **kwargs: str) -> tuple[bytes, int]:
+    meta = encode_file_meta(ds.SOPClassUID, ds.SOPInstanceUID, transfer_syntax, **kwargs)
+    return meta + encode_dataset(ds, transfer_syntax), len(meta)
+
+
+@pytest.mark.parametrize("transfer_syntax", ALL_UNCOMPRESSED + ["1.2.840.10008.1.2.4.50"])
+def test_read_our_files_from_every_kind_of_source(tmp_path: Path, transfer_syntax: str) -> None:
+    ds = sample_dataset()
+    meta = encode_file_meta(CT, ds.SOPInstanceUID, transfer_syntax)
+    data, offset = meta + encode_dataset(ds, uids.EXPLICIT_VR_LITTLE_ENDIAN), len(meta)
+    expected = FileMeta(CT, ds.SOPInstanceUID, transfer_syntax, offset)
+    path = tmp_path / "f.dcm"
+    path.write_bytes(data)
+    assert read_file_meta(data) == expected
+    assert read_file_meta(memoryview(data)) == expected
+    assert read_file_meta(bytearray(data)) == expected
+    assert read_file_meta(io.BytesIO(data)) == expected
+    assert read_file_meta(path) == expected
+    assert read_file_meta(str(path)) == expected
+    with path.open("rb") as handle:
+        assert read_file_meta(handle) == expected
+
+
+def test_read_pydicom_written_file(tmp_path: Path) -> None:
+    ds = sample_dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = CT
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.file_meta.TransferSyntaxUID = uids.IMPLICIT_VR_LITTLE_ENDIAN
+    ds.file_meta.PrivateInformationCreatorUID = "1.2.3.4"
+    ds.file_meta.PrivateInformation = b"\x00" * 1000
+    path = tmp_path / "p.dcm"
+    ds.save_as(path, enforce_file_format=True, implicit_vr=True, little_endian=True)
+    meta = read_file_meta(path)
+    assert (meta.sop_class_uid, meta.sop_instance_uid, meta.transfer_syntax) == (
+        CT,
+        ds.SOPInstanceUID,
+        uids.IMPLICIT_VR_LITTLE_ENDIAN,
+    )
+    rest = path.read_bytes()[meta.dataset_offset :]
+    from pydicom.filereader import read_dataset
+
+    assert read_dataset(io.BytesIO(rest), True, True) == ds
+
+
+@dcmtk
+def test_read_dcmtk_written_file(tmp_path: Path) -> None:
+    """dcmconv rewrites the meta its own way (its own UIDs, group length)."""
+    ds = sample_dataset("1.2.826.0.1.3680043.8.498.4242")
+    source = tmp_path / "in.dcm"
+    source.write_bytes(part10(ds, uids.EXPLICIT_VR_LITTLE_ENDIAN)[0])
+    for option, ts in [
+        ("+ti", uids.IMPLICIT_VR_LITTLE_ENDIAN),
+        ("+tb", uids.EXPLICIT_VR_BIG_ENDIAN),
+    ]:
+        out = tmp_path / f"out{option}.dcm"
+        subprocess.run(["dcmconv", option, str(source), str(out)], check=True, capture_output=True)
+        meta = read_file_meta(out)
+        assert meta.sop_class_uid == CT and meta.transfer_syntax == ts
+        assert meta.sop_instance_uid == "1.2.826.0.1.3680043.8.498.4242"
+        assert read_file_meta(out.read_bytes()[meta.dataset_offset :]).transfer_syntax == ts
+
+
+@pytest.mark.parametrize("transfer_syntax", [t for t in ALL_UNCOMPRESSED if "99" not in t])
+def test_raw_data_set_without_meta(transfer_syntax: str) -> None:
+    ds = sample_dataset("1.2.826.0.1.3680043.8.498.5")
+    for extra in (False, True):
+        if extra:  # something before (0008,0016): the first element is not the SOP class
+            ds.SpecificCharacterSet = "ISO_IR 100"
+        raw = encode_dataset(ds, transfer_syntax)
+        assert read_file_meta(raw) == FileMeta(
+            CT, "1.2.826.0.1.3680043.8.498.5", transfer_syntax, 0
+        )
+
+
+def test_meta_without_preamble_and_without_sop_uids() -> None:
+    ds = sample_dataset("1.2.3.9")
+    fm = FileMetaDataset()
+    fm.TransferSyntaxUID = uids.IMPLICIT_VR_LITTLE_ENDIAN
+    fp = DicomBytesIO()
+    write_file_meta_info(fp, fm, enforce_standard=False)
+    meta_bytes = fp.getvalue()
+    data = meta_bytes + encode_dataset(ds, uids.IMPLICIT_VR_LITTLE_ENDIAN)
+    assert read_file_meta(data) == FileMeta(
+        CT, "1.2.3.9", uids.IMPLICIT_VR_LITTLE_ENDIAN, len(meta_bytes)
+    )
+    assert read_file_meta(PREAMBLE + data) == FileMeta(
+        CT, "1.2.3.9", uids.IMPLICIT_VR_LITTLE_ENDIAN, 132 + len(meta_bytes)
+    )
+
+
+def test_sop_uids_far_into_a_large_file_without_meta(tmp_path: Path) -> None:
+    ds = Dataset()
+    ds.add_new(0x00080012, "DA", "20240101")
+    ds.add_new(0x00080014, "UI", "1.2.3")  # instance creator UID
+    ds.add_new(0x00080015, "UT", "x" * 300_000)  # pushes the SOP UIDs past the first read
+    ds.SOPClassUID = CT
+    ds.SOPInstanceUID = "1.2.3.4.5.6"
+    path = tmp_path / "raw.dcm"
+    path.write_bytes(encode_dataset(ds, uids.EXPLICIT_VR_LITTLE_ENDIAN))
+    assert read_file_meta(path) == FileMeta(CT, "1.2.3.4.5.6", uids.EXPLICIT_VR_LITTLE_ENDIAN, 0)
+
+
+def test_deflated_file_identity_comes_from_the_meta_or_the_inflated_data_set() -> None:
+    ds = sample_dataset("1.2.3.77")
+    data, offset = part10(ds, uids.DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN)
+    fm = FileMetaDataset()
+    fm.TransferSyntaxUID = uids.DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN
+    fp = DicomBytesIO()
+    write_file_meta_info(fp, fm, enforce_standard=False)
+    bare = PREAMBLE + fp.getvalue() + data[offset:]
+    assert read_file_meta(bare) == FileMeta(
+        CT, "1.2.3.77", uids.DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, 132 + len(fp.getvalue())
+    )
+
+
+@pytest.mark.parametrize(
+    ("data", "pattern"),
+    [
+        (b"", "too short"),
+        (b"\x08\x00\x16\x00", "too short"),
+        (PREAMBLE + b"\x02\x00\x10\x00UI\x14\x00", "ends inside"),
+        (PREAMBLE + b"\x02\x00\x01\x00OB\x00\x00\xff\xff\xff\xff", "claims"),
+        (struct.pack("<HHI", 0x0010, 0x0010, 4) + b"A^B ", "SOP Class UID"),
+        (struct.pack("<HHI", 0x0008, 0x0016, 4) + b"1.2\0", "SOP Instance UID"),
+    ],
+)
+def test_unreadable_files(data: bytes, pattern: str) -> None:
+    with pytest.raises(DicomFileError, match=pattern):
+        read_file_meta(data)
+
+
+def test_missing_file_is_a_dicom_file_error(tmp_path: Path) -> None:
+    with pytest.raises(DicomFileError, match="cannot open"):
+        read_file_meta(tmp_path / "nope.dcm")
+
+
+SAMPLE_FILE = part10(sample_dataset(), uids.EXPLICIT_VR_LITTLE_ENDIAN)[0]
+
+
+@given(st.binary(max_size=600))
+def test_random_bytes_only_raise_dicom_file_error(data: bytes) -> None:
+    for candidate in (data, PREAMBLE + data):
+        try:
+            read_file_meta(candidate)
+        except DicomFileError:
+            pass
+
+
+@given(st.data())
+def test_damaged_files_only_raise_dicom_file_error(data: st.DataObject) -> None:
+    buffer = bytearray(SAMPLE_FILE)
+    cut = data.draw(st.integers(0, len(buffer)))
+    for _ in range(data.draw(st.integers(0, 4))):
+        buffer[data.draw(st.integers(0, len(buffer) - 1))] = data.draw(st.integers(0, 255))
+    try:
+        read_file_meta(bytes(buffer[:cut]))
+    except DicomFileError:
+        pass
+
+
+# --- transcode ----------------------------------------------------------------------
+
+
+def word_dataset() -> Dataset:
+    """16-bit pixels, an OF and a sequence: what a byte order change must swap."""
+    ds = sample_dataset()
+    ds.Rows = 2
+    ds.Columns = 3
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated = 16
+    ds.BitsStored = 16
+    ds.HighBit = 15
+    ds.PixelData = struct.pack("<6H", 1, 0x0203, 0x0405, 0xFF00, 7, 0xABCD)
+    ds["PixelData"].VR = "OW"
+    ds.add_new(0x00181638, "OF", struct.pack("<2f", 1.5, -2.25))
+    ds.add_new(0x00280106, "US", 1)  # SmallestImagePixelValue (ambiguous US or SS)
+    ref = Dataset()
+    ref.ReferencedSOPInstanceUID = "1.2.3"
+    ds.ReferencedImageSequence = [ref]
+    return ds
+
+
+def decoded(data: bytes, transfer_syntax: str) -> Dataset:
+    if transfer_syntax == uids.DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
+        data = zlib.decompress(data, -15)
+    from pydicom.filereader import read_dataset
+
+    ds = read_dataset(
+        io.BytesIO(data),
+        transfer_syntax == uids.IMPLICIT_VR_LITTLE_ENDIAN,
+        transfer_syntax != uids.EXPLICIT_VR_BIG_ENDIAN,
+    )
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = transfer_syntax
+    return ds
+
+
+def check_same_content(data: bytes, transfer_syntax: str, original: Dataset) -> None:
+    ds = decoded(data, transfer_syntax)
+    assert ds.PatientID == original.PatientID
+    assert ds.ReferencedImageSequence[0].ReferencedSOPInstanceUID == "1.2.3"
+    assert ds.SmallestImagePixelValue == 1
+    assert ds.pixel_array.tolist() == [[1, 0x0203, 0x0405], [0xFF00, 7, 0xABCD]]
+    fmt = ">2f" if transfer_syntax == uids.EXPLICIT_VR_BIG_ENDIAN else "<2f"
+    assert struct.unpack(fmt, ds[0x00181638].value) == (1.5, -2.25)
+
+
+@pytest.mark.parametrize("to_ts", ALL_UNCOMPRESSED)
+@pytest.mark.parametrize("from_ts", ALL_UNCOMPRESSED)
+def test_transcode_between_uncompressed_syntaxes(from_ts: str, to_ts: str) -> None:
+    original = word_dataset()
+    source = encode_dataset(original, from_ts)
+    out = transcode(source, from_ts, to_ts)
+    check_same_content(out, to_ts, original)
+    if from_ts == to_ts:
+        assert out == source
+    back = transcode(out, to_ts, from_ts)
+    check_same_content(back, from_ts, original)
+
+
+@dcmtk
+def test_transcode_to_big_endian_agrees_with_dcmconv(tmp_path: Path) -> None:
+    original = word_dataset()
+    source = tmp_path / "le.dcm"
+    data, offset = part10(original, uids.EXPLICIT_VR_LITTLE_ENDIAN)
+    source.write_bytes(data)
+    target = tmp_path / "be.dcm"
+    subprocess.run(["dcmconv", "+tb", str(source), str(target)], check=True, capture_output=True)
+    theirs = target.read_bytes()
+    theirs_ds = decoded(
+        theirs[read_file_meta(theirs).dataset_offset :], uids.EXPLICIT_VR_BIG_ENDIAN
+    )
+    ours_ds = decoded(
+        transcode(data[offset:], uids.EXPLICIT_VR_LITTLE_ENDIAN, uids.EXPLICIT_VR_BIG_ENDIAN),
+        uids.EXPLICIT_VR_BIG_ENDIAN,
+    )
+    assert ours_ds[0x7FE00010].value == theirs_ds[0x7FE00010].value
+    assert ours_ds[0x00181638].value == theirs_ds[0x00181638].value
+    assert ours_ds == theirs_ds
+
+
+@pytest.mark.parametrize(
+    ("from_ts", "to_ts", "pattern"),
+    [
+        ("1.2.840.10008.1.2.4.50", uids.EXPLICIT_VR_LITTLE_ENDIAN, "JPEG Baseline.*compressed"),
+        (uids.IMPLICIT_VR_LITTLE_ENDIAN, "1.2.840.10008.1.2.4.90", "JPEG 2000.*compressed"),
+        (uids.IMPLICIT_VR_LITTLE_ENDIAN, "1.2.840.10008.1.2.1.98", "compressed"),
+        (uids.IMPLICIT_VR_LITTLE_ENDIAN, "1.2.3.4", "not a known transfer syntax"),
+    ],
+)
+def test_transcode_refuses_compressed(from_ts: str, to_ts: str, pattern: str) -> None:
+    with pytest.raises(DicomFileError, match=pattern):
+        transcode(encode_dataset(sample_dataset(), uids.IMPLICIT_VR_LITTLE_ENDIAN), from_ts, to_ts)
+
+
+@pytest.mark.parametrize(
+    ("data", "from_ts"),
+    [
+        (b"\xff" * 40, uids.DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN),
+        (struct.pack("<HH2sH", 0x0010, 0x0010, b"ZZ", 200) + b"x", uids.EXPLICIT_VR_LITTLE_ENDIAN),
+        (struct.pack("<HHI", 0x0010, 0x0010, 0x10000) + b"x", uids.IMPLICIT_VR_LITTLE_ENDIAN),
+    ],
+)
+def test_transcode_garbage(data: bytes, from_ts: str) -> None:
+    with pytest.raises(DicomFileError):
+        transcode(data, from_ts, uids.EXPLICIT_VR_BIG_ENDIAN)

@@ -16,7 +16,7 @@ from pydicom.filewriter import write_dataset
 from pydicom.sequence import Sequence
 
 from aiodicom.codec import uids
-from aiodicom.codec.scan import ScanResult, scan_elements, text
+from aiodicom.codec.scan import ScanResult, dataset_end, scan_elements, text
 from aiodicom.errors import DicomFileError
 
 IMPLICIT = uids.IMPLICIT_VR_LITTLE_ENDIAN
@@ -352,3 +352,25 @@ def test_mutated_data_sets_only_raise_dicom_file_error(
 )
 def test_text(raw: bytes, expected: str) -> None:
     assert text(raw) == expected
+
+
+# --- dataset_end ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("transfer_syntax", [IMPLICIT, EXPLICIT, BIG])
+def test_dataset_end_only_at_element_boundaries(transfer_syntax: str) -> None:
+    data = encode(rich_dataset(undefined=False), transfer_syntax)
+    ds = read_dataset(BytesIO(data), transfer_syntax == IMPLICIT, transfer_syntax != BIG)
+    boundaries = {0} | {ds.get_item(tag).value_tell + ds.get_item(tag).length for tag in ds.keys()}
+    assert max(boundaries) == len(data)
+    for cut in range(len(data) + 1):
+        assert (dataset_end(data[:cut], transfer_syntax) == cut) is (cut in boundaries), cut
+
+
+def test_dataset_end_with_undefined_length_sequences() -> None:
+    for ts in (IMPLICIT, EXPLICIT, BIG):
+        data = encode(rich_dataset(undefined=True), ts)
+        assert dataset_end(data, ts) == len(data)
+        assert dataset_end(data + b"\x10\x00", ts) == len(data)
+        inside = data.index(b"5.5")  # inside the undefined-length (0008,1110)
+        assert dataset_end(data[:inside], ts) < inside

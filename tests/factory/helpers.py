@@ -58,5 +58,3 @@ def ct_parent(n_slices: int = 4, rows: int = 6, columns: int = 5) -> list[Datase
     )
     volume = np.arange(n_slices * rows * columns, dtype=np.int16).reshape(n_slices, rows, columns)
     return build_series(volume - 1000, blueprint, affine=make_affine())
-
-

@@ -15,6 +15,8 @@ from aiodicom.factory.blueprints import CT_SERIES
 from factory.conftest import DcmdumpCheck
 from factory.helpers import ct_parent, make_affine
 
+pytestmark = pytest.mark.filterwarnings("error::UserWarning")
+
 IDENTIFYING = ("Doe^Jane", "PID-12345", "19700101", "General Hospital", "ACC1", "Thorax")
 
 

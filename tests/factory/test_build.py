@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -38,7 +39,7 @@ def decoded(datasets: list[Dataset]) -> npt.NDArray[np.float64]:
 
 
 RNG = np.random.default_rng(7)
-VOLUMES = {
+VOLUMES: dict[str, npt.NDArray[Any]] = {
     "int8": RNG.integers(-128, 128, (3, 4, 5)).astype(np.int8),
     "uint8": RNG.integers(0, 256, (3, 4, 5)).astype(np.uint8),
     "int16": RNG.integers(-32768, 32768, (3, 4, 5)).astype(np.int16),
@@ -67,8 +68,19 @@ def test_values_survive_encoding_within_half_a_slope_step(name: str) -> None:
         assert validate(ds) == []
 
 
-@pytest.mark.parametrize("name", ["int8", "uint8", "int16", "uint16", "int32-small",
-                                  "uint32-unsigned16", "float64-integral", "bool"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "int8",
+        "uint8",
+        "int16",
+        "uint16",
+        "int32-small",
+        "uint32-unsigned16",
+        "float64-integral",
+        "bool",
+    ],
+)
 def test_integers_that_fit_are_stored_exactly(name: str) -> None:
     datasets = build_series(VOLUMES[name], CT_SERIES, affine=make_affine())
     assert datasets[0].RescaleSlope == 1 and datasets[0].RescaleIntercept == 0

@@ -177,7 +177,9 @@ def test_private_tags_get_a_creator_block() -> None:
         + Static(PrivateTag(0x0011, "AIODICOM TEST", 0x02), 7, vr="US")
     )
     ds = build_instance(blueprint)
-    creators = {int(t) & 0xFF: ds[t].value for t in ds.keys() if t.group == 0x0011 and t.element < 0x100}
+    creators = {
+        int(t) & 0xFF: ds[t].value for t in ds.keys() if t.group == 0x0011 and t.element < 0x100
+    }
     assert sorted(creators.values()) == ["AIODICOM TEST", "OTHER CREATOR"]
     block = ds.private_block(0x0011, "AIODICOM TEST")
     assert block[0x01].value == "one"
@@ -203,9 +205,7 @@ def test_private_copy_finds_the_creator_whatever_its_block(parent: list[Dataset]
 
 def test_geometry_elements_follow_the_affine() -> None:
     blueprint = MINIMAL + ImageOrientation() + ImagePosition() + PixelSpacing()
-    datasets = build_series(
-        np.zeros((3, 2, 2), np.int16), CT_SERIES + blueprint, affine=OBLIQUE
-    )
+    datasets = build_series(np.zeros((3, 2, 2), np.int16), CT_SERIES + blueprint, affine=OBLIQUE)
     row = OBLIQUE[:3, 0] / np.linalg.norm(OBLIQUE[:3, 0])
     column = OBLIQUE[:3, 1] / np.linalg.norm(OBLIQUE[:3, 1])
     for k, ds in enumerate(datasets):
@@ -225,3 +225,11 @@ def test_geometry_elements_need_an_affine_and_a_perpendicular_plane() -> None:
     skewed[:3, 1] = [0.5, 0.5, 0.0]
     with pytest.raises(GeometryError, match="orthogonal"):
         build_series(np.zeros((1, 2, 2), np.int16), CT_SERIES, affine=skewed)
+
+
+def test_instances_share_no_mutable_values(parent: list[Dataset]) -> None:
+    datasets = build_series(np.zeros((2, 6, 5), np.int16), CT_SERIES, parent, affine=make_affine())
+    datasets[0].RelatedSeriesSequence[0].SeriesInstanceUID = "1.2.3"
+    datasets[0].ImageType[0] = "ORIGINAL"
+    assert datasets[1].RelatedSeriesSequence[0].SeriesInstanceUID == parent[0].SeriesInstanceUID
+    assert datasets[1].ImageType[0] == "DERIVED"

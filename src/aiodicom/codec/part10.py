@@ -15,7 +15,7 @@ import zlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO, Final
 
-from aiodicom.codec.scan import scan_elements, text
+from aiodicom.codec.scan import dataset_end, scan_elements, text
 from aiodicom.codec.uids import (
     DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
     EXPLICIT_VR_BIG_ENDIAN,
@@ -366,6 +366,13 @@ def transcode(dataset: bytes, from_ts: str, to_ts: str) -> bytes:
         except zlib.error as exc:
             raise DicomFileError(f"deflated data set is corrupt: {exc}") from None
         from_ts = EXPLICIT_VR_LITTLE_ENDIAN
+    # pydicom silently reads a truncated data set; refuse to convert one.
+    end = dataset_end(raw, from_ts)
+    if end != len(raw):
+        raise DicomFileError(
+            f"cannot convert data set from {transfer_syntax_name(from_ts)}: it is truncated "
+            f"(its elements do not end at the {len(raw)} bytes given)"
+        )
     target = EXPLICIT_VR_LITTLE_ENDIAN if to_ts == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN else to_ts
     if from_ts != target:
         raw = _reencode(raw, from_ts, target)

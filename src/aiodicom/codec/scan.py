@@ -24,7 +24,7 @@ from aiodicom.codec.uids import (
 )
 from aiodicom.errors import DicomFileError
 
-__all__ = ["ScanResult", "scan_elements", "text"]
+__all__ = ["ScanResult", "dataset_end", "scan_elements", "text"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +77,9 @@ _BE_TAG = struct.Struct(">HH").unpack_from
 _LE_UL = struct.Struct("<I").unpack_from
 _BE_UL = struct.Struct(">I").unpack_from
 _LE_US = struct.Struct("<H").unpack_from
+_LE_IMPLICIT = struct.Struct("<HHI").unpack_from
+_LE_EXPLICIT = struct.Struct("<HH2sH").unpack_from
+_BE_EXPLICIT = struct.Struct(">HH2sH").unpack_from
 _BE_US = struct.Struct(">H").unpack_from
 
 _Buffer = bytes | bytearray | memoryview
@@ -166,52 +169,69 @@ def _walk(
     """Walk top-level elements from ``pos``; return (resume position, done).
 
     ``done`` means every wanted tag was found or passed; otherwise the element
-    starting at the returned position did not fit in ``buf``.
+    starting at the returned position did not fit in ``buf`` (or, when the
+    position is past the end, the last value did not). One ``struct`` call
+    per element header: this loop is what the receiver pays per image.
     """
     n = len(buf)
-    unpack_tag = _BE_TAG if big else _LE_TAG
-    unpack_ul = _BE_UL if big else _LE_UL
-    unpack_us = _BE_US if big else _LE_US
     count = len(wanted)
+    if implicit:
+        while len(found) < count:
+            if pos + 8 > n:
+                return pos, False
+            group, elem, length = _LE_IMPLICIT(buf, pos)
+            tag = (group << 16) | elem
+            if tag > max_tag:
+                return pos, True
+            value_pos = pos + 8
+            if length == _UNDEFINED:
+                try:
+                    value_end, end = _skip_sequence(buf, value_pos, True, False)
+                except _Need:
+                    return pos, False
+            else:
+                value_end = end = value_pos + length
+            if tag in wanted:
+                if value_end > n:
+                    return pos, False
+                found[tag] = bytes(buf[value_pos:value_end])
+            pos = end
+        return pos, True
+    unpack_explicit = _BE_EXPLICIT if big else _LE_EXPLICIT
+    unpack_ul = _BE_UL if big else _LE_UL
     while len(found) < count:
         if pos + 8 > n:
             return pos, False
-        group, elem = unpack_tag(buf, pos)
+        group, elem, vr, length = unpack_explicit(buf, pos)
         tag = (group << 16) | elem
         if tag > max_tag:
             return pos, True
-        if implicit:
-            (length,) = _LE_UL(buf, pos + 4)
+        if vr in _SHORT_VRS:
             value_pos = pos + 8
-            vr = b""
-        else:
-            vr = bytes(buf[pos + 4 : pos + 6])
-            if vr in _SHORT_VRS:
-                (length,) = unpack_us(buf, pos + 6)
-                value_pos = pos + 8
-            elif vr in _LONG_VRS:
-                if pos + 12 > n:
+        elif vr in _LONG_VRS:
+            if pos + 12 > n:
+                return pos, False
+            (length,) = unpack_ul(buf, pos + 8)
+            value_pos = pos + 12
+            if length == _UNDEFINED:
+                try:
+                    if vr == b"UN":
+                        value_end, end = _skip_sequence(buf, value_pos, True, False)
+                    else:
+                        value_end, end = _skip_sequence(buf, value_pos, False, big)
+                except _Need:
                     return pos, False
-                (length,) = unpack_ul(buf, pos + 8)
-                value_pos = pos + 12
-            else:
-                raise DicomFileError(
-                    f"unknown VR {vr!r} for ({group:04X},{elem:04X}) at offset {pos}"
-                )
-        if length == _UNDEFINED:
-            try:
-                if vr == b"UN":
-                    value_end, end = _skip_sequence(buf, value_pos, True, False)
-                else:
-                    value_end, end = _skip_sequence(buf, value_pos, implicit, big)
-            except _Need:
-                return pos, False
+                if tag in wanted:
+                    found[tag] = bytes(buf[value_pos:value_end])
+                pos = end
+                continue
         else:
-            value_end = end = value_pos + length
+            raise DicomFileError(f"unknown VR {vr!r} for ({group:04X},{elem:04X}) at offset {pos}")
+        end = value_pos + length
         if tag in wanted:
-            if value_end > n:
+            if end > n:
                 return pos, False
-            found[tag] = bytes(buf[value_pos:value_end])
+            found[tag] = bytes(buf[value_pos:end])
         pos = end
     return pos, True
 
@@ -298,3 +318,23 @@ def scan_elements(
     found: dict[int, bytes] = {}
     _, done = _walk(data, 0, implicit, big, wanted, max_tag, found)
     return ScanResult(found, done)
+
+
+def dataset_end(data: bytes | bytearray | memoryview, transfer_syntax: str) -> int:
+    """Offset just past the last top-level element of ``data`` that was walked.
+
+    Equals ``len(data)`` exactly when ``data`` ends on an element boundary
+    (the data set is whole); smaller when it stops inside an element header,
+    larger when the last value or sequence overruns the buffer. Used to refuse
+    a truncated data set before handing it to a lenient reader. Not for the
+    deflated syntax (inflate first); garbage raises
+    :class:`~aiodicom.errors.DicomFileError`.
+    """
+    implicit, big = _syntax(transfer_syntax)
+    pos, _ = _walk(data, 0, implicit, big, _NOTHING, _BEYOND_EVERY_TAG, {})
+    return pos
+
+
+# A "wanted" tag no element can have, so that _walk visits every element.
+_BEYOND_EVERY_TAG: Final = 1 << 32
+_NOTHING: Final = frozenset({_BEYOND_EVERY_TAG})

@@ -258,12 +258,16 @@ class _Deidentifier:
 
 
 def _method(retain_uids: bool, retain_dates: bool) -> tuple[str, list[tuple[str, str]]]:
+    """DeidentificationMethod text (LO, 64 characters) and its codes (PS3.16 CID 7050)."""
+    text = "aiodicom PS3.15 basic profile"
     codes = [("113100", "Basic Application Confidentiality Profile")]
     if retain_uids:
+        text += ", retain UIDs"
         codes.append(("113110", "Retain UIDs Option"))
     if retain_dates:
+        text += ", retain full dates"
         codes.append(("113106", "Retain Longitudinal Temporal Information Full Dates Option"))
-    return "aiodicom: " + ", ".join(meaning for _, meaning in codes), codes
+    return text, codes
 
 
 def deidentify(

@@ -231,9 +231,7 @@ def _rescale_intercept(env: SeriesEnvironment) -> str:
 IMAGE_PIXEL = Blueprint(
     [
         Series("SamplesPerPixel", lambda env: _encoding(env).samples_per_pixel),
-        Series(
-            "PhotometricInterpretation", lambda env: _encoding(env).photometric_interpretation
-        ),
+        Series("PhotometricInterpretation", lambda env: _encoding(env).photometric_interpretation),
         Series("Rows", lambda env: _rows_columns(env, 1)),
         Series("Columns", lambda env: _rows_columns(env, 2)),
         Series("BitsAllocated", lambda env: _encoding(env).bits_allocated),
@@ -334,12 +332,15 @@ MR_IMAGE = Blueprint(
 
 SC_EQUIPMENT = Blueprint([Static("ConversionType", "WSD")])
 
-SECONDARY_CAPTURE = Blueprint(
-    [
-        Static("SOPClassUID", SECONDARY_CAPTURE_IMAGE_STORAGE),
-        Static("PatientOrientation", ""),
-    ]
-) + SC_EQUIPMENT
+SECONDARY_CAPTURE = (
+    Blueprint(
+        [
+            Static("SOPClassUID", SECONDARY_CAPTURE_IMAGE_STORAGE),
+            Static("PatientOrientation", ""),
+        ]
+    )
+    + SC_EQUIPMENT
+)
 
 _IMAGE_COMMON = (
     SOP_COMMON

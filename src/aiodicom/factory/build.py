@@ -22,6 +22,7 @@ import nibabel as nib
 import numpy as np
 import numpy.typing as npt
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.multival import ConstrainedList
 from pydicom.uid import UID
 
 from aiodicom.codec.uids import (
@@ -246,6 +247,22 @@ def _filled(pivot: Dataset | None, fill: str) -> Dataset:
     return Dataset()
 
 
+def _copy_header(header: Dataset) -> Dataset:
+    """A copy of the series-level data set for one instance.
+
+    Shallow for immutable values (strings, numbers, bytes), deep for lists and
+    sequences so that editing one instance never edits its siblings. A deepcopy of
+    the whole data set cost more than everything else ``build_series`` does.
+    """
+    dataset = Dataset()
+    for element in header:
+        clone = copy.copy(element)
+        if isinstance(element.value, list | ConstrainedList):
+            clone.value = copy.deepcopy(element.value)
+        dataset.add(clone)
+    return dataset
+
+
 def _finish(dataset: Dataset) -> Dataset:
     """Add the Part 10 file meta, which needs the SOP class and instance."""
     for keyword in ("SOPClassUID", "SOPInstanceUID"):
@@ -303,7 +320,7 @@ def build_series(
     blueprint.apply_series(header, env)
     datasets = []
     for index in range(array.shape[0]):
-        dataset = copy.deepcopy(header)
+        dataset = _copy_header(header)
         instance = InstanceEnvironment(
             index=index,
             series=env,
@@ -337,9 +354,7 @@ def build_instance(
     env = SeriesEnvironment(parent=parents, kwargs=dict(kwargs or {}))
     dataset = _filled(env.pivot, fill)
     blueprint.apply_series(dataset, env)
-    blueprint.apply_instance(
-        dataset, InstanceEnvironment(index=0, series=env, parent=env.pivot)
-    )
+    blueprint.apply_instance(dataset, InstanceEnvironment(index=0, series=env, parent=env.pivot))
     return _finish(dataset)
 
 

@@ -148,8 +148,12 @@ def _pixel_problems(dataset: Dataset) -> list[str]:
         problems.append(f"HighBit {dataset.HighBit} is not BitsStored - 1")
     frames = int(dataset.get("NumberOfFrames") or 1)
     expected = (
-        int(dataset.Rows) * int(dataset.Columns) * int(dataset.SamplesPerPixel) * frames
-        * allocated // 8
+        int(dataset.Rows)
+        * int(dataset.Columns)
+        * int(dataset.SamplesPerPixel)
+        * frames
+        * allocated
+        // 8
     )
     length = len(dataset.PixelData)
     if length not in (expected, expected + 1):

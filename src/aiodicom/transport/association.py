@@ -122,6 +122,8 @@ class DicomProtocol(asyncio.BufferedProtocol):
         self._write_paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._artim: asyncio.TimerHandle | None = None
+        #: Total bytes read; the idle timeout restarts while this grows.
+        self.bytes_received = 0
         self.established: asyncio.Future[Association] = self.loop.create_future()
         self.released: asyncio.Future[None] = self.loop.create_future()
         self.closed: asyncio.Future[None] = self.loop.create_future()
@@ -159,6 +161,7 @@ class DicomProtocol(asyncio.BufferedProtocol):
         return self._view[self._end :]
 
     def buffer_updated(self, nbytes: int) -> None:
+        self.bytes_received += nbytes
         if self._body is not None:
             self._body_filled += nbytes
             if self._body_filled == len(self._body):
@@ -411,11 +414,14 @@ class DicomProtocol(asyncio.BufferedProtocol):
         while not self._inbox:
             if self.error is not None or self.closed.done():
                 raise self.error or AssociationError("association closed")
+            seen = self.bytes_received
             self._waiter = self.loop.create_future()
             try:
                 async with asyncio.timeout(None if timeout == float("inf") else timeout):
                     await self._waiter
             except TimeoutError:
+                if self.bytes_received != seen:
+                    continue  # a long message is still arriving: not idle
                 raise DicomTimeoutError(
                     f"peer sent nothing for {timeout} s (network idle timeout)"
                 ) from None
