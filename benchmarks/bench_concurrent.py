@@ -78,11 +78,11 @@ def main() -> int:
             runs = h.run_rounds(receivers, rounds, measure)
             ok = ok and all(r.ok for r in runs)
             summaries = h.summarize(runs, [c.name for c in receivers if c.available])
-            value = h.ratio(summaries, "aiodicom", "storescp")
+            value = h.compare(summaries, "aiodicom vs storescp (aggregate)", "aiodicom", "storescp")
             report += [
                 h.table(title, summaries),
                 "",
-                h.ratio_table([("aiodicom vs storescp (aggregate)", value, None)]),
+                h.ratio_table([value]),
                 "",
             ]
             if profiles is not None:

@@ -82,7 +82,7 @@ def main() -> int:
         "",
         h.table(title, summaries, "img/s"),
         "",
-        h.ratio_table([("aiodicom vs storescp", h.ratio(summaries, "aiodicom", "storescp"), None)]),
+        h.ratio_table([h.compare(summaries, "aiodicom vs storescp", "aiodicom", "storescp")]),
         "",
         f"aiodicom receive peak RSS: {rss:.1f} MB (target < {RSS_TARGET_MB:.0f} MB: {rss_met})",
         "",

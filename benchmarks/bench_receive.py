@@ -63,16 +63,15 @@ def main() -> int:
             summaries = h.summarize(runs, [c.name for c in receivers if c.available])
             ok = ok and all(r.ok for r in runs)
             report += [h.table(title, summaries, unit), ""]
-            if key == "ct":
-                ratios = [
-                    ("aiodicom vs storescp", h.ratio(summaries, "aiodicom", "storescp"), 1.5),
-                    ("aiodicom vs storescp -pdu 131072",
-                     h.ratio(summaries, "aiodicom", "storescp -pdu 131072"), 1.0),
-                    ("aiodicom vs pynetdicom storescp",
-                     h.ratio(summaries, "aiodicom", "pynetdicom storescp"), 4.0),
-                ]  # fmt: skip
-            else:
-                ratios = [("aiodicom vs storescp", h.ratio(summaries, "aiodicom", "storescp"), 1.0)]
+            targets = (
+                [("storescp", 1.5), ("storescp -pdu 131072", 1.0), ("pynetdicom storescp", 4.0)]
+                if key == "ct"
+                else [("storescp", 1.0)]
+            )
+            ratios = [
+                h.compare(summaries, f"aiodicom vs {ref}", "aiodicom", ref, target)
+                for ref, target in targets
+            ]
             report += [h.ratio_table(ratios), ""]
             if profiles is not None:
                 report += [h.profile_report(receivers, rounds), ""]
@@ -82,7 +81,7 @@ def main() -> int:
                 "sender": h.storescu(folder),
                 "runs": runs,
                 "summary": summaries,
-                "ratios": {label: value for label, value, _ in ratios},
+                "ratios": ratios,
             }
     note = h.unavailable_note(list(contenders.values()))
     if note:

@@ -15,6 +15,7 @@ Import as ``from peers import ...`` (pytest puts ``tests/`` on ``sys.path``).
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import signal
@@ -51,9 +52,46 @@ class PeerError(RuntimeError):
     """A peer did not start, or died before it was ready; the message holds its output."""
 
 
+def _is_dcmtk_binary(path: str) -> bool:
+    # pynetdicom installs Python console scripts named storescp, storescu, echoscu,
+    # findscu, movescu and getscu into the virtual environment's bin/, which ./dev puts
+    # first on PATH: a bare "storescu" would silently run pynetdicom instead of DCMTK.
+    try:
+        with open(path, "rb") as fp:
+            head = fp.read(4096)
+    except OSError:
+        return False
+    return not (head.startswith(b"#!") and b"pynetdicom" in head)
+
+
+@functools.cache
+def dcmtk(tool: str) -> str | None:
+    """Absolute path of DCMTK's ``tool``, skipping same-named pynetdicom scripts on PATH.
+
+    ``AIODICOM_DCMTK_BIN`` names a folder to take the tools from instead of PATH.
+    """
+    search = os.environ.get("AIODICOM_DCMTK_BIN") or os.environ.get("PATH", os.defpath)
+    for folder in search.split(os.pathsep):
+        found = shutil.which(tool, path=folder)
+        if found is not None and _is_dcmtk_binary(found):
+            return os.path.abspath(found)
+    return None
+
+
 def missing_dcmtk_tools(tools: Sequence[str] = DCMTK_TOOLS) -> list[str]:
-    """The DCMTK programs not found on PATH (empty when DCMTK is fully installed)."""
-    return [tool for tool in tools if shutil.which(tool) is None]
+    """The DCMTK programs not found (empty when DCMTK is fully installed)."""
+    return [tool for tool in tools if dcmtk(tool) is None]
+
+
+def _resolve_dcmtk(args: Sequence[str]) -> list[str]:
+    """``args`` with a bare DCMTK tool name replaced by the real DCMTK binary's path."""
+    command = list(args)
+    if command and os.sep not in command[0]:
+        path = dcmtk(command[0])
+        if path is None:
+            raise PeerError(f"DCMTK's {command[0]} is not installed (apt-get install dcmtk)")
+        command[0] = path
+    return command
 
 
 def free_port(host: str = LOCALHOST) -> int:
@@ -203,7 +241,7 @@ def storescp(
     """
     port = port or free_port()
     where = ["-od", str(output_dir)] if output_dir is not None else ["--ignore"]
-    command = ["storescp", "-aet", aet, *where, *args, str(port)]
+    command = _resolve_dcmtk(["storescp", "-aet", aet, *where, *args, str(port)])
     with run_peer(command, port) as peer:
         yield peer
 
@@ -243,7 +281,7 @@ def dcmqrscp(
     )
     if files:
         run_dcmtk(["dcmqridx", str(storage), *map(str, files)], check=True)
-    with run_peer(["dcmqrscp", "-c", str(config)], port) as peer:
+    with run_peer(_resolve_dcmtk(["dcmqrscp", "-c", str(config)]), port) as peer:
         yield peer
 
 
@@ -252,11 +290,12 @@ def run_dcmtk(
 ) -> subprocess.CompletedProcess[str]:
     """Run a DCMTK client tool (``echoscu``, ``storescu``, ``findscu``, ...) to completion.
 
-    Output is captured as text for assertions; ``check=True`` raises with that output
-    included when the tool fails, so a test failure explains itself.
+    A bare tool name is resolved to DCMTK's binary (never pynetdicom's same-named
+    script). Output is captured as text for assertions; ``check=True`` raises with that
+    output included when the tool fails, so a test failure explains itself.
     """
     result = subprocess.run(
-        list(args),
+        _resolve_dcmtk(args),
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,

@@ -6,6 +6,7 @@ pynetdicom before aiodicom is in the loop, so a failure here is a harness proble
 
 from __future__ import annotations
 
+import os
 import socket
 import sys
 from pathlib import Path
@@ -21,6 +22,7 @@ from peers import (
     compress_rle,
     dataset_bytes,
     dcmqrscp,
+    dcmtk,
     free_port,
     pynetdicom_storescp,
     run_dcmtk,
@@ -194,3 +196,32 @@ def test_aiodicom_receive_runs_as_a_peer_and_exits_cleanly_on_sigterm(
     assert peer.returncode == 0, peer.output()
     received = _by_sop_instance([p for p in out.rglob("*.dcm")])
     assert received.keys() == _by_sop_instance(synthetic_study).keys()
+
+
+def test_dcmtk_tools_are_never_pynetdicoms_same_named_scripts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pynetdicom installs ``storescu`` & co. into the venv's bin/, first on ./dev's PATH."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    script = fake / "storescu"
+    script.write_text("#!/usr/bin/python3\nfrom pynetdicom.apps.storescu.storescu import main\n")
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}{os.pathsep}{os.environ['PATH']}")
+    dcmtk.cache_clear()
+    try:
+        found = dcmtk("storescu")
+        assert found != str(script)
+        monkeypatch.setenv("AIODICOM_DCMTK_BIN", str(fake))
+        dcmtk.cache_clear()
+        assert dcmtk("storescu") is None
+        with pytest.raises(PeerError, match="not installed"):
+            run_dcmtk(["storescu", "--version"])
+    finally:
+        dcmtk.cache_clear()
+
+
+@pytest.mark.dcmtk
+def test_run_dcmtk_runs_the_real_dcmtk() -> None:
+    result = run_dcmtk(["storescu", "--version"], check=True)
+    assert "dcmtk" in (result.stdout + result.stderr).lower()

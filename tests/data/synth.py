@@ -30,7 +30,14 @@ SOP_CLASSES = {"CT": CT, "MR": MR, "PT": PET}
 
 def rotation(ax: float = 0.0, ay: float = 0.0, az: float = 0.0) -> np.ndarray:
     """Rotation matrix (radians) about x, then y, then z."""
-    cx, sx, cy, sy, cz, sz = (np.cos(ax), np.sin(ax), np.cos(ay), np.sin(ay), np.cos(az), np.sin(az))
+    cx, sx, cy, sy, cz, sz = (
+        np.cos(ax),
+        np.sin(ax),
+        np.cos(ay),
+        np.sin(ay),
+        np.cos(az),
+        np.sin(az),
+    )
     rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
     ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
     rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
@@ -146,7 +153,9 @@ def make_series(
             v = value[k] if isinstance(value, Sequence) else value
             setattr(ds, keyword, f"{v:.10g}"[:16])
         _pixel_module(ds, volume, bits_stored)
-        ds.PixelData = np.ascontiguousarray(volume[k]).astype(volume.dtype.newbyteorder("<")).tobytes()
+        ds.PixelData = (
+            np.ascontiguousarray(volume[k]).astype(volume.dtype.newbyteorder("<")).tobytes()
+        )
         out.append(_finish(ds))
     return out
 
@@ -201,7 +210,9 @@ def make_multiframe(
         per_frame.append(item)
     ds.SharedFunctionalGroupsSequence = DicomSequence([shared])
     ds.PerFrameFunctionalGroupsSequence = DicomSequence(per_frame)
-    ds.PixelData = np.ascontiguousarray(volume[order]).astype(volume.dtype.newbyteorder("<")).tobytes()
+    ds.PixelData = (
+        np.ascontiguousarray(volume[order]).astype(volume.dtype.newbyteorder("<")).tobytes()
+    )
     return _finish(ds)
 
 
@@ -232,7 +243,9 @@ def make_rgb_series(
     return out
 
 
-def write(datasets: Sequence[Dataset], folder: Path, *, transfer_syntax: str | None = None) -> list[Path]:
+def write(
+    datasets: Sequence[Dataset], folder: Path, *, transfer_syntax: str | None = None
+) -> list[Path]:
     """Write data sets as Part 10 files ``folder/NNN.dcm`` (optionally re-encoded)."""
     folder.mkdir(parents=True, exist_ok=True)
     paths = []

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tests.data import synth
 
 from aiodicom.data import LazyDataset
 from aiodicom.data.tree import DicomTree
@@ -21,7 +22,6 @@ from aiodicom.grinders import (
     tree_grinder,
 )
 from aiodicom.grinders.numpy import Volume, numpy_grinder
-from tests.data import synth
 
 
 def _series(n: int = 4, **kw: object) -> list:
@@ -86,9 +86,7 @@ def test_tags_grinder_reads_paths_without_pixels(tmp_path: Path) -> None:
 
 def test_many_grinder_runs_each_on_the_same_instances() -> None:
     datasets = _series(3)
-    grind = many_grinder(
-        tree=tree_grinder, volume=numpy_grinder, ids=tags_grinder(["PatientID"])
-    )
+    grind = many_grinder(tree=tree_grinder, volume=numpy_grinder, ids=tags_grinder(["PatientID"]))
     result = grind(d for d in datasets)  # a generator is materialised once
     assert set(result) == {"tree", "volume", "ids"}
     assert isinstance(result["tree"], DicomTree) and len(result["tree"]) == 3

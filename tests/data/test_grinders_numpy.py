@@ -16,6 +16,7 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
     RLELossless,
 )
+from tests.data import synth
 
 from aiodicom import synthetic
 from aiodicom.data import LazyDataset
@@ -25,12 +26,13 @@ from aiodicom.errors import (
     PixelDecodeError,
 )
 from aiodicom.grinders.numpy import Volume, numpy_grinder
-from tests.data import synth
 
 OBLIQUE = synth.rotation(0.2, -0.5, 0.9)
 
 
-def _ct(n: int = 6, rows: int = 10, columns: int = 7, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def _ct(
+    n: int = 6, rows: int = 10, columns: int = 7, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     stored = synth.ramp((n, rows, columns), np.uint16, 0, 4095, seed)
     affine = synth.make_affine((2.5, 0.7, 0.8), (-90.0, -100.0, 20.0), OBLIQUE)
     return stored, affine
@@ -124,7 +126,9 @@ def test_mr_without_rescale_keeps_stored_values(tmp_path: Path) -> None:
         (np.uint8, 8, 0, 255, 1, -300, np.int16),
     ],
 )
-def test_smallest_exact_dtype(tmp_path: Path, dtype, bits, lo, hi, slope, intercept, expected) -> None:  # type: ignore[no-untyped-def]
+def test_smallest_exact_dtype(
+    tmp_path: Path, dtype, bits, lo, hi, slope, intercept, expected
+) -> None:  # type: ignore[no-untyped-def]
     stored = synth.ramp((3, 4, 5), dtype, lo, hi, seed=5)
     paths = synth.write(
         synth.make_series(stored, slopes=slope, intercepts=intercept, bits_stored=bits), tmp_path
@@ -141,7 +145,11 @@ def test_enhanced_multiframe_sorted_with_per_frame_rescale(tmp_path: Path, share
     affine = synth.make_affine((1.25, 0.5, 0.5), rot=OBLIQUE)
     intercepts = [-1024, -1000, -1024, -900, -1024]
     ds = synth.make_multiframe(
-        stored, affine, intercepts=intercepts, shared_orientation=shared, frame_order=[3, 1, 4, 0, 2],
+        stored,
+        affine,
+        intercepts=intercepts,
+        shared_orientation=shared,
+        frame_order=[3, 1, 4, 0, 2],
         bits_stored=12,
     )
     expected = stored.astype(np.int32) + np.array(intercepts)[:, None, None]
@@ -220,14 +228,26 @@ def _mutated(mutate) -> list:  # type: ignore[no-untyped-def]
 @pytest.mark.parametrize(
     ("mutate", "error", "message"),
     [
-        (lambda d: setattr(d[1], "SeriesInstanceUID", "1.2.3"), InconsistentSeriesError, "SeriesInstanceUID"),
+        (
+            lambda d: setattr(d[1], "SeriesInstanceUID", "1.2.3"),
+            InconsistentSeriesError,
+            "SeriesInstanceUID",
+        ),
         (lambda d: setattr(d[2], "BitsAllocated", 8), InconsistentSeriesError, "BitsAllocated"),
-        (lambda d: setattr(d[2], "PixelRepresentation", 1), InconsistentSeriesError, "PixelRepresentation"),
+        (
+            lambda d: setattr(d[2], "PixelRepresentation", 1),
+            InconsistentSeriesError,
+            "PixelRepresentation",
+        ),
         (lambda d: delattr(d[3], "ImagePositionPatient"), GeometryError, "some instances"),
         (lambda d: d.pop(1), GeometryError, "uneven slice spacing"),
         (lambda d: setattr(d[0], "PixelData", d[0].PixelData[:-2]), PixelDecodeError, "bytes"),
         (lambda d: d.clear(), InconsistentSeriesError, "no instances"),
-        (lambda d: [setattr(x, "BitsAllocated", 12) for x in d], PixelDecodeError, "BitsAllocated 12"),
+        (
+            lambda d: [setattr(x, "BitsAllocated", 12) for x in d],
+            PixelDecodeError,
+            "BitsAllocated 12",
+        ),
     ],
     ids=["series", "bits", "sign", "geometry", "gap", "truncated", "empty", "bits12"],
 )
@@ -248,3 +268,27 @@ def test_truncated_file_is_rejected(tmp_path: Path) -> None:
 def test_rejects_things_that_are_not_instances() -> None:
     with pytest.raises(TypeError):
         numpy_grinder([42])  # type: ignore[list-item]
+
+
+def test_native_ybr_full_comes_back_as_rgb(tmp_path: Path) -> None:
+    from pydicom.pixels import convert_color_space
+
+    rgb = synth.ramp((2, 4, 6, 3), np.uint8, 0, 255, seed=12)
+    datasets = synth.make_rgb_series(rgb)
+    for ds, frame in zip(datasets, rgb, strict=True):
+        ds.PhotometricInterpretation = "YBR_FULL"
+        ds.PixelData = convert_color_space(frame, "RGB", "YBR_FULL").tobytes()
+    volume = numpy_grinder(synth.write(datasets, tmp_path))
+    assert volume.array.dtype == np.uint8
+    # YBR is lossy by rounding only: within a couple of levels.
+    assert np.abs(volume.array.astype(int) - rgb).max() <= 3
+
+
+def test_float_pixel_data_is_refused_clearly(tmp_path: Path) -> None:
+    ds = synth.make_series(np.zeros((1, 2, 2), np.uint16))[0]
+    del ds.PixelData
+    ds.BitsAllocated = 32
+    ds.FloatPixelData = np.zeros((2, 2), np.float32).tobytes()
+    for source in ([ds], synth.write([ds], tmp_path)):
+        with pytest.raises(PixelDecodeError, match="float pixel data"):
+            numpy_grinder(source)

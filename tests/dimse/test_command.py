@@ -174,7 +174,7 @@ def test_round_trip_examples(msg: Message, has_dataset: bool) -> None:
     assert decode_command(bytearray(encoded)) == (msg, has_dataset)
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 @given(messages, st.booleans())
 def test_round_trip_property(msg: Message, has_dataset: bool) -> None:
     decoded, flag = decode_command(encode_command(msg, has_dataset=has_dataset))
@@ -281,7 +281,7 @@ def test_ours_read_by_pydicom_and_pynetdicom(msg: Message) -> None:
         check_against_pynetdicom(msg, encoded)
 
 
-@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(messages, st.booleans())
 def test_ours_read_by_others_property(msg: Message, has_dataset: bool) -> None:
     encoded = encode_command(msg, has_dataset=has_dataset)
@@ -318,7 +318,7 @@ def test_pynetdicom_read_by_ours(msg: Message) -> None:
     assert flag is isinstance(msg, CStoreRQ | CFindRQ | CGetRQ | CMoveRQ)
 
 
-@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(messages)
 def test_pynetdicom_read_by_ours_property(msg: Message) -> None:
     decoded, _ = decode_command(pynetdicom_bytes(msg, has_dataset=False))
@@ -458,7 +458,7 @@ def test_not_a_message() -> None:
         encode_command("C-ECHO", has_dataset=False)  # type: ignore[arg-type]
 
 
-@settings(max_examples=500)
+@settings(max_examples=500, deadline=None)
 @given(st.binary(max_size=300))
 def test_random_bytes_only_raise_malformed(data: bytes) -> None:
     try:
@@ -467,7 +467,7 @@ def test_random_bytes_only_raise_malformed(data: bytes) -> None:
         pass
 
 
-@settings(max_examples=500)
+@settings(max_examples=500, deadline=None)
 @given(messages, st.data())
 def test_corrupted_commands_only_raise_malformed(msg: Message, data: st.DataObject) -> None:
     encoded = bytearray(encode_command(msg, has_dataset=True))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from pynetdicom.status import code_to_category
 
@@ -123,6 +123,7 @@ def test_raise_for_status_raises(code: int) -> None:
     assert isinstance(info.value, AiodicomError)
 
 
+@settings(deadline=None)
 @given(st.integers(min_value=0, max_value=0xFFFF))
 def test_every_code_is_classified(code: int) -> None:
     status = Status(code)

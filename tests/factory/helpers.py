@@ -38,7 +38,12 @@ def make_affine(
 OBLIQUE = make_affine((0.9, 1.1, 3.0), (0.3, -0.2, 0.15), (-80.5, 12.25, -300.0))
 
 
-def ct_parent(n_slices: int = 4, rows: int = 6, columns: int = 5) -> list[Dataset]:
+def ct_parent(
+    n_slices: int = 4,
+    rows: int = 6,
+    columns: int = 5,
+    affine: npt.NDArray[np.float64] | None = None,
+) -> list[Dataset]:
     """A CT 'acquisition' with patient/study data and a private element, made by us."""
     blueprint = (
         CT_SERIES
@@ -57,4 +62,6 @@ def ct_parent(n_slices: int = 4, rows: int = 6, columns: int = 5) -> list[Datase
         + Static(PrivateTag(0x0019, "VENDOR X", 0x10), "secret vendor note", vr="LO")
     )
     volume = np.arange(n_slices * rows * columns, dtype=np.int16).reshape(n_slices, rows, columns)
-    return build_series(volume - 1000, blueprint, affine=make_affine())
+    return build_series(
+        volume - 1000, blueprint, affine=make_affine() if affine is None else affine
+    )

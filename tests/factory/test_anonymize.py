@@ -6,12 +6,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataset import Dataset
 
 from aiodicom.data.anonymize import BASIC_PROFILE, IdentityMapping, deidentify
 from aiodicom.errors import DeidentificationError
-from aiodicom.factory import build_series, encapsulate_pdf
-from aiodicom.factory.blueprints import CT_SERIES
+from aiodicom.factory import build_series, encapsulate_pdf, validate
+from aiodicom.factory.blueprints import CT_SERIES, PET_SERIES
 from factory.conftest import DcmdumpCheck
 from factory.helpers import ct_parent, make_affine
 
@@ -146,4 +149,37 @@ def test_deidentified_files_parse_cleanly(dcmdump_clean: DcmdumpCheck, tmp_path:
     mapping = IdentityMapping()
     volume = np.zeros((2, 3, 3), np.int16)
     series = build_series(volume, CT_SERIES, identified_series(), affine=make_affine())
-    dcmdump_clean([deidentify(ds, mapping) for ds in series], tmp_path)
+    pet = build_series(volume, PET_SERIES, identified_series(), affine=make_affine())
+    clean = [deidentify(ds, mapping) for ds in series + pet]
+    assert all(validate(ds) == [] for ds in clean)  # still valid CT and PET instances
+    dcmdump_clean(clean, tmp_path)
+
+
+_TEXT_VRS = {"LO", "SH", "PN", "LT", "ST", "UT", "CS", "DA", "TM", "DT", "AS"}
+_TEXT_KEYWORDS = sorted(
+    k
+    for k in BASIC_PROFILE
+    if dictionary_VR(tag_for_keyword(k)) in _TEXT_VRS  # type: ignore[arg-type]
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(keywords=st.lists(st.sampled_from(_TEXT_KEYWORDS), min_size=1, max_size=12, unique=True))
+def test_no_profile_attribute_keeps_its_value(keywords: list[str]) -> None:
+    ds = ct_parent(n_slices=1, rows=2, columns=2)[0]
+    nested = Dataset()
+    for keyword in keywords:
+        vr = dictionary_VR(tag_for_keyword(keyword))  # type: ignore[arg-type]
+        marker = {"DA": "20010203", "TM": "040506", "DT": "20010203040506", "AS": "042Y"}.get(
+            vr, "MARKER"
+        )
+        ds.add_new(tag_for_keyword(keyword), vr, marker)  # type: ignore[arg-type]
+        nested.add_new(tag_for_keyword(keyword), vr, marker)  # type: ignore[arg-type]
+    item = Dataset()
+    item.ReferencedSOPInstanceUID = ds.SOPInstanceUID
+    item.ReferencedSOPClassUID = ds.SOPClassUID
+    item.update(nested)
+    ds.SourceImageSequence = [item]  # kept, with its contents cleaned too
+    text = repr(deidentify(ds))
+    for marker in ("MARKER", "20010203", "040506", "042Y"):
+        assert marker not in text

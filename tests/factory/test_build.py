@@ -252,3 +252,20 @@ def test_ds_text_fits_16_characters_and_keeps_precision(value: float) -> None:
     text = format_ds(value)
     assert len(text) <= 16
     assert float(text) == pytest.approx(value, rel=1e-13, abs=0)
+
+
+def test_latin1_parent_names_survive_in_utf8(tmp_path: Path) -> None:
+    from factory.helpers import ct_parent
+
+    parent = ct_parent(n_slices=1)
+    parent[0].SpecificCharacterSet = "ISO_IR 100"
+    parent[0].PatientName = "Müller^Jürgen"
+    (path,) = write_series(parent, tmp_path / "parent")
+    reread = pydicom.dcmread(path)
+    assert reread.PatientName == "Müller^Jürgen"
+    derived = build_series(np.zeros((1, 6, 5), np.int16), CT_SERIES, [reread], affine=make_affine())
+    (out,) = write_series(derived, tmp_path / "derived")
+    again = pydicom.dcmread(out)
+    assert again.SpecificCharacterSet == "ISO_IR 192"
+    assert again.PatientName == "Müller^Jürgen"
+    assert "Müller".encode() in out.read_bytes()

@@ -94,6 +94,12 @@ def test_from_nifti_like_parent(
         assert ds.SeriesInstanceUID != parent.SeriesInstanceUID
         assert validate(ds) == []
     dcmdump_clean(files, tmp_path)
+    # The voxels and the geometry are the NIfTI's (checked with part A's grinder).
+    nifti_grinder = pytest.importorskip("aiodicom.grinders.nifti").nifti_grinder
+    back = nifti_grinder(files)
+    np.testing.assert_allclose(back.affine, ras, atol=1e-6)
+    slope = float(datasets[0].RescaleSlope)
+    np.testing.assert_allclose(np.asanyarray(back.dataobj), data, atol=slope / 2 + 1e-4)
 
 
 def test_from_nifti_errors(

@@ -233,3 +233,58 @@ def test_instances_share_no_mutable_values(parent: list[Dataset]) -> None:
     datasets[0].ImageType[0] = "ORIGINAL"
     assert datasets[1].RelatedSeriesSequence[0].SeriesInstanceUID == parent[0].SeriesInstanceUID
     assert datasets[1].ImageType[0] == "DERIVED"
+
+
+MODULE_ATTRIBUTES = {
+    "SOP_COMMON": ["SOPInstanceUID", "SpecificCharacterSet", "InstanceCreationDate"],
+    "PATIENT": ["PatientName", "PatientID", "PatientBirthDate", "PatientSex"],
+    "GENERAL_STUDY": ["StudyInstanceUID", "StudyDate", "StudyTime", "AccessionNumber"],
+    "GENERAL_SERIES": ["Modality", "SeriesInstanceUID", "SeriesNumber", "SeriesDate"],
+    "FRAME_OF_REFERENCE": ["FrameOfReferenceUID", "PositionReferenceIndicator"],
+    "GENERAL_EQUIPMENT": ["Manufacturer", "SoftwareVersions"],
+    "GENERAL_IMAGE": ["InstanceNumber", "ImageType", "ContentDate"],
+    "IMAGE_PLANE": ["PixelSpacing", "ImageOrientationPatient", "ImagePositionPatient"],
+    "IMAGE_PIXEL": ["Rows", "Columns", "BitsAllocated", "PixelData", "RescaleSlope"],
+    "DERIVED_FROM": ["DerivationDescription", "SourceImageSequence", "RelatedSeriesSequence"],
+    "CT_IMAGE": ["KVP", "AcquisitionNumber", "RescaleType"],
+    "PET_IMAGE": ["Units", "DecayCorrection", "ImageIndex", "FrameReferenceTime"],
+    "MR_IMAGE": ["ScanningSequence", "SequenceVariant", "EchoTime"],
+    "SECONDARY_CAPTURE": ["ConversionType", "PatientOrientation"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(MODULE_ATTRIBUTES))
+def test_module_blueprints_fill_their_modules(name: str, parent: list[Dataset]) -> None:
+    from aiodicom.factory import blueprints
+
+    module = getattr(blueprints, name)
+    # The module alone, plus what any image needs, on top of a SOP class.
+    blueprint = MINIMAL + blueprints.IMAGE_PIXEL + module
+    volume = np.zeros((4, 6, 5), np.int16)
+    ds = build_series(volume, blueprint, parent, affine=make_affine())[0]
+    for keyword in MODULE_ATTRIBUTES[name]:
+        assert keyword in ds, keyword
+        assert keyword in module, keyword
+
+
+def test_patient_and_study_come_from_the_parent(parent: list[Dataset]) -> None:
+    ds = build_series(np.zeros((1, 6, 5), np.int16), CT_SERIES, parent, affine=make_affine())[0]
+    assert (ds.PatientName, ds.PatientID, ds.PatientBirthDate) == (
+        "Doe^Jane",
+        "PID-12345",
+        "19700101",
+    )
+    assert ds.StudyDescription == "Thorax" and ds.AccessionNumber == "ACC1"
+    assert ds.KVP == 120
+    orphan = build_series(np.zeros((1, 6, 5), np.int16), CT_SERIES, affine=make_affine())[0]
+    assert orphan.PatientName == "" and orphan.StudyInstanceUID.startswith("2.25.")
+    assert "StudyDescription" not in orphan
+
+
+def test_ambiguous_dictionary_vr_is_resolved_from_the_value() -> None:
+    blueprint = (
+        MINIMAL + Static("SmallestImagePixelValue", -5) + Static("LargestImagePixelValue", 9)
+    )
+    ds = build_instance(blueprint)
+    assert ds["SmallestImagePixelValue"].VR == "SS" and ds.SmallestImagePixelValue == -5
+    assert ds["LargestImagePixelValue"].VR == "US"

@@ -151,3 +151,17 @@ def test_rgb_round_trip() -> None:
     )
     np.testing.assert_array_equal(ground.array, volume)
     assert_same_affine(ground.affine, affine)
+
+
+def test_grinder_volume_goes_back_to_dicom_in_the_same_place() -> None:
+    from factory.helpers import OBLIQUE, ct_parent
+
+    parent = ct_parent(affine=OBLIQUE)
+    volume = grinders_numpy.numpy_grinder(parent)
+    derived = build_series(volume, CT_SERIES, parent)  # a grinder Volume, no affine argument
+    again = grinders_numpy.numpy_grinder(derived)
+    assert_same_affine(again.affine, volume.affine)
+    np.testing.assert_array_equal(again.array, volume.array)
+    # Each derived slice references the parent slice at the same position.
+    for ds, source in zip(derived, volume.datasets, strict=True):
+        assert ds.SourceImageSequence[0].ReferencedSOPInstanceUID == source.SOPInstanceUID

@@ -177,39 +177,35 @@ class _Progress:
 
 def _store(args: argparse.Namespace) -> int:
     from aiodicom.codec.part10 import read_file_meta
-    from aiodicom.dimse.client import connect, contexts_for_files
+    from aiodicom.dimse.client import connect, contexts_for_encodings
     from aiodicom.runner import run
     from aiodicom.ul.negotiation import DEFAULT_MAX_PDU_LENGTH
 
     _configure_logging(args.verbose)
     files = list(iter_files(args.paths))
-    readable: list[Path] = []
+    if not files:
+        raise CliError("no files to send")
     failures: list[str] = []
+    # (SOP class, transfer syntax) -> files, read once: it decides the contexts and the batches.
+    by_encoding: dict[tuple[str, str], list[Path]] = {}
     for path in files:
         try:
-            read_file_meta(path)
+            meta = read_file_meta(path)
         except AiodicomError as exc:
             failures.append(f"{path}: not sent: {exc}")
             continue
-        readable.append(path)
-    if not files:
-        raise CliError("no files to send")
+        by_encoding.setdefault((meta.sop_class_uid, meta.transfer_syntax), []).append(path)
+    readable = sum(len(paths) for paths in by_encoding.values())
 
-    async def main() -> tuple[int, int, int]:
+    async def main() -> tuple[int, int]:
         sent = warned = 0
-        progress = _Progress(len(readable), not args.no_progress)
-        groups = contexts_for_files(readable) if readable else []
-        by_context: dict[tuple[str, str], list[Path]] = {}
-        if len(groups) > 1:
-            for path in readable:
-                meta = read_file_meta(path)
-                by_context.setdefault((meta.sop_class_uid, meta.transfer_syntax), []).append(path)
+        progress = _Progress(readable, not args.no_progress)
+        groups = contexts_for_encodings(by_encoding) if by_encoding else []
         for group in groups:
-            if len(groups) > 1:
-                classes = {abstract for abstract, _ in group}
-                batch = [p for (sop, _ts), paths in by_context.items() if sop in classes for p in paths]
-            else:
-                batch = readable
+            classes = {abstract for abstract, _ in group}
+            batch = [p for (sop, _ts), paths in by_encoding.items() if sop in classes for p in paths]
+            if not batch:
+                continue
             async with connect(
                 args.host, args.port, called_ae=args.aec, calling_ae=args.aet, contexts=group,
                 ssl=_client_ssl(args), timeouts=_timeouts(args),
@@ -230,10 +226,10 @@ def _store(args: argparse.Namespace) -> int:
                         sent += 1
                         warned += int(status.is_warning)
                     progress.step()
-        return sent, warned, len(failures)
+        return sent, warned
 
     started = time.perf_counter()
-    sent, warned, failed = run(main)
+    sent, warned = run(main)
     elapsed = time.perf_counter() - started
     for line in failures[:20]:
         print(f"failed: {line}", file=sys.stderr)
@@ -242,9 +238,9 @@ def _store(args: argparse.Namespace) -> int:
     rate = sent / elapsed if elapsed > 0 else 0.0
     print(
         f"sent {sent} of {len(files)} files to {args.host}:{args.port} ({args.aec}) in {elapsed:.2f} s "
-        f"({rate:.0f}/s); {warned} with warnings; {failed} failed"
+        f"({rate:.0f}/s); {warned} with warnings; {len(failures)} failed"
     )
-    return 0 if failed == 0 and sent == len(files) else 1
+    return 0 if not failures and sent == len(files) else 1
 
 
 # --- receive ------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from aiodicom.codec.uids import (
-    DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
+    DEFLATED_DATA_SET_SYNTAXES,
     EXPLICIT_VR_BIG_ENDIAN,
     IMPLICIT_VR_LITTLE_ENDIAN,
 )
@@ -157,6 +157,11 @@ def _skip_sequence(buf: _Buffer, pos: int, implicit: bool, big: bool) -> tuple[i
             pos += length
 
 
+def _passed(wanted: Collection[int], found: dict[int, bytes], tag: int) -> bool:
+    """True when every wanted tag was found or lies below ``tag``."""
+    return all(t in found or t < tag for t in wanted)
+
+
 def _walk(
     buf: _Buffer,
     pos: int,
@@ -168,17 +173,19 @@ def _walk(
 ) -> tuple[int, bool]:
     """Walk top-level elements from ``pos``; return (resume position, done).
 
-    ``done`` means every wanted tag was found or passed; otherwise the element
+    ``done`` means every wanted tag was found or passed (tags are sorted, so
+    a missing tag below one already seen is absent); otherwise the element
     starting at the returned position did not fit in ``buf`` (or, when the
     position is past the end, the last value did not). One ``struct`` call
     per element header: this loop is what the receiver pays per image.
     """
     n = len(buf)
     count = len(wanted)
+    tag = -1  # the last tag whose header was read
     if implicit:
         while len(found) < count:
             if pos + 8 > n:
-                return pos, False
+                return pos, _passed(wanted, found, tag)
             group, elem, length = _LE_IMPLICIT(buf, pos)
             tag = (group << 16) | elem
             if tag > max_tag:
@@ -188,12 +195,12 @@ def _walk(
                 try:
                     value_end, end = _skip_sequence(buf, value_pos, True, False)
                 except _Need:
-                    return pos, False
+                    return pos, _passed(wanted, found, tag)
             else:
                 value_end = end = value_pos + length
             if tag in wanted:
                 if value_end > n:
-                    return pos, False
+                    return pos, _passed(wanted, found, tag)
                 found[tag] = bytes(buf[value_pos:value_end])
             pos = end
         return pos, True
@@ -201,7 +208,7 @@ def _walk(
     unpack_ul = _BE_UL if big else _LE_UL
     while len(found) < count:
         if pos + 8 > n:
-            return pos, False
+            return pos, _passed(wanted, found, tag)
         group, elem, vr, length = unpack_explicit(buf, pos)
         tag = (group << 16) | elem
         if tag > max_tag:
@@ -210,7 +217,7 @@ def _walk(
             value_pos = pos + 8
         elif vr in _LONG_VRS:
             if pos + 12 > n:
-                return pos, False
+                return pos, _passed(wanted, found, tag)
             (length,) = unpack_ul(buf, pos + 8)
             value_pos = pos + 12
             if length == _UNDEFINED:
@@ -220,7 +227,7 @@ def _walk(
                     else:
                         value_end, end = _skip_sequence(buf, value_pos, False, big)
                 except _Need:
-                    return pos, False
+                    return pos, _passed(wanted, found, tag)
                 if tag in wanted:
                     found[tag] = bytes(buf[value_pos:value_end])
                 pos = end
@@ -230,15 +237,18 @@ def _walk(
         end = value_pos + length
         if tag in wanted:
             if end > n:
-                return pos, False
+                return pos, _passed(wanted, found, tag)
             found[tag] = bytes(buf[value_pos:end])
         pos = end
     return pos, True
 
 
+_PAPYRUS_3_IMPLICIT: Final = "1.2.840.10008.1.20"  # retired, implicit VR little endian
+
+
 def _syntax(transfer_syntax: str) -> tuple[bool, bool]:
     """(implicit, big endian) for an uncompressed or encapsulated syntax."""
-    if transfer_syntax == IMPLICIT_VR_LITTLE_ENDIAN:
+    if transfer_syntax == IMPLICIT_VR_LITTLE_ENDIAN or transfer_syntax == _PAPYRUS_3_IMPLICIT:
         return True, False
     if transfer_syntax == EXPLICIT_VR_BIG_ENDIAN:
         return False, True
@@ -312,7 +322,7 @@ def scan_elements(
     if not wanted:
         return ScanResult({}, True)
     max_tag = max(wanted)
-    if transfer_syntax == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
+    if transfer_syntax in DEFLATED_DATA_SET_SYNTAXES:
         return _scan_deflated(data, wanted, max_tag)
     implicit, big = _syntax(transfer_syntax)
     found: dict[int, bytes] = {}

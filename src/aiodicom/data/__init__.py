@@ -16,11 +16,17 @@ from aiodicom.data.geometry import (
     spacing_from_affine,
 )
 from aiodicom.data.lazy import Instance, LazyDataset, header_of, read_header
+from aiodicom.data.tree import DicomTree, PatientNode, SeriesNode, StudyNode, discover
 
 __all__ = [
+    "DicomTree",
     "Instance",
     "LazyDataset",
+    "PatientNode",
+    "SeriesNode",
+    "StudyNode",
     "affine_from_datasets",
+    "discover",
     "header_of",
     "lps_to_ras",
     "orientation_and_positions",

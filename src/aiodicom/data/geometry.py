@@ -141,12 +141,11 @@ def _plane(
     p = _floats(position, 3, "ImagePositionPatient")
     s = _floats(spacing, 2, "PixelSpacing")
     if o is not None:
-        row, col = np.array(o[:3]), np.array(o[3:])
-        if (
-            abs(np.linalg.norm(row) - 1) > 1e-2
-            or abs(np.linalg.norm(col) - 1) > 1e-2
-            or abs(float(row @ col)) > 1e-2
-        ):
+        # Plain floats: this runs once per frame, numpy's per-call cost would dominate.
+        rn = math.sqrt(o[0] * o[0] + o[1] * o[1] + o[2] * o[2])
+        cn = math.sqrt(o[3] * o[3] + o[4] * o[4] + o[5] * o[5])
+        dot = o[0] * o[3] + o[1] * o[4] + o[2] * o[5]
+        if abs(rn - 1) > 1e-2 or abs(cn - 1) > 1e-2 or abs(dot) > 1e-2:
             raise GeometryError(f"ImageOrientationPatient is not two orthonormal vectors: {o}")
     if s is not None and min(s) <= 0:
         raise GeometryError(f"PixelSpacing must be positive: {s}")
@@ -282,7 +281,7 @@ def affine_from_frames(frames: Sequence[FrameGeometry]) -> Affine:
         raise GeometryError("PixelSpacing is missing: the series has no patient geometry")
     assert first.orientation is not None and first.position is not None
     orientation = np.asarray(first.orientation)
-    for n, frame in enumerate(frames[1:], start=1):
+    for n, frame in enumerate(frames):
         if (frame.rows, frame.columns) != (first.rows, first.columns):
             raise GeometryError(
                 f"slice {n} is {frame.rows}x{frame.columns}, "
@@ -290,18 +289,24 @@ def affine_from_frames(frames: Sequence[FrameGeometry]) -> Affine:
             )
         if not frame.has_plane:
             raise GeometryError(f"slice {n} has no ImageOrientationPatient/ImagePositionPatient")
-        if np.max(np.abs(np.asarray(frame.orientation) - orientation)) > ORIENTATION_TOLERANCE:
-            raise GeometryError(
-                f"slice {n} has orientation {list(frame.orientation or ())}, "
-                f"slice 0 has {list(first.orientation)}"
-            )
-        if frame.pixel_spacing is None or not np.allclose(
-            frame.pixel_spacing, first.pixel_spacing, rtol=1e-4, atol=1e-6
-        ):
-            raise GeometryError(
-                f"slice {n} has pixel spacing {frame.pixel_spacing}, "
-                f"slice 0 has {first.pixel_spacing}"
-            )
+        if frame.pixel_spacing is None:
+            raise GeometryError(f"slice {n} has no PixelSpacing")
+    orientations = np.array([f.orientation for f in frames], dtype=np.float64)
+    bad = np.max(np.abs(orientations - orientation), axis=1) > ORIENTATION_TOLERANCE
+    if bad.any():
+        n = int(np.argmax(bad))
+        raise GeometryError(
+            f"slice {n} has orientation {list(frames[n].orientation or ())}, "
+            f"slice 0 has {list(first.orientation)}"
+        )
+    spacings = np.array([f.pixel_spacing for f in frames], dtype=np.float64)
+    bad = ~np.isclose(spacings, spacings[0], rtol=1e-4, atol=1e-6).all(axis=1)
+    if bad.any():
+        n = int(np.argmax(bad))
+        raise GeometryError(
+            f"slice {n} has pixel spacing {frames[n].pixel_spacing}, "
+            f"slice 0 has {first.pixel_spacing}"
+        )
     row_dir = orientation[:3] / np.linalg.norm(orientation[:3])
     col_dir = orientation[3:] / np.linalg.norm(orientation[3:])
     dy, dx = first.pixel_spacing
@@ -319,6 +324,11 @@ def affine_from_frames(frames: Sequence[FrameGeometry]) -> Affine:
                 "duplicate instances or several series mixed"
             )
         step = (positions[-1] - positions[0]) / (len(frames) - 1)
+        if float((steps @ step).min()) <= 0:
+            raise GeometryError(
+                "slices are not in order along the slice axis "
+                "(sort them with sort_by_slice_position first)"
+            )
         deviation = np.linalg.norm(steps - step, axis=1)
         tolerance = SPACING_TOLERANCE * float(np.linalg.norm(step)) + 1e-3
         if float(deviation.max()) > tolerance:

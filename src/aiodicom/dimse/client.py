@@ -106,12 +106,15 @@ def contexts_for_files(paths: Iterable[str | os.PathLike[str]]) -> list[list[Con
     (in a context of its own, since the data are sent untouched); uncompressed
     ones propose explicit and implicit VR little endian, plus their own.
     """
-    wanted: dict[tuple[str, str], None] = {}
-    for path in paths:
-        meta = read_file_meta(Path(path))
-        wanted[(meta.sop_class_uid, meta.transfer_syntax)] = None
+    return contexts_for_encodings(
+        (meta.sop_class_uid, meta.transfer_syntax) for meta in map(read_file_meta, map(Path, paths))
+    )
+
+
+def contexts_for_encodings(encodings: Iterable[tuple[str, str]]) -> list[list[ContextSpec]]:
+    """Like :func:`contexts_for_files`, from ``(SOP class, transfer syntax)`` pairs."""
     contexts: dict[tuple[str, tuple[str, ...]], None] = {}
-    for sop_class, ts in wanted:
+    for sop_class, ts in dict.fromkeys(encodings):
         if is_compressed(ts):
             contexts[(sop_class, (ts,))] = None
         else:
@@ -454,4 +457,10 @@ async def connect(
             task_group.cancel_scope.cancel()
 
 
-__all__ = ["ClientAssociation", "connect", "contexts_for_files", "default_contexts"]
+__all__ = [
+    "ClientAssociation",
+    "connect",
+    "contexts_for_encodings",
+    "contexts_for_files",
+    "default_contexts",
+]

@@ -86,12 +86,14 @@ class PixelEncoding:
         """The stored values of one slice (y, x) or (y, x, 3)."""
         if not self.rescaled:
             return image.astype(self.dtype, copy=False)
-        slope = float(self.slope)
-        intercept = float(self.intercept)
         info = np.iinfo(self.dtype)
-        scaled = np.rint((image.astype(np.float64) - intercept) / slope)
+        scaled = image.astype(np.float64)
+        scaled -= float(self.intercept)
+        scaled /= float(self.slope)
+        np.rint(scaled, out=scaled)
         # Clipping only removes float noise at the ends: the slope covers the range.
-        return np.clip(scaled, info.min, info.max).astype(self.dtype)
+        np.clip(scaled, info.min, info.max, out=scaled)
+        return scaled.astype(self.dtype)
 
     def pixel_data(self, image: npt.NDArray[Any]) -> bytes:
         """PixelData bytes (little endian, padded to even length) of one slice."""
@@ -126,7 +128,7 @@ def encode_pixels(volume: npt.NDArray[Any], *, zero_intercept: bool = False) -> 
     if kind == "f":
         if not (np.isfinite(low) and np.isfinite(high)):
             raise PixelEncodingError("the volume has NaN or infinite values")
-        exact = bool(np.all(np.mod(volume, 1) == 0))
+        exact = _all_integral(volume)
     else:
         exact = True
     low_f, high_f = float(low), float(high)
@@ -137,6 +139,11 @@ def encode_pixels(volume: npt.NDArray[Any], *, zero_intercept: bool = False) -> 
     if zero_intercept:
         return _slope_only(low_f, high_f)
     return _slope_and_intercept(low_f, high_f)
+
+
+def _all_integral(volume: npt.NDArray[Any]) -> bool:
+    """Whether every value is a whole number, slice by slice (stops at the first fraction)."""
+    return all(bool(np.all(np.mod(plane, 1) == 0)) for plane in volume)
 
 
 def _covering_slope(needed: float) -> str:

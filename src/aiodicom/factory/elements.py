@@ -211,9 +211,13 @@ class VirtualElement(ABC):
             return self.vr
         assert isinstance(self.key, BaseTag)
         try:
-            return str(dictionary_VR(self.key))
+            vr = str(dictionary_VR(self.key))
         except KeyError as exc:
             raise FactoryError(f"{self.key} is not in the data dictionary: give a VR") from exc
+        if vr == "US or SS":  # pixel-valued attributes: signed only when they must be
+            negative = isinstance(value, int) and value < 0
+            return "SS" if negative else "US"
+        return vr.split(" or ")[0]
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({describe(self.key)})"
@@ -304,9 +308,6 @@ class InstanceCopy(Copy):
     """The value of the parent instance at the same position (e.g. AcquisitionTime)."""
 
     per_instance = True
-
-    def series_value(self, env: SeriesEnvironment) -> Any:  # pragma: no cover - not called
-        return self._from(env.pivot, env)
 
     def instance_value(self, env: InstanceEnvironment) -> Any:
         return self._from(env.parent, env.series)

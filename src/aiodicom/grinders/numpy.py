@@ -18,9 +18,11 @@ what lets us allocate once, and it makes the dtype a property of the series'
 format rather than of its content.
 
 Voxel order: ``array[k, j, i]`` with k along the slice normal (ascending),
-j = row, i = column; colour images are ``(z, y, x, 3)`` RGB, not rescaled.
-``affine @ [i, j, k, 1]`` is the LPS position (mm) of that voxel's centre.
-Stored values are returned as they are (MONOCHROME1 is not inverted).
+j = row, i = column; colour images are ``(z, y, x, 3)`` RGB, not rescaled
+(YBR data is converted to RGB by pydicom). ``affine @ [i, j, k, 1]`` is the
+LPS position (mm) of that voxel's centre. Stored values are returned as they
+are: MONOCHROME1 is not inverted, PALETTE COLOR gives the palette indices.
+Float pixel data (FloatPixelData) is not supported.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
@@ -63,6 +66,7 @@ _SAME = (
     "PhotometricInterpretation",
     "SeriesInstanceUID",
 )
+_AS_STORED = frozenset({"MONOCHROME1", "MONOCHROME2", "RGB"})
 _INT_TYPES_UNSIGNED = (np.uint8, np.uint16, np.uint32, np.uint64)
 _INT_TYPES_SIGNED = (np.int8, np.int16, np.int32, np.int64)
 
@@ -351,10 +355,13 @@ def _order(sources: list[_Source], frames: list[_Frame]) -> tuple[list[_Frame], 
     """Frames in slice order and whether patient geometry is known."""
     with_plane = [f.geometry.has_plane for f in frames]
     if all(with_plane):
-        normal = slice_normal(frames[0].geometry.orientation or ())
-        keyed = [(float(normal @ np.asarray(f.geometry.position)), f) for f in frames]
-        keyed.sort(key=lambda item: item[0])
-        return [f for _, f in keyed], True
+        nx, ny, nz = (float(v) for v in slice_normal(frames[0].geometry.orientation or ()))
+
+        def along(frame: _Frame) -> float:
+            x, y, z = frame.geometry.position or (0.0, 0.0, 0.0)
+            return nx * x + ny * y + nz * z
+
+        return sorted(frames, key=along), True
     if any(with_plane):
         raise GeometryError(
             "some instances have ImageOrientationPatient/ImagePositionPatient and others "
@@ -415,28 +422,26 @@ def numpy_grinder(instances: Iterable[Instance]) -> Volume:
     by_source: dict[int, list[tuple[int, _Frame]]] = {}
     for k, frame in enumerate(ordered):
         by_source.setdefault(frame.source, []).append((k, frame))
+    # Only these are stored as we return them; YBR and palette data go through
+    # pydicom, which converts YBR to RGB.
+    native_ok = str(header.get("PhotometricInterpretation", "")) in _AS_STORED
     for s, placed in by_source.items():
         source = sources[s]
-        if source.location is not None:
+        if native_ok and source.location is not None:
             reader.from_file(source.location, placed)
             continue
-        if source.dataset is not None:
-            native = _native_bytes(source.dataset)
-            if native is not None:
-                reader.from_bytes(native[0], native[1], placed)
-                continue
-            reader.from_array(_decode_with_pydicom(source.dataset), placed)
-            continue
-        if source.lazy is not None:
-            full = source.lazy.dataset
-        else:
-            assert source.path is not None
-            import pydicom
-
-            full = pydicom.dcmread(source.path)
+        full = source.dataset
+        if full is None:
+            full = source.lazy.dataset if source.lazy is not None else dcmread(source.path or "")
         if "PixelData" not in full:
-            raise PixelDecodeError(f"instance {s} has no PixelData")
-        reader.from_array(_decode_with_pydicom(full), placed)
+            raise PixelDecodeError(
+                f"instance {s} has no (integer) PixelData; float pixel data is not supported"
+            )
+        native = _native_bytes(full) if native_ok else None
+        if native is not None:
+            reader.from_bytes(native[0], native[1], placed)
+        else:
+            reader.from_array(_decode_with_pydicom(full), placed)
 
     seen: dict[int, None] = {}
     for frame in ordered:
