@@ -25,7 +25,6 @@ scripts to make their data). Every process is started and stopped by PID; nothin
 from __future__ import annotations
 
 import argparse
-import functools
 import io
 import json
 import os
@@ -33,7 +32,6 @@ import platform
 import pstats
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -49,41 +47,20 @@ from typing import Any, TextIO
 from aiodicom.codec.part10 import read_file_meta
 
 REPO = Path(__file__).resolve().parents[1]
+# The tests' peer helpers are plain standard library: share them rather than copy them
+# (free ports, readiness waits, TCP_NODELAY, finding DCMTK's binaries).
+sys.path.insert(0, str(REPO / "tests"))
+
+from peers import LOCALHOST as LOCALHOST  # noqa: E402
+from peers import dcmtk, free_port, wait_for_port  # noqa: E402
+from peers import peer_env as env  # noqa: E402
+
 RESULTS_DIR = REPO / "benchmarks" / "results"
-LOCALHOST = "127.0.0.1"
 READY_TIMEOUT = 15.0
 STOP_GRACE = 20.0
 
 
 # --- processes ----------------------------------------------------------------
-
-
-def env() -> dict[str, str]:
-    """Our environment plus TCP_NODELAY=1 (Debian's DCMTK needs it, see README)."""
-    result = dict(os.environ)
-    result["TCP_NODELAY"] = "1"
-    return result
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((LOCALHOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        if process.poll() is not None:
-            raise RuntimeError(f"exited with {process.returncode} before port {port} opened")
-        try:
-            with socket.create_connection((LOCALHOST, port), timeout=0.5):
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"port {port} did not open within {timeout} s") from None
-            time.sleep(0.02)
 
 
 def cpu_seconds_so_far(pid: int) -> float:
@@ -196,20 +173,6 @@ def stop(process: subprocess.Popen[bytes], grace: float = STOP_GRACE) -> Reaped:
 DCMTK_NAMES = frozenset({"storescp", "storescu", "echoscu", "findscu", "movescu", "getscu"})
 
 
-@functools.cache
-def dcmtk(tool: str) -> str | None:
-    """Absolute path of DCMTK's ``tool`` on PATH, skipping pynetdicom's same-named scripts."""
-    for folder in os.environ.get("PATH", os.defpath).split(os.pathsep):
-        found = shutil.which(tool, path=folder)
-        if found is None:
-            continue
-        with open(found, "rb") as fp:
-            head = fp.read(4096)
-        if not (head.startswith(b"#!") and b"pynetdicom" in head):
-            return os.path.abspath(found)
-    return None
-
-
 def popen(
     command: Sequence[str], log: TextIO, *, watch_rss: bool = False
 ) -> subprocess.Popen[bytes]:
@@ -314,7 +277,7 @@ def measure_receiver(
     with log_path.open("w") as log:
         process = popen(receiver.render(round_, port=port, out=out), log, watch_rss=True)
         try:
-            wait_for_port(port, process, READY_TIMEOUT)
+            wait_for_port(port, process=process, timeout=READY_TIMEOUT)
             cpu_at_ready = cpu_seconds_so_far(process.pid)
             started = time.perf_counter()
             senders = [popen([p.format(port=port) for p in cmd], log) for cmd in sender_commands]
@@ -367,7 +330,7 @@ def measure_sender(
     with log_path.open("w") as log:
         receiver = popen([p.format(port=port) for p in receiver_command], log)
         try:
-            wait_for_port(port, receiver, READY_TIMEOUT)
+            wait_for_port(port, process=receiver, timeout=READY_TIMEOUT)
             started = time.perf_counter()
             process = popen(sender.render(round_, port=port), log, watch_rss=True)
             reaped = reap(process, timeout=sender_timeout)
@@ -614,8 +577,19 @@ def ratio_table(ratios: Sequence[Ratio]) -> str:
         else:
             target = f">= {r.target}x"
             met = "n/a" if r.median != r.median else ("yes" if r.median >= r.target else "NO")
-        lines.append(f"| {r.label} | {_fmt(r.median)}x | {_fmt(r.best)}x | {target} | {met} |")
+        median, best = (_fmt(v) + ("x" if v == v else "") for v in (r.median, r.best))
+        lines.append(f"| {r.label} | {median} | {best} | {target} | {met} |")
     return "\n".join(lines)
+
+
+def apply_only(contenders: Sequence[Contender], only: str | None) -> None:
+    """Leave out the contenders ``--only`` did not name (handy while tuning one of them)."""
+    if not only:
+        return
+    wanted = {name.strip() for name in only.split(",")}
+    for contender in contenders:
+        if contender.name not in wanted and contender.available:
+            contender.available, contender.why_unavailable = False, "left out by --only"
 
 
 def unavailable_note(contenders: Sequence[Contender]) -> str:
@@ -637,6 +611,13 @@ def parser(description: str) -> argparse.ArgumentParser:
         "goes, not for figures); profiles go to RESULTS_DIR/profiles",
     )
     p.add_argument("--rounds", type=int, default=None, help="rounds per contender")
+    p.add_argument(
+        "--only",
+        default=None,
+        metavar="NAME[,NAME...]",
+        help="measure only these contenders (e.g. 'aiodicom,storescp'); the others are "
+        "listed as not measured",
+    )
     p.add_argument("--results-dir", type=Path, default=RESULTS_DIR, help="where the JSON goes")
     p.add_argument(
         "--workdir", type=Path, default=None, help="scratch folder (default: a temp dir)"

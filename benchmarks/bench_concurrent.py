@@ -30,6 +30,7 @@ def main() -> int:
     profiles = h.profile_dir(args)
     contenders = h.common_contenders(profiles)
     receivers = [contenders["aiodicom"], contenders["storescp"]]
+    h.apply_only(receivers, args.only)
     report = ["## bench_concurrent", ""]
     payload: dict[str, object] = {"rounds": rounds, "quick": args.quick}
     ok = True

@@ -40,7 +40,7 @@ def main() -> int:
     cli.add_argument("--size-mb", type=int, default=None, help="instance size (default 1024)")
     args = cli.parse_args()
     h.require_dcmtk()
-    rounds = args.rounds or (1 if args.quick else 2)
+    rounds = args.rounds or (1 if args.quick else 3)
     size_mb = args.size_mb or (32 if args.quick else 1024)
     contenders = h.common_contenders(h.profile_dir(args))
     receivers = [
@@ -53,6 +53,7 @@ def main() -> int:
             contenders["storescp"].why_unavailable,
         ),
     ]
+    h.apply_only(receivers, args.only)
     ok = True
     with h.scratch(args.workdir) as work:
         source = write_large_multiframe(work / "large" / "large.dcm", size_bytes=size_mb << 20)

@@ -50,6 +50,10 @@ def _child(method: str, folder: str) -> None:
     else:
         array = np.zeros((0,), np.uint8)
     seconds = time.perf_counter() - start
+    # Outside the timed region: both methods must have produced the same HU values.
+    checksum = int(array.sum(dtype=np.int64))
+    if method == "pydicom":
+        checksum += sum(int(float(d.RescaleIntercept)) for d in datasets) * array[0].size
     print(
         json.dumps(
             {
@@ -57,6 +61,7 @@ def _child(method: str, folder: str) -> None:
                 "shape": list(array.shape),
                 "dtype": str(array.dtype),
                 "nbytes": int(array.nbytes),
+                "checksum": checksum,
             }
         )
     )
@@ -106,6 +111,10 @@ def main() -> None:
             for method in METHODS:
                 runs[method].append(_run(method, folder))
 
+    checksums = {r["checksum"] for m in ("grinder", "pydicom") for r in runs[m]}
+    if len(checksums) != 1:
+        raise SystemExit(f"the methods disagree on the voxel values: checksums {checksums}")
+    print("voxel values agree (rescaled checksums equal)")
     base_rss = statistics.median(r["maxrss_bytes"] for r in runs["imports"])
     summary = {}
     for method in ("grinder", "pydicom"):

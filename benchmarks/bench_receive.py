@@ -24,11 +24,12 @@ from aiodicom.synthetic import write_study  # noqa: E402
 def main() -> int:
     args = h.parser(__doc__.splitlines()[0]).parse_args()
     h.require_dcmtk()
-    rounds = args.rounds or (1 if args.quick else 3)
+    rounds = args.rounds or (1 if args.quick else 5)
     ct_count = 20 if args.quick else 500
     small_count = 50 if args.quick else 2000
     profiles = h.profile_dir(args)
     contenders = h.common_contenders(profiles)
+    h.apply_only(list(contenders.values()), args.only)
     report = ["## bench_receive", ""]
     payload: dict[str, object] = {"rounds": rounds, "quick": args.quick}
     ok = True

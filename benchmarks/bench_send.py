@@ -24,7 +24,7 @@ SINK = ["storescp", "--ignore", "-aet", "SINK", "{port}"]
 def main() -> int:
     args = h.parser(__doc__.splitlines()[0]).parse_args()
     h.require_dcmtk()
-    rounds = args.rounds or (1 if args.quick else 3)
+    rounds = args.rounds or (1 if args.quick else 5)
     ct_count = 20 if args.quick else 500
     small_count = 50 if args.quick else 2000
     report = ["## bench_send", ""]
@@ -53,6 +53,7 @@ def main() -> int:
                 ours.profile_dir = profiles / f"send-{key}"
                 ours.profile_dir.mkdir(exist_ok=True)
             senders = [ours, h.Contender("storescu", h.storescu(folder, called="SINK"))]
+            h.apply_only(senders, args.only)
             print(f"{title}:", file=sys.stderr)
 
             def measure(c: h.Contender, r: int, files: list[Path] = files) -> h.Run:

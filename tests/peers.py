@@ -10,11 +10,17 @@ Peers write their output to an anonymous temporary file rather than a pipe (a ch
 blocks on a full pipe that nobody reads); ``Peer.output()`` reads it back for assertions
 and failure messages.
 
+DCMTK tools are run by absolute path (:func:`dcmtk`): pynetdicom installs scripts with the
+same names (``storescu``, ``echoscu``, ...) into the virtual environment, first on PATH
+under ``./dev``, and a bare name would quietly test against pynetdicom instead. Pass bare
+names to :func:`run_dcmtk`; it resolves them.
+
 Import as ``from peers import ...`` (pytest puts ``tests/`` on ``sys.path``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import os
 import shutil
@@ -37,9 +43,14 @@ DCMTK_TOOLS = (
     "storescp",
     "storescu",
     "echoscu",
+    "findscu",
+    "movescu",
+    "getscu",
     "dcmdump",
     "dcmcjpeg",
+    "dcmdjpeg",
     "dcmcrle",
+    "dcmdrle",
     "dcmqrscp",
     "dcmqridx",
 )
@@ -49,7 +60,7 @@ STOP_GRACE = 5.0
 
 
 class PeerError(RuntimeError):
-    """A peer did not start, or died before it was ready; the message holds its output."""
+    """A peer did not start or a tool failed (or is missing); the message holds its output."""
 
 
 def _is_dcmtk_binary(path: str) -> bool:
@@ -167,6 +178,7 @@ class Peer:
     host: str
     args: tuple[str, ...]
     _log: IO[bytes]
+    _final_output: str | None = None
 
     @property
     def pid(self) -> int:
@@ -178,7 +190,12 @@ class Peer:
         return self.process.poll()
 
     def output(self) -> str:
-        """Everything the peer printed so far (stdout and stderr interleaved)."""
+        """Everything the peer printed so far (stdout and stderr interleaved).
+
+        Still available after the peer was stopped, for assertion messages.
+        """
+        if self._final_output is not None:
+            return self._final_output
         fd = self._log.fileno()
         size = os.fstat(fd).st_size
         # pread leaves the shared file offset alone, so the peer keeps appending correctly.
@@ -220,6 +237,7 @@ def run_peer(
         yield peer
     finally:
         stop_process(process, grace)
+        peer._final_output = peer.output()
         log.close()
 
 
@@ -301,6 +319,43 @@ def run_dcmtk(
         text=True,
         env=peer_env(),
         timeout=timeout,
+    )
+    if check and result.returncode != 0:
+        raise PeerError(
+            f"{' '.join(args)} exited with {result.returncode}\n{result.stdout}{result.stderr}"
+        )
+    return result
+
+
+async def run_dcmtk_async(
+    args: Sequence[str], *, timeout: float = 60.0, check: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """:func:`run_dcmtk` for async tests: the event loop keeps serving while DCMTK runs.
+
+    A test whose aiodicom server runs in the same event loop cannot block in
+    ``subprocess.run``; this awaits the child instead (asyncio subprocess, no thread).
+    On timeout the child is killed and reaped, then ``subprocess.TimeoutExpired`` is raised
+    like ``subprocess.run`` does.
+    """
+    command = _resolve_dcmtk(args)
+    process = await asyncio.create_subprocess_exec(
+        *command,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=peer_env(),
+    )
+    try:
+        out, err = await asyncio.wait_for(process.communicate(), timeout)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise subprocess.TimeoutExpired(command, timeout) from None
+    result = subprocess.CompletedProcess(
+        command,
+        process.returncode if process.returncode is not None else -1,
+        out.decode("utf-8", "replace"),
+        err.decode("utf-8", "replace"),
     )
     if check and result.returncode != 0:
         raise PeerError(

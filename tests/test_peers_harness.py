@@ -6,8 +6,10 @@ pynetdicom before aiodicom is in the loop, so a failure here is a harness proble
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
+import subprocess
 import sys
 from pathlib import Path
 
@@ -26,6 +28,7 @@ from peers import (
     free_port,
     pynetdicom_storescp,
     run_dcmtk,
+    run_dcmtk_async,
     run_peer,
     run_pynetdicom,
     storescp,
@@ -66,10 +69,12 @@ def test_run_peer_kills_a_peer_that_ignores_sigterm() -> None:
         f"s = socket.create_server(('{LOCALHOST}', {port}))\n"
         "time.sleep(60)\n"
     )
+    script = "print('ignoring SIGTERM', flush=True)\n" + script
     with run_peer([sys.executable, "-c", script], port, grace=0.5) as peer:
         assert peer.returncode is None
     assert peer.returncode == -9
     assert not _accepts(port)
+    assert peer.output() == "ignoring SIGTERM\n"  # kept after the stop
 
 
 @pytest.mark.dcmtk
@@ -225,3 +230,36 @@ def test_dcmtk_tools_are_never_pynetdicoms_same_named_scripts(
 def test_run_dcmtk_runs_the_real_dcmtk() -> None:
     result = run_dcmtk(["storescu", "--version"], check=True)
     assert "dcmtk" in (result.stdout + result.stderr).lower()
+
+
+@pytest.mark.dcmtk
+def test_run_dcmtk_async_lets_the_event_loop_serve_meanwhile() -> None:
+    """echoscu reaches a TCP listener running in the same event loop as the await."""
+
+    async def scenario() -> tuple[subprocess.CompletedProcess[str], int]:
+        connections = 0
+
+        async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal connections
+            connections += 1
+            await reader.read(6)  # the A-ASSOCIATE-RQ header; then hang up
+            writer.close()
+
+        server = await asyncio.start_server(accept, LOCALHOST, 0)
+        port = server.sockets[0].getsockname()[1]
+        async with server:
+            result = await run_dcmtk_async(["echoscu", LOCALHOST, str(port)], timeout=30)
+        return result, connections
+
+    result, connections = asyncio.run(scenario())
+    assert connections == 1
+    assert result.returncode != 0  # no association, but it did connect to us
+
+
+@pytest.mark.dcmtk
+def test_run_dcmtk_async_kills_a_tool_that_overruns(tmp_path: Path) -> None:
+    port = free_port()
+    with pytest.raises(subprocess.TimeoutExpired):
+        # storescp never exits by itself: a stand-in for a hung client tool.
+        asyncio.run(run_dcmtk_async(["storescp", "--ignore", str(port)], timeout=0.5))
+    assert _accepts(port) is False

@@ -8,6 +8,7 @@ import os
 import shutil
 import struct
 import subprocess
+import warnings
 import zlib
 from pathlib import Path
 from typing import Any
@@ -146,7 +147,9 @@ def test_identical_to_pydicoms_meta_writer(source_ae: str | None, instance: str)
 
 @settings(deadline=None)
 @given(
-    st.from_regex(r"[1-9][0-9]{0,20}(\.(0|[1-9][0-9]{0,10})){1,5}", fullmatch=True),
+    st.from_regex(r"[1-9][0-9]{0,20}(\.(0|[1-9][0-9]{0,10})){1,5}", fullmatch=True).filter(
+        lambda uid: len(uid) <= 64
+    ),
     st.none() | st.from_regex(r"[A-Z0-9_]{1,16}", fullmatch=True),
 )
 def test_padding_and_group_length(instance: str, source_ae: str | None) -> None:
@@ -363,6 +366,13 @@ def test_unreadable_files(data: bytes, pattern: str) -> None:
 def test_missing_file_is_a_dicom_file_error(tmp_path: Path) -> None:
     with pytest.raises(DicomFileError, match="cannot open"):
         read_file_meta(tmp_path / "nope.dcm")
+    with pytest.raises(DicomFileError, match="cannot open"):
+        read_file_meta(tmp_path)  # a directory
+
+
+def test_non_contiguous_buffer_is_a_dicom_file_error() -> None:
+    with pytest.raises(DicomFileError, match="non-contiguous"):
+        read_file_meta(memoryview(SAMPLE_FILE + SAMPLE_FILE)[::2])
 
 
 SAMPLE_FILE = part10(sample_dataset(), uids.EXPLICIT_VR_LITTLE_ENDIAN)[0]
@@ -453,24 +463,32 @@ def test_transcode_between_uncompressed_syntaxes(from_ts: str, to_ts: str) -> No
 
 
 @dcmtk
-def test_transcode_to_big_endian_agrees_with_dcmconv(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("option", "to_ts"),
+    [
+        ("+tb", uids.EXPLICIT_VR_BIG_ENDIAN),
+        ("+ti", uids.IMPLICIT_VR_LITTLE_ENDIAN),
+        ("+td", uids.DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN),
+    ],
+)
+def test_transcode_agrees_with_dcmconv(tmp_path: Path, option: str, to_ts: str) -> None:
     original = word_dataset()
     source = tmp_path / "le.dcm"
     data, offset = part10(original, uids.EXPLICIT_VR_LITTLE_ENDIAN)
     source.write_bytes(data)
-    target = tmp_path / "be.dcm"
-    assert run_dcmtk("dcmconv", "+tb", str(source), str(target)).returncode == 0
+    target = tmp_path / "out.dcm"
+    assert run_dcmtk("dcmconv", option, str(source), str(target)).returncode == 0
     theirs = target.read_bytes()
-    theirs_ds = decoded(
-        theirs[read_file_meta(theirs).dataset_offset :], uids.EXPLICIT_VR_BIG_ENDIAN
-    )
-    ours_ds = decoded(
-        transcode(data[offset:], uids.EXPLICIT_VR_LITTLE_ENDIAN, uids.EXPLICIT_VR_BIG_ENDIAN),
-        uids.EXPLICIT_VR_BIG_ENDIAN,
-    )
+    meta = read_file_meta(theirs)
+    assert meta.transfer_syntax == to_ts
+    theirs_ds = decoded(theirs[meta.dataset_offset :], to_ts)
+    ours_ds = decoded(transcode(data[offset:], uids.EXPLICIT_VR_LITTLE_ENDIAN, to_ts), to_ts)
     assert ours_ds[0x7FE00010].value == theirs_ds[0x7FE00010].value
     assert ours_ds[0x00181638].value == theirs_ds[0x00181638].value
     assert ours_ds == theirs_ds
+    check_same_content(
+        transcode(data[offset:], uids.EXPLICIT_VR_LITTLE_ENDIAN, to_ts), to_ts, original
+    )
 
 
 @pytest.mark.parametrize(
@@ -498,3 +516,44 @@ def test_transcode_refuses_compressed(from_ts: str, to_ts: str, pattern: str) ->
 def test_transcode_garbage(data: bytes, from_ts: str) -> None:
     with pytest.raises(DicomFileError):
         transcode(data, from_ts, uids.EXPLICIT_VR_BIG_ENDIAN)
+
+
+def test_non_conformant_implicit_vr_meta_is_read() -> None:
+    """Some old writers encode group 0002 in implicit VR; pydicom reads those too."""
+
+    def element(elem: int, value: bytes) -> bytes:
+        return struct.pack("<HHI", 2, elem, len(value)) + value
+
+    ds = sample_dataset("1.2.3.4.5.6")
+    meta = (
+        element(0x0002, CT.encode() + b"\0")
+        + element(0x0003, b"1.2.3.4.5.6\0")
+        + element(0x0010, uids.EXPLICIT_VR_LITTLE_ENDIAN.encode())
+    )
+    data = PREAMBLE + meta + encode_dataset(ds, uids.EXPLICIT_VR_LITTLE_ENDIAN)
+    expected = FileMeta(CT, "1.2.3.4.5.6", uids.EXPLICIT_VR_LITTLE_ENDIAN, 132 + len(meta))
+    assert read_file_meta(data) == expected
+    with pytest.warns(UserWarning, match="implicit VR"):
+        read = dcmread(io.BytesIO(data))
+    assert read.file_meta.TransferSyntaxUID == expected.transfer_syntax
+    assert read.PatientID == ds.PatientID
+
+
+TRANSCODE_SAMPLE = encode_dataset(word_dataset(), uids.EXPLICIT_VR_LITTLE_ENDIAN)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data(), st.sampled_from(ALL_UNCOMPRESSED), st.sampled_from(ALL_UNCOMPRESSED))
+def test_transcode_damaged_input_only_raises_dicom_file_error(
+    data: st.DataObject, from_ts: str, to_ts: str
+) -> None:
+    buffer = bytearray(TRANSCODE_SAMPLE)
+    cut = data.draw(st.integers(0, len(buffer)))
+    for _ in range(data.draw(st.integers(0, 4))):
+        buffer[data.draw(st.integers(0, len(buffer) - 1))] = data.draw(st.integers(0, 255))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom warns about the values it tolerates
+        try:
+            transcode(bytes(buffer[:cut]), from_ts, to_ts)
+        except DicomFileError:
+            pass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -118,3 +119,34 @@ def test_to_nifti_refuses_an_inconsistent_series(
     assert main(["to-nifti", str(tmp_path / "s"), str(tmp_path / "o.nii")]) == 1
     assert "uneven slice spacing" in capsys.readouterr().err
     assert not (tmp_path / "o.nii").exists()
+
+
+def test_show_a_file_without_pixels(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ds = synth.make_series(np.zeros((1, 2, 2), np.uint16))[0]
+    for keyword in ("PixelData", "Rows", "Columns"):
+        delattr(ds, keyword)
+    path = synth.write([ds], tmp_path)[0]
+    assert main(["show", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert out.rstrip().endswith("pixels: none")
+
+
+@pytest.mark.dcmtk
+@pytest.mark.skipif(shutil.which("dcmcjpeg") is None, reason="DCMTK dcmcjpeg not installed")
+def test_show_still_prints_the_header_when_pixels_cannot_be_decoded(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, _, paths = _ct_folder(tmp_path, 1)
+    jpeg = tmp_path / "jpeg.dcm"
+    subprocess.run(["dcmcjpeg", "+e1", str(paths[0]), str(jpeg)], check=True, capture_output=True)
+    assert main(["show", "--width", "0", str(jpeg)]) == 0
+    out = capsys.readouterr().out
+    assert "(0010,0020) LO PatientID: SYNTH01" in out
+    assert "JPEG Lossless" in out
+    try:
+        import pylibjpeg  # noqa: F401
+    except ImportError:
+        assert "values: not decoded (cannot decode pixel data" in out
+        assert "aiodicom[codecs]" in out
+    else:
+        assert "values: int16" in out

@@ -108,6 +108,7 @@ def test_gantry_tilt_gives_a_sheared_affine() -> None:
         (lambda d: delattr(d[1], "ImagePositionPatient"), "ImagePositionPatient"),
         (lambda d: setattr(d[0], "ImageOrientationPatient", [1, 0, 0, 1, 0, 0]), "orthonormal"),
         (lambda d: setattr(d[0], "ImagePositionPatient", [1, 2]), "3"),
+        (lambda d: setattr(d[0], "ImagePositionPatient", "7"), "has 1 values, expected 3"),
     ],
     ids=[
         "orientation",
@@ -118,6 +119,7 @@ def test_gantry_tilt_gives_a_sheared_affine() -> None:
         "no-position",
         "degenerate",
         "short",
+        "single",
     ],
 )
 def test_inconsistent_series_are_rejected(mutate, message: str) -> None:  # type: ignore[no-untyped-def]

@@ -98,3 +98,21 @@ def test_tree_grinder_accepts_lazy_datasets(tmp_path: Path) -> None:
     paths = synth.write(_series(2) + _series(3), tmp_path)
     tree = tree_grinder([LazyDataset(p) for p in paths])
     assert sorted(len(s) for s in tree.series()) == [2, 3]
+
+
+def test_data_layer_never_pulls_in_the_network_stack() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, aiodicom.data, aiodicom.grinders, aiodicom.grinders.numpy, "
+        "aiodicom.grinders.nifti\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[:2] in "
+        "(['aiodicom', 'ul'], ['aiodicom', 'transport'], ['aiodicom', 'dimse']) "
+        "or m.startswith('pynetdicom'))\n"
+        "print(bad)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "[]"

@@ -5,11 +5,14 @@ from __future__ import annotations
 import random
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pydicom
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydicom.uid import (
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
@@ -246,7 +249,7 @@ def _mutated(mutate) -> list:  # type: ignore[no-untyped-def]
         (
             lambda d: [setattr(x, "BitsAllocated", 12) for x in d],
             PixelDecodeError,
-            "BitsAllocated 12",
+            "cannot decode pixel data",
         ),
     ],
     ids=["series", "bits", "sign", "geometry", "gap", "truncated", "empty", "bits12"],
@@ -292,3 +295,174 @@ def test_float_pixel_data_is_refused_clearly(tmp_path: Path) -> None:
     for source in ([ds], synth.write([ds], tmp_path)):
         with pytest.raises(PixelDecodeError, match="float pixel data"):
             numpy_grinder(source)
+
+
+@pytest.mark.parametrize(
+    "transfer_syntax", [ImplicitVRLittleEndian, ExplicitVRLittleEndian, ExplicitVRBigEndian]
+)
+def test_fast_attribute_reads_match_pydicom(tmp_path: Path, transfer_syntax: str) -> None:
+    # The grinder decodes a few raw elements itself for speed; it must agree with pydicom.
+    from aiodicom.data import _values
+    from aiodicom.data.lazy import read_header
+
+    stored = synth.ramp((2, 3, 4), np.uint32, 0, 2**32 - 1)
+    datasets = synth.make_series(
+        stored, synth.make_affine(rot=OBLIQUE), slopes=0.25, intercepts=-3, bits_stored=32
+    )
+    datasets[0].SpacingBetweenSlices = ""  # empty: absent for us, "" for pydicom
+    datasets[0].RescaleSlope = "1\\\\2"  # malformed DS: pydicom decides
+    path = synth.write(datasets, tmp_path, transfer_syntax=transfer_syntax)[0]
+    attrs = [a for a in vars(_values).values() if isinstance(a, _values.Attr)]
+    assert len(attrs) >= 15
+    for attr in attrs:
+        header, _ = read_header(path)
+        ours = _values.value(header, attr)
+        reference, _ = read_header(path)
+        theirs = reference.get(attr.keyword)
+        if theirs in (None, ""):
+            assert ours is None, attr.keyword
+        elif attr.keyword == "RescaleSlope":  # malformed: pydicom's own value
+            assert list(ours) == list(theirs) == ["1", "", "2"]
+        elif attr.vr in ("DS", "IS") and not isinstance(ours, (int, float)):
+            assert [float(x) for x in ours] == [float(x) for x in theirs], attr.keyword
+        else:
+            assert ours == theirs, attr.keyword
+
+
+def test_malformed_rescale_is_refused_not_guessed() -> None:
+    datasets = synth.make_series(np.zeros((2, 2, 2), np.uint16), slopes=1, intercepts=0)
+    datasets[1].RescaleSlope = "1\\2"
+    with pytest.raises(InconsistentSeriesError, match="RescaleSlope is not a number"):
+        numpy_grinder(datasets)
+
+
+def test_benchmark_script_runs_and_checks_values() -> None:
+    # No speed asserted: this only keeps benchmarks/bench_numpy_grinder.py working.
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_numpy_grinder.py"
+    result = subprocess.run(
+        [sys.executable, str(script), "--slices", "3", "--size", "16", "--repeat", "1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "voxel values agree" in result.stdout
+    assert "int16 volume (3, 16, 16)" in result.stdout
+
+
+def _classic_multiframe(stored: np.ndarray, affine: np.ndarray, spacing: bool) -> object:
+    """A multi-frame image without functional groups (NM / legacy style)."""
+    first = synth.make_series(stored[:1], affine)[0]
+    first.NumberOfFrames = stored.shape[0]
+    if spacing:
+        first.SpacingBetweenSlices = f"{np.linalg.norm(affine[:3, 2]):.10g}"
+    first.PixelData = stored.tobytes()
+    return first
+
+
+def test_classic_multiframe_follows_spacing_between_slices() -> None:
+    stored = synth.ramp((4, 3, 5), np.uint16, 0, 4095, seed=13)
+    affine = synth.make_affine((3.5, 1.0, 2.0), rot=OBLIQUE)
+    volume = numpy_grinder([_classic_multiframe(stored, affine, spacing=True)])
+    assert volume.geometry_known
+    np.testing.assert_allclose(volume.affine, affine, atol=1e-4)
+    np.testing.assert_array_equal(volume.array, stored)
+
+
+def test_classic_multiframe_without_spacing_has_nominal_geometry() -> None:
+    stored = synth.ramp((4, 3, 5), np.uint16, 0, 4095, seed=14)
+    volume = numpy_grinder([_classic_multiframe(stored, synth.make_affine(), spacing=False)])
+    assert not volume.geometry_known
+    np.testing.assert_array_equal(volume.array, stored)  # stored frame order
+
+
+@pytest.mark.parametrize(
+    "transfer_syntax", [ImplicitVRLittleEndian, ExplicitVRLittleEndian, ExplicitVRBigEndian]
+)
+def test_project_multiframe_secondary_capture(tmp_path: Path, transfer_syntax: str) -> None:
+    path = synthetic.write_large_multiframe(
+        tmp_path / "mf.dcm",
+        size_bytes=3 * 16 * 8 * 2,
+        rows=16,
+        columns=8,
+        transfer_syntax=transfer_syntax,
+    )
+    volume = numpy_grinder([path])
+    assert volume.array.shape == (3, 16, 8)
+    assert not volume.geometry_known
+    np.testing.assert_array_equal(volume.array, pydicom.dcmread(path).pixel_array)
+
+
+def test_one_bit_masks_are_unpacked() -> None:
+    from pydicom.pixels import pack_bits
+
+    mask = synth.ramp((3, 4, 8), np.uint8, 0, 1, seed=15)
+    datasets = synth.make_series(mask)
+    for ds, frame in zip(datasets, mask, strict=True):
+        ds.BitsAllocated = ds.BitsStored = 1
+        ds.HighBit = 0
+        ds.PixelData = pack_bits(frame)
+    volume = numpy_grinder(datasets[::-1])
+    assert volume.array.dtype == np.uint8
+    np.testing.assert_array_equal(volume.array, mask)
+
+
+_STORED = {
+    np.uint8: (0, 255),
+    np.int8: (-128, 127),
+    np.uint16: (0, 65535),
+    np.int16: (-32768, 32767),
+}
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    dtype=st.sampled_from(sorted(_STORED, key=str)),
+    slope=st.sampled_from([None, 1, 2, -1, 3]),
+    intercept=st.integers(-70000, 70000),
+    shape=st.tuples(st.integers(1, 4), st.integers(1, 5), st.integers(1, 5)),
+    seed=st.integers(0, 2**16),
+)
+def test_any_integer_rescale_is_exact_in_the_smallest_dtype(  # type: ignore[no-untyped-def]
+    dtype, slope, intercept, shape, seed
+) -> None:
+    lo, hi = _STORED[dtype]
+    stored = synth.ramp(shape, dtype, lo, hi, seed)
+    datasets = synth.make_series(stored, slopes=slope, intercepts=intercept if slope else None)
+    random.Random(seed).shuffle(datasets)
+    volume = numpy_grinder(datasets)
+    expected = stored.astype(np.int64) * (slope or 1) + (intercept if slope else 0)
+    np.testing.assert_array_equal(volume.array.astype(np.int64), expected)
+    # Smallest: the declared range does not fit the next smaller type of that kind.
+    ends = [v * (slope or 1) + (intercept if slope else 0) for v in (lo, hi)]
+    out = volume.array.dtype
+    assert np.iinfo(out).min <= min(ends) and max(ends) <= np.iinfo(out).max
+    if out.itemsize > 1:
+        smaller = np.dtype(f"{out.kind}{out.itemsize // 2}")
+        info = np.iinfo(smaller)
+        assert min(ends) < info.min or max(ends) > info.max
+    if out.kind == "i":  # signed only when something is negative
+        assert min(ends) < 0
+
+
+@pytest.mark.dcmtk
+@pytest.mark.skipif(shutil.which("dcmconv") is None, reason="DCMTK not installed")
+@pytest.mark.parametrize(
+    "tool",
+    [["dcmconv", "+ti"], ["dcmconv", "+te"], ["dcmconv", "+tb"], ["dcmconv", "+td"], ["dcmcrle"]],
+    ids=["implicit", "explicit", "big-endian", "deflated", "rle"],
+)
+def test_files_written_by_dcmtk(tmp_path: Path, tool: list[str]) -> None:
+    # An independent writer: our byte-level pixel location must hold for its files too.
+    stored = synth.ramp((3, 7, 5), np.int16, -2000, 2000, seed=16)
+    affine = synth.make_affine((1.5, 0.9, 0.6), rot=OBLIQUE)
+    paths = synth.write(synth.make_series(stored, affine, slopes=2, intercepts=7), tmp_path / "in")
+    converted = []
+    for path in paths:
+        out = tmp_path / f"dcmtk-{path.name}"
+        subprocess.run([*tool, str(path), str(out)], check=True, capture_output=True)
+        converted.append(out)
+    volume = numpy_grinder(converted[::-1])
+    np.testing.assert_array_equal(volume.array, stored.astype(np.int32) * 2 + 7)
+    np.testing.assert_allclose(volume.affine, affine, atol=1e-4)

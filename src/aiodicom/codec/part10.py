@@ -2,7 +2,13 @@
 
 A receiver writes one file per image, so :func:`encode_file_meta` builds the
 whole header with ``struct`` and cached constant pieces instead of pydicom:
-it runs once per received data set, on the hot path.
+it runs once per received data set, on the hot path. A sender needs the
+opposite, once per file: :func:`read_file_meta` finds what to propose (SOP
+class, transfer syntax) and where the data set bytes start, reading only the
+head of the file, so the data set itself can be streamed untouched.
+:func:`transcode` is the slow path for when the peer accepted another
+uncompressed transfer syntax than the file has; it is the only user of
+pydicom here and imports it lazily.
 """
 
 from __future__ import annotations
@@ -139,10 +145,14 @@ class _Source:
     def __init__(self, source: bytes | bytearray | memoryview | BinaryIO | str | os.PathLike[str]):
         self._stream: BinaryIO | None = None
         self._owned = False
-        self._buf = b""
+        self._buf: bytes | memoryview = b""
         self._eof = False
         if isinstance(source, bytes | bytearray | memoryview):
-            self._buf = bytes(source) if not isinstance(source, bytes) else source
+            # A view, not a copy: the caller may hand us a whole 1 GiB file.
+            try:
+                self._buf = source if isinstance(source, bytes) else memoryview(source).cast("B")
+            except TypeError as exc:
+                raise DicomFileError(f"cannot read a non-contiguous buffer: {exc}") from exc
             self._eof = True
             self.name = "buffer"
         elif isinstance(source, str | os.PathLike):
@@ -156,7 +166,7 @@ class _Source:
             self.name = str(getattr(source, "name", "stream"))
             self._stream = source
 
-    def head(self, size: int) -> bytes:
+    def head(self, size: int) -> bytes | memoryview:
         """At least ``size`` bytes from the start, fewer only at end of data."""
         while len(self._buf) < size and not self._eof:
             assert self._stream is not None
@@ -167,7 +177,7 @@ class _Source:
             if not chunk:
                 self._eof = True
             else:
-                self._buf += chunk
+                self._buf = bytes(self._buf) + chunk
         return self._buf
 
     @property
@@ -182,11 +192,11 @@ class _Source:
 _VR_CHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 
-def _looks_explicit(data: bytes, pos: int) -> bool:
+def _looks_explicit(data: bytes | memoryview, pos: int) -> bool:
     return len(data) >= pos + 6 and data[pos + 4] in _VR_CHARS and data[pos + 5] in _VR_CHARS
 
 
-def _guess_raw_syntax(data: bytes) -> str:
+def _guess_raw_syntax(data: bytes | memoryview) -> str:
     """Transfer syntax of a data set without meta, from its first element."""
     if len(data) < 8:
         raise DicomFileError("too short to be a DICOM data set")
@@ -236,7 +246,7 @@ def _parse_meta(src: _Source, start: int) -> tuple[dict[int, bytes], int]:
         data = src.head(end)
         if len(data) < end:
             raise DicomFileError(f"{src.name}: ends inside file meta element (0002,{elem:04X})")
-        values[elem] = data[value_pos:end]
+        values[elem] = bytes(data[value_pos:end])
         pos = end
     return values, pos
 

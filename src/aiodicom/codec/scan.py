@@ -85,6 +85,18 @@ _BE_US = struct.Struct(">H").unpack_from
 _Buffer = bytes | bytearray | memoryview
 
 
+def _bytes_view(data: _Buffer) -> _Buffer:
+    """``data`` itself, or a view of a memoryview as bytes (so len() counts bytes)."""
+    if isinstance(data, memoryview) and (data.format != "B" or data.ndim != 1):
+        try:
+            return data.cast("B")
+        except TypeError as exc:
+            raise DicomFileError(f"cannot scan a non-contiguous buffer: {exc}") from exc
+    if isinstance(data, memoryview) and not data.c_contiguous:
+        raise DicomFileError("cannot scan a non-contiguous buffer")
+    return data
+
+
 class _Need(Exception):
     """Internal: the buffer ends before the element being walked does."""
 
@@ -263,20 +275,33 @@ _CHUNK: Final = 64 * 1024
 def _scan_deflated(data: _Buffer, wanted: Collection[int], max_tag: int) -> ScanResult:
     """Inflate only as much as the walk needs, discarding what it has passed."""
     inflater = zlib.decompressobj(-15)
-    pending: bytes = bytes(data)
+    # Compressed input is fed in slices of a view: never a copy of all of it,
+    # and zlib's unconsumed tail stays small.
+    source = memoryview(data)
+    fed = 0
+    tail: bytes | memoryview = b""
     buf = bytearray()
     pos = 0
     found: dict[int, bytes] = {}
     grow = _CHUNK
 
     def inflate(limit: int) -> bytes:
-        nonlocal pending
-        try:
-            out = inflater.decompress(pending, limit)
-        except zlib.error as exc:
-            raise DicomFileError(f"deflated data set is corrupt: {exc}") from None
-        pending = inflater.unconsumed_tail
-        return out
+        """Up to ``limit`` more inflated bytes; empty only at the end of input."""
+        nonlocal tail, fed
+        while True:
+            if not tail and fed < len(source):
+                tail = source[fed : fed + _CHUNK]
+                fed += len(tail)
+            before = len(tail)
+            try:
+                out = inflater.decompress(tail, limit)
+            except zlib.error as exc:
+                raise DicomFileError(f"deflated data set is corrupt: {exc}") from None
+            tail = inflater.unconsumed_tail
+            if out or inflater.eof or fed >= len(source) and not tail:
+                return out
+            if tail and len(tail) == before:
+                return out  # no progress: cannot happen with zlib, but never spin
 
     while True:
         pos, done = _walk(buf, pos, False, False, wanted, max_tag, found)
@@ -321,6 +346,7 @@ def scan_elements(
     wanted = frozenset(tags)
     if not wanted:
         return ScanResult({}, True)
+    data = _bytes_view(data)
     max_tag = max(wanted)
     if transfer_syntax in DEFLATED_DATA_SET_SYNTAXES:
         return _scan_deflated(data, wanted, max_tag)
@@ -341,7 +367,7 @@ def dataset_end(data: bytes | bytearray | memoryview, transfer_syntax: str) -> i
     :class:`~aiodicom.errors.DicomFileError`.
     """
     implicit, big = _syntax(transfer_syntax)
-    pos, _ = _walk(data, 0, implicit, big, _NOTHING, _BEYOND_EVERY_TAG, {})
+    pos, _ = _walk(_bytes_view(data), 0, implicit, big, _NOTHING, _BEYOND_EVERY_TAG, {})
     return pos
 
 

@@ -28,6 +28,8 @@ import numpy as np
 import numpy.typing as npt
 from pydicom.dataset import Dataset
 
+from aiodicom.data import _values as v
+from aiodicom.data._values import value
 from aiodicom.errors import GeometryError
 
 __all__ = [
@@ -87,6 +89,8 @@ def _get(ds: Any, keyword: str) -> Any:
 def _floats(value: Any, n: int, what: str) -> tuple[float, ...] | None:
     if value is None:
         return None
+    if isinstance(value, str | bytes | int | float):  # a single value (VM 1)
+        value = [value]
     try:
         out = tuple(float(v) for v in value)
     except (TypeError, ValueError) as exc:
@@ -166,17 +170,25 @@ def frame_geometries(ds: Dataset | Any) -> list[FrameGeometry]:
     Single-frame images use the Image Plane module; enhanced multi-frame images
     the Plane Position / Plane Orientation / Pixel Measures functional groups
     (per-frame first, then shared), with the top-level attributes as fallback.
+    Classic multi-frame images (no functional groups) get positions along the
+    normal at SpacingBetweenSlices from their one ImagePositionPatient, or no
+    plane at all when that spacing is missing.
     """
-    rows = int(_get(ds, "Rows") or 0)
-    columns = int(_get(ds, "Columns") or 0)
-    n_frames = int(_get(ds, "NumberOfFrames") or 1)
+    rows = int(value(ds, v.ROWS) or 0)
+    columns = int(value(ds, v.COLUMNS) or 0)
+    n_frames = int(value(ds, v.NUMBER_OF_FRAMES) or 1)
     top = (
-        _get(ds, "ImageOrientationPatient"),
-        _get(ds, "ImagePositionPatient"),
-        _get(ds, "PixelSpacing"),
-        _get(ds, "SliceThickness"),
-        _get(ds, "SpacingBetweenSlices"),
+        value(ds, v.IMAGE_ORIENTATION),
+        value(ds, v.IMAGE_POSITION),
+        value(ds, v.PIXEL_SPACING),
+        value(ds, v.SLICE_THICKNESS),
+        value(ds, v.SPACING_BETWEEN_SLICES),
     )
+    if 0x52009229 not in ds and 0x52009230 not in ds:  # no functional groups
+        first = _plane(rows, columns, *top)
+        if n_frames == 1:
+            return [first]
+        return _classic_frames(first, n_frames)
     shared = _item(ds, "SharedFunctionalGroupsSequence")
     per_frame = _get(ds, "PerFrameFunctionalGroupsSequence")
     if shared is None and not per_frame:
@@ -207,6 +219,42 @@ def frame_geometries(ds: Dataset | Any) -> list[FrameGeometry]:
             )
         )
     return frames
+
+
+def _classic_frames(first: FrameGeometry, n_frames: int) -> list[FrameGeometry]:
+    """Frames of a multi-frame image without functional groups (NM, legacy SC).
+
+    Its one ImagePositionPatient is the first frame's; later frames follow
+    the slice normal at SpacingBetweenSlices. Without that spacing the frames
+    have no known position, and we say so rather than stack them in one place.
+    """
+    step = first.spacing_between_slices
+    if not first.has_plane or step is None:
+        blank = FrameGeometry(
+            first.rows,
+            first.columns,
+            None,
+            None,
+            first.pixel_spacing,
+            first.slice_thickness,
+            first.spacing_between_slices,
+        )
+        return [blank] * n_frames
+    assert first.orientation is not None and first.position is not None
+    normal = slice_normal(first.orientation) * step
+    origin = np.asarray(first.position, dtype=np.float64)
+    return [
+        FrameGeometry(
+            first.rows,
+            first.columns,
+            first.orientation,
+            tuple(float(c) for c in origin + k * normal),  # type: ignore[arg-type]
+            first.pixel_spacing,
+            first.slice_thickness,
+            step,
+        )
+        for k in range(n_frames)
+    ]
 
 
 def slice_normal(orientation: Sequence[float]) -> npt.NDArray[np.float64]:

@@ -102,9 +102,12 @@ def default_contexts() -> list[ContextSpec]:
 def contexts_for_files(paths: Iterable[str | os.PathLike[str]]) -> list[list[ContextSpec]]:
     """Presentation contexts to send ``paths``, split into groups of at most 128.
 
-    Files are grouped by SOP class. A compressed file keeps its transfer syntax
-    (in a context of its own, since the data are sent untouched); uncompressed
-    ones propose explicit and implicit VR little endian, plus their own.
+    Files are grouped by SOP class. Every file's own transfer syntax gets a
+    context of its own: an SCP picks by its own preference within a context
+    (DCMTK and pynetdicom do), so this is what lets the data go untouched.
+    Uncompressed files add a fallback context (explicit and implicit VR little
+    endian) they are converted for; compressed ones never are. A SOP class's
+    contexts stay in one group, so each file belongs to exactly one association.
     """
     return contexts_for_encodings(
         (meta.sop_class_uid, meta.transfer_syntax) for meta in map(read_file_meta, map(Path, paths))
@@ -113,15 +116,17 @@ def contexts_for_files(paths: Iterable[str | os.PathLike[str]]) -> list[list[Con
 
 def contexts_for_encodings(encodings: Iterable[tuple[str, str]]) -> list[list[ContextSpec]]:
     """Like :func:`contexts_for_files`, from ``(SOP class, transfer syntax)`` pairs."""
-    contexts: dict[tuple[str, tuple[str, ...]], None] = {}
+    by_class: dict[str, dict[tuple[str, ...], None]] = {}
     for sop_class, ts in dict.fromkeys(encodings):
-        if is_compressed(ts):
-            contexts[(sop_class, (ts,))] = None
-        else:
-            own = (ts,) if ts not in UNCOMPRESSED_TRANSFER_SYNTAXES[:2] else ()
-            contexts[(sop_class, (*own, EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN))] = None
-    specs: list[ContextSpec] = [(sop_class, list(syntaxes)) for sop_class, syntaxes in contexts]
-    groups = [specs[i : i + 127] for i in range(0, len(specs), 127)] or [[]]
+        syntaxes = by_class.setdefault(sop_class, {})
+        syntaxes[(ts,)] = None
+        if not is_compressed(ts):
+            syntaxes[(EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN)] = None
+    groups: list[list[ContextSpec]] = [[]]
+    for sop_class, syntaxes in by_class.items():
+        if groups[-1] and len(groups[-1]) + len(syntaxes) > 127:
+            groups.append([])
+        groups[-1].extend((sop_class, list(ts)) for ts in syntaxes)
     return [[(VERIFICATION_SOP_CLASS, [IMPLICIT_VR_LITTLE_ENDIAN]), *group] for group in groups]
 
 

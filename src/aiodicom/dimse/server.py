@@ -328,7 +328,9 @@ class Server:
         stop taking its messages until a slot frees, and the transport stops
         reading from the socket when its queue fills.
         """
-        limiter = anyio.CapacityLimiter(window)
+        # A semaphore, not a CapacityLimiter: the limiter's borrowers must be hashable
+        # and AssembledMessage (a mutable dataclass) is not.
+        slots = anyio.Semaphore(window)
         failure: list[BaseException] = []
 
         async def run_one(item: AssembledMessage[Any]) -> None:
@@ -337,14 +339,14 @@ class Server:
             except (AssociationError, DicomTimeoutError) as exc:
                 failure.append(exc)
             finally:
-                limiter.release_on_behalf_of(item)
+                slots.release()
 
         async with anyio.create_task_group() as operations:
             while not failure:
                 item = await association.receive()
                 if isinstance(item, ReleaseRequest):
                     break
-                await limiter.acquire_on_behalf_of(item)
+                await slots.acquire()
                 operations.start_soon(run_one, item)
         if failure:
             raise failure[0]

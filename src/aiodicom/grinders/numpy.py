@@ -39,6 +39,8 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
+from aiodicom.data import _values as v
+from aiodicom.data._values import value
 from aiodicom.data.geometry import (
     FrameGeometry,
     affine_from_frames,
@@ -57,14 +59,14 @@ __all__ = ["Volume", "numpy_grinder"]
 
 #: Attributes every instance of one volume must agree on.
 _SAME = (
-    "Rows",
-    "Columns",
-    "SamplesPerPixel",
-    "BitsAllocated",
-    "BitsStored",
-    "PixelRepresentation",
-    "PhotometricInterpretation",
-    "SeriesInstanceUID",
+    v.ROWS,
+    v.COLUMNS,
+    v.SAMPLES_PER_PIXEL,
+    v.BITS_ALLOCATED,
+    v.BITS_STORED,
+    v.PIXEL_REPRESENTATION,
+    v.PHOTOMETRIC,
+    v.SERIES_INSTANCE_UID,
 )
 _AS_STORED = frozenset({"MONOCHROME1", "MONOCHROME2", "RGB"})
 _INT_TYPES_UNSIGNED = (np.uint8, np.uint16, np.uint32, np.uint64)
@@ -120,23 +122,32 @@ def _load(instance: Instance) -> _Source:
     raise TypeError(f"not a DICOM instance: {type(instance).__name__}")
 
 
-def _number(value: Any, default: float) -> float:
+def _number(value: Any, default: float, strict: str = "") -> float:
+    """``value`` as a finite float; ``default`` when absent, or when invalid
+    unless ``strict`` names the attribute (a guessed rescale would be silently wrong)."""
     if value is None or value == "":
         return default
     try:
         out = float(value)
     except (TypeError, ValueError):
-        return default
-    return out if math.isfinite(out) else default
+        out = math.nan
+    if math.isfinite(out):
+        return out
+    if strict:
+        raise InconsistentSeriesError(f"{strict} is not a number: {value!r}")
+    return default
 
 
 def _rescales(ds: Dataset, n_frames: int) -> list[tuple[float, float]]:
     """(slope, intercept) per frame: functional groups first, then top level."""
-    top = (_number(ds.get("RescaleSlope"), 1.0), _number(ds.get("RescaleIntercept"), 0.0))
+    top = (
+        _number(value(ds, v.RESCALE_SLOPE), 1.0, "RescaleSlope"),
+        _number(value(ds, v.RESCALE_INTERCEPT), 0.0, "RescaleIntercept"),
+    )
+    if 0x52009229 not in ds and 0x52009230 not in ds:  # no functional groups
+        return [top] * n_frames
     shared_seq = ds.get("SharedFunctionalGroupsSequence")
     per_frame = ds.get("PerFrameFunctionalGroupsSequence")
-    if not shared_seq and not per_frame:
-        return [top] * n_frames
     shared = shared_seq[0] if shared_seq else None
     out = []
     for index in range(n_frames):
@@ -149,8 +160,8 @@ def _rescales(ds: Dataset, n_frames: int) -> list[tuple[float, float]]:
             if seq:
                 item = seq[0]
                 found = (
-                    _number(item.get("RescaleSlope"), 1.0),
-                    _number(item.get("RescaleIntercept"), 0.0),
+                    _number(item.get("RescaleSlope"), 1.0, "RescaleSlope"),
+                    _number(item.get("RescaleIntercept"), 0.0, "RescaleIntercept"),
                 )
                 break
         out.append(found)
@@ -160,31 +171,31 @@ def _rescales(ds: Dataset, n_frames: int) -> list[tuple[float, float]]:
 def _check_consistent(sources: Sequence[_Source]) -> None:
     first = sources[0].header
     for name in _SAME:
-        expected = first.get(name)
+        expected = value(first, name)
         for n, source in enumerate(sources[1:], start=1):
-            value = source.header.get(name)
-            if value != expected:
+            found = value(source.header, name)
+            if found != expected:
                 raise InconsistentSeriesError(
-                    f"instances disagree on {name}: instance 0 has {expected!r}, "
-                    f"instance {n} has {value!r}"
+                    f"instances disagree on {name.keyword}: instance 0 has {expected!r}, "
+                    f"instance {n} has {found!r}"
                 )
 
 
 def _stored_dtype(header: Dataset, big_endian: bool) -> np.dtype[Any]:
-    bits = int(header.get("BitsAllocated") or 0)
+    bits = int(value(header, v.BITS_ALLOCATED) or 0)
     if bits not in (8, 16, 32):
         raise PixelDecodeError(f"BitsAllocated {bits} is not supported (8, 16 or 32)")
-    signed = int(header.get("PixelRepresentation") or 0) == 1
+    signed = int(value(header, v.PIXEL_REPRESENTATION) or 0) == 1
     kind = "i" if signed else "u"
     return np.dtype(f"{'>' if big_endian else '<'}{kind}{bits // 8}")
 
 
 def _output_dtype(header: Dataset, rescales: Iterable[tuple[float, float]]) -> np.dtype[Any]:
-    bits_allocated = int(header.get("BitsAllocated") or 0)
-    bits = int(header.get("BitsStored") or bits_allocated)
-    if int(header.get("SamplesPerPixel") or 1) != 1:
+    bits_allocated = int(value(header, v.BITS_ALLOCATED) or 0)
+    bits = int(value(header, v.BITS_STORED) or bits_allocated)
+    if int(value(header, v.SAMPLES_PER_PIXEL) or 1) != 1:
         return np.dtype(f"u{max(1, bits_allocated // 8)}")
-    signed = int(header.get("PixelRepresentation") or 0) == 1
+    signed = int(value(header, v.PIXEL_REPRESENTATION) or 0) == 1
     lo, hi = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
     pairs = set(rescales)
     if all(float(s).is_integer() and float(i).is_integer() for s, i in pairs):
@@ -241,11 +252,12 @@ class _Reader:
 
     def __init__(self, out: npt.NDArray[Any], header: Dataset) -> None:
         self.out = out
-        self.rows = int(header.Rows)
-        self.columns = int(header.Columns)
-        self.samples = int(header.get("SamplesPerPixel") or 1)
-        self.planar = int(header.get("PlanarConfiguration") or 0) == 1 and self.samples > 1
-        self.bits = int(header.get("BitsAllocated") or 0)
+        self.rows = int(value(header, v.ROWS))
+        self.columns = int(value(header, v.COLUMNS))
+        self.samples = int(value(header, v.SAMPLES_PER_PIXEL) or 1)
+        planar = int(value(header, v.PLANAR_CONFIGURATION) or 0) == 1
+        self.planar = planar and self.samples > 1
+        self.bits = int(value(header, v.BITS_ALLOCATED) or 0)
         self.frame_bytes = self.rows * self.columns * self.samples * self.bits // 8
         self.header = header
 
@@ -369,7 +381,7 @@ def _order(sources: list[_Source], frames: list[_Frame]) -> tuple[list[_Frame], 
         )
 
     def instance_number(frame: _Frame) -> float:
-        return _number(sources[frame.source].header.get("InstanceNumber"), 0.0)
+        return _number(value(sources[frame.source].header, v.INSTANCE_NUMBER), 0.0)
 
     return sorted(frames, key=lambda f: (instance_number(f), f.source, f.index)), False
 
@@ -412,8 +424,12 @@ def numpy_grinder(instances: Iterable[Instance]) -> Volume:
     else:
         affine = _nominal_affine(ordered[0].geometry)
 
-    samples = int(header.get("SamplesPerPixel") or 1)
-    shape: tuple[int, ...] = (len(ordered), int(header.Rows), int(header.Columns))
+    samples = int(value(header, v.SAMPLES_PER_PIXEL) or 1)
+    shape: tuple[int, ...] = (
+        len(ordered),
+        int(value(header, v.ROWS)),
+        int(value(header, v.COLUMNS)),
+    )
     if samples > 1:
         shape = (*shape, samples)
     out = np.empty(shape, dtype=_output_dtype(header, ((f.slope, f.intercept) for f in frames)))
@@ -424,7 +440,10 @@ def numpy_grinder(instances: Iterable[Instance]) -> Volume:
         by_source.setdefault(frame.source, []).append((k, frame))
     # Only these are stored as we return them; YBR and palette data go through
     # pydicom, which converts YBR to RGB.
-    native_ok = str(header.get("PhotometricInterpretation", "")) in _AS_STORED
+    native_ok = (
+        str(value(header, v.PHOTOMETRIC) or "") in _AS_STORED
+        and value(header, v.BITS_ALLOCATED) in (8, 16, 32)  # 1-bit data: pydicom unpacks
+    )
     for s, placed in by_source.items():
         source = sources[s]
         if native_ok and source.location is not None:

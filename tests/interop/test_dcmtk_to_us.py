@@ -1,0 +1,224 @@
+"""DCMTK's ``echoscu`` and ``storescu`` talking to our :class:`Server`.
+
+What arrives must be the sender's data set byte for byte (after the file meta, which
+each side writes itself) when the transfer syntax is unchanged, the same decoded
+elements when DCMTK converted it on the way, and a file ``dcmdump`` reads without a
+warning.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anyio
+import numpy as np
+import pydicom
+import pytest
+
+from aiodicom.codec.uids import (
+    EXPLICIT_VR_BIG_ENDIAN,
+    EXPLICIT_VR_LITTLE_ENDIAN,
+    IMPLICIT_VR_LITTLE_ENDIAN,
+)
+from aiodicom.dimse.server import Server
+from aiodicom.synthetic import write_study
+from peers import compress_jpeg_lossless, dataset_bytes, dcmdump, run_dcmtk
+
+from .helpers import TEST_TIMEOUT, Collector, serving, sop_instance_uid
+
+pytestmark = [pytest.mark.anyio, pytest.mark.dcmtk]
+
+JPEG_LOSSLESS_SV1 = "1.2.840.10008.1.2.4.70"
+
+
+async def dcmtk(args: list[str], timeout: float = 20.0) -> tuple[int, str]:
+    """Run a DCMTK client without blocking the event loop our server runs on."""
+    result = await anyio.to_thread.run_sync(lambda: run_dcmtk(args, timeout=timeout))
+    return result.returncode, result.stdout + result.stderr
+
+
+def assert_dcmdump_clean(path: Path) -> None:
+    result = dcmdump(path)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "W: " not in output and "E: " not in output, output
+
+
+def assert_same_elements(sent: Path, stored: Path) -> None:
+    """Same elements and pixel values, whatever transfer syntax each file uses."""
+    a, b = pydicom.dcmread(sent), pydicom.dcmread(stored)
+    tags = {e.tag for e in a} - {pydicom.tag.Tag(0x7FE0, 0x0010)}
+    assert tags == {e.tag for e in b} - {pydicom.tag.Tag(0x7FE0, 0x0010)}
+    for tag in tags:
+        assert a[tag].value == b[tag].value, a[tag]
+    np.testing.assert_array_equal(a.pixel_array, b.pixel_array)
+
+
+def storescu_profile(directory: Path, transfer_syntax: str) -> list[str]:
+    """storescu options proposing CT Image Storage in ``transfer_syntax`` only.
+
+    Its ``-x?`` options always add an uncompressed fallback context, and it sends a file
+    in its own transfer syntax when that was accepted; a configuration profile is the
+    only way to make it propose exactly one transfer syntax.
+    """
+    config = directory / "storescu.cfg"
+    config.write_text(
+        "[[TransferSyntaxes]]\n[Only]\n"
+        f"TransferSyntax1 = {transfer_syntax}\n"
+        "[[PresentationContexts]]\n[Only]\n"
+        "PresentationContext1 = 1.2.840.10008.5.1.4.1.1.2\\Only\n"
+        "[[Profiles]]\n[Only]\nPresentationContexts = Only\n"
+    )
+    return ["-xf", str(config), "Only"]
+
+
+async def test_echoscu(tmp_path: Path) -> None:
+    server = Server("AIODICOM", "127.0.0.1", 0)
+    with anyio.fail_after(TEST_TIMEOUT):
+        async with serving(server) as port:
+            code, output = await dcmtk(["echoscu", "-aec", "AIODICOM", "127.0.0.1", str(port)])
+            assert code == 0, output
+            # 128 presentation contexts, all for Verification: the maximum a peer may propose.
+            code, output = await dcmtk(
+                ["echoscu", "-v", "-ppc", "128", "-aec", "AIODICOM", "127.0.0.1", str(port)]
+            )
+            assert code == 0, output
+            assert "Received Echo Response (Success)" in output
+
+
+@pytest.mark.parametrize(
+    ("option", "source_ts", "expected_ts"),
+    [
+        ("-xi", IMPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN),
+        ("-xe", EXPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN),
+        # DCMTK converts only when the peer accepted nothing in the file's own syntax.
+        ("-xi", EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN),
+        ("-xb", EXPLICIT_VR_BIG_ENDIAN, EXPLICIT_VR_BIG_ENDIAN),
+    ],
+)
+async def test_storescu_transfer_syntaxes(
+    tmp_path: Path, option: str, source_ts: str, expected_ts: str
+) -> None:
+    sources = write_study(
+        tmp_path / "src" / "a" / "b", images_per_series=3, rows=32, columns=32,
+        transfer_syntax=source_ts,
+    )  # fmt: skip
+    collector = Collector(tmp_path / "out")
+    server = Server("AIODICOM", "127.0.0.1", 0, on_store=collector)
+    with anyio.fail_after(TEST_TIMEOUT):
+        async with serving(server) as port:
+            code, output = await dcmtk(
+                ["storescu", "+sd", "+r", option, "-aec", "AIODICOM", "127.0.0.1", str(port),
+                 str(tmp_path / "src")]
+            )  # fmt: skip
+    assert code == 0, output
+    assert len(collector.paths) == len(sources)
+    for source in sources:
+        stored = collector.paths[sop_instance_uid(source)]
+        assert collector.transfer_syntaxes[sop_instance_uid(source)] == expected_ts
+        assert pydicom.dcmread(stored).file_meta.TransferSyntaxUID == expected_ts
+        if source_ts == expected_ts:
+            assert dataset_bytes(stored) == dataset_bytes(source)
+        else:
+            assert_same_elements(source, stored)
+        assert_dcmdump_clean(stored)
+
+
+async def test_storescu_converts_to_big_endian(tmp_path: Path) -> None:
+    """DCMTK re-encodes an explicit little endian file when only big endian was proposed."""
+    sources = write_study(tmp_path / "src", images_per_series=2, rows=32, columns=32)
+    collector = Collector(tmp_path / "out")
+    server = Server("AIODICOM", "127.0.0.1", 0, on_store=collector)
+    with anyio.fail_after(TEST_TIMEOUT):
+        async with serving(server) as port:
+            code, output = await dcmtk(
+                ["storescu", "+sd", *storescu_profile(tmp_path, EXPLICIT_VR_BIG_ENDIAN),
+                 "-aec", "AIODICOM", "127.0.0.1", str(port), str(tmp_path / "src")]
+            )  # fmt: skip
+    assert code == 0, output
+    assert len(collector.paths) == len(sources)
+    for source in sources:
+        stored = collector.paths[sop_instance_uid(source)]
+        assert pydicom.dcmread(stored).file_meta.TransferSyntaxUID == EXPLICIT_VR_BIG_ENDIAN
+        assert dataset_bytes(stored) != dataset_bytes(source)
+        assert_same_elements(source, stored)
+        assert_dcmdump_clean(stored)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        ["-pdu", "4096", "--max-send-pdu", "4096"],
+        ["-pdu", "131072"],
+        ["--repeat", "3"],
+    ],
+    ids=["pdu-4096", "pdu-131072", "repeat-3"],
+)
+async def test_storescu_pdu_sizes_and_repeat(tmp_path: Path, options: list[str]) -> None:
+    # 128x128x16 bit = 32 KiB of pixels: several PDUs at 4096, one at 131072.
+    sources = write_study(tmp_path / "src", images_per_series=2, rows=128, columns=128)
+    stored: list[bytes] = []
+
+    async def on_store(instance: object) -> None:
+        from aiodicom.dimse.store import ReceivedInstance
+
+        assert isinstance(instance, ReceivedInstance)
+        stored.append(instance.dataset_bytes())
+        instance.save(tmp_path / "out" / f"{len(stored)}.dcm")
+
+    # A low memory threshold makes larger data sets stream to the spool file as they arrive.
+    server = Server("AIODICOM", "127.0.0.1", 0, on_store=on_store, memory_threshold=16 * 1024)
+    with anyio.fail_after(TEST_TIMEOUT):
+        async with serving(server) as port:
+            code, output = await dcmtk(
+                ["storescu", "+sd", *options, "-aec", "AIODICOM", "127.0.0.1", str(port),
+                 str(tmp_path / "src")]
+            )  # fmt: skip
+    assert code == 0, output
+    repeats = 3 if "--repeat" in options else 1
+    expected = sorted(dataset_bytes(p) for p in sources) * repeats
+    assert sorted(stored) == sorted(expected)
+    for path in (tmp_path / "out").iterdir():
+        assert_dcmdump_clean(path)
+
+
+async def test_storescu_compressed_with_accept_any(tmp_path: Path) -> None:
+    plain = write_study(tmp_path / "plain", images_per_series=2, rows=64, columns=64)
+    (tmp_path / "jpeg").mkdir()
+    sources = [compress_jpeg_lossless(p, tmp_path / "jpeg" / p.name) for p in plain]
+    assert pydicom.dcmread(sources[0]).file_meta.TransferSyntaxUID == JPEG_LOSSLESS_SV1
+    collector = Collector(tmp_path / "out")
+    server = Server(
+        "AIODICOM", "127.0.0.1", 0, on_store=collector, accept_any_transfer_syntax=True
+    )
+    with anyio.fail_after(TEST_TIMEOUT):
+        async with serving(server) as port:
+            code, output = await dcmtk(
+                ["storescu", "+sd", "-xs", "-aec", "AIODICOM", "127.0.0.1", str(port),
+                 str(tmp_path / "jpeg")]
+            )  # fmt: skip
+    assert code == 0, output
+    assert len(collector.paths) == len(sources)
+    for source in sources:
+        stored = collector.paths[sop_instance_uid(source)]
+        assert pydicom.dcmread(stored).file_meta.TransferSyntaxUID == JPEG_LOSSLESS_SV1
+        assert dataset_bytes(stored) == dataset_bytes(source)
+        assert_dcmdump_clean(stored)
+
+
+async def test_storescu_compressed_refused_without_accept_any(tmp_path: Path) -> None:
+    plain = write_study(tmp_path / "plain", images_per_series=1, rows=32, columns=32)
+    source = compress_jpeg_lossless(plain[0], tmp_path / "image.dcm")
+    collector = Collector(tmp_path / "out")
+    server = Server("AIODICOM", "127.0.0.1", 0, on_store=collector)
+    with anyio.fail_after(TEST_TIMEOUT):
+        async with serving(server) as port:
+            code, output = await dcmtk(
+                ["storescu", "-d", *storescu_profile(tmp_path, JPEG_LOSSLESS_SV1),
+                 "-aec", "AIODICOM", "127.0.0.1", str(port), str(source)]
+            )  # fmt: skip
+    assert code != 0, output
+    assert collector.paths == {}
+    # DCMTK prints the A-ASSOCIATE-AC: the JPEG context came back with result 4.
+    assert "Context ID:        1 (Transfer Syntaxes Not Supported)" in output, output
+    assert "No Acceptable Presentation Contexts" in output, output
