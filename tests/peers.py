@@ -461,7 +461,9 @@ def dataset_bytes(path: str | Path) -> bytes:
     """The data set of a Part 10 file: everything after the preamble and group 0002.
 
     Receivers may rewrite the file meta (their own implementation UID, group length), so
-    "stored byte for byte" is checked on this part only.
+    "stored byte for byte" is checked on this part only. Written here rather than taken
+    from ``aiodicom.codec.part10`` on purpose: the check must not share code with what it
+    checks.
     """
     data = Path(path).read_bytes()
     if data[128:132] != b"DICM":

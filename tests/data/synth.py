@@ -246,7 +246,18 @@ def make_rgb_series(
 def write(
     datasets: Sequence[Dataset], folder: Path, *, transfer_syntax: str | None = None
 ) -> list[Path]:
-    """Write data sets as Part 10 files ``folder/NNN.dcm`` (optionally re-encoded)."""
+    """Write data sets as Part 10 files ``folder/NNN.dcm`` (optionally re-encoded).
+
+    Only the three native uncompressed syntaxes can be re-encoded here; use
+    ``ds.compress`` for RLE and :mod:`aiodicom.synthetic` for deflated files.
+    """
+    if transfer_syntax not in (
+        None,
+        ExplicitVRLittleEndian,
+        ExplicitVRBigEndian,
+        "1.2.840.10008.1.2",
+    ):
+        raise ValueError(f"synth.write cannot re-encode to {transfer_syntax}")
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for n, ds in enumerate(datasets):

@@ -37,6 +37,7 @@ def test_show_prints_header_sequences_and_pixel_summary(
     item = Dataset()
     item.CodeValue = "T-D0050"
     ds.AnatomicRegionSequence = Sequence([item])
+    ds.private_block(0x0009, "ACME 1.0", create=True).add_new(0x01, "LO", "secret sauce")
     path = synth.write([ds], tmp_path / "seq")[0]
     assert main(["show", str(path)]) == 0
     out = capsys.readouterr().out
@@ -45,6 +46,8 @@ def test_show_prints_header_sequences_and_pixel_summary(
     assert "UI SOPClassUID: 1.2.840.10008.5.1.4.1.1.2 (CT Image Storage)" in out
     assert "(0008,2218) SQ AnatomicRegionSequence: 1 item(s)" in out
     assert "\n  item 1\n    (0008,0100) SH CodeValue: T-D0050\n" in out  # nested, indented
+    assert "(0009,0010) LO Private Creator: ACME 1.0" in out
+    assert "(0009,1001) LO Private tag data: secret sauce" in out
     low, high = int(stored[0].min()) - 1024, int(stored[0].max()) - 1024
     assert f"values: int16, min {low}, max {high}" in out
     assert "pixels: 6 x 5, 1 frame(s), 1 sample(s), 16/12 bits unsigned" in out

@@ -79,7 +79,7 @@ def _value_text(element: DataElement) -> str:
 def _lines(ds: Dataset, depth: int = 0) -> Iterator[str]:
     pad = _INDENT * depth
     for element in ds:
-        keyword = element.keyword or ("Private" if element.tag.is_private else "Unknown")
+        keyword = element.keyword or element.name
         head = f"{pad}({element.tag.group:04X},{element.tag.element:04X}) {element.VR:2} {keyword}"
         if element.VR == "SQ":
             items = element.value or []

@@ -8,7 +8,6 @@ finish within a grace period, then aborts the rest. Nothing outlives ``serve``.
 from __future__ import annotations
 
 import asyncio
-import errno
 import shutil
 import ssl as _ssl
 import tempfile
@@ -30,6 +29,7 @@ from aiodicom.dimse import status as S
 from aiodicom.dimse.store import AssociationInfo, InstanceSink, ReceivedInstance
 from aiodicom.errors import (
     AssociationError,
+    DicomFileError,
     DicomTimeoutError,
     DimseError,
     ProtocolError,
@@ -392,11 +392,12 @@ class Server:
     ) -> int:
         log = association.log
         if sink.error is not None:
-            log.error("store_spool_failed", error=str(sink.error))
             sink.discard()
-            if isinstance(sink.error, OSError) and sink.error.errno == errno.ENOSPC:
-                return S.OUT_OF_RESOURCES
-            return S.OUT_OF_RESOURCES
+            if isinstance(sink.error, DicomFileError):
+                log.warning("store_refused", error=str(sink.error))
+                return S.CANNOT_UNDERSTAND
+            log.error("store_spool_failed", error=str(sink.error))
+            return S.OUT_OF_RESOURCES  # disk full or unwritable: the sender keeps its data
         if context.abstract_syntax != request.affected_sop_class_uid:
             sink.discard()
             return S.SOP_CLASS_NOT_SUPPORTED

@@ -82,6 +82,7 @@ class InstanceSink:
         "path",
         "error",
         "complete",
+        "meta",
     )
 
     def __init__(
@@ -108,11 +109,16 @@ class InstanceSink:
         self.path: Path | None = None
         self.error: Exception | None = None
         self.complete = False
+        # Built up front: UIDs a Part 10 file cannot hold (empty, > 64 chars) are
+        # found before any byte is kept, and the data set is drained and refused.
+        try:
+            self.meta = encode_file_meta(sop_class_uid, sop_instance_uid, transfer_syntax, source_ae=source_ae)
+        except DicomFileError as exc:
+            self.meta = b""
+            self.error = exc
 
     def _meta(self) -> bytes:
-        return encode_file_meta(
-            self.sop_class_uid, self.sop_instance_uid, self.transfer_syntax, source_ae=self.source_ae
-        )
+        return self.meta
 
     def write(self, data: memoryview) -> None:
         if self.error is not None:
@@ -137,7 +143,7 @@ class InstanceSink:
             self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             self.path = path
             _write_all(self._fd, [self._meta(), *self._parts])
-        except (OSError, DicomFileError) as exc:
+        except OSError as exc:
             self._fail(exc)
         self._parts = []
 
