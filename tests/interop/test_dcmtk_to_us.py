@@ -11,11 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import anyio
-import numpy as np
 import pydicom
 import pytest
 
 from aiodicom.codec.uids import (
+    DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
     EXPLICIT_VR_BIG_ENDIAN,
     EXPLICIT_VR_LITTLE_ENDIAN,
     IMPLICIT_VR_LITTLE_ENDIAN,
@@ -24,7 +24,7 @@ from aiodicom.dimse.server import Server
 from aiodicom.synthetic import write_study
 from peers import compress_jpeg_lossless, dataset_bytes, dcmdump, run_dcmtk
 
-from .helpers import TEST_TIMEOUT, Collector, serving, sop_instance_uid
+from .helpers import TEST_TIMEOUT, Collector, assert_same_elements, serving, sop_instance_uid
 
 pytestmark = [pytest.mark.anyio, pytest.mark.dcmtk]
 
@@ -42,16 +42,6 @@ def assert_dcmdump_clean(path: Path) -> None:
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     assert "W: " not in output and "E: " not in output, output
-
-
-def assert_same_elements(sent: Path, stored: Path) -> None:
-    """Same elements and pixel values, whatever transfer syntax each file uses."""
-    a, b = pydicom.dcmread(sent), pydicom.dcmread(stored)
-    tags = {e.tag for e in a} - {pydicom.tag.Tag(0x7FE0, 0x0010)}
-    assert tags == {e.tag for e in b} - {pydicom.tag.Tag(0x7FE0, 0x0010)}
-    for tag in tags:
-        assert a[tag].value == b[tag].value, a[tag]
-    np.testing.assert_array_equal(a.pixel_array, b.pixel_array)
 
 
 def storescu_profile(directory: Path, transfer_syntax: str) -> list[str]:
@@ -188,9 +178,7 @@ async def test_storescu_compressed_with_accept_any(tmp_path: Path) -> None:
     sources = [compress_jpeg_lossless(p, tmp_path / "jpeg" / p.name) for p in plain]
     assert pydicom.dcmread(sources[0]).file_meta.TransferSyntaxUID == JPEG_LOSSLESS_SV1
     collector = Collector(tmp_path / "out")
-    server = Server(
-        "AIODICOM", "127.0.0.1", 0, on_store=collector, accept_any_transfer_syntax=True
-    )
+    server = Server("AIODICOM", "127.0.0.1", 0, on_store=collector, accept_any_transfer_syntax=True)
     with anyio.fail_after(TEST_TIMEOUT):
         async with serving(server) as port:
             code, output = await dcmtk(
@@ -222,3 +210,36 @@ async def test_storescu_compressed_refused_without_accept_any(tmp_path: Path) ->
     # DCMTK prints the A-ASSOCIATE-AC: the JPEG context came back with result 4.
     assert "Context ID:        1 (Transfer Syntaxes Not Supported)" in output, output
     assert "No Acceptable Presentation Contexts" in output, output
+
+
+async def test_storescu_deflated_stored_as_received(tmp_path: Path) -> None:
+    """Deflated data is stored untouched with accept-any, and refused without it."""
+    sources = write_study(tmp_path / "src", images_per_series=2, rows=32, columns=32)
+    profile = storescu_profile(tmp_path, DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN)
+    collector = Collector(tmp_path / "out")
+    strict = Server("AIODICOM", "127.0.0.1", 0, on_store=collector)
+    with anyio.fail_after(TEST_TIMEOUT):
+        async with serving(strict) as port:
+            code, output = await dcmtk(
+                ["storescu", *profile, "-aec", "AIODICOM", "127.0.0.1", str(port), str(sources[0])]
+            )
+    assert code != 0 and "No Acceptable Presentation Contexts" in output, output
+    assert collector.paths == {}
+
+    lenient = Server(
+        "AIODICOM", "127.0.0.1", 0, on_store=collector, accept_any_transfer_syntax=True
+    )
+    with anyio.fail_after(TEST_TIMEOUT):
+        async with serving(lenient) as port:
+            code, output = await dcmtk(
+                ["storescu", "+sd", *profile, "-aec", "AIODICOM", "127.0.0.1", str(port),
+                 str(tmp_path / "src")]
+            )  # fmt: skip
+    assert code == 0, output
+    assert len(collector.paths) == len(sources)
+    for source in sources:
+        stored = collector.paths[sop_instance_uid(source)]
+        meta = pydicom.dcmread(stored, stop_before_pixels=True).file_meta
+        assert meta.TransferSyntaxUID == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN
+        assert_same_elements(source, stored)
+        assert_dcmdump_clean(stored)

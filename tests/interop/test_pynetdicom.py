@@ -13,10 +13,10 @@ from typing import Any
 import anyio
 import pydicom
 import pytest
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE
 from pynetdicom.pdu_primitives import AsynchronousOperationsWindowNegotiation
 from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[attr-defined]
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from aiodicom.dimse.server import Server
 from aiodicom.synthetic import TRANSFER_SYNTAXES, make_dataset, write_study
@@ -133,10 +133,12 @@ async def test_storescu_app_recursive(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("max_operations", "proposed", "answer"),
     [
+        # The AC's first field is what the requestor may invoke (what we perform), the
+        # second what we would invoke (we never invoke asynchronously): PS3.7 D.3.3.3.
         (1, (5, 5), (1, 1)),  # we perform one at a time unless configured otherwise
-        (4, (8, 8), (1, 4)),  # never more than we are configured to perform
-        (4, (2, 3), (1, 2)),  # never more than the requestor will invoke
-        (4, (0, 0), (1, 4)),  # 0 means "unlimited" (PS3.7 D.3.3.3)
+        (4, (8, 8), (4, 1)),  # never more than we are configured to perform
+        (4, (2, 3), (2, 1)),  # never more than the requestor will invoke
+        (4, (0, 0), (4, 1)),  # 0 means "unlimited" (PS3.7 D.3.3.3)
     ],
 )
 async def test_async_operations_window_answer(
@@ -157,9 +159,7 @@ async def test_async_operations_window_answer(
             assoc.release()
 
     collector = Collector(tmp_path / "out")
-    server = Server(
-        "AIODICOM", "127.0.0.1", 0, on_store=collector, max_operations=max_operations
-    )
+    server = Server("AIODICOM", "127.0.0.1", 0, on_store=collector, max_operations=max_operations)
     with anyio.fail_after(TEST_TIMEOUT):
         async with serving(server) as port:
             window, present, status = await anyio.to_thread.run_sync(negotiate, port)

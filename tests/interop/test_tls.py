@@ -124,9 +124,7 @@ async def test_dcmtk_storescu_tls_to_our_server(tmp_path: Path, pki: Pki) -> Non
 
 
 @pytest.mark.dcmtk
-async def test_dcmtk_without_certificate_refused_when_required(
-    tmp_path: Path, pki: Pki
-) -> None:
+async def test_dcmtk_without_certificate_refused_when_required(tmp_path: Path, pki: Pki) -> None:
     sources = write_study(tmp_path / "src", images_per_series=1, rows=16, columns=16)
     collector = Collector(tmp_path / "out")
     server = Server(
@@ -217,6 +215,7 @@ async def test_plaintext_to_tls_port_fails_cleanly(pki: Pki) -> None:
             # A DICOM client without TLS: its A-ASSOCIATE-RQ is not a TLS record.
             error = await echo_fails(port, None)
             assert error
+
             # The same by hand: the server closes the connection without answering DICOM.
             def raw() -> bytes:
                 with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:

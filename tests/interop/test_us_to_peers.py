@@ -21,6 +21,8 @@ from aiodicom.codec.uids import (
     IMPLICIT_VR_LITTLE_ENDIAN,
 )
 from aiodicom.dimse.client import connect, contexts_for_files
+from aiodicom.dimse.server import Server
+from aiodicom.dimse.store import ReceivedInstance
 from aiodicom.errors import NoPresentationContext
 from aiodicom.synthetic import CT_IMAGE_STORAGE, make_dataset, write_study
 from peers import (
@@ -30,7 +32,14 @@ from peers import (
     storescp,
 )
 
-from .helpers import TEST_TIMEOUT, assert_same_elements, files_by_uid, sop_instance_uid
+from .helpers import (
+    TEST_TIMEOUT,
+    Collector,
+    assert_same_elements,
+    files_by_uid,
+    serving,
+    sop_instance_uid,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -40,7 +49,11 @@ JPEG_LOSSLESS_SV1 = "1.2.840.10008.1.2.4.70"
 async def send(port: int, paths: list[Path], **options: object) -> None:
     (contexts,) = contexts_for_files(paths)
     async with connect(
-        "127.0.0.1", port, called_ae="STORESCP", contexts=contexts, **options  # type: ignore[arg-type]
+        "127.0.0.1",
+        port,
+        called_ae="STORESCP",
+        contexts=contexts,
+        **options,  # type: ignore[arg-type]
     ) as assoc:
         for path in paths:
             status = await assoc.store(path)
@@ -194,3 +207,77 @@ async def test_pynetdicom_one_association_at_a_time(tmp_path: Path) -> None:
                 await anyio.sleep(0.05)
     received = files_by_uid(out)
     assert set(received) == {sop_instance_uid(p) for p in first + second}
+
+
+# --- asynchronous operations window ---------------------------------------------------------
+
+
+async def store_concurrently(port: int, paths: list[Path], called_ae: str) -> int:
+    """Start every store at once on one association proposing a window of 8."""
+    (contexts,) = contexts_for_files(paths)
+    async with connect(
+        "127.0.0.1", port, called_ae=called_ae, contexts=contexts, max_outstanding=8
+    ) as assoc:
+        statuses: list[bool] = []
+
+        async def one(path: Path) -> None:
+            statuses.append((await assoc.store(path)).is_success)
+
+        async with anyio.create_task_group() as task_group:
+            for path in paths:
+                task_group.start_soon(one, path)
+        assert statuses == [True] * len(paths)
+        return assoc.max_outstanding
+
+
+@pytest.mark.dcmtk
+async def test_window_not_granted_by_dcmtk_stores_one_at_a_time(tmp_path: Path) -> None:
+    sources = write_study(tmp_path / "src", images_per_series=6, rows=32, columns=32)
+    out = tmp_path / "out"
+    out.mkdir()
+    with storescp(output_dir=out, args=("+B",)) as peer:
+        with anyio.fail_after(TEST_TIMEOUT):
+            window = await store_concurrently(peer.port, sources, "STORESCP")
+    assert window == 1
+    assert set(files_by_uid(out)) == {sop_instance_uid(p) for p in sources}, peer.output()
+
+
+async def test_window_not_granted_by_pynetdicom_stores_one_at_a_time(tmp_path: Path) -> None:
+    sources = write_study(tmp_path / "src", images_per_series=6, rows=32, columns=32)
+    out = tmp_path / "out"
+    out.mkdir()
+    with pynetdicom_storescp(output_dir=out) as peer:
+        with anyio.fail_after(TEST_TIMEOUT):
+            window = await store_concurrently(peer.port, sources, "STORESCP")
+            while len(files_by_uid(out)) < len(sources):
+                await anyio.sleep(0.05)
+    assert window == 1
+    assert set(files_by_uid(out)) == {sop_instance_uid(p) for p in sources}, peer.output()
+
+
+async def test_window_granted_by_our_server_pipelines(tmp_path: Path) -> None:
+    """With a window of 4 granted, several stores really are outstanding at once."""
+    sources = write_study(tmp_path / "src", images_per_series=6, rows=32, columns=32)
+    collector = Collector(tmp_path / "out")
+    in_flight = 0
+    two_at_once = anyio.Event()
+
+    async def on_store(instance: ReceivedInstance) -> None:
+        nonlocal in_flight
+        in_flight += 1
+        if in_flight >= 2:
+            two_at_once.set()
+        # The first store waits until a second one is being handled: only possible when
+        # the client did not wait for the first response (bounded by fail_after below).
+        await two_at_once.wait()
+        await collector(instance)
+        in_flight -= 1
+
+    server = Server("AIODICOM", "127.0.0.1", 0, on_store=on_store, max_operations=4)
+    with anyio.fail_after(TEST_TIMEOUT):
+        async with serving(server) as port:
+            window = await store_concurrently(port, sources, "AIODICOM")
+    assert window == 4
+    assert set(collector.paths) == {sop_instance_uid(p) for p in sources}
+    for source in sources:
+        assert dataset_bytes(collector.paths[sop_instance_uid(source)]) == dataset_bytes(source)

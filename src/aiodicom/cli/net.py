@@ -99,8 +99,9 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     receive.add_argument("--accept-any-transfer-syntax", action="store_true", help="store compressed data untouched")
     receive.add_argument("--max-associations", type=int, default=64)
     receive.add_argument("--max-pdu", type=int, default=None, help="maximum PDU length we announce")
-    receive.add_argument("--memory-threshold", type=int, default=1024 * 1024,
-                         help="data sets larger than this stream to disk as they arrive [%(default)s]")
+    receive.add_argument("--memory-threshold", type=int, default=0,
+                         help="data sets larger than this many bytes stream to disk as they arrive; "
+                         "smaller ones are written once complete [%(default)s: stream everything]")
     receive.add_argument("--tls-cert", help="serve TLS with this certificate (PEM)")
     receive.add_argument("--tls-key", help="private key for --tls-cert (PEM)")
     receive.add_argument("--tls-ca", help="CA for client certificates")

@@ -26,7 +26,7 @@ from aiodicom.codec.uids import (
 )
 from aiodicom.dimse import command as C
 from aiodicom.dimse import status as S
-from aiodicom.dimse.store import AssociationInfo, InstanceSink, ReceivedInstance
+from aiodicom.dimse.store import AssociationInfo, InstanceSink, ReceivedInstance, SpoolFiles
 from aiodicom.errors import (
     AssociationError,
     DicomFileError,
@@ -146,6 +146,7 @@ class Server:
         self.backlog = backlog
         self._spool_dir_option = Path(spool_dir) if spool_dir is not None else None
         self.spool_dir: Path | None = None
+        self._spool: SpoolFiles | None = None
         self._connections: set[DicomProtocol] = set()
         self._associations: set[Association] = set()
         self._task_group: anyio.abc.TaskGroup | None = None
@@ -166,6 +167,7 @@ class Server:
         own_spool = self._spool_dir_option is None
         self.spool_dir = self._spool_dir_option or Path(tempfile.mkdtemp(prefix="aiodicom-spool-"))
         self.spool_dir.mkdir(parents=True, exist_ok=True)
+        self._spool = SpoolFiles(self.spool_dir)
         listener = await loop.create_server(
             self._protocol_factory,
             self.host,
@@ -194,6 +196,8 @@ class Server:
                 if protocol.transport is not None:
                     protocol.transport.abort()
             self._task_group = None
+            if self._spool is not None:
+                self._spool.close()
             if own_spool and self.spool_dir is not None:
                 shutil.rmtree(self.spool_dir, ignore_errors=True)
             self.log.info("stopped")
@@ -257,7 +261,7 @@ class Server:
         self._task_group.start_soon(self._run_association, association)
 
     def _command_decoder(self, association: Association) -> CommandDecoder[Any]:
-        spool_dir = self.spool_dir
+        spool = self._spool
         threshold = self.memory_threshold
         contexts = association.contexts
 
@@ -269,12 +273,12 @@ class Server:
             if not has_dataset:
                 return message, None
             if isinstance(message, C.CStoreRQ):
-                assert spool_dir is not None
+                assert spool is not None
                 return message, InstanceSink(
                     message.affected_sop_class_uid,
                     message.affected_sop_instance_uid,
                     contexts[context_id].transfer_syntax,
-                    spool_dir=spool_dir,
+                    spool=spool,
                     memory_threshold=threshold,
                     source_ae=association.calling_ae.strip() or None,
                 )
@@ -293,7 +297,7 @@ class Server:
         log = association.log
         released = False
         window = association.response.user_information.async_ops_window
-        performed = window[1] if window else 1
+        performed = window[0] if window else 1  # the AC's "invoked": what the peer may invoke
         try:
             if performed <= 1:
                 while True:
@@ -381,6 +385,8 @@ class Server:
                 return
             response = refusal
         await association.send(message.context_id, C.encode_command(response, has_dataset=False))
+        if self._spool is not None and isinstance(request, C.CStoreRQ):
+            self._spool.refill()  # while the sender prepares its next instance
 
     async def _handle_store(
         self,

@@ -64,6 +64,46 @@ def _write_all(fd: int, buffers: Iterable[bytes | bytearray | memoryview]) -> No
                 written = 0
 
 
+class SpoolFiles:
+    """Empty spool files created ahead of need.
+
+    Creating a file is the costliest step of receiving an instance on many
+    file systems (an inode, a journal entry). The server refills this pool
+    right after it sends a response, while the sender prepares its next
+    message, so the receive path itself only takes an open descriptor.
+    """
+
+    def __init__(self, directory: Path, spare: int = 2) -> None:
+        self.directory = directory
+        self.spare = spare
+        self._ready: list[tuple[int, Path]] = []
+
+    def _create(self) -> tuple[int, Path]:
+        path = self.directory / f".{uuid.uuid4().hex}.part"
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644), path
+
+    def take(self) -> tuple[int, Path]:
+        if self._ready:
+            return self._ready.pop()
+        return self._create()
+
+    def refill(self) -> None:
+        try:
+            while len(self._ready) < self.spare:
+                self._ready.append(self._create())
+        except OSError:
+            pass  # take() will report the problem when a file is really needed
+
+    def close(self) -> None:
+        for fd, path in self._ready:
+            os.close(fd)
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+        self._ready.clear()
+
+
 class InstanceSink:
     """Collects one C-STORE data set (see the module docstring)."""
 
@@ -72,7 +112,7 @@ class InstanceSink:
         "sop_instance_uid",
         "transfer_syntax",
         "source_ae",
-        "_spool_dir",
+        "_spool",
         "_threshold",
         "_parts",
         "_head",
@@ -91,7 +131,7 @@ class InstanceSink:
         sop_instance_uid: str,
         transfer_syntax: str,
         *,
-        spool_dir: Path,
+        spool: SpoolFiles,
         memory_threshold: int,
         source_ae: str | None = None,
     ) -> None:
@@ -99,7 +139,7 @@ class InstanceSink:
         self.sop_instance_uid = sop_instance_uid
         self.transfer_syntax = transfer_syntax
         self.source_ae = source_ae
-        self._spool_dir = spool_dir
+        self._spool = spool
         self._threshold = memory_threshold
         self._parts: list[memoryview] = []
         self._head: list[memoryview] = []
@@ -138,10 +178,8 @@ class InstanceSink:
             self._spill()
 
     def _spill(self) -> None:
-        path = self._spool_dir / f".{uuid.uuid4().hex}.part"
         try:
-            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            self.path = path
+            self._fd, self.path = self._spool.take()
             _write_all(self._fd, [self._meta(), *self._parts])
         except OSError as exc:
             self._fail(exc)
@@ -309,9 +347,32 @@ class ReceivedInstance:
                 os.unlink(sink.path)
             sink.path = None
         else:
-            _atomic_write(target, [sink._meta(), *sink.memory_parts()])
+            self._write_new(target)
         self._saved_to = target
         return target
+
+    def _write_new(self, target: Path) -> None:
+        """Write an in-memory instance through a pre-created spool file, then rename."""
+        sink = self._sink
+        try:
+            fd, temporary = sink._spool.take()
+        except OSError:
+            _atomic_write(target, [sink.meta, *sink.memory_parts()])
+            return
+        try:
+            try:
+                _write_all(fd, [sink.meta, *sink.memory_parts()])
+            finally:
+                os.close(fd)
+            os.replace(temporary, target)
+        except OSError as exc:
+            try:
+                os.unlink(temporary)
+            except OSError:
+                pass
+            if exc.errno != errno.EXDEV:
+                raise StorageError(f"cannot write {target}: {exc}") from exc
+            _atomic_write(target, [sink.meta, *sink.memory_parts()])
 
     def _cleanup(self) -> None:
         self._sink.discard()

@@ -92,7 +92,10 @@ def negotiate(
         performed = policy.max_operations_performed
         if invoked != 0:
             performed = min(performed, invoked)
-        reply.async_ops_window = (1, max(performed, 1))
+        # PS3.7 D.3.3.3: the AC's "invoked" field is how many operations the
+        # *requestor* may invoke (what we perform); "performed" is about requests
+        # we would invoke, and we invoke none asynchronously.
+        reply.async_ops_window = (max(performed, 1), 1)
     for role in info.role_selections:
         reply.role_selections.append(
             P.RoleSelection(

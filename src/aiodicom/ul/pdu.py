@@ -376,10 +376,10 @@ def fragment(
     follows (streaming a large data set in chunks).
     """
     view = memoryview(data)
-    chunk = len(view) if max_pdu_length == 0 else max_pdu_length - 6
+    # Unlimited: one PDV (at least 1 so that empty data still yields one, empty, PDV).
+    chunk = max(len(view), 1) if max_pdu_length == 0 else max_pdu_length - 6
     if chunk <= 0:
         raise ValueError(f"maximum PDU length {max_pdu_length} leaves no room for data")
-    chunk = max(chunk, 1)
     control_base = 1 if is_command else 0
     offset = 0
     total = len(view)
