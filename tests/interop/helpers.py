@@ -10,13 +10,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import anyio
 import pydicom
 
 from aiodicom.dimse.server import Server
 from aiodicom.dimse.store import ReceivedInstance, safe_component
+from peers import dcmdump
 
 #: Upper bound for one network test; tests finish in well under a second normally.
 TEST_TIMEOUT = 30.0
@@ -27,7 +27,6 @@ class Collector:
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
-        self.received: list[ReceivedInstance] = []
         self.paths: dict[str, Path] = {}
         self.transfer_syntaxes: dict[str, str] = {}
 
@@ -36,7 +35,6 @@ class Collector:
         path = instance.save(self.directory / (safe_component(uid, "unknown") + ".dcm"))
         self.paths[uid] = path
         self.transfer_syntaxes[uid] = instance.transfer_syntax
-        self.received.append(instance)
         return None
 
 
@@ -54,12 +52,6 @@ async def serving(server: Server) -> AsyncIterator[int]:
 def sop_instance_uid(path: Path) -> str:
     """The SOP Instance UID of a Part 10 file (headers only)."""
     return str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID)
-
-
-def decoded_elements(path: Path) -> dict[Any, Any]:
-    """Tag -> (VR, value) of the data set, for comparisons across transfer syntaxes."""
-    ds = pydicom.dcmread(path)
-    return {elem.tag: (elem.VR, elem.value) for elem in ds.iterall()}
 
 
 def files_by_uid(directory: Path) -> dict[str, Path]:
@@ -80,3 +72,15 @@ def assert_same_elements(sent: Path, stored: Path) -> None:
     for tag in tags:
         assert a[tag].value == b[tag].value, a[tag]
     assert (a.pixel_array == b.pixel_array).all()
+
+
+def assert_dcmdump_clean(path: Path) -> None:
+    """DCMTK's ``dcmdump`` reads the file completely, with nothing on stderr.
+
+    DCMTK logs its warnings (``W:``) and errors (``E:``) to stderr, so an empty stderr
+    means the file is well formed as far as an independent parser can tell.
+    """
+    result = dcmdump(path)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == "", result.stderr
+    assert "(7fe0,0010)" in result.stdout  # it got as far as the pixel data

@@ -21,10 +21,18 @@ from aiodicom.codec.uids import (
     IMPLICIT_VR_LITTLE_ENDIAN,
 )
 from aiodicom.dimse.server import Server
+from aiodicom.dimse.store import ReceivedInstance
 from aiodicom.synthetic import write_study
-from peers import compress_jpeg_lossless, dataset_bytes, dcmdump, run_dcmtk
+from peers import compress_jpeg_lossless, dataset_bytes, run_dcmtk
 
-from .helpers import TEST_TIMEOUT, Collector, assert_same_elements, serving, sop_instance_uid
+from .helpers import (
+    TEST_TIMEOUT,
+    Collector,
+    assert_dcmdump_clean,
+    assert_same_elements,
+    serving,
+    sop_instance_uid,
+)
 
 pytestmark = [pytest.mark.anyio, pytest.mark.dcmtk]
 
@@ -35,13 +43,6 @@ async def dcmtk(args: list[str], timeout: float = 20.0) -> tuple[int, str]:
     """Run a DCMTK client without blocking the event loop our server runs on."""
     result = await anyio.to_thread.run_sync(lambda: run_dcmtk(args, timeout=timeout))
     return result.returncode, result.stdout + result.stderr
-
-
-def assert_dcmdump_clean(path: Path) -> None:
-    result = dcmdump(path)
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output
-    assert "W: " not in output and "E: " not in output, output
 
 
 def storescu_profile(directory: Path, transfer_syntax: str) -> list[str]:
@@ -149,10 +150,7 @@ async def test_storescu_pdu_sizes_and_repeat(tmp_path: Path, options: list[str])
     sources = write_study(tmp_path / "src", images_per_series=2, rows=128, columns=128)
     stored: list[bytes] = []
 
-    async def on_store(instance: object) -> None:
-        from aiodicom.dimse.store import ReceivedInstance
-
-        assert isinstance(instance, ReceivedInstance)
+    async def on_store(instance: ReceivedInstance) -> None:
         stored.append(instance.dataset_bytes())
         instance.save(tmp_path / "out" / f"{len(stored)}.dcm")
 
@@ -243,3 +241,122 @@ async def test_storescu_deflated_stored_as_received(tmp_path: Path) -> None:
         assert meta.TransferSyntaxUID == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN
         assert_same_elements(source, stored)
         assert_dcmdump_clean(stored)
+
+
+@pytest.mark.parametrize(
+    ("server_options", "echoscu_options", "expected"),
+    [
+        ({"require_called_ae": True}, ["-aec", "SOMEONE"], "Called AE Title Not Recognized"),
+        (
+            {"calling_ae_allowlist": ["FRIEND"]},
+            ["-aec", "AIODICOM", "-aet", "STRANGER"],
+            "Calling AE Title Not Recognized",
+        ),
+    ],
+    ids=["called-ae", "calling-ae"],
+)
+async def test_echoscu_rejections_decoded_by_dcmtk(
+    server_options: dict[str, object], echoscu_options: list[str], expected: str
+) -> None:
+    """DCMTK reads our A-ASSOCIATE-RJ as the reason we meant."""
+    server = Server("AIODICOM", "127.0.0.1", 0, **server_options)  # type: ignore[arg-type]
+    with anyio.fail_after(TEST_TIMEOUT):
+        async with serving(server) as port:
+            code, output = await dcmtk(["echoscu", *echoscu_options, "127.0.0.1", str(port)])
+            assert code != 0, output
+            assert "Association Rejected" in output and expected in output, output
+            assert "Rejected Permanent" in output, output
+
+
+async def test_too_many_associations_rejected_transiently() -> None:
+    from aiodicom.dimse.client import connect
+
+    server = Server("AIODICOM", "127.0.0.1", 0, max_associations=1)
+    with anyio.fail_after(TEST_TIMEOUT):
+        async with serving(server) as port:
+            async with connect("127.0.0.1", port, called_ae="AIODICOM") as held:
+                code, output = await dcmtk(["echoscu", "-aec", "AIODICOM", "127.0.0.1", str(port)])
+                assert code != 0, output
+                assert "Rejected Transient" in output and "Local Limit Exceeded" in output, output
+                assert (await held.echo()).is_success
+            # Once the first one is released the next gets in (bounded by fail_after).
+            while True:
+                code, output = await dcmtk(["echoscu", "-aec", "AIODICOM", "127.0.0.1", str(port)])
+                if code == 0:
+                    break
+                await anyio.sleep(0.05)
+
+
+async def test_concurrent_storescu_processes(tmp_path: Path) -> None:
+    studies = [
+        write_study(tmp_path / f"src{i}", images_per_series=3, rows=64, columns=64)
+        for i in range(4)
+    ]
+    collector = Collector(tmp_path / "out")
+    server = Server("AIODICOM", "127.0.0.1", 0, on_store=collector)
+    results: list[tuple[int, str]] = []
+
+    async def send(folder: Path, port: int) -> None:
+        results.append(
+            await dcmtk(
+                ["storescu", "+sd", "-aec", "AIODICOM", "127.0.0.1", str(port), str(folder)]
+            )
+        )
+
+    with anyio.fail_after(TEST_TIMEOUT):
+        async with serving(server) as port:
+            async with anyio.create_task_group() as task_group:
+                for i in range(4):
+                    task_group.start_soon(send, tmp_path / f"src{i}", port)
+    assert [code for code, _ in results] == [0] * 4, results
+    sources = [path for study in studies for path in study]
+    assert set(collector.paths) == {sop_instance_uid(p) for p in sources}
+    for source in sources:
+        assert dataset_bytes(collector.paths[sop_instance_uid(source)]) == dataset_bytes(source)
+
+
+async def test_storescu_large_instance_streamed_to_disk(tmp_path: Path) -> None:
+    """2 MiB of pixels in 16 KiB PDUs, spooled to disk as they arrive (threshold 64 KiB)."""
+    sources = write_study(tmp_path / "src", images_per_series=1, rows=1024, columns=1024)
+    spooled: list[bool] = []
+    collector = Collector(tmp_path / "out")
+
+    async def on_store(instance: ReceivedInstance) -> None:
+        spooled.append(instance.spooled_path is not None)
+        await collector(instance)
+
+    server = Server(
+        "AIODICOM", "127.0.0.1", 0, on_store=on_store, memory_threshold=64 * 1024,
+        spool_dir=tmp_path / "spool",
+    )  # fmt: skip
+    with anyio.fail_after(TEST_TIMEOUT):
+        async with serving(server) as port:
+            code, output = await dcmtk(
+                ["storescu", "--max-send-pdu", "16384", "-aec", "AIODICOM", "127.0.0.1",
+                 str(port), str(sources[0])]
+            )  # fmt: skip
+    assert code == 0, output
+    assert spooled == [True]
+    stored = collector.paths[sop_instance_uid(sources[0])]
+    assert dataset_bytes(stored) == dataset_bytes(sources[0])
+    assert_dcmdump_clean(stored)
+    assert [p for p in (tmp_path / "spool").iterdir()] == []  # nothing left behind
+
+
+async def test_storescu_several_sop_classes(tmp_path: Path) -> None:
+    ct = write_study(tmp_path / "src" / "ct", images_per_series=2, rows=32, columns=32)
+    mr = write_study(
+        tmp_path / "src" / "mr", images_per_series=2, rows=32, columns=32, modality="MR"
+    )
+    collector = Collector(tmp_path / "out")
+    server = Server("AIODICOM", "127.0.0.1", 0, on_store=collector)
+    with anyio.fail_after(TEST_TIMEOUT):
+        async with serving(server) as port:
+            code, output = await dcmtk(
+                ["storescu", "+sd", "+r", "-aec", "AIODICOM", "127.0.0.1", str(port),
+                 str(tmp_path / "src")]
+            )  # fmt: skip
+    assert code == 0, output
+    assert set(collector.paths) == {sop_instance_uid(p) for p in ct + mr}
+    for source in ct + mr:
+        assert dataset_bytes(collector.paths[sop_instance_uid(source)]) == dataset_bytes(source)

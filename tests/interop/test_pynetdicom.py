@@ -64,7 +64,8 @@ async def test_storescu_api_everything_arrives(tmp_path: Path) -> None:
     )  # fmt: skip
     in_memory = make_dataset(rows=32, columns=32)
     collector = Collector(tmp_path / "out")
-    server = Server("AIODICOM", "127.0.0.1", 0, on_store=collector)
+    # Above 16 KiB a data set streams to the spool file as its PDVs arrive.
+    server = Server("AIODICOM", "127.0.0.1", 0, on_store=collector, memory_threshold=16 * 1024)
     with anyio.fail_after(TEST_TIMEOUT):
         async with serving(server) as port:
             statuses = await anyio.to_thread.run_sync(
@@ -185,3 +186,36 @@ async def test_no_window_item_when_none_proposed(tmp_path: Path) -> None:
     with anyio.fail_after(TEST_TIMEOUT):
         async with serving(server) as port:
             assert not await anyio.to_thread.run_sync(negotiate, port)
+
+
+async def test_context_results_read_by_pynetdicom() -> None:
+    """pynetdicom decodes each context's result as we meant it (PS3.8 9.3.3.2)."""
+    jpeg_lossless = "1.2.840.10008.1.2.4.70"
+    unknown_class = "1.2.826.0.1.3680043.10.1447.99.2"
+
+    def negotiate(port: int) -> tuple[list[tuple[str, str]], list[tuple[str, int]]]:
+        ae = AE(ae_title="PYNETDICOM")
+        ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 10
+        ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+        ae.add_requested_context(CTImageStorage, jpeg_lossless)
+        ae.add_requested_context(unknown_class, ExplicitVRLittleEndian)
+        assoc = ae.associate("127.0.0.1", port, ae_title="AIODICOM")
+        assert assoc.is_established
+        try:
+            accepted = [(c.abstract_syntax, c.transfer_syntax[0]) for c in assoc.accepted_contexts]
+            rejected = [(c.abstract_syntax, c.result) for c in assoc.rejected_contexts]
+            return accepted, rejected
+        finally:
+            assoc.release()
+
+    async def on_store(instance: Any) -> None:
+        return None
+
+    server = Server("AIODICOM", "127.0.0.1", 0, on_store=on_store)
+    with anyio.fail_after(TEST_TIMEOUT):
+        async with serving(server) as port:
+            accepted, rejected = await anyio.to_thread.run_sync(negotiate, port)
+    assert accepted == [(CTImageStorage, ExplicitVRLittleEndian)]
+    assert sorted(rejected) == sorted(
+        [(CTImageStorage, 0x04), (unknown_class, 0x03)]  # transfer syntax / abstract syntax
+    )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import socket
 import ssl
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +23,14 @@ from aiodicom.errors import AiodicomError
 from aiodicom.synthetic import write_study
 from aiodicom.ul import pdu as P
 from aiodicom.ul.negotiation import build_request
-from peers import dataset_bytes, run_dcmtk, storescp
+from peers import (
+    aiodicom_command,
+    aiodicom_receive,
+    dataset_bytes,
+    peer_env,
+    run_dcmtk,
+    storescp,
+)
 
 from .helpers import TEST_TIMEOUT, Collector, files_by_uid, serving, sop_instance_uid
 
@@ -221,11 +229,47 @@ async def test_plaintext_to_tls_port_fails_cleanly(pki: Pki) -> None:
                 with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
                     sock.sendall(P.encode(rq))
                     chunks = []
-                    while chunk := sock.recv(65536):
-                        chunks.append(chunk)
+                    try:
+                        while chunk := sock.recv(65536):
+                            chunks.append(chunk)
+                    except ConnectionResetError:
+                        pass  # closing with a reset is as clean an answer as any
                     return b"".join(chunks)
 
             answer = await anyio.to_thread.run_sync(raw)
             assert not answer.startswith(b"\x02\x00"), "no A-ASSOCIATE-AC over plaintext"
             assert await echo(port, client_context(pki, pki))
             assert server.active_associations == 0
+
+
+def test_cli_tls_receive_echo_and_store(tmp_path: Path, pki: Pki) -> None:
+    """``aiodicom receive`` with TLS and required client certificates, driven by the CLI."""
+    sources = write_study(tmp_path / "src", images_per_series=2, rows=16, columns=16)
+    out = tmp_path / "out"
+    server_tls = (
+        "--tls-cert", str(pki.server_cert), "--tls-key", str(pki.server_key),
+        "--tls-ca", str(pki.ca_pem), "--tls-require-client-cert",
+    )  # fmt: skip
+    client_tls = ("--tls", "--tls-ca", str(pki.ca_pem))
+    identity = ("--tls-cert", str(pki.client_cert), "--tls-key", str(pki.client_key))
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            aiodicom_command(*args), stdin=subprocess.DEVNULL, capture_output=True, text=True,
+            env=peer_env(), timeout=TEST_TIMEOUT,
+        )  # fmt: skip
+
+    with aiodicom_receive(out, args=server_tls) as peer:
+        port = str(peer.port)
+        echo = cli("echo", "127.0.0.1", port, "--aec", "AIODICOM", *client_tls, *identity)
+        store = cli("store", "127.0.0.1", port, str(tmp_path / "src"), *client_tls, *identity)
+        anonymous = cli("echo", "127.0.0.1", port, *client_tls)
+        plaintext = cli("echo", "127.0.0.1", port)
+    assert echo.returncode == 0, echo.stderr
+    assert store.returncode == 0, store.stdout + store.stderr
+    for failed in (anonymous, plaintext):
+        assert failed.returncode != 0
+        assert "Traceback" not in failed.stderr, failed.stderr
+        assert len(failed.stderr.strip().splitlines()) == 1, failed.stderr
+    assert peer.returncode == 0, peer.output()
+    assert set(files_by_uid(out)) == {sop_instance_uid(p) for p in sources}

@@ -3,7 +3,9 @@
 The receiver is an independent implementation, so equality of what it wrote with what we
 had proves our encoding, fragmentation and negotiation, not just agreement with
 ourselves. DCMTK's storescp runs with ``+B`` (bit preserving): without it DCMTK re-encodes
-the data set it parsed, which says nothing about what we sent.
+the data set it parsed, which says nothing about what we sent. pynetdicom's storescp
+always re-encodes with pydicom (for these synthetic files a faithful round trip), and
+writes each file before it answers, so everything is on disk once ``store`` returns.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from aiodicom.codec.uids import (
 from aiodicom.dimse.client import connect, contexts_for_files
 from aiodicom.dimse.server import Server
 from aiodicom.dimse.store import ReceivedInstance
-from aiodicom.errors import NoPresentationContext
+from aiodicom.errors import AssociationAborted, NoPresentationContext
 from aiodicom.synthetic import CT_IMAGE_STORAGE, make_dataset, write_study
 from peers import (
     compress_jpeg_lossless,
@@ -184,13 +186,24 @@ async def test_store_to_pynetdicom_byte_for_byte(tmp_path: Path, transfer_syntax
     with pynetdicom_storescp(output_dir=out) as peer:
         with anyio.fail_after(TEST_TIMEOUT):
             await send(peer.port, sources)
-            # pynetdicom writes after answering; wait (bounded) until everything is there.
-            while len(files_by_uid(out)) < len(sources):
-                await anyio.sleep(0.05)
     received = files_by_uid(out)
     assert len(received) == len(sources), peer.output()
     for source in sources:
         assert dataset_bytes(received[sop_instance_uid(source)]) == dataset_bytes(source)
+
+
+async def test_explicit_file_converted_for_implicit_only_pynetdicom(tmp_path: Path) -> None:
+    sources = write_study(tmp_path / "src", images_per_series=2, rows=32, columns=32)
+    out = tmp_path / "out"
+    out.mkdir()
+    with pynetdicom_storescp(output_dir=out, args=("--implicit",)) as peer:
+        with anyio.fail_after(TEST_TIMEOUT):
+            await send(peer.port, sources)
+    received = files_by_uid(out)
+    for source in sources:
+        stored = received[sop_instance_uid(source)]
+        assert pydicom.dcmread(stored).file_meta.TransferSyntaxUID == IMPLICIT_VR_LITTLE_ENDIAN
+        assert_same_elements(source, stored)
 
 
 async def test_pynetdicom_one_association_at_a_time(tmp_path: Path) -> None:
@@ -203,8 +216,6 @@ async def test_pynetdicom_one_association_at_a_time(tmp_path: Path) -> None:
         with anyio.fail_after(TEST_TIMEOUT):
             await send(peer.port, first)
             await send(peer.port, second)
-            while len(files_by_uid(out)) < 4:
-                await anyio.sleep(0.05)
     received = files_by_uid(out)
     assert set(received) == {sop_instance_uid(p) for p in first + second}
 
@@ -249,8 +260,6 @@ async def test_window_not_granted_by_pynetdicom_stores_one_at_a_time(tmp_path: P
     with pynetdicom_storescp(output_dir=out) as peer:
         with anyio.fail_after(TEST_TIMEOUT):
             window = await store_concurrently(peer.port, sources, "STORESCP")
-            while len(files_by_uid(out)) < len(sources):
-                await anyio.sleep(0.05)
     assert window == 1
     assert set(files_by_uid(out)) == {sop_instance_uid(p) for p in sources}, peer.output()
 
@@ -281,3 +290,44 @@ async def test_window_granted_by_our_server_pipelines(tmp_path: Path) -> None:
     assert set(collector.paths) == {sop_instance_uid(p) for p in sources}
     for source in sources:
         assert dataset_bytes(collector.paths[sop_instance_uid(source)]) == dataset_bytes(source)
+
+
+@pytest.mark.dcmtk
+async def test_peer_abort_surfaces_as_our_exception(tmp_path: Path) -> None:
+    """Not wrapped in an exception group: ``except AssociationAborted`` works."""
+    sources = write_study(tmp_path / "src", images_per_series=1, rows=16, columns=16)
+    with storescp(args=("--abort-after",)) as peer:
+        with anyio.fail_after(TEST_TIMEOUT):
+            with pytest.raises(AssociationAborted):
+                await send(peer.port, sources)
+
+
+@pytest.mark.dcmtk
+async def test_large_file_streamed_from_disk_to_dcmtk(tmp_path: Path) -> None:
+    """Above the client's 32 MiB threshold the data set is sent in pieces read from disk."""
+    from aiodicom.synthetic import write_large_multiframe
+
+    source = write_large_multiframe(tmp_path / "big.dcm", size_bytes=34 * 1024 * 1024)
+    assert source.stat().st_size > 32 * 1024 * 1024
+    out = tmp_path / "out"
+    out.mkdir()
+    with storescp(output_dir=out, args=("+B",)) as peer:
+        with anyio.fail_after(TEST_TIMEOUT):
+            await send(peer.port, [source])
+    (stored,) = files_by_uid(out).values()
+    assert dataset_bytes(stored) == dataset_bytes(source)
+
+
+@pytest.mark.dcmtk
+async def test_fragments_respect_the_peers_maximum_pdu(tmp_path: Path) -> None:
+    """storescp announces 4096 bytes: DCMTK aborts on any larger PDU, so success proves it."""
+    sources = write_study(tmp_path / "src", images_per_series=2, rows=256, columns=256)
+    out = tmp_path / "out"
+    out.mkdir()
+    with storescp(output_dir=out, args=("+B", "-pdu", "4096")) as peer:
+        with anyio.fail_after(TEST_TIMEOUT):
+            await send(peer.port, sources)
+    received = files_by_uid(out)
+    assert set(received) == {sop_instance_uid(p) for p in sources}, peer.output()
+    for source in sources:
+        assert dataset_bytes(received[sop_instance_uid(source)]) == dataset_bytes(source)

@@ -8,6 +8,7 @@ against pynetdicom's encoder, an independent implementation, in both directions
 from __future__ import annotations
 
 import struct
+from typing import Any, TypeVar, cast
 
 import pytest
 from pynetdicom import pdu as pn_pdu
@@ -24,6 +25,7 @@ IMPLICIT = "1.2.840.10008.1.2"
 EXPLICIT = "1.2.840.10008.1.2.1"
 JPEG_LOSSLESS = "1.2.840.10008.1.2.4.70"
 IMPL_UID = "1.2.826.0.1.3680043.9.7433.1"
+AssocT = TypeVar("AssocT", P.AssociateRQ, P.AssociateAC)
 
 
 def full_user_information(**overrides: object) -> P.UserInformation:
@@ -41,7 +43,9 @@ def full_user_information(**overrides: object) -> P.UserInformation:
         sop_class_extended=[P.SOPClassExtendedNegotiation(CT_STORAGE, b"\x01\x00\x01")],
         sop_class_common_extended=[
             P.SOPClassCommonExtendedNegotiation(
-                "1.2.840.10008.5.1.4.1.1.88.22", "1.2.840.10008.4.2", ["1.2.840.10008.5.1.4.1.1.88.11"]
+                "1.2.840.10008.5.1.4.1.1.88.22",
+                "1.2.840.10008.4.2",
+                ["1.2.840.10008.5.1.4.1.1.88.11"],
             )
         ],
         unknown=[(0x7A, b"private stuff"), (0x5F, b"")],
@@ -88,7 +92,9 @@ def roundtrip(pdu: P.PDU) -> P.PDU:
 def normalise(pdu: P.PDU) -> P.PDU:
     """PDV payloads decode as memoryviews; compare them as bytes."""
     if isinstance(pdu, P.PDataTF):
-        return P.PDataTF([P.PDV(v.context_id, v.is_command, v.is_last, bytes(v.data)) for v in pdu.pdvs])
+        return P.PDataTF(
+            [P.PDV(v.context_id, v.is_command, v.is_last, bytes(v.data)) for v in pdu.pdvs]
+        )
     return pdu
 
 
@@ -100,14 +106,20 @@ def normalise(pdu: P.PDU) -> P.PDU:
     [
         pytest.param(full_rq(), id="A-ASSOCIATE-RQ"),
         pytest.param(full_ac(), id="A-ASSOCIATE-AC"),
-        pytest.param(P.AssociateRJ(P.RJ_TRANSIENT, P.RJ_SOURCE_PRESENTATION, 2), id="A-ASSOCIATE-RJ"),
         pytest.param(
-            P.PDataTF([P.PDV(1, True, True, b"\x00\x01cmd"), P.PDV(3, False, False, b"data" * 100)]),
+            P.AssociateRJ(P.RJ_TRANSIENT, P.RJ_SOURCE_PRESENTATION, 2), id="A-ASSOCIATE-RJ"
+        ),
+        pytest.param(
+            P.PDataTF(
+                [P.PDV(1, True, True, b"\x00\x01cmd"), P.PDV(3, False, False, b"data" * 100)]
+            ),
             id="P-DATA-TF",
         ),
         pytest.param(P.ReleaseRQ(), id="A-RELEASE-RQ"),
         pytest.param(P.ReleaseRP(), id="A-RELEASE-RP"),
-        pytest.param(P.Abort(P.AbortSource.SERVICE_PROVIDER, P.REASON_UNEXPECTED_PDU), id="A-ABORT"),
+        pytest.param(
+            P.Abort(P.AbortSource.SERVICE_PROVIDER, P.REASON_UNEXPECTED_PDU), id="A-ABORT"
+        ),
     ],
 )
 def test_every_pdu_type_round_trips(pdu: P.PDU) -> None:
@@ -120,7 +132,9 @@ def test_presentation_context_ac_results_round_trip(result: int) -> None:
     ac.presentation_contexts = [P.PresentationContextAC(1, result, IMPLICIT if result == 0 else "")]
     decoded = roundtrip(ac)
     assert isinstance(decoded, P.AssociateAC)
-    assert decoded.presentation_contexts == [P.PresentationContextAC(1, result, IMPLICIT if result == 0 else "")]
+    assert decoded.presentation_contexts == [
+        P.PresentationContextAC(1, result, IMPLICIT if result == 0 else "")
+    ]
 
 
 @pytest.mark.parametrize(
@@ -138,7 +152,9 @@ def test_user_identity_rq_types_1_to_5_round_trip(
     identity_type: int, primary: bytes, secondary: bytes, wants_response: bool
 ) -> None:
     rq = full_rq()
-    rq.user_information.user_identity_rq = P.UserIdentityRQ(identity_type, wants_response, primary, secondary)
+    rq.user_information.user_identity_rq = P.UserIdentityRQ(
+        identity_type, wants_response, primary, secondary
+    )
     decoded = roundtrip(rq)
     assert isinstance(decoded, P.AssociateRQ)
     assert decoded.user_information.user_identity_rq == P.UserIdentityRQ(
@@ -181,7 +197,10 @@ def test_common_extended_negotiation_with_several_or_no_related_classes() -> Non
         ]
         decoded = roundtrip(rq)
         assert isinstance(decoded, P.AssociateRQ)
-        assert decoded.user_information.sop_class_common_extended[0].related_general_sop_classes == related
+        assert (
+            decoded.user_information.sop_class_common_extended[0].related_general_sop_classes
+            == related
+        )
 
 
 # --- byte layout (PS3.8 tables 9-11 .. 9-26) ---------------------------------------------
@@ -208,10 +227,12 @@ def test_presentation_context_items_layout() -> None:
     (length,) = struct.unpack(">H", raw[offset + 2 : offset + 4])
     item = raw[offset + 4 : offset + 4 + length]
     assert item[0] == 1 and item[1:4] == b"\x00\x00\x00"  # context ID, reserved
-    assert item[4] == 0x30 and item[8:] .startswith(VERIFICATION.encode())
+    assert item[4] == 0x30 and item[8:].startswith(VERIFICATION.encode())
     ac_raw = P.encode(full_ac())
     offset = ac_raw.index(b"\x21\x00", 99)
-    assert ac_raw[offset + 4 : offset + 8] == bytes((1, 0, 0, 0))  # ID, reserved, result 0, reserved
+    assert ac_raw[offset + 4 : offset + 8] == bytes(
+        (1, 0, 0, 0)
+    )  # ID, reserved, result 0, reserved
 
 
 def test_fixed_size_pdus_bytes() -> None:
@@ -224,9 +245,12 @@ def test_fixed_size_pdus_bytes() -> None:
 def test_pdata_layout_and_message_control_header() -> None:
     raw = P.encode(P.PDataTF([P.PDV(7, True, False, b"ab"), P.PDV(7, False, True, b"xyz")]))
     assert raw == (
-        b"\x04\x00" + struct.pack(">I", (4 + 2 + 2) + (4 + 2 + 3))
-        + struct.pack(">I", 4) + b"\x07\x01ab"
-        + struct.pack(">I", 5) + b"\x07\x02xyz"
+        b"\x04\x00"
+        + struct.pack(">I", (4 + 2 + 2) + (4 + 2 + 3))
+        + struct.pack(">I", 4)
+        + b"\x07\x01ab"
+        + struct.pack(">I", 5)
+        + b"\x07\x02xyz"
     )
 
 
@@ -314,8 +338,8 @@ def test_fragment_refuses_a_max_pdu_with_no_room_for_data() -> None:
 # --- cross-check with pynetdicom (independent encoder) ------------------------------------
 
 
-def _pn_user_information(info: P.UserInformation, *, ac: bool) -> list[object]:
-    items: list[object] = []
+def _pn_user_information(info: P.UserInformation, *, ac: bool) -> list[Any]:
+    items: list[Any] = []
     if info.max_pdu_length is not None:
         item = pn_prim.MaximumLengthNotification()
         item.maximum_length_received = info.max_pdu_length
@@ -347,7 +371,7 @@ def _pn_user_information(info: P.UserInformation, *, ac: bool) -> list[object]:
         c = pn_prim.SOPClassCommonExtendedNegotiation()
         c.sop_class_uid = common.sop_class_uid
         c.service_class_uid = common.service_class_uid
-        c.related_general_sop_class_identification = common.related_general_sop_classes
+        c.related_general_sop_class_identification = cast(Any, common.related_general_sop_classes)
         items.append(c)
     if info.user_identity_rq is not None and not ac:
         ident = pn_prim.UserIdentityNegotiation()
@@ -369,17 +393,29 @@ def _pn_associate(pdu: P.AssociateRQ | P.AssociateAC) -> bytes:
     prim.application_context_name = pdu.application_context
     prim.called_ae_title = pdu.called_ae
     prim.calling_ae_title = pdu.calling_ae
-    info = P.UserInformation(**{f: getattr(pdu.user_information, f) for f in (
-        "max_pdu_length", "implementation_class_uid", "implementation_version_name", "async_ops_window",
-        "role_selections", "user_identity_rq", "user_identity_ac", "sop_class_extended",
-        "sop_class_common_extended")})
+    info = P.UserInformation(
+        **{
+            f: getattr(pdu.user_information, f)
+            for f in (
+                "max_pdu_length",
+                "implementation_class_uid",
+                "implementation_version_name",
+                "async_ops_window",
+                "role_selections",
+                "user_identity_rq",
+                "user_identity_ac",
+                "sop_class_extended",
+                "sop_class_common_extended",
+            )
+        }
+    )
     if isinstance(pdu, P.AssociateRQ):
         contexts = []
         for rq_ctx in pdu.presentation_contexts:
             ctx = PnContext()
             ctx.context_id = rq_ctx.id
             ctx.abstract_syntax = rq_ctx.abstract_syntax
-            ctx.transfer_syntax = rq_ctx.transfer_syntaxes
+            ctx.transfer_syntax = cast(Any, rq_ctx.transfer_syntaxes)
             contexts.append(ctx)
         prim.presentation_context_definition_list = contexts
         prim.user_information = _pn_user_information(info, ac=False)
@@ -401,7 +437,7 @@ def _pn_associate(pdu: P.AssociateRQ | P.AssociateAC) -> bytes:
     return bytes(ac.encode())
 
 
-def _without_unknown(pdu: P.AssociateRQ | P.AssociateAC) -> P.AssociateRQ | P.AssociateAC:
+def _without_unknown(pdu: AssocT) -> AssocT:
     pdu.user_information.unknown = []
     return pdu
 
@@ -416,9 +452,9 @@ def test_associate_rq_bytes_match_pynetdicom_both_ways() -> None:
     parsed.decode(P.encode(ours))
     assert parsed.called_ae_title == "STORE-SCP"
     assert parsed.calling_ae_title == "MODALITY1"
-    assert [(c.context_id, c.abstract_syntax, c.transfer_syntax) for c in parsed.presentation_context] == [
-        (c.id, c.abstract_syntax, c.transfer_syntaxes) for c in ours.presentation_contexts
-    ]
+    assert [
+        (c.context_id, c.abstract_syntax, c.transfer_syntax) for c in parsed.presentation_context
+    ] == [(c.id, c.abstract_syntax, c.transfer_syntaxes) for c in ours.presentation_contexts]
     prim = parsed.to_primitive()
     assert prim.maximum_length_received == 16384
     assert prim.implementation_class_uid == IMPL_UID
@@ -435,8 +471,15 @@ def test_associate_ac_bytes_match_pynetdicom_both_ways() -> None:
     assert P.decode_bytes(theirs) == ours
     parsed = pn_pdu.A_ASSOCIATE_AC()
     parsed.decode(P.encode(ours))
-    assert [(c.context_id, c.result) for c in parsed.presentation_context] == [(1, 0), (3, 1), (5, 2), (7, 3), (9, 4)]
-    assert parsed.user_information.user_identity.server_response == b"ticket-42"
+    assert [(c.context_id, c.result) for c in parsed.presentation_context] == [
+        (1, 0),
+        (3, 1),
+        (5, 2),
+        (7, 3),
+        (9, 4),
+    ]
+    user_info: Any = parsed.user_information
+    assert user_info.user_identity.server_response == b"ticket-42"
 
 
 def test_associate_rj_matches_pynetdicom_both_ways() -> None:
@@ -454,24 +497,37 @@ def test_associate_rj_matches_pynetdicom_both_ways() -> None:
 
 def test_pdata_matches_pynetdicom_both_ways() -> None:
     prim = pn_prim.P_DATA()
-    prim.presentation_data_value_list = [[1, b"\x03command"], [1, b"\x00dataset-part"], [3, b"\x02end"]]
+    pdv_list: Any = [
+        [1, b"\x03command"],
+        [1, b"\x00dataset-part"],
+        [3, b"\x02end"],
+    ]
+    prim.presentation_data_value_list = pdv_list
     pd = pn_pdu.P_DATA_TF()
     pd.from_primitive(prim)
     theirs = bytes(pd.encode())
     ours = P.PDataTF(
-        [P.PDV(1, True, True, b"command"), P.PDV(1, False, False, b"dataset-part"), P.PDV(3, False, True, b"end")]
+        [
+            P.PDV(1, True, True, b"command"),
+            P.PDV(1, False, False, b"dataset-part"),
+            P.PDV(3, False, True, b"end"),
+        ]
     )
     assert P.encode(ours) == theirs
     assert normalise(P.decode_bytes(theirs)) == ours
     parsed = pn_pdu.P_DATA_TF()
     parsed.decode(P.encode(ours))
-    assert [(i.presentation_context_id, i.presentation_data_value) for i in parsed.presentation_data_value_items] == [
-        (1, b"\x03command"), (1, b"\x00dataset-part"), (3, b"\x02end")
-    ]
+    assert [
+        (i.presentation_context_id, i.presentation_data_value)
+        for i in parsed.presentation_data_value_items
+    ] == [(1, b"\x03command"), (1, b"\x00dataset-part"), (3, b"\x02end")]
 
 
 def test_release_and_abort_match_pynetdicom_both_ways() -> None:
-    for ours, theirs_cls in ((P.ReleaseRQ(), pn_pdu.A_RELEASE_RQ), (P.ReleaseRP(), pn_pdu.A_RELEASE_RP)):
+    for ours, theirs_cls in (
+        (P.ReleaseRQ(), pn_pdu.A_RELEASE_RQ),
+        (P.ReleaseRP(), pn_pdu.A_RELEASE_RP),
+    ):
         theirs = bytes(theirs_cls().encode())
         assert P.encode(ours) == theirs
         assert P.decode_bytes(theirs) == ours
@@ -495,7 +551,14 @@ def _reframe(body: bytes, pdu_type: int = 0x01) -> bytes:
 
 
 def _associate_body(items: bytes, version: int = 1) -> bytes:
-    return struct.pack(">H", version) + b"\0\0" + b"CALLED".ljust(16) + b"CALLING".ljust(16) + bytes(32) + items
+    return (
+        struct.pack(">H", version)
+        + b"\0\0"
+        + b"CALLED".ljust(16)
+        + b"CALLING".ljust(16)
+        + bytes(32)
+        + items
+    )
 
 
 def _item(item_type: int, value: bytes) -> bytes:
@@ -506,7 +569,9 @@ APP = _item(0x10, b"1.2.840.10008.3.1.1.1")
 USER = _item(0x50, _item(0x51, struct.pack(">I", 16384)) + _item(0x52, IMPL_UID.encode()))
 
 
-def _context(context_id: int, abstract: str = VERIFICATION, syntaxes: tuple[str, ...] = (IMPLICIT,)) -> bytes:
+def _context(
+    context_id: int, abstract: str = VERIFICATION, syntaxes: tuple[str, ...] = (IMPLICIT,)
+) -> bytes:
     sub = _item(0x30, abstract.encode()) + b"".join(_item(0x40, ts.encode()) for ts in syntaxes)
     return _item(0x20, bytes((context_id, 0, 0, 0)) + sub)
 
@@ -555,6 +620,9 @@ def test_parse_header_refuses_huge_lengths_before_reading_the_body() -> None:
     with pytest.raises(PDUTooLargeError):
         P.parse_header(struct.pack(">BxI", 0x04, 1001), cap=1000)
     assert P.parse_header(struct.pack(">BxI", 0x04, 1000), cap=1000) == (0x04, 1000)
+    # decode_bytes checks the header before comparing the length with what follows.
+    with pytest.raises(PDUTooLargeError):
+        P.decode_bytes(struct.pack(">BxI", 0x04, 0xFFFFFFFF) + bytes(10))
     assert P.parse_header(struct.pack(">BxI", 0x04, P.HARD_PDU_CAP)) == (0x04, P.HARD_PDU_CAP)
 
 
@@ -575,12 +643,24 @@ def test_associate_pdu_shorter_than_fixed_fields() -> None:
 @pytest.mark.parametrize(
     ("items", "reason"),
     [
-        pytest.param(_context(1) + USER, P.REASON_INVALID_PARAMETER, id="missing-application-context"),
+        pytest.param(
+            _context(1) + USER, P.REASON_INVALID_PARAMETER, id="missing-application-context"
+        ),
         pytest.param(APP + _context(1), P.REASON_INVALID_PARAMETER, id="missing-user-information"),
         pytest.param(APP + USER, P.REASON_INVALID_PARAMETER, id="no-presentation-context"),
-        pytest.param(APP + APP + _context(1) + USER, P.REASON_UNEXPECTED_PARAMETER, id="duplicate-app-context"),
-        pytest.param(APP + _context(1) + USER + USER, P.REASON_UNEXPECTED_PARAMETER, id="duplicate-user-info"),
-        pytest.param(APP + _context(1) + _context(1) + USER, P.REASON_INVALID_PARAMETER, id="duplicate-context-id"),
+        pytest.param(
+            APP + APP + _context(1) + USER,
+            P.REASON_UNEXPECTED_PARAMETER,
+            id="duplicate-app-context",
+        ),
+        pytest.param(
+            APP + _context(1) + USER + USER, P.REASON_UNEXPECTED_PARAMETER, id="duplicate-user-info"
+        ),
+        pytest.param(
+            APP + _context(1) + _context(1) + USER,
+            P.REASON_INVALID_PARAMETER,
+            id="duplicate-context-id",
+        ),
         pytest.param(APP + _context(0) + USER, P.REASON_INVALID_PARAMETER, id="context-id-zero"),
         pytest.param(APP + _context(2) + USER, P.REASON_INVALID_PARAMETER, id="context-id-even"),
         pytest.param(
@@ -588,22 +668,49 @@ def test_associate_pdu_shorter_than_fixed_fields() -> None:
             P.REASON_INVALID_PARAMETER,
             id="context-without-abstract-syntax",
         ),
-        pytest.param(APP + _context(1, syntaxes=()) + USER, P.REASON_INVALID_PARAMETER, id="context-without-ts"),
         pytest.param(
-            APP + _item(0x20, bytes((1, 0, 0, 0)) + _item(0x30, b"1.2") + _item(0x30, b"1.3") + _item(0x40, b"1.2"))
+            APP + _context(1, syntaxes=()) + USER,
+            P.REASON_INVALID_PARAMETER,
+            id="context-without-ts",
+        ),
+        pytest.param(
+            APP
+            + _item(
+                0x20,
+                bytes((1, 0, 0, 0))
+                + _item(0x30, b"1.2")
+                + _item(0x30, b"1.3")
+                + _item(0x40, b"1.2"),
+            )
             + USER,
             P.REASON_UNEXPECTED_PARAMETER,
             id="two-abstract-syntaxes",
         ),
         pytest.param(
-            APP + _item(0x20, bytes((1, 0, 0, 0)) + _item(0x30, b"1.2") + _item(0x41, b"1.2")) + USER,
+            APP
+            + _item(0x20, bytes((1, 0, 0, 0)) + _item(0x30, b"1.2") + _item(0x41, b"1.2"))
+            + USER,
             P.REASON_UNRECOGNIZED_PARAMETER,
             id="unknown-sub-item-in-context",
         ),
-        pytest.param(APP + _item(0x20, b"\x01\x00") + USER, P.REASON_INVALID_PARAMETER, id="truncated-context"),
-        pytest.param(APP + _item(0x21, bytes(4)) + USER, P.REASON_UNRECOGNIZED_PARAMETER, id="ac-item-in-rq"),
-        pytest.param(APP + _context(1) + USER + _item(0x99, b"x"), P.REASON_UNRECOGNIZED_PARAMETER, id="unknown-item"),
-        pytest.param(APP + _context(1) + USER + b"\x10\x00", P.REASON_INVALID_PARAMETER, id="truncated-item-header"),
+        pytest.param(
+            APP + _item(0x20, b"\x01\x00") + USER,
+            P.REASON_INVALID_PARAMETER,
+            id="truncated-context",
+        ),
+        pytest.param(
+            APP + _item(0x21, bytes(4)) + USER, P.REASON_UNRECOGNIZED_PARAMETER, id="ac-item-in-rq"
+        ),
+        pytest.param(
+            APP + _context(1) + USER + _item(0x99, b"x"),
+            P.REASON_UNRECOGNIZED_PARAMETER,
+            id="unknown-item",
+        ),
+        pytest.param(
+            APP + _context(1) + USER + b"\x10\x00",
+            P.REASON_INVALID_PARAMETER,
+            id="truncated-item-header",
+        ),
         pytest.param(
             APP + _context(1) + USER[:2] + struct.pack(">H", 0xFFFF) + USER[4:],
             P.REASON_INVALID_PARAMETER,
@@ -625,17 +732,28 @@ def test_associate_pdu_shorter_than_fixed_fields() -> None:
             id="duplicate-implementation-uid",
         ),
         pytest.param(
+            APP
+            + _context(1)
+            + _item(0x50, _item(0x52, b"1.2") + _item(0x51, struct.pack(">I", 6))),
+            P.REASON_INVALID_PARAMETER,
+            id="max-length-too-small-for-any-data",
+        ),
+        pytest.param(
             APP + _context(1) + _item(0x50, _item(0x52, b"1.2") + _item(0x53, b"\0\1")),
             P.REASON_INVALID_PARAMETER,
             id="async-window-bad-length",
         ),
         pytest.param(
-            APP + _context(1) + _item(0x50, _item(0x52, b"1.2") + _item(0x54, b"\0\x09" + b"1.2\x01\x01")),
+            APP
+            + _context(1)
+            + _item(0x50, _item(0x52, b"1.2") + _item(0x54, b"\0\x09" + b"1.2\x01\x01")),
             P.REASON_INVALID_PARAMETER,
             id="role-selection-uid-overruns",
         ),
         pytest.param(
-            APP + _context(1) + _item(0x50, _item(0x52, b"1.2") + _item(0x58, b"\x01\x00\x00\x09ab\x00\x00")),
+            APP
+            + _context(1)
+            + _item(0x50, _item(0x52, b"1.2") + _item(0x58, b"\x01\x00\x00\x09ab\x00\x00")),
             P.REASON_INVALID_PARAMETER,
             id="user-identity-primary-overruns",
         ),
@@ -645,10 +763,58 @@ def test_associate_pdu_shorter_than_fixed_fields() -> None:
             id="user-identity-response-bad-length",
         ),
         pytest.param(
-            APP + _context(1) + _item(0x50, _item(0x52, b"1.2") + _item(0x57, b"\x00\x01" + b"1" + b"\x00\x01" + b"2"
-                                                                       + b"\x00\x09" + b"\x00\x01" + b"3")),
+            APP
+            + _context(1)
+            + _item(
+                0x50,
+                _item(0x52, b"1.2")
+                + _item(
+                    0x57, b"\x00\x01" + b"1" + b"\x00\x01" + b"2" + b"\x00\x09" + b"\x00\x01" + b"3"
+                ),
+            ),
             P.REASON_INVALID_PARAMETER,
             id="common-extended-related-list-bad-length",
+        ),
+        pytest.param(
+            APP + _context(1) + _item(0x50, _item(0x52, b"1.2") + _item(0x54, b"\x00")),
+            P.REASON_INVALID_PARAMETER,
+            id="role-selection-truncated-uid-length",
+        ),
+        pytest.param(
+            APP + _context(1) + _item(0x50, _item(0x52, b"1.2") + _item(0x54, b"\x00\x031.2\x01")),
+            P.REASON_INVALID_PARAMETER,
+            id="role-selection-missing-role-byte",
+        ),
+        pytest.param(
+            APP
+            + _context(1)
+            + _item(0x50, _item(0x52, b"1.2") + _item(0x57, b"\x00\x011\x00\x012")),
+            P.REASON_INVALID_PARAMETER,
+            id="common-extended-missing-related-length",
+        ),
+        pytest.param(
+            APP + _context(1) + _item(0x50, _item(0x52, b"1.2") + _item(0x58, b"\x01\x00\x00")),
+            P.REASON_INVALID_PARAMETER,
+            id="user-identity-truncated",
+        ),
+        pytest.param(
+            APP
+            + _context(1)
+            + _item(0x50, _item(0x52, b"1.2") + _item(0x58, b"\x02\x00\x00\x01a\x00\x05b")),
+            P.REASON_INVALID_PARAMETER,
+            id="user-identity-secondary-overruns",
+        ),
+        pytest.param(
+            APP + _context(1) + _item(0x50, _item(0x52, b"1.2") + _item(0x59, b"\x00")),
+            P.REASON_INVALID_PARAMETER,
+            id="user-identity-response-truncated",
+        ),
+        pytest.param(
+            APP
+            + _context(1)
+            + _item(0x50, _item(0x52, b"1.2") + _item(0x55, b"A") + _item(0x55, b"B")),
+            P.REASON_UNEXPECTED_PARAMETER,
+            id="duplicate-version-name",
         ),
         pytest.param(
             APP + _context(1) + _item(0x50, _item(0x52, "1.2.\u00e9".encode("latin-1"))),
@@ -665,7 +831,9 @@ def test_more_than_128_presentation_contexts() -> None:
     ok = APP + b"".join(_context(2 * i + 1) for i in range(128)) + USER
     decoded = P.decode_bytes(_reframe(_associate_body(ok)))
     assert isinstance(decoded, P.AssociateRQ) and len(decoded.presentation_contexts) == 128
-    too_many = APP + b"".join(_context(2 * i + 1) for i in range(128)) + _context(1, CT_STORAGE) + USER
+    too_many = (
+        APP + b"".join(_context(2 * i + 1) for i in range(128)) + _context(1, CT_STORAGE) + USER
+    )
     # ID 1 twice is caught as a duplicate; 129 distinct odd IDs do not exist, so any 129th is a duplicate.
     expect_error(_reframe(_associate_body(too_many)), P.REASON_INVALID_PARAMETER)
 
@@ -726,3 +894,30 @@ def test_empty_pdv_payload_is_valid() -> None:
     decoded = P.decode_bytes(_pdata(_pdv(2, 1, 3, b"")))
     assert isinstance(decoded, P.PDataTF)
     assert bytes(decoded.pdvs[0].data) == b""
+
+
+@pytest.mark.parametrize("pdu_type", [0x03, 0x05, 0x06, 0x07])
+def test_fixed_length_body_shorter_than_4_bytes(pdu_type: int) -> None:
+    with pytest.raises(ProtocolError):
+        P.decode(pdu_type, b"\x00\x00\x00")
+
+
+def test_encoder_refuses_what_cannot_be_framed() -> None:
+    rq = full_rq()
+    rq.user_information.sop_class_extended = [P.SOPClassExtendedNegotiation("1.2", b"x" * 0x10000)]
+    with pytest.raises(ValueError):
+        P.encode(rq)
+    with pytest.raises(TypeError):
+        P.encode("not a PDU")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("max_length", [0, 7, 0xFFFFFFFF])
+def test_max_length_values_that_can_carry_data_are_accepted(max_length: int) -> None:
+    """0 means unlimited; 7 is the smallest PDU with one data byte (PDV header is 6)."""
+    rq = full_rq()
+    rq.user_information.max_pdu_length = max_length
+    decoded = roundtrip(rq)
+    assert isinstance(decoded, P.AssociateRQ)
+    assert decoded.user_information.max_pdu_length == max_length
+    if max_length:
+        assert len(list(P.fragment(1, False, b"abc", max_length))) >= 1

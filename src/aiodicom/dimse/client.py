@@ -448,18 +448,26 @@ async def connect(
             protocol.transport.abort()
         raise DicomTimeoutError(f"{host}:{port} did not answer A-ASSOCIATE-RQ in {timeouts.acse} s") from None
     client = ClientAssociation(association, timeouts)
-    async with anyio.create_task_group() as task_group:
-        task_group.start_soon(client._read_responses)
-        try:
-            yield client
-        except BaseException:
-            association.abort()
-            raise
-        else:
-            if association.is_open:
-                await association.release()
-        finally:
-            task_group.cancel_scope.cancel()
+    try:
+        async with anyio.create_task_group() as task_group:
+            task_group.start_soon(client._read_responses)
+            try:
+                yield client
+            except BaseException:
+                association.abort()
+                raise
+            else:
+                if association.is_open:
+                    await association.release()
+            finally:
+                task_group.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        # The reader task never raises, so the group only wraps what the caller's block
+        # (or the release) raised: give that back as is, so ``except AssociationAborted``
+        # around ``async with connect(...)`` works and the CLI prints one line.
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise
 
 
 __all__ = [

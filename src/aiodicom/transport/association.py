@@ -48,6 +48,9 @@ from aiodicom.ul.machine import (
 from aiodicom.ul.negotiation import AcceptedContext, accepted_contexts
 
 _STAGING_SIZE = 256 * 1024
+#: PDUs larger than this get a buffer of their own that the kernel fills
+#: directly, instead of being read into staging and copied out.
+_DIRECT_PDU_SIZE = 32 * 1024
 _ids = itertools.count(1)
 
 
@@ -228,7 +231,7 @@ class DicomProtocol(asyncio.BufferedProtocol):
                 self._start += 6 + length
                 self._deliver(pdu_type, body)
                 continue
-            if 6 + length > _STAGING_SIZE:
+            if length > _DIRECT_PDU_SIZE:
                 # A large PDU: the kernel fills an exact-size buffer from here on.
                 have = available - 6
                 body_buffer = bytearray(length)
@@ -301,7 +304,7 @@ class DicomProtocol(asyncio.BufferedProtocol):
                 rj = event.rejection
                 self.error = AssociationRejected(rj.result, rj.source, rj.reason)
                 if not self.established.done():
-                    self.established.set_exception(self.error)
+                    self._fail_established(self.error)
             elif isinstance(event, ReleaseRequested):
                 self._push(ReleaseRequest(event.collision))
             elif isinstance(event, ReleaseConfirmed):
@@ -355,11 +358,11 @@ class DicomProtocol(asyncio.BufferedProtocol):
         try:
             contexts = accepted_contexts(rq, ac)
         except ProtocolError as exc:
-            self.error = AssociationAborted(str(exc))
-            self.machine.abort(exc.abort_reason)
-            self._sync()
+            # A provider abort (reason 6), as for any invalid PDU: a user abort carries no reason.
+            self.error = AssociationAborted(f"invalid A-ASSOCIATE-AC: {exc}")
+            self._protocol_error(exc)
             if not self.established.done():
-                self.established.set_exception(self.error)
+                self._fail_established(self.error)
             return
         self._establish(rq, ac, contexts)
 
@@ -386,8 +389,14 @@ class DicomProtocol(asyncio.BufferedProtocol):
         if self.assembler is not None:
             self.assembler.abandon()
         if not self.established.done():
-            self.established.set_exception(self.error)
+            self._fail_established(self.error)
         self._fail_waiters()
+
+    def _fail_established(self, error: AssociationError) -> None:
+        self.established.set_exception(error)
+        # An acceptor's future has no awaiter: without this, asyncio reports
+        # "Future exception was never retrieved" for every refused connection.
+        self.established.exception()
 
     def _fail_waiters(self) -> None:
         if self.error is not None:
@@ -401,7 +410,7 @@ class DicomProtocol(asyncio.BufferedProtocol):
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
         if not self.established.done():
-            self.established.set_exception(self.error or AssociationAborted("connection closed"))
+            self._fail_established(self.error or AssociationAborted("connection closed"))
         if not self.released.done() and self.error is not None:
             self.released.set_exception(self.error)
             self.released.exception()  # mark retrieved: nobody may be waiting for it

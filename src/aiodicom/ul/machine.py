@@ -154,6 +154,8 @@ class UpperLayer:
 
     def request(self, rq: P.AssociateRQ) -> None:
         """Evt1 (requestor): the local user asks for an association."""
+        if self.role is not Role.REQUESTOR:  # AR-8 picks Sta9/Sta10 by role: it must be truthful
+            raise LocalProtocolError("only an association-requestor issues A-ASSOCIATE requests")
         self._step(Event.EVT1)
         self._pending_rq = rq
 

@@ -478,6 +478,13 @@ def _decode_user_information(body: memoryview) -> UserInformation:
             if len(value) != 4:
                 raise ProtocolError("maximum length sub-item must be 4 bytes", REASON_INVALID_PARAMETER)
             (info.max_pdu_length,) = _U32.unpack_from(value)
+            if 0 < info.max_pdu_length <= 6:
+                # Not even one byte of PDV data would fit: a peer announcing this could
+                # never be sent anything, so refuse it here rather than fail later.
+                raise ProtocolError(
+                    f"maximum length {info.max_pdu_length} leaves no room for data",
+                    REASON_INVALID_PARAMETER,
+                )
         elif item_type == 0x52:
             info.implementation_class_uid = _text(value, "implementation class UID")
         elif item_type == 0x53:
