@@ -7,7 +7,11 @@ SIGTERM; errors must be one line on stderr and never a traceback.
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import anyio
@@ -27,6 +31,7 @@ from peers import (
     aiodicom_receive,
     compress_jpeg_lossless,
     dataset_bytes,
+    dcmtk,
     free_port,
     peer_env,
     pynetdicom_storescp,
@@ -283,3 +288,111 @@ def test_receive_accept_any_stores_compressed_untouched(tmp_path: Path) -> None:
         stored = expected_path(out, source)
         assert pydicom.dcmread(stored).file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.70"
         assert dataset_bytes(stored) == dataset_bytes(source)
+
+
+@pytest.mark.dcmtk
+def test_receive_from_concurrent_storescu_with_a_large_instance(tmp_path: Path) -> None:
+    """Three DCMTK senders at once, one of them with 8 MiB of pixels, into ``receive``."""
+    small = write_study(tmp_path / "small", images_per_series=4, rows=64, columns=64)
+    other = write_study(tmp_path / "other", images_per_series=4, rows=64, columns=64)
+    large = write_study(tmp_path / "large", images_per_series=1, rows=2048, columns=2048)
+    out = tmp_path / "out"
+    with aiodicom_receive(out) as peer:
+        senders = [
+            subprocess.Popen(
+                [
+                    dcmtk("storescu"),
+                    "+sd",
+                    "-aec",
+                    "AIODICOM",
+                    "127.0.0.1",
+                    str(peer.port),
+                    str(folder),
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                env=peer_env(),
+            )  # fmt: skip
+            for folder in (tmp_path / "small", tmp_path / "other", tmp_path / "large")
+        ]
+        try:
+            outputs = [sender.communicate(timeout=TEST_TIMEOUT)[0] for sender in senders]
+        finally:
+            for sender in senders:
+                if sender.poll() is None:
+                    sender.kill()
+                    sender.wait()
+    assert [s.returncode for s in senders] == [0, 0, 0], outputs
+    assert peer.returncode == 0, peer.output()
+    for source in small + other + large:
+        assert dataset_bytes(expected_path(out, source)) == dataset_bytes(source)
+    assert len(files_by_uid(out)) == 9
+
+
+@contextmanager
+def misbehaving_peer(answer: bytes | None) -> Iterator[int]:
+    """A TCP listener that reads the A-ASSOCIATE-RQ, sends ``answer`` and hangs up.
+
+    ``None`` sends nothing and holds the connection until the client gives up.
+    """
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(TEST_TIMEOUT)
+
+    def serve() -> None:
+        try:
+            connection, _ = listener.accept()
+        except OSError:
+            return
+        with connection:
+            connection.settimeout(TEST_TIMEOUT)
+            connection.recv(65536)
+            if answer is None:
+                connection.recv(65536)  # returns once the client closes
+            else:
+                connection.sendall(answer)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        listener.close()
+        thread.join(TEST_TIMEOUT)
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        (b"HTTP/1.1 400 Bad Request\r\n\r\n", "unrecognized pdu type 0x48"),
+        (b"\x02\x00\xff\xff\xff\xff", "4294967295"),  # an A-ASSOCIATE-AC of 4 GiB
+        (b"", "closed"),
+        (None, "did not answer a-associate-rq"),
+    ],
+    ids=["not-dicom", "huge-pdu", "hang-up", "silent"],
+)
+def test_echo_misbehaving_peer_is_one_line(answer: bytes | None, expected: str) -> None:
+    with misbehaving_peer(answer) as port:
+        result = aiodicom("echo", "127.0.0.1", str(port), "--timeout", "1")
+    line = assert_one_line_error(result)
+    assert expected in line.lower(), line
+
+
+@pytest.mark.dcmtk
+def test_store_refused_sop_class_fails_that_file_only(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    unknown = make_dataset(rows=8, columns=8)
+    unknown.SOPClassUID = unknown.file_meta.MediaStorageSOPClassUID = (
+        "1.2.826.0.1.3680043.10.1447.99.1"  # not a storage class DCMTK knows
+    )
+    pydicom.dcmwrite(src / "unknown.dcm", unknown, enforce_file_format=True)
+    known = write_study(src / "ct", images_per_series=1, rows=8, columns=8)
+    out = tmp_path / "out"
+    out.mkdir()
+    with storescp(output_dir=out, args=("+B",)) as peer:
+        result = aiodicom("store", "127.0.0.1", str(peer.port), str(src), "--aec", "STORESCP")
+    line = assert_one_line_error(result)
+    assert "unknown.dcm" in line and "no presentation context" in line, line
+    assert "sent 1 of 2 files" in result.stdout
+    assert set(files_by_uid(out)) == {sop_instance_uid(known[0])}

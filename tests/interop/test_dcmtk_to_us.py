@@ -21,7 +21,7 @@ from aiodicom.codec.uids import (
     IMPLICIT_VR_LITTLE_ENDIAN,
 )
 from aiodicom.dimse.server import Server
-from aiodicom.dimse.store import ReceivedInstance
+from aiodicom.dimse.store import AssociationInfo, ReceivedInstance
 from aiodicom.synthetic import write_study
 from peers import compress_jpeg_lossless, dataset_bytes, run_dcmtk
 
@@ -360,3 +360,93 @@ async def test_storescu_several_sop_classes(tmp_path: Path) -> None:
     assert set(collector.paths) == {sop_instance_uid(p) for p in ct + mr}
     for source in ct + mr:
         assert dataset_bytes(collector.paths[sop_instance_uid(source)]) == dataset_bytes(source)
+
+
+@pytest.mark.parametrize(
+    ("identity", "accepted"),
+    [
+        (["-usr", "alice", "-pwd", "secret", "-rsp"], True),
+        (["-usr", "alice", "-pwd", "wrong", "-rsp"], False),
+        (["-usr", "mallory"], False),
+    ],
+    ids=["right-password", "wrong-password", "unknown-user"],
+)
+async def test_storescu_user_identity(tmp_path: Path, identity: list[str], accepted: bool) -> None:
+    """User identity negotiation (PS3.7 D.3.3.7) with DCMTK, through ``AcceptorPolicy``."""
+    from aiodicom.ul import pdu as P
+
+    sources = write_study(tmp_path / "src", images_per_series=1, rows=16, columns=16)
+    collector = Collector(tmp_path / "out")
+    server = Server("AIODICOM", "127.0.0.1", 0, on_store=collector)
+    seen: list[tuple[int, bytes, bytes]] = []
+
+    def check(rq: P.UserIdentityRQ) -> bytes | None:
+        seen.append((rq.identity_type, rq.primary, rq.secondary))
+        ok = (rq.identity_type, rq.primary, rq.secondary) == (2, b"alice", b"secret")
+        return b"" if ok else None  # username/passcode answers carry no server response
+
+    server.policy.identity_check = check
+    with anyio.fail_after(TEST_TIMEOUT):
+        async with serving(server) as port:
+            code, output = await dcmtk(
+                ["storescu", *identity, "-aec", "AIODICOM", "127.0.0.1", str(port),
+                 str(sources[0])]
+            )  # fmt: skip
+    assert len(seen) == 1
+    if accepted:
+        assert code == 0, output
+        assert set(collector.paths) == {sop_instance_uid(sources[0])}
+    else:
+        assert code != 0, output
+        assert "Association Rejected" in output, output
+        assert collector.paths == {}
+
+
+async def test_storescu_user_identity_ignored_without_a_check(tmp_path: Path) -> None:
+    """A server that does not authenticate ignores the item (no -rsp: nothing expected)."""
+    sources = write_study(tmp_path / "src", images_per_series=1, rows=16, columns=16)
+    collector = Collector(tmp_path / "out")
+    server = Server("AIODICOM", "127.0.0.1", 0, on_store=collector)
+    with anyio.fail_after(TEST_TIMEOUT):
+        async with serving(server) as port:
+            code, output = await dcmtk(
+                ["storescu", "-usr", "alice", "-aec", "AIODICOM", "127.0.0.1", str(port),
+                 str(sources[0])]
+            )  # fmt: skip
+    assert code == 0, output
+    assert set(collector.paths) == {sop_instance_uid(sources[0])}
+
+
+@pytest.mark.parametrize("end", ["release", "abort"])
+async def test_association_end_hooks(tmp_path: Path, end: str) -> None:
+    """A released association calls ``on_released``, an aborted one ``on_aborted``;
+    instances acknowledged before an abort stay stored, and the server keeps serving."""
+    sources = write_study(tmp_path / "src", images_per_series=2, rows=16, columns=16)
+    collector = Collector(tmp_path / "out")
+    ended: list[tuple[str, str]] = []
+
+    async def on_released(info: AssociationInfo) -> None:
+        ended.append(("released", info.calling_ae.strip()))
+
+    async def on_aborted(info: AssociationInfo) -> None:
+        ended.append(("aborted", info.calling_ae.strip()))
+
+    server = Server(
+        "AIODICOM", "127.0.0.1", 0, on_store=collector,
+        on_released=on_released, on_aborted=on_aborted,
+    )  # fmt: skip
+    extra = ["--abort"] if end == "abort" else []
+    with anyio.fail_after(TEST_TIMEOUT):
+        async with serving(server) as port:
+            code, output = await dcmtk(
+                ["storescu", "+sd", *extra, "-aec", "AIODICOM", "-aet", "ENDER", "127.0.0.1",
+                 str(port), str(tmp_path / "src")]
+            )  # fmt: skip
+            assert code == 0, output
+            while not ended:  # the hook runs once the connection is closed
+                await anyio.sleep(0.01)
+            code, output = await dcmtk(["echoscu", "-aec", "AIODICOM", "127.0.0.1", str(port)])
+            assert code == 0, output
+    expected = "released" if end == "release" else "aborted"
+    assert ended[0] == (expected, "ENDER")
+    assert set(collector.paths) == {sop_instance_uid(p) for p in sources}

@@ -14,8 +14,11 @@ import anyio
 import pydicom
 import pytest
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pynetdicom import AE
-from pynetdicom.pdu_primitives import AsynchronousOperationsWindowNegotiation
+from pynetdicom import AE, build_role
+from pynetdicom.pdu_primitives import (
+    AsynchronousOperationsWindowNegotiation,
+    UserIdentityNegotiation,
+)
 from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[attr-defined]
 
 from aiodicom.dimse.server import Server
@@ -219,3 +222,60 @@ async def test_context_results_read_by_pynetdicom() -> None:
     assert sorted(rejected) == sorted(
         [(CTImageStorage, 0x04), (unknown_class, 0x03)]  # transfer syntax / abstract syntax
     )
+
+
+@pytest.mark.parametrize(
+    ("scp_role_accepted", "roles"),
+    [(False, (True, False)), (True, (True, True))],
+    ids=["scp-role-refused", "scp-role-accepted"],
+)
+async def test_role_selection_answer_read_by_pynetdicom(
+    scp_role_accepted: bool, roles: tuple[bool, bool]
+) -> None:
+    """pynetdicom proposes both roles for CT; it reads back the roles we granted."""
+
+    def negotiate(port: int) -> list[tuple[bool | None, bool | None]]:
+        ae = AE(ae_title="PYNETDICOM")
+        ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 10
+        ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+        role = build_role(CTImageStorage, scu_role=True, scp_role=True)
+        assoc = ae.associate("127.0.0.1", port, ae_title="AIODICOM", ext_neg=[role])
+        assert assoc.is_established
+        try:
+            return [(c.as_scu, c.as_scp) for c in assoc.accepted_contexts]
+        finally:
+            assoc.release()
+
+    async def on_store(instance: Any) -> None:
+        return None
+
+    server = Server("AIODICOM", "127.0.0.1", 0, on_store=on_store)
+    if scp_role_accepted:
+        server.policy.accept_scp_role_for = [CTImageStorage]
+    with anyio.fail_after(TEST_TIMEOUT):
+        async with serving(server) as port:
+            assert await anyio.to_thread.run_sync(negotiate, port) == [roles]
+
+
+async def test_user_identity_response_read_by_pynetdicom() -> None:
+    def negotiate(port: int, password: bytes) -> tuple[bool, bytes | None]:
+        ae, _ = requestor()
+        identity = UserIdentityNegotiation()
+        identity.user_identity_type = 2
+        identity.primary_field, identity.secondary_field = b"alice", password
+        identity.positive_response_requested = True
+        assoc = ae.associate("127.0.0.1", port, ae_title="AIODICOM", ext_neg=[identity])
+        if not assoc.is_established:
+            return False, None
+        try:
+            answer = assoc.acceptor.user_identity
+            return True, None if answer is None else answer.server_response
+        finally:
+            assoc.release()
+
+    server = Server("AIODICOM", "127.0.0.1", 0)
+    server.policy.identity_check = lambda rq: b"ticket" if rq.secondary == b"secret" else None
+    with anyio.fail_after(TEST_TIMEOUT):
+        async with serving(server) as port:
+            assert await anyio.to_thread.run_sync(negotiate, port, b"secret") == (True, b"ticket")
+            assert await anyio.to_thread.run_sync(negotiate, port, b"wrong") == (False, None)

@@ -331,3 +331,27 @@ async def test_fragments_respect_the_peers_maximum_pdu(tmp_path: Path) -> None:
     assert set(received) == {sop_instance_uid(p) for p in sources}, peer.output()
     for source in sources:
         assert dataset_bytes(received[sop_instance_uid(source)]) == dataset_bytes(source)
+
+
+@pytest.mark.dcmtk
+async def test_store_part10_bytes_to_dcmtk(tmp_path: Path) -> None:
+    sources = write_study(
+        tmp_path / "src",
+        images_per_series=2,
+        rows=64,
+        columns=64,
+        transfer_syntax=IMPLICIT_VR_LITTLE_ENDIAN,
+    )
+    out = tmp_path / "out"
+    out.mkdir()
+    (contexts,) = contexts_for_files(sources)
+    with storescp(output_dir=out, args=("+B",)) as peer:
+        with anyio.fail_after(TEST_TIMEOUT):
+            async with connect(
+                "127.0.0.1", peer.port, called_ae="STORESCP", contexts=contexts
+            ) as assoc:
+                for source in sources:
+                    assert (await assoc.store(source.read_bytes())).is_success
+    received = files_by_uid(out)
+    for source in sources:
+        assert dataset_bytes(received[sop_instance_uid(source)]) == dataset_bytes(source)

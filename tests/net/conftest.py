@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,6 +121,15 @@ async def server(tmp_path: Path) -> AsyncIterator[RunningServer]:
         yield running
 
 
+def open_connections(server: Server) -> int:
+    """Connections the server tracks, associated or not.
+
+    Read from a private set because the server exposes no such count; it is exactly
+    the state that must not grow under hostile connection patterns.
+    """
+    return len(server._connections)
+
+
 async def wait_idle(server: Server, timeout: float = 5.0) -> None:
     """Wait until the server holds no association (it must get there by itself)."""
     with anyio.fail_after(timeout):
@@ -223,7 +232,7 @@ class RawPeer:
             except asyncio.IncompleteReadError as exc:
                 assert not exc.partial, f"connection closed inside a PDU after {exc.partial!r}"
                 return None
-            except ConnectionResetError:
+            except ConnectionError:  # reset, or a broken pipe noticed while we were writing
                 return None
 
     async def expect_pdu(self, timeout: float = 5.0) -> P.PDU:
@@ -273,3 +282,52 @@ async def raw_peer(port: int) -> AsyncIterator[RawPeer]:
         yield peer
     finally:
         await peer.close()
+
+
+# --- raw acceptors, for testing our client ----------------------------------------------------
+
+#: Contexts our client proposes to raw acceptors, and the timeouts it waits with.
+ECHO_ONLY = [(VERIFICATION_SOP_CLASS, [IMPLICIT_VR_LITTLE_ENDIAN])]
+CLIENT_TIMEOUTS = Timeouts(connect=2.0, acse=0.5, dimse=0.5, network_idle=1.0, artim=0.5)
+
+
+@asynccontextmanager
+async def raw_acceptor(
+    handle: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+) -> AsyncIterator[int]:
+    """A listener running ``handle`` per connection; yields its port."""
+
+    async def wrapped(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await handle(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    listener = await asyncio.start_server(wrapped, HOST, 0)
+    try:
+        yield listener.sockets[0].getsockname()[1]
+    finally:
+        listener.close()
+        await listener.wait_closed()
+
+
+async def read_pdu(reader: asyncio.StreamReader) -> P.PDU:
+    pdu_type, length = struct.unpack(">BxI", await reader.readexactly(6))
+    return P.decode(pdu_type, await reader.readexactly(length))
+
+
+def accept_all(rq: P.PDU) -> bytes:
+    assert isinstance(rq, P.AssociateRQ)
+    return P.encode(
+        P.AssociateAC(
+            rq.called_ae,
+            rq.calling_ae,
+            [
+                P.PresentationContextAC(c.id, 0, c.transfer_syntaxes[0])
+                for c in rq.presentation_contexts
+            ],
+            P.UserInformation(max_pdu_length=16384, implementation_class_uid="1.2.3.4"),
+        )
+    )

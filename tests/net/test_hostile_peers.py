@@ -19,13 +19,16 @@ from aiodicom.codec.uids import EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_EN
 from aiodicom.dimse import status as S
 from aiodicom.dimse.client import connect
 from aiodicom.dimse.command import CEchoRSP, CStoreRSP
+from aiodicom.errors import AssociationAborted, AssociationError, DicomTimeoutError
 from aiodicom.synthetic import CT_IMAGE_STORAGE, make_dataset
 from aiodicom.ul import pdu as P
 from aiodicom.ul.negotiation import build_request
 
 from .conftest import (
+    CLIENT_TIMEOUTS,
     CT_CONTEXT,
     ECHO_CONTEXT,
+    ECHO_ONLY,
     FAST,
     HOST,
     SERVER_AE,
@@ -33,14 +36,17 @@ from .conftest import (
     SERVER_PDU_CAP,
     TEST_TIMEOUT,
     RunningServer,
+    accept_all,
     assert_still_serving,
     associate_rq,
     echo_rq,
     encode_dataset,
     pdata,
     pdu,
+    raw_acceptor,
     raw_pdv,
     raw_peer,
+    read_pdu,
     store_rq,
 )
 
@@ -152,6 +158,59 @@ async def test_pdu_above_the_cap_is_aborted_before_its_body(server: RunningServe
         async with raw_peer(server.port) as peer:
             await peer.associate()
             await peer.send(struct.pack(">BxI", P.PDUType.P_DATA_TF, SERVER_PDU_CAP + 1))
+            await peer.expect_abort(PROVIDER, P.REASON_INVALID_PARAMETER)
+    await assert_still_serving(server)
+
+
+@pytest.mark.parametrize(
+    ("header", "associated"),
+    [
+        (struct.pack(">BxI", P.PDUType.ASSOCIATE_RQ, 67), False),
+        (struct.pack(">BxI", P.PDUType.RELEASE_RQ, 100), True),
+        (struct.pack(">BxI", P.PDUType.ABORT, 2), True),
+    ],
+    ids=[
+        "associate-rq-shorter-than-its-fixed-fields",
+        "release-rq-of-100-bytes",
+        "abort-of-2-bytes",
+    ],
+)
+async def test_impossible_lengths_are_aborted_at_the_header(
+    server: RunningServer, header: bytes, associated: bool
+) -> None:
+    with anyio.fail_after(TEST_TIMEOUT):
+        async with raw_peer(server.port) as peer:
+            if associated:
+                await peer.associate()
+            await peer.send(header)
+            await peer.expect_abort(PROVIDER, P.REASON_INVALID_PARAMETER)
+    await assert_still_serving(server)
+
+
+async def test_pdus_split_into_single_bytes_and_coalesced_are_framed(server: RunningServer) -> None:
+    """TCP keeps no message boundaries: one byte per segment, or many PDUs in one."""
+    with anyio.fail_after(TEST_TIMEOUT):
+        async with raw_peer(server.port) as peer:
+            for byte in P.encode(associate_rq()):
+                await peer.send(bytes((byte,)))
+            assert isinstance(await peer.expect_pdu(), P.AssociateAC)
+            burst = b"".join(pdata((ECHO_CONTEXT, True, True, echo_rq(mid))) for mid in (1, 2, 3))
+            await peer.send(burst + P.encode(P.ReleaseRQ()))
+            for mid in (1, 2, 3):
+                response = await peer.expect_response(CEchoRSP)
+                assert response.message_id_being_responded_to == mid
+            assert await peer.expect_pdu() == P.ReleaseRP()
+            await peer.expect_closed()
+    await assert_still_serving(server)
+
+
+async def test_command_set_over_1_mib_is_aborted(server: RunningServer) -> None:
+    chunk = bytes(200 * 1024)  # within the PDU cap; six of them exceed the command limit
+    with anyio.fail_after(TEST_TIMEOUT):
+        async with raw_peer(server.port) as peer:
+            await peer.associate()
+            for _ in range(6):
+                await peer.send(pdata((ECHO_CONTEXT, True, False, chunk)))
             await peer.expect_abort(PROVIDER, P.REASON_INVALID_PARAMETER)
     await assert_still_serving(server)
 
@@ -564,3 +623,176 @@ async def test_many_echoes_on_one_association_still_work(server: RunningServer) 
             assert await peer.expect_pdu() == P.ReleaseRP()
             await peer.expect_closed()
     await assert_still_serving(server)
+
+
+# --- more broken P-DATA -------------------------------------------------------------------------
+
+
+async def test_data_fragment_before_any_command_is_aborted(server: RunningServer) -> None:
+    with anyio.fail_after(TEST_TIMEOUT):
+        async with raw_peer(server.port) as peer:
+            await peer.associate()
+            await peer.send(pdata((CT_CONTEXT, False, True, b"\x08\x00\x16\x00")))
+            await peer.expect_abort(PROVIDER, P.REASON_UNEXPECTED_PARAMETER)
+    await assert_still_serving(server)
+
+
+async def test_fragments_interleaved_across_contexts_are_aborted(server: RunningServer) -> None:
+    command = echo_rq()
+    with anyio.fail_after(TEST_TIMEOUT):
+        async with raw_peer(server.port) as peer:
+            await peer.associate()
+            await peer.send(pdata((ECHO_CONTEXT, True, False, command[:10])))
+            await peer.send(pdata((CT_CONTEXT, True, True, command[10:])))
+            await peer.expect_abort(PROVIDER, P.REASON_UNEXPECTED_PARAMETER)
+    await assert_still_serving(server)
+
+
+async def test_pdv_with_reserved_control_bits_is_aborted(server: RunningServer) -> None:
+    command = echo_rq()
+    with anyio.fail_after(TEST_TIMEOUT):
+        async with raw_peer(server.port) as peer:
+            await peer.associate()
+            await peer.send(
+                pdu(P.PDUType.P_DATA_TF, raw_pdv(len(command) + 2, ECHO_CONTEXT, 0x83, command))
+            )
+            await peer.expect_abort(PROVIDER, P.REASON_INVALID_PARAMETER)
+    await assert_still_serving(server)
+
+
+async def test_pdata_tf_without_any_pdv_is_aborted(server: RunningServer) -> None:
+    with anyio.fail_after(TEST_TIMEOUT):
+        async with raw_peer(server.port) as peer:
+            await peer.associate()
+            await peer.send(pdu(P.PDUType.P_DATA_TF, b""))
+            await peer.expect_abort(PROVIDER, P.REASON_INVALID_PARAMETER)
+    await assert_still_serving(server)
+
+
+async def test_release_rp_without_a_release_rq_is_aborted(server: RunningServer) -> None:
+    with anyio.fail_after(TEST_TIMEOUT):
+        async with raw_peer(server.port) as peer:
+            await peer.associate()
+            await peer.send(P.encode(P.ReleaseRP()))
+            await peer.expect_abort(PROVIDER, P.REASON_UNEXPECTED_PDU)
+    await assert_still_serving(server)
+
+
+# --- our client against hostile acceptors ----------------------------------------------------------
+
+
+async def test_client_aborts_an_ac_accepting_a_transfer_syntax_never_proposed() -> None:
+    seen: list[P.PDU] = []
+
+    async def liar(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        rq = await read_pdu(reader)
+        assert isinstance(rq, P.AssociateRQ)
+        ac = P.AssociateAC(
+            rq.called_ae,
+            rq.calling_ae,
+            [
+                P.PresentationContextAC(c.id, 0, "1.2.840.10008.1.2.4.50")
+                for c in rq.presentation_contexts
+            ],
+            P.UserInformation(max_pdu_length=16384, implementation_class_uid="1.2.3.4"),
+        )
+        writer.write(P.encode(ac))
+        seen.append(await read_pdu(reader))
+
+    async with raw_acceptor(liar) as port:
+        with anyio.fail_after(TEST_TIMEOUT), pytest.raises(AssociationAborted):
+            async with connect(HOST, port, contexts=ECHO_ONLY, timeouts=CLIENT_TIMEOUTS):
+                pytest.fail("an association with a forged transfer syntax was used")
+        with anyio.fail_after(5):
+            while not seen:
+                await anyio.sleep(0.01)
+    # A provider abort, as for any invalid PDU (a user abort would carry no reason).
+    assert seen == [P.Abort(PROVIDER, P.REASON_INVALID_PARAMETER)]
+
+
+@pytest.mark.parametrize(
+    ("garbage", "reason"),
+    [
+        (pdu(0x0A, bytes(8)), P.REASON_UNRECOGNIZED_PDU),
+        (struct.pack(">BxI", P.PDUType.P_DATA_TF, 0xFFFFFFFF), P.REASON_INVALID_PARAMETER),
+        (pdu(P.PDUType.P_DATA_TF, raw_pdv(0, 1, 3)), P.REASON_INVALID_PARAMETER),
+        (P.encode(P.AssociateRJ(1, 1, 1)), P.REASON_UNEXPECTED_PDU),
+    ],
+    ids=["unknown-type", "length-0xffffffff", "pdv-length-0", "rj-after-ac"],
+)
+async def test_client_aborts_garbage_instead_of_a_response(garbage: bytes, reason: int) -> None:
+    seen: list[P.PDU] = []
+
+    async def hostile(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(accept_all(await read_pdu(reader)))
+        assert isinstance(await read_pdu(reader), P.PDataTF)  # the C-ECHO-RQ
+        writer.write(garbage)  # only a header for 0xFFFFFFFF: the client must not wait for more
+        seen.append(await read_pdu(reader))
+
+    async with raw_acceptor(hostile) as port:
+        with anyio.fail_after(TEST_TIMEOUT), pytest.raises(AssociationAborted):
+            async with connect(HOST, port, contexts=ECHO_ONLY, timeouts=CLIENT_TIMEOUTS) as assoc:
+                await assoc.echo()
+        with anyio.fail_after(5):
+            while not seen:
+                await anyio.sleep(0.01)
+    assert seen == [P.Abort(PROVIDER, reason)]
+
+
+async def test_client_aborts_a_malformed_response_command_set() -> None:
+    seen: list[P.PDU] = []
+
+    async def hostile(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(accept_all(await read_pdu(reader)))
+        assert isinstance(await read_pdu(reader), P.PDataTF)
+        # A "response" that is not group 0000 at all.
+        writer.write(pdata((1, True, True, b"\x08\x00\x16\x00\x02\x00\x00\x001\x00")))
+        seen.append(await read_pdu(reader))
+
+    async with raw_acceptor(hostile) as port:
+        with anyio.fail_after(TEST_TIMEOUT), pytest.raises(AssociationAborted):
+            async with connect(HOST, port, contexts=ECHO_ONLY, timeouts=CLIENT_TIMEOUTS) as assoc:
+                await assoc.echo()
+        with anyio.fail_after(5):
+            while not seen:
+                await anyio.sleep(0.01)
+    assert seen == [P.Abort(PROVIDER, P.REASON_INVALID_PARAMETER)]
+
+
+async def test_client_answers_a_release_requested_by_the_acceptor() -> None:
+    """Either side may release (PS3.8 7.2); an outstanding request then fails, it does not hang."""
+    seen: list[P.PDU] = []
+
+    async def releasing(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(accept_all(await read_pdu(reader)))
+        assert isinstance(await read_pdu(reader), P.PDataTF)
+        writer.write(P.encode(P.ReleaseRQ()))
+        seen.append(await read_pdu(reader))
+
+    async with raw_acceptor(releasing) as port:
+        with anyio.fail_after(TEST_TIMEOUT), pytest.raises(AssociationError):
+            async with connect(HOST, port, contexts=ECHO_ONLY, timeouts=CLIENT_TIMEOUTS) as assoc:
+                await assoc.echo()
+        with anyio.fail_after(5):
+            while not seen:
+                await anyio.sleep(0.01)
+    assert seen == [P.ReleaseRP()]
+
+
+async def test_client_gives_up_on_an_acceptor_ignoring_release() -> None:
+    seen: list[P.PDU] = []
+
+    async def deaf(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(accept_all(await read_pdu(reader)))
+        seen.append(await read_pdu(reader))  # A-RELEASE-RQ, never answered
+        seen.append(await read_pdu(reader))
+
+    async with raw_acceptor(deaf) as port:
+        with anyio.fail_after(TEST_TIMEOUT), pytest.raises(DicomTimeoutError):
+            async with connect(HOST, port, contexts=ECHO_ONLY, timeouts=CLIENT_TIMEOUTS):
+                pass
+        with anyio.fail_after(5):
+            while len(seen) < 2:
+                await anyio.sleep(0.01)
+    assert seen[0] == P.ReleaseRQ()
+    assert isinstance(seen[1], P.Abort)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import struct
+import tracemalloc
 from contextlib import AsyncExitStack
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from aiodicom.dimse.command import CStoreRSP
 from aiodicom.errors import AssociationRejected
 from aiodicom.synthetic import CT_IMAGE_STORAGE
 from aiodicom.ul import pdu as P
+from peers import aiodicom_receive
 
 from .conftest import (
     CT_CONTEXT,
@@ -31,6 +33,7 @@ from .conftest import (
     RunningServer,
     assert_still_serving,
     associate_rq,
+    open_connections,
     pdata,
     raw_peer,
     running_server,
@@ -199,7 +202,7 @@ async def test_many_quick_connections_leave_nothing_behind(server: RunningServer
                 await peer.associate()
                 await peer.send(P.encode(P.Abort(0, 0)))
             await peer.close()
-        while server.server._connections or server.server.active_associations:
+        while open_connections(server.server) or server.server.active_associations:
             await anyio.sleep(0.02)
     await assert_still_serving(server)
     assert _open_fds() <= fds_before + 4
@@ -214,16 +217,16 @@ async def test_flood_of_idle_connections_is_capped_and_expires(tmp_path: Path) -
             peers = [await RawPeer.connect(running.port) for _ in range(cap + 10)]
             try:
                 # The server holds exactly ``cap`` of them while all are open ...
-                while len(running.server._connections) < cap:
+                while open_connections(running.server) < cap:
                     await anyio.sleep(0.01)
-                assert len(running.server._connections) == cap
+                assert open_connections(running.server) == cap
                 # ... and closes every one: the excess at once, the rest by ARTIM.
                 for peer in peers:
                     await peer.expect_closed(timeout=10)
             finally:
                 for peer in peers:
                     await peer.close()
-            while running.server._connections:
+            while open_connections(running.server):
                 await anyio.sleep(0.02)
         await assert_still_serving(running)
 
@@ -296,3 +299,88 @@ async def test_storing_is_refused_without_a_storage_context(tmp_path: Path) -> N
                 assert response.status == S.SOP_CLASS_NOT_SUPPORTED
         assert running.stored_files() == []
         assert running.partial_files() == []
+
+
+@pytest.mark.parametrize("pdu_type", [P.PDUType.ASSOCIATE_RQ, P.PDUType.P_DATA_TF])
+async def test_connections_not_yet_associated_cannot_claim_large_buffers(
+    tmp_path: Path, pdu_type: int
+) -> None:
+    """Before any association, a PDU header alone must not reserve megabytes.
+
+    Peers that have not associated announce the largest PDU an association may
+    send (the cap, 8 MiB by default) and send nothing more, on many connections at
+    once. Without a lower cap before association that is cap x connections of
+    memory for free (64 associations allow 136 connections: over 1 GiB).
+    """
+    connections = 8
+    async with running_server(
+        tmp_path, max_pdu_length=4 * 1024 * 1024, max_pdu_cap=None
+    ) as running:
+        cap = running.server.max_pdu_cap
+        assert cap >= 8 * 1024 * 1024
+        with anyio.fail_after(TEST_TIMEOUT):
+            tracemalloc.start()
+            try:
+                before, _ = tracemalloc.get_traced_memory()
+                peers = [await RawPeer.connect(running.port) for _ in range(connections)]
+                for peer in peers:
+                    await peer.send(struct.pack(">BxI", pdu_type, cap) + bytes(64))
+                for peer in peers:
+                    await peer.expect_abort(
+                        P.AbortSource.SERVICE_PROVIDER, P.REASON_INVALID_PARAMETER
+                    )
+                _, peak = tracemalloc.get_traced_memory()
+            finally:
+                tracemalloc.stop()
+            for peer in peers:
+                await peer.close()
+        assert peak - before < connections * 1024 * 1024, f"{(peak - before) >> 20} MiB held"
+        await assert_still_serving(running)
+
+
+async def test_association_request_up_to_its_cap_is_read(server: RunningServer) -> None:
+    """The pre-association cap (P.ASSOCIATE_PDU_CAP) is far above any real A-ASSOCIATE-RQ."""
+    rq = associate_rq()
+    rq.user_information.unknown.append((0x7F, bytes(60000)))  # an unknown sub-item: kept, ignored
+    encoded = P.encode(rq)
+    assert 60000 < len(encoded) < P.ASSOCIATE_PDU_CAP
+    with anyio.fail_after(TEST_TIMEOUT):
+        async with raw_peer(server.port) as peer:
+            await peer.associate(rq)
+            assert (await peer.echo()).status.is_success
+            await peer.send(P.encode(P.ReleaseRQ()))
+            assert await peer.expect_pdu() == P.ReleaseRP()
+    await assert_still_serving(server)
+
+
+async def test_aiodicom_receive_process_keeps_hostile_uids_inside(tmp_path: Path) -> None:
+    """End to end through the real command: its spool lives inside the output folder too."""
+    output_dir = tmp_path / "out"
+    sent: list[bytes] = []
+    with aiodicom_receive(output_dir, aet=SERVER_AE) as receiver:
+        with anyio.fail_after(TEST_TIMEOUT):
+            async with raw_peer(receiver.port) as peer:
+                await peer.associate()
+                for message_id, hostile in enumerate(sorted(HOSTILE_UIDS.values()), start=1):
+                    data = _hostile_dataset(hostile, ".incoming", hostile)
+                    await peer.send(
+                        pdata(
+                            (CT_CONTEXT, True, True, store_rq(hostile, message_id)),
+                            (CT_CONTEXT, False, True, data),
+                        )
+                    )
+                    response = await peer.expect_response(CStoreRSP)
+                    assert response.status == S.SUCCESS, hostile
+                    sent.append(data)
+                await peer.send(P.encode(P.ReleaseRQ()))
+                assert await peer.expect_pdu() == P.ReleaseRP()
+    assert receiver.returncode == 0, receiver.output()
+    written = _assert_inside(output_dir, tmp_path)
+    # Names collide once sanitised ("../../x" and "..\\..\\x"): a later one replaces an earlier one.
+    assert 1 <= len(written) <= len(sent)
+    for path in written:
+        assert any(path.read_bytes().endswith(data) for data in sent), path
+    leftovers = [
+        p for p in (output_dir / ".incoming").rglob("*") if p.is_file() and p.stat().st_size
+    ]
+    assert leftovers == []

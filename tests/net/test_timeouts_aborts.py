@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import struct
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
 import pytest
 
-from aiodicom.codec.uids import IMPLICIT_VR_LITTLE_ENDIAN, VERIFICATION_SOP_CLASS, new_uid
+from aiodicom.codec.uids import new_uid
 from aiodicom.dimse import status as S
 from aiodicom.dimse.client import connect
 from aiodicom.dimse.command import CStoreRSP
@@ -30,16 +28,24 @@ from aiodicom.ul import pdu as P
 from peers import storescp
 
 from .conftest import (
+    CLIENT_TIMEOUTS,
     CT_CONTEXT,
+    ECHO_ONLY,
     FAST,
     HOST,
     SERVER_AE,
+    SERVER_PDU_CAP,
     TEST_TIMEOUT,
+    RawPeer,
     RunningServer,
+    accept_all,
     assert_still_serving,
+    associate_rq,
     encode_dataset,
     pdata,
+    raw_acceptor,
     raw_peer,
+    read_pdu,
     running_server,
     store_rq,
     wait_idle,
@@ -64,6 +70,24 @@ async def test_connection_without_associate_rq_is_closed_after_artim(server: Run
     with anyio.fail_after(HANG_GUARD):
         async with raw_peer(server.port) as peer:
             await peer.expect_closed(timeout=HANG_GUARD)
+    await assert_still_serving(server)
+
+
+async def test_slow_associate_rq_is_cut_by_artim(server: RunningServer) -> None:
+    """Trickling the A-ASSOCIATE-RQ does not keep ARTIM from ending the connection."""
+    request = P.encode(associate_rq())
+    with anyio.fail_after(HANG_GUARD):
+        async with raw_peer(server.port) as peer:
+            sent = 0
+            try:
+                for byte in request:
+                    await peer.send(bytes((byte,)))
+                    sent += 1
+                    await anyio.sleep(0.05)
+            except ConnectionError:
+                pass  # closed under our feet: what we expect
+            assert sent < len(request), "the server waited for the whole trickled request"
+            await peer.expect_closed()
     await assert_still_serving(server)
 
 
@@ -94,6 +118,17 @@ async def test_peer_stopping_mid_data_set_is_aborted_and_nothing_is_kept(
             await peer.expect_closed(timeout=HANG_GUARD)
     await wait_idle(server.server)
     _no_partial_files(server)  # ... and is gone with the association.
+    await assert_still_serving(server)
+
+
+async def test_peer_silent_inside_a_large_pdu_is_aborted(server: RunningServer) -> None:
+    """A PDU header announcing (nearly) the cap, a few bytes, then silence: idle timeout."""
+    with anyio.fail_after(HANG_GUARD):
+        async with raw_peer(server.port) as peer:
+            await peer.associate()
+            await peer.send(struct.pack(">BxI", P.PDUType.P_DATA_TF, SERVER_PDU_CAP) + bytes(100))
+            await peer.expect_abort(USER, P.REASON_NOT_SPECIFIED, timeout=HANG_GUARD)
+            await peer.expect_closed(timeout=HANG_GUARD)
     await assert_still_serving(server)
 
 
@@ -171,55 +206,9 @@ async def test_store_handler_exception_answers_out_of_resources(tmp_path: Path) 
 # --- our client against peers that misbehave ----------------------------------------------------
 
 
-@asynccontextmanager
-async def raw_acceptor(
-    handle: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
-) -> AsyncIterator[int]:
-    """A listener running ``handle`` per connection; yields its port."""
-
-    async def wrapped(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            await handle(reader, writer)
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            writer.close()
-
-    listener = await asyncio.start_server(wrapped, HOST, 0)
-    try:
-        yield listener.sockets[0].getsockname()[1]
-    finally:
-        listener.close()
-        await listener.wait_closed()
-
-
-async def _read_pdu(reader: asyncio.StreamReader) -> P.PDU:
-    pdu_type, length = struct.unpack(">BxI", await reader.readexactly(6))
-    return P.decode(pdu_type, await reader.readexactly(length))
-
-
-def _accept(rq: P.PDU) -> bytes:
-    assert isinstance(rq, P.AssociateRQ)
-    return P.encode(
-        P.AssociateAC(
-            rq.called_ae,
-            rq.calling_ae,
-            [
-                P.PresentationContextAC(c.id, 0, c.transfer_syntaxes[0])
-                for c in rq.presentation_contexts
-            ],
-            P.UserInformation(max_pdu_length=16384, implementation_class_uid="1.2.3.4"),
-        )
-    )
-
-
-ECHO_ONLY = [(VERIFICATION_SOP_CLASS, [IMPLICIT_VR_LITTLE_ENDIAN])]
-CLIENT_TIMEOUTS = Timeouts(connect=2.0, acse=0.5, dimse=0.5, network_idle=1.0, artim=0.5)
-
-
 async def test_client_times_out_when_the_acceptor_never_answers() -> None:
     async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await _read_pdu(reader)
+        await read_pdu(reader)
         await reader.read()  # until our client gives up and closes
 
     async with raw_acceptor(silent) as port:
@@ -232,9 +221,9 @@ async def test_client_times_out_when_no_dimse_response_comes() -> None:
     closed_by_client = anyio.Event()
 
     async def mute(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.write(_accept(await _read_pdu(reader)))
-        assert isinstance(await _read_pdu(reader), P.PDataTF)  # the C-ECHO-RQ, never answered
-        assert await _read_pdu(reader) == P.Abort(USER, P.REASON_NOT_SPECIFIED)
+        writer.write(accept_all(await read_pdu(reader)))
+        assert isinstance(await read_pdu(reader), P.PDataTF)  # the C-ECHO-RQ, never answered
+        assert await read_pdu(reader) == P.Abort(USER, P.REASON_NOT_SPECIFIED)
         closed_by_client.set()
 
     async with raw_acceptor(mute) as port:
@@ -249,8 +238,8 @@ async def test_client_times_out_when_no_dimse_response_comes() -> None:
 
 async def test_client_sees_the_acceptor_abort() -> None:
     async def aborting(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.write(_accept(await _read_pdu(reader)))
-        await _read_pdu(reader)
+        writer.write(accept_all(await read_pdu(reader)))
+        await read_pdu(reader)
         writer.write(P.encode(P.Abort(P.AbortSource.SERVICE_PROVIDER, P.REASON_UNEXPECTED_PDU)))
         await reader.read()
 
@@ -266,8 +255,8 @@ async def test_client_sees_the_acceptor_abort() -> None:
 
 async def test_client_sees_the_acceptor_vanish() -> None:
     async def vanishing(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.write(_accept(await _read_pdu(reader)))
-        await _read_pdu(reader)  # then close without a word
+        writer.write(accept_all(await read_pdu(reader)))
+        await read_pdu(reader)  # then close without a word
 
     async with raw_acceptor(vanishing) as port:
         with anyio.fail_after(HANG_GUARD), pytest.raises(AssociationAborted):
@@ -332,3 +321,47 @@ async def test_client_against_storescp_reject_option_is_accepted(
     status = await _store_to_storescp(("--reject",), one_file, tmp_path)
     assert status.is_success
     assert len(list(tmp_path.glob("*"))) == 1
+
+
+async def test_a_stalled_peer_does_not_hold_up_others(tmp_path: Path) -> None:
+    """One association stuck mid-data set is its own problem: others are served meanwhile."""
+    patient = Timeouts(connect=2.0, acse=2.0, dimse=2.0, network_idle=30.0, artim=0.5)
+    data = encode_dataset(make_dataset(rows=64, columns=64))
+    async with running_server(tmp_path, timeouts=patient) as running:
+        with anyio.fail_after(TEST_TIMEOUT):
+            async with raw_peer(running.port) as stalled:
+                await stalled.associate()
+                await stalled.send(pdata((CT_CONTEXT, True, True, store_rq(new_uid()))))
+                await stalled.send(pdata((CT_CONTEXT, False, False, data[:1000])))
+                for _ in range(3):
+                    async with connect(
+                        HOST, running.port, called_ae=SERVER_AE, timeouts=FAST
+                    ) as assoc:
+                        assert (await assoc.echo()).is_success
+                        assert (await assoc.store(make_dataset(rows=16, columns=16))).is_success
+                assert running.server.active_associations == 1  # the stalled one, still waiting
+                assert len(running.stored_files()) == 3
+        await wait_idle(running.server)  # our close ended it
+        assert len(running.stored_files()) == 3
+        assert running.partial_files() == []
+
+
+async def test_shutdown_aborts_associations_left_after_the_grace_period(tmp_path: Path) -> None:
+    patient = Timeouts(connect=2.0, acse=2.0, dimse=2.0, network_idle=30.0, artim=0.5)
+    data = encode_dataset(make_dataset(rows=64, columns=64))
+    with anyio.fail_after(TEST_TIMEOUT):
+        async with running_server(tmp_path, timeouts=patient) as running:
+            async with raw_peer(running.port) as peer:
+                await peer.associate()
+                await peer.send(pdata((CT_CONTEXT, True, True, store_rq(new_uid()))))
+                await peer.send(pdata((CT_CONTEXT, False, False, data[:1000])))
+                running.server.shutdown(grace=0.2)
+                await peer.expect_abort(USER, P.REASON_NOT_SPECIFIED)
+                await peer.expect_closed()
+            # New connections are no longer accepted.
+            with pytest.raises(OSError):
+                await RawPeer.connect(running.port)
+    # serve() returned: the context manager's task group is done, nothing half stored.
+    assert running.server.active_associations == 0
+    assert running.stored_files() == []
+    assert running.partial_files() == []

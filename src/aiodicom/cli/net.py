@@ -58,11 +58,17 @@ def _timeouts(args: argparse.Namespace) -> Any:
     return Timeouts(connect=args.timeout, acse=args.timeout, dimse=args.dimse_timeout)
 
 
-def _configure_logging(verbose: bool) -> None:
+def _configure_logging(verbose: bool, *, client: bool = False) -> None:
+    """INFO with ``-v``; otherwise warnings, or only errors for client commands.
+
+    A client command reports its own failure as one line, so the warning the
+    association logged about the same failure would just repeat it.
+    """
     import logging
 
+    quiet = logging.ERROR if client else logging.WARNING
     structlog.configure(
-        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO if verbose else logging.WARNING),
+        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO if verbose else quiet),
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
     )
 
@@ -118,7 +124,7 @@ def _echo(args: argparse.Namespace) -> int:
     from aiodicom.dimse.client import connect
     from aiodicom.runner import run
 
-    _configure_logging(args.verbose)
+    _configure_logging(args.verbose, client=True)
 
     async def main() -> int:
         started = time.perf_counter()
@@ -182,7 +188,7 @@ def _store(args: argparse.Namespace) -> int:
     from aiodicom.runner import run
     from aiodicom.ul.negotiation import DEFAULT_MAX_PDU_LENGTH
 
-    _configure_logging(args.verbose)
+    _configure_logging(args.verbose, client=True)
     files = list(iter_files(args.paths))
     if not files:
         raise CliError("no files to send")

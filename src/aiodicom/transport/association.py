@@ -220,8 +220,11 @@ class DicomProtocol(asyncio.BufferedProtocol):
             available = self._end - self._start
             if available < 6:
                 break
+            cap = self.machine.max_pdu_cap
+            if self.association is None:
+                cap = min(cap, P.ASSOCIATE_PDU_CAP)
             try:
-                pdu_type, length = P.parse_header(view[self._start : self._start + 6], self.machine.max_pdu_cap)
+                pdu_type, length = P.parse_header(view[self._start : self._start + 6], cap)
             except ProtocolError as exc:
                 self._start = self._end = 0
                 self._protocol_error(exc)

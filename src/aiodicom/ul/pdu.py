@@ -27,6 +27,12 @@ REASON_INVALID_PARAMETER = 6
 #: with peers that exceed our maximum, up to this).
 HARD_PDU_CAP = 64 * 1024 * 1024
 
+#: The cap until an association is established. An A-ASSOCIATE-RQ/AC is a few
+#: kilobytes; a peer that has not associated must not make us reserve megabytes
+#: per connection just by announcing a large PDU (memory exhaustion by many
+#: idle connections).
+ASSOCIATE_PDU_CAP = 1024 * 1024
+
 HEADER = struct.Struct(">BxI")
 _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
