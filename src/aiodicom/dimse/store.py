@@ -12,6 +12,7 @@ pydicom data set when asked.
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import uuid
 from collections.abc import Collection, Iterable
@@ -403,11 +404,14 @@ def safe_component(value: str | None, fallback: str) -> str:
 
     UIDs are digits and dots; anything else from the wire (``..``, ``/``, NUL)
     is replaced so that no received value can name a path outside the
-    configured folder.
+    configured folder. A replaced value gets a short hash of the original, so
+    two different invalid UIDs never land on the same name.
     """
     if not value:
         return fallback
-    cleaned = "".join(ch if ch in _SAFE else "_" for ch in value.strip())[:64]
-    if not cleaned.strip("._") or cleaned.startswith("."):
-        cleaned = "_" + cleaned
-    return cleaned
+    stripped = value.strip(" \0")
+    if stripped and len(stripped) <= 64 and all(ch in _SAFE for ch in stripped) and stripped.strip("."):
+        return stripped
+    cleaned = "".join(ch if ch in _SAFE else "_" for ch in stripped)[:48].lstrip(".")
+    digest = hashlib.sha256(value.encode("utf-8", "surrogateescape")).hexdigest()[:12]
+    return f"_{cleaned}_{digest}"
