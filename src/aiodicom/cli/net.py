@@ -259,19 +259,22 @@ class FileWriter:
     def __init__(self, output_dir: Path) -> None:
         self.output_dir = output_dir.resolve()
         self.count = 0
-        self._made: set[Path] = set()
+        self._folders: dict[tuple[str, str], str] = {}
 
     async def __call__(self, instance: Any) -> int:
         from aiodicom.dimse.store import safe_component
 
-        study = safe_component(instance.study_instance_uid, "unknown-study")
-        series = safe_component(instance.series_instance_uid, "unknown-series")
+        study = instance.study_instance_uid
+        series = instance.series_instance_uid
+        folder = self._folders.get((study, series))
+        if folder is None:
+            path = self.output_dir / safe_component(study, "unknown-study") / safe_component(
+                series, "unknown-series"
+            )
+            path.mkdir(parents=True, exist_ok=True)
+            folder = self._folders[(study, series)] = str(path)
         name = safe_component(instance.sop_instance_uid, "unknown-instance") + ".dcm"
-        folder = self.output_dir / study / series
-        if folder not in self._made:
-            folder.mkdir(parents=True, exist_ok=True)
-            self._made.add(folder)
-        instance.save(folder / name, create_parents=False)
+        instance.save(os.path.join(folder, name), create_parents=False)
         self.count += 1
         return 0
 

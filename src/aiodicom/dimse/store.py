@@ -124,6 +124,7 @@ class InstanceSink:
         "error",
         "complete",
         "meta",
+        "common_tags",
     )
 
     def __init__(
@@ -150,6 +151,9 @@ class InstanceSink:
         self.path: Path | None = None
         self.error: Exception | None = None
         self.complete = False
+        #: The routing tags (patient, study, series, SOP), scanned as soon as
+        #: the first 64 KiB arrived, while the rest of the data set is in flight.
+        self.common_tags: dict[int, bytes] | None = None
         # Built up front: UIDs a Part 10 file cannot hold (empty, > 64 chars) are
         # found before any byte is kept, and the data set is drained and refused.
         try:
@@ -168,9 +172,13 @@ class InstanceSink:
         if self._head_size < _HEAD_BYTES:
             self._head.append(data)
             self._head_size += len(data)
+            if self._head_size >= _HEAD_BYTES:
+                self._scan_common()
         if self._fd >= 0:
             try:
-                _write_all(self._fd, (data,))
+                written = os.write(self._fd, data)
+                if written != len(data):
+                    _write_all(self._fd, (data[written:],))
             except OSError as exc:
                 self._fail(exc)
             return
@@ -210,14 +218,28 @@ class InstanceSink:
     def finish(self) -> None:
         self.complete = True
         self._close_fd()
+        if self.common_tags is None and self._head_size < _HEAD_BYTES and self.error is None:
+            self._scan_common()
 
     def discard(self) -> None:
         self._close_fd()
         self._unlink()
         self._parts = []
 
-    def head(self) -> bytes:
+    def head(self) -> bytes | memoryview:
+        if len(self._head) == 1:
+            return self._head[0]
         return b"".join(self._head)
+
+    def _scan_common(self) -> None:
+        from aiodicom.codec.scan import scan_elements
+
+        try:
+            result = scan_elements(self.head(), self.transfer_syntax, _COMMON_TAGS)
+        except DicomFileError:
+            return
+        if result.complete:
+            self.common_tags = dict(result.values)
 
     def memory_parts(self) -> list[memoryview]:
         return self._parts
@@ -290,7 +312,8 @@ class ReceivedInstance:
         from aiodicom.codec.scan import text
 
         if self._tags is None:
-            self._tags = self.tags(_COMMON_TAGS)
+            common = self._sink.common_tags
+            self._tags = dict(common) if common is not None else self.tags(_COMMON_TAGS)
         if tag not in self._tags and tag not in _COMMON_TAGS:
             self._tags.update(self.tags((tag,)))
         raw = self._tags.get(tag)
