@@ -9,11 +9,11 @@ import ssl
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import aclosing
 from pathlib import Path
 from typing import Any
 
 import anyio
-import structlog
 
 from aiodicom.errors import AiodicomError
 
@@ -66,11 +66,19 @@ def _configure_logging(verbose: bool, *, client: bool = False) -> None:
     """
     import logging
 
-    quiet = logging.ERROR if client else logging.WARNING
-    structlog.configure(
-        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO if verbose else quiet),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-    )
+    from aiodicom import _log
+
+    level = logging.INFO if verbose else logging.ERROR if client else logging.WARNING
+
+    def configure() -> None:
+        import structlog
+
+        structlog.configure(
+            wrapper_class=structlog.make_filtering_bound_logger(level),
+            logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        )
+
+    _log.set_minimum_level(level, configure)
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -218,21 +226,16 @@ def _store(args: argparse.Namespace) -> int:
                 ssl=_client_ssl(args), timeouts=_timeouts(args),
                 max_pdu_length=args.max_pdu or DEFAULT_MAX_PDU_LENGTH,
             ) as assoc:
-                for path in batch:
-                    try:
-                        status = await assoc.store(path)
-                    except AiodicomError as exc:
-                        if not assoc.association.is_open:
-                            raise
-                        failures.append(f"{path}: {exc}")
+                async with aclosing(assoc.store_files(batch)) as results:
+                    async for path, status in results:
+                        if isinstance(status, AiodicomError):
+                            failures.append(f"{path}: {status}")
+                        elif status.is_failure or status.is_cancel:
+                            failures.append(f"{path}: {status}")
+                        else:
+                            sent += 1
+                            warned += int(status.is_warning)
                         progress.step()
-                        continue
-                    if status.is_failure or status.is_cancel:
-                        failures.append(f"{path}: {status}")
-                    else:
-                        sent += 1
-                        warned += int(status.is_warning)
-                    progress.step()
         return sent, warned
 
     started = time.perf_counter()

@@ -12,7 +12,7 @@ import asyncio
 import itertools
 import os
 import ssl as _ssl
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +32,7 @@ from aiodicom.codec.uids import (
 from aiodicom.dimse import command as C
 from aiodicom.dimse.status import Status
 from aiodicom.errors import (
+    AiodicomError,
     AssociationError,
     DicomFileError,
     DicomTimeoutError,
@@ -130,6 +131,10 @@ def contexts_for_encodings(encodings: Iterable[tuple[str, str]]) -> list[list[Co
     return [[(VERIFICATION_SOP_CLASS, [IMPLICIT_VR_LITTLE_ENDIAN]), *group] for group in groups]
 
 
+#: A message ready to send: (context ID, command factory by message ID, data set).
+_Prepared = tuple[int, Any, "bytes | memoryview"]
+
+
 @dataclass(slots=True)
 class _Pending:
     future: asyncio.Future[Any]
@@ -208,33 +213,115 @@ class ClientAssociation:
         ``raise_for_status``); a caller's data set is never modified.
         """
         if isinstance(source, (bytes, bytearray, memoryview)):
-            data = bytes(source)
-            meta = read_file_meta(data)
-            dataset_length = len(data) - meta.dataset_offset
-            payload: bytes | memoryview | None = memoryview(data)[meta.dataset_offset :]
-            path = None
+            prepared = self._prepare(bytes(source), priority, move_originator_ae, move_originator_message_id)
         elif isinstance(source, (str, os.PathLike)):
             path = Path(source)
-            meta = read_file_meta(path)
-            dataset_length = path.stat().st_size - meta.dataset_offset
-            payload = None
+            from_file = self._prepare_file(path, priority, move_originator_ae, move_originator_message_id)
+            if from_file is None:
+                return await self._store_large(path, priority, move_originator_ae, move_originator_message_id)
+            prepared = from_file
         else:
             return await self._store_dataset(source, priority, move_originator_ae, move_originator_message_id)
+        context_id, rq_factory, payload = prepared
+        return (await self._request(context_id, rq_factory, payload)).status  # type: ignore[no-any-return]
 
+    async def store_files(
+        self, paths: Iterable[str | os.PathLike[str]], *, priority: int = C.Priority.MEDIUM
+    ) -> AsyncGenerator[tuple[Path, Status | AiodicomError], None]:
+        """C-STORE files in order, reading each next file while the peer answers the last.
+
+        Yields ``(path, status)``, or ``(path, error)`` for a file that could not
+        be sent (unreadable, no accepted context); the association goes on.
+        Errors of the association itself (abort, timeout) are raised.
+        """
+        queue = [Path(p) for p in paths]
+
+        def prepare(index: int) -> _Prepared | None | AiodicomError:
+            if index >= len(queue):
+                return None
+            try:
+                return self._prepare_file(queue[index], priority, None, None)
+            except AiodicomError as exc:
+                return exc
+            except OSError as exc:
+                return DicomFileError(f"cannot read {queue[index]}: {exc.strerror or exc}")
+
+        upcoming = prepare(0)
+        for index, path in enumerate(queue):
+            current = upcoming
+            if isinstance(current, AiodicomError):
+                upcoming = prepare(index + 1)
+                yield path, current
+                continue
+            if current is None:  # too large to read whole: streamed from disk
+                status = await self._store_large(path, priority, None, None)
+                upcoming = prepare(index + 1)
+                yield path, status
+                continue
+            context_id, make, payload = current
+            async with self._slots:
+                mid = self._next_message_id()
+                pending = _Pending(asyncio.get_running_loop().create_future(), [])
+                self._pending[mid] = pending
+                try:
+                    command = C.encode_command(make(mid), has_dataset=True)
+                    await self._association.send(context_id, command, payload)
+                    upcoming = prepare(index + 1)  # while the peer stores this one
+                    response = await self._wait(pending)
+                finally:
+                    self._pending.pop(mid, None)
+            yield path, response.status
+
+    def _prepare_file(
+        self,
+        path: Path,
+        priority: int,
+        move_originator_ae: str | None,
+        move_originator_message_id: int | None,
+    ) -> _Prepared | None:
+        """Read a file once and get its message ready; None when it must be streamed."""
+        with open(path, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            if size > _STREAM_THRESHOLD:
+                return None
+            data = handle.read()
+        return self._prepare(data, priority, move_originator_ae, move_originator_message_id)
+
+    def _prepare(
+        self,
+        data: bytes,
+        priority: int,
+        move_originator_ae: str | None,
+        move_originator_message_id: int | None,
+    ) -> _Prepared:
+        meta = read_file_meta(data)
+        context = self._context_for(meta.sop_class_uid, meta.transfer_syntax)
+        rq_factory = self._store_rq(
+            meta.sop_class_uid, meta.sop_instance_uid, priority, move_originator_ae, move_originator_message_id
+        )
+        payload: bytes | memoryview = memoryview(data)[meta.dataset_offset :]
+        if context.transfer_syntax != meta.transfer_syntax:
+            payload = transcode(bytes(payload), meta.transfer_syntax, context.transfer_syntax)
+        return context.id, rq_factory, payload
+
+    async def _store_large(
+        self,
+        path: Path,
+        priority: int,
+        move_originator_ae: str | None,
+        move_originator_message_id: int | None,
+    ) -> Status:
+        meta = read_file_meta(path)
+        dataset_length = path.stat().st_size - meta.dataset_offset
         context = self._context_for(meta.sop_class_uid, meta.transfer_syntax)
         rq_factory = self._store_rq(
             meta.sop_class_uid, meta.sop_instance_uid, priority, move_originator_ae, move_originator_message_id
         )
         if context.transfer_syntax != meta.transfer_syntax:
-            raw = payload if payload is not None else _read_range(path, meta.dataset_offset, dataset_length)
-            converted = transcode(bytes(raw), meta.transfer_syntax, context.transfer_syntax)
+            raw = _read_range(path, meta.dataset_offset, dataset_length)
+            converted = transcode(raw, meta.transfer_syntax, context.transfer_syntax)
             return (await self._request(context.id, rq_factory, converted)).status  # type: ignore[no-any-return]
-        if payload is None:
-            assert path is not None
-            if dataset_length > _STREAM_THRESHOLD:
-                return await self._store_streamed(context.id, rq_factory, path, meta.dataset_offset, dataset_length)
-            payload = _read_range(path, meta.dataset_offset, dataset_length)
-        return (await self._request(context.id, rq_factory, payload)).status  # type: ignore[no-any-return]
+        return await self._store_streamed(context.id, rq_factory, path, meta.dataset_offset, dataset_length)
 
     async def _store_dataset(
         self,

@@ -17,8 +17,8 @@ from typing import Any
 
 import anyio
 import anyio.abc
-import structlog
 
+from aiodicom._log import get_logger
 from aiodicom.codec import uids
 from aiodicom.codec.uids import (
     UNCOMPRESSED_TRANSFER_SYNTAXES,
@@ -55,7 +55,7 @@ StoreHandler = Callable[[ReceivedInstance], Awaitable[int | None]]
 EchoHandler = Callable[[AssociationInfo], Awaitable[int | None]]
 AssociationHook = Callable[[AssociationInfo], Awaitable[None]]
 
-_log = structlog.get_logger("aiodicom.server")
+_log = get_logger("aiodicom.server")
 
 
 class _BoundedMemorySink:

@@ -19,8 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import structlog
-
+from aiodicom._log import get_logger
 from aiodicom.errors import (
     AssociationAborted,
     AssociationError,
@@ -102,7 +101,7 @@ class DicomProtocol(asyncio.BufferedProtocol):
         self.machine = UpperLayer(role, max_pdu_cap=max_pdu_cap)
         self.timeouts = timeouts
         self.id = next(_ids)
-        self.log = (log or structlog.get_logger("aiodicom")).bind(assoc=self.id)
+        self.log = (log or get_logger("aiodicom")).bind(assoc=self.id)
         self.transport: asyncio.Transport | None = None
         self.peer: tuple[str, int] = ("", 0)
         self._command_decoder = command_decoder
