@@ -371,51 +371,42 @@ class ReceivedInstance:
                 os.unlink(sink.path)
             sink.path = None
         else:
-            self._write_new(target)
+            # Through a pre-created spool file: no file creation on this path.
+            _atomic_write(target, [sink.meta, *sink.memory_parts()], sink._spool)
         self._saved_to = target
         return target
-
-    def _write_new(self, target: Path) -> None:
-        """Write an in-memory instance through a pre-created spool file, then rename."""
-        sink = self._sink
-        try:
-            fd, temporary = sink._spool.take()
-        except OSError:
-            _atomic_write(target, [sink.meta, *sink.memory_parts()])
-            return
-        try:
-            try:
-                _write_all(fd, [sink.meta, *sink.memory_parts()])
-            finally:
-                os.close(fd)
-            os.replace(temporary, target)
-        except OSError as exc:
-            try:
-                os.unlink(temporary)
-            except OSError:
-                pass
-            if exc.errno != errno.EXDEV:
-                raise StorageError(f"cannot write {target}: {exc}") from exc
-            _atomic_write(target, [sink.meta, *sink.memory_parts()])
 
     def _cleanup(self) -> None:
         self._sink.discard()
 
 
-def _atomic_write(target: Path, buffers: list[Any]) -> None:
-    temporary = target.parent / f".{target.name}.{uuid.uuid4().hex[:8]}.tmp"
+def _atomic_write(target: Path, buffers: list[Any], spool: SpoolFiles | None = None) -> None:
+    """Write ``buffers`` to a temporary file (a spare spool file if given), then rename."""
+    fd = -1
+    temporary = target
+    if spool is not None:
+        try:
+            fd, temporary = spool.take()
+        except OSError:
+            fd = -1
     try:
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        if fd < 0:
+            temporary = target.parent / f".{target.name}.{uuid.uuid4().hex[:8]}.tmp"
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
             _write_all(fd, buffers)
         finally:
             os.close(fd)
         os.replace(temporary, target)
     except OSError as exc:
-        try:
-            os.unlink(temporary)
-        except OSError:
-            pass
+        if temporary != target:
+            try:
+                os.unlink(temporary)
+            except OSError:
+                pass
+        if spool is not None and exc.errno == errno.EXDEV:  # spool on another file system
+            _atomic_write(target, buffers)
+            return
         raise StorageError(f"cannot write {target}: {exc}") from exc
 
 
