@@ -168,14 +168,20 @@ class Server:
         self.spool_dir = self._spool_dir_option or Path(tempfile.mkdtemp(prefix="aiodicom-spool-"))
         self.spool_dir.mkdir(parents=True, exist_ok=True)
         self._spool = SpoolFiles(self.spool_dir)
-        listener = await loop.create_server(
-            self._protocol_factory,
-            self.host,
-            self.port,
-            ssl=self.ssl,
-            backlog=self.backlog,
-            reuse_address=True,
-        )
+        try:
+            listener = await loop.create_server(
+                self._protocol_factory,
+                self.host,
+                self.port,
+                ssl=self.ssl,
+                backlog=self.backlog,
+                reuse_address=True,
+            )
+        except OSError:
+            self._spool.close()
+            if own_spool:
+                shutil.rmtree(self.spool_dir, ignore_errors=True)
+            raise
         try:
             self.port = listener.sockets[0].getsockname()[1]
             self.log = self.log.bind(port=self.port)
