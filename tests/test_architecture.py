@@ -1,0 +1,107 @@
+"""The project's structural rules, checked on the source itself.
+
+Layers import only downwards; the protocol core does no I/O; src/ uses no
+thread pools and never imports pynetdicom (a test peer only); ruff and mypy
+stay clean.
+"""
+
+from __future__ import annotations
+
+import ast
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "aiodicom"
+
+# package -> aiodicom packages it must never import
+FORBIDDEN = {
+    "codec": {"ul", "transport", "dimse", "grinders", "factory", "data", "cli", "pipeline"},
+    "ul": {"transport", "dimse", "grinders", "factory", "data", "cli", "pipeline"},
+    "transport": {"dimse", "grinders", "factory", "data", "cli", "pipeline"},
+    "dimse": {"grinders", "factory", "data", "cli", "pipeline"},
+    "grinders": {"ul", "transport", "dimse", "cli", "pipeline"},
+    "factory": {"ul", "transport", "dimse", "cli", "pipeline"},
+    "data": {"ul", "transport", "dimse", "cli", "pipeline"},
+}
+#: The sans-I/O core must not touch sockets, event loops or clocks.
+NO_IO = {"asyncio", "anyio", "socket", "ssl", "selectors", "time", "uvloop", "trio"}
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+def _modules(package: str) -> list[Path]:
+    return sorted((SRC / package).rglob("*.py"))
+
+
+@pytest.mark.parametrize("package", sorted(FORBIDDEN))
+def test_layers_import_only_downwards(package: str) -> None:
+    offending = []
+    for path in _modules(package):
+        for name in _imports(path):
+            parts = name.split(".")
+            if parts[0] == "aiodicom" and len(parts) > 1 and parts[1] in FORBIDDEN[package]:
+                offending.append(f"{path.relative_to(SRC)} imports {name}")
+    assert not offending, offending
+
+
+def test_upper_layer_core_is_sans_io() -> None:
+    offending = [
+        f"{path.relative_to(SRC)} imports {name}"
+        for path in _modules("ul")
+        for name in _imports(path)
+        if name.split(".")[0] in NO_IO
+    ]
+    assert not offending, offending
+
+
+def test_no_thread_pools_and_no_pynetdicom_in_src() -> None:
+    offending = []
+    for path in sorted(SRC.rglob("*.py")):
+        text = path.read_text()
+        for word in ("run_in_executor", "to_thread", "ThreadPoolExecutor", "threading"):
+            if word in text:
+                offending.append(f"{path.relative_to(SRC)} mentions {word}")
+        if any(name.split(".")[0] == "pynetdicom" for name in _imports(path)):
+            offending.append(f"{path.relative_to(SRC)} imports pynetdicom")
+    assert not offending, offending
+
+
+def test_ruff_is_clean() -> None:
+    if shutil.which("ruff") is None and subprocess.run(
+        [sys.executable, "-m", "ruff", "--version"], capture_output=True
+    ).returncode:
+        pytest.skip("ruff is not installed")
+    root = SRC.parents[1]
+    result = subprocess.run(
+        [sys.executable, "-m", "ruff", "check", "src", "tests", "benchmarks", "examples"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_mypy_strict_is_clean() -> None:
+    root = SRC.parents[1]
+    result = subprocess.run(
+        [sys.executable, "-m", "mypy", "src"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
