@@ -445,11 +445,11 @@ class DicomProtocol(asyncio.BufferedProtocol):
                 self.transport.resume_reading()
         return item
 
-    def write_pdus(self, pdus: Sequence[Sequence[bytes | bytearray | memoryview]]) -> None:
+    def write_pdus(self, buffers: list[bytes | bytearray | memoryview]) -> None:
+        """Queue encoded P-DATA-TF PDUs (flat header/payload buffers) and write them."""
         if self.error is not None:
             raise self.error
-        for parts in pdus:
-            self.machine.send_pdata(parts)
+        self.machine.send_pdata(buffers)
         self._sync()
 
     async def drain(self, timeout: float | None) -> None:
@@ -521,10 +521,10 @@ class Association:
     ) -> None:
         """Send one message; the data set (already encoded) is fragmented, never copied."""
         max_pdu = self.peer_max_pdu
-        pdus = list(P.fragment(context_id, True, command, max_pdu))
+        buffers = P.fragment_buffers(context_id, True, command, max_pdu)
         if dataset is not None:
-            pdus.extend(P.fragment(context_id, False, dataset, max_pdu))
-        self._protocol.write_pdus(pdus)
+            buffers += P.fragment_buffers(context_id, False, dataset, max_pdu)
+        self._protocol.write_pdus(buffers)
         await self._protocol.drain(self._protocol.timeouts.dimse)
 
     async def send_streamed(
@@ -537,7 +537,7 @@ class Association:
     ) -> None:
         """Send a message whose data set is read in chunks (large files), bounded memory."""
         max_pdu = self.peer_max_pdu
-        self._protocol.write_pdus(list(P.fragment(context_id, True, command, max_pdu)))
+        self._protocol.write_pdus(P.fragment_buffers(context_id, True, command, max_pdu))
         remaining = length
         while True:
             take = min(chunk_size, remaining)
@@ -546,7 +546,7 @@ class Association:
                 raise AssociationError(f"data set source ended {remaining - len(chunk)} bytes early")
             remaining -= take
             self._protocol.write_pdus(
-                list(P.fragment(context_id, False, chunk, max_pdu, final=remaining == 0))
+                P.fragment_buffers(context_id, False, chunk, max_pdu, final=remaining == 0)
             )
             await self._protocol.drain(self._protocol.timeouts.dimse)
             if remaining == 0:

@@ -325,7 +325,7 @@ class UpperLayer:
         self.artim_running = True
 
     def send_pdata(self, parts: Sequence[bytes | bytearray | memoryview]) -> None:
-        """Evt9: queue one encoded P-DATA-TF PDU (as built by :func:`pdu.fragment`)."""
+        """Evt9: queue encoded P-DATA-TF PDUs (buffers from :func:`pdu.fragment_buffers`)."""
         if self.state is not State.STA6:
             self._step(Event.EVT9)  # AR-7 in Sta8, or LocalProtocolError
         self._out.extend(parts)

@@ -381,25 +381,44 @@ def fragment(
     With ``final=False`` no fragment is marked last: more of the same data set
     follows (streaming a large data set in chunks).
     """
+    parts = fragment_buffers(context_id, is_command, data, max_pdu_length, final=final)
+    for index in range(0, len(parts), 2):
+        yield parts[index : index + 2]
+
+
+def fragment_buffers(
+    context_id: int,
+    is_command: bool,
+    data: bytes | bytearray | memoryview,
+    max_pdu_length: int,
+    *,
+    final: bool = True,
+) -> list[bytes | bytearray | memoryview]:
+    """:func:`fragment` flattened: ``[header, payload, header, payload, ...]``.
+
+    The hot path of sending: every full-size fragment shares one header, so a
+    data set costs one slice per PDU and no per-PDU packing.
+    """
     view = memoryview(data)
+    total = len(view)
     # Unlimited: one PDV (at least 1 so that empty data still yields one, empty, PDV).
-    chunk = max(len(view), 1) if max_pdu_length == 0 else max_pdu_length - 6
+    chunk = max(total, 1) if max_pdu_length == 0 else max_pdu_length - 6
     if chunk <= 0:
         raise ValueError(f"maximum PDU length {max_pdu_length} leaves no room for data")
-    control_base = 1 if is_command else 0
-    offset = 0
-    total = len(view)
-    while True:
-        end = min(offset + chunk, total)
-        last = end >= total
-        n = end - offset
-        header = HEADER.pack(PDUType.P_DATA_TF, n + 6) + _PDV_HEADER.pack(
-            n + 2, context_id, control_base | (2 if last and final else 0)
-        )
-        yield [header, view[offset:end]]
-        if last:
-            return
-        offset = end
+    control = 1 if is_command else 0
+    full_header = HEADER.pack(PDUType.P_DATA_TF, chunk + 6) + _PDV_HEADER.pack(chunk + 2, context_id, control)
+    parts: list[bytes | bytearray | memoryview] = []
+    last_start = ((total - 1) // chunk) * chunk if total else 0
+    for offset in range(0, last_start, chunk):
+        parts.append(full_header)
+        parts.append(view[offset : offset + chunk])
+    n = total - last_start
+    parts.append(
+        HEADER.pack(PDUType.P_DATA_TF, n + 6)
+        + _PDV_HEADER.pack(n + 2, context_id, control | (2 if final else 0))
+    )
+    parts.append(view[last_start:])
+    return parts
 
 
 # --- decoding ---------------------------------------------------------------------
