@@ -410,10 +410,7 @@ class Server:
                 return S.CANNOT_UNDERSTAND
             log.error("store_spool_failed", error=str(sink.error))
             return S.OUT_OF_RESOURCES  # disk full or unwritable: the sender keeps its data
-        if context.abstract_syntax != request.affected_sop_class_uid:
-            sink.discard()
-            return S.SOP_CLASS_NOT_SUPPORTED
-        if self.on_store is None:
+        if self.on_store is None or context.abstract_syntax != request.affected_sop_class_uid:
             sink.discard()
             return S.SOP_CLASS_NOT_SUPPORTED
         instance = ReceivedInstance(

@@ -438,6 +438,10 @@ class DicomProtocol(asyncio.BufferedProtocol):
                 ) from None
             finally:
                 self._waiter = None
+        return self._take()
+
+    def _take(self) -> AssembledMessage[Any] | ReleaseRequest:
+        """Pop the oldest queued item, reading from the socket again once the queue drains."""
         item = self._inbox.popleft()
         if self._reading_paused and len(self._inbox) < self._max_queued // 2 + 1:
             self._reading_paused = False
@@ -563,7 +567,7 @@ class Association:
             async with asyncio.timeout(protocol.timeouts.acse):
                 while not protocol.released.done():
                     if protocol._inbox:
-                        item = protocol._inbox.popleft()
+                        item = protocol._take()
                         if isinstance(item, ReleaseRequest):  # release collision (PS3.8 9.2.1)
                             protocol.machine.release_response()
                             protocol._sync()
