@@ -7,12 +7,18 @@ Peer processes (DCMTK, pynetdicom, ``aiodicom receive``) are started with the he
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
 
-from aiodicom.synthetic import write_study
-from peers import missing_dcmtk_tools
+# ``tests`` is a regular package (tests/__init__.py) so that a third-party wheel shipping a
+# top-level ``tests`` package (rt-utils does) cannot shadow ours; the flat helper modules
+# (``peers``) stay importable by name.
+sys.path.insert(0, str(Path(__file__).parent))
+
+from aiodicom.synthetic import write_study  # noqa: E402
+from peers import missing_dcmtk_tools  # noqa: E402
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
-from tests.data import synth
 
 from aiodicom.cli import main
 from aiodicom.data.geometry import lps_to_ras
+from tests.data import synth
 
 OBLIQUE = synth.rotation(0.3, 0.1, -0.2)
 

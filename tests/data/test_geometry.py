@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tests.data import synth
 
 from aiodicom.data.geometry import (
     affine_from_datasets,
@@ -22,6 +21,7 @@ from aiodicom.data.geometry import (
     spacing_from_affine,
 )
 from aiodicom.errors import GeometryError
+from tests.data import synth
 
 # DS strings hold ~10 significant digits: positions are exact to well below a micron.
 ATOL = 1e-4

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tests.data import synth
 
 from aiodicom.data import LazyDataset
 from aiodicom.data.tree import DicomTree
@@ -22,6 +21,7 @@ from aiodicom.grinders import (
     tree_grinder,
 )
 from aiodicom.grinders.numpy import Volume, numpy_grinder
+from tests.data import synth
 
 
 def _series(n: int = 4, **kw: object) -> list:

@@ -8,11 +8,11 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from tests.data import synth
 
 from aiodicom.data.geometry import lps_to_ras
 from aiodicom.grinders.nifti import nifti_grinder, volume_to_nifti
 from aiodicom.grinders.numpy import numpy_grinder
+from tests.data import synth
 
 OBLIQUE = synth.rotation(-0.4, 0.25, 1.1)
 

@@ -19,7 +19,6 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
     RLELossless,
 )
-from tests.data import synth
 
 from aiodicom import synthetic
 from aiodicom.data import LazyDataset
@@ -29,6 +28,7 @@ from aiodicom.errors import (
     PixelDecodeError,
 )
 from aiodicom.grinders.numpy import Volume, numpy_grinder
+from tests.data import synth
 
 OBLIQUE = synth.rotation(0.2, -0.5, 0.9)
 

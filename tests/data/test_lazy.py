@@ -13,11 +13,11 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
     RLELossless,
 )
-from tests.data import synth
 
 from aiodicom import synthetic
 from aiodicom.data import LazyDataset, header_of, read_header
 from aiodicom.errors import DicomFileError
+from tests.data import synth
 
 
 def _file(tmp_path: Path, transfer_syntax: str = ExplicitVRLittleEndian) -> tuple[Path, np.ndarray]:

@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from pydicom.uid import generate_uid
-from tests.data import synth
 
 from aiodicom.data import LazyDataset
 from aiodicom.data.tree import DicomTree, discover
 from aiodicom.errors import DicomFileError, MissingTagError
+from tests.data import synth
 
 
 def _series(n: int, patient: str = "SYNTH01", study: str | None = None) -> list:

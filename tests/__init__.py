@@ -1,0 +1,1 @@
+"""aiodicom's test suite (a regular package: see conftest.py)."""
