@@ -26,12 +26,19 @@ def _plain_roles(text: str) -> str:
 class SphinxDocstrings(griffe.Extension):
     """Rewrite roles as code; take ``#:`` comments above an attribute as its docstring."""
 
-    def on_instance(self, *, node: ast.AST | griffe.ObjectNode, obj: griffe.Object, agent: Any, **kwargs: Any) -> None:
+    def on_instance(
+        self, *, node: ast.AST | griffe.ObjectNode, obj: griffe.Object, agent: Any, **kwargs: Any
+    ) -> None:
         if obj.docstring is not None:
             obj.docstring.value = _plain_roles(obj.docstring.value)
 
     def on_attribute_instance(
-        self, *, node: ast.AST | griffe.ObjectNode, attr: griffe.Attribute, agent: Any, **kwargs: Any
+        self,
+        *,
+        node: ast.AST | griffe.ObjectNode,
+        attr: griffe.Attribute,
+        agent: Any,
+        **kwargs: Any,
     ) -> None:
         if attr.docstring is not None or attr.lineno is None:
             return

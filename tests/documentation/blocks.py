@@ -90,7 +90,11 @@ def extract_blocks(path: Path) -> list[Block]:
         index += 1
         while index < len(lines):
             closing = _FENCE.match(lines[index])
-            if closing and closing["fence"].startswith(fence[0] * len(fence)) and not closing["info"].strip():
+            if (
+                closing
+                and closing["fence"].startswith(fence[0] * len(fence))
+                and not closing["info"].strip()
+            ):
                 break
             line = lines[index]
             body.append(line[min(indent, len(line) - len(line.lstrip(" "))) :])
@@ -129,7 +133,11 @@ def _is_server(command: str) -> bool:
 
 def _output_matches(expected: list[str], actual: list[str]) -> bool:
     """Each expected line, in order, equals an actual line; ``...`` inside matches anything."""
-    patterns = [re.compile(".*".join(map(re.escape, line.split("...")))) for line in expected if line.strip()]
+    patterns = [
+        re.compile(".*".join(map(re.escape, line.split("..."))))
+        for line in expected
+        if line.strip()
+    ]
     position = 0
     for pattern in patterns:
         while position < len(actual) and not pattern.fullmatch(actual[position].rstrip()):
@@ -160,7 +168,9 @@ class DocumentRun:
     # --- one block ----------------------------------------------------------------------
 
     def run(self, block: Block) -> None:
-        runner = {"python": self._python, "sh": self._sh, "console": self._console}.get(block.language)
+        runner = {"python": self._python, "sh": self._sh, "console": self._console}.get(
+            block.language
+        )
         if runner is None:
             return  # text: never run
         runner(block, self.substitute(block.code))
@@ -188,7 +198,8 @@ class DocumentRun:
                     output = self._shell(block, command)
                     assert _output_matches(expected, output.splitlines()), (
                         f"{block.where}: output of {command!r} differs\nexpected:\n"
-                        + "\n".join(expected) + f"\nactual:\n{output}"
+                        + "\n".join(expected)
+                        + f"\nactual:\n{output}"
                     )
                 command, expected = line[2:].strip(), []
             else:
@@ -209,7 +220,9 @@ class DocumentRun:
                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=STEP_TIMEOUT,
             )  # fmt: skip
         except subprocess.TimeoutExpired as exc:
-            raise AssertionError(f"{block.where}: still running after {STEP_TIMEOUT} s:\n{shown}") from exc
+            raise AssertionError(
+                f"{block.where}: still running after {STEP_TIMEOUT} s:\n{shown}"
+            ) from exc
         output = result.stdout.decode("utf-8", "replace")
         assert result.returncode == 0, (
             f"{block.where}: exit code {result.returncode}\n{shown}\noutput:\n{output}{self._peer_output()}"
@@ -221,7 +234,12 @@ class DocumentRun:
     def _start(self, block: Block, args: list[str], port: int) -> None:
         log = tempfile.TemporaryFile()
         process = subprocess.Popen(
-            args, cwd=self.workdir, env=self.env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+            args,
+            cwd=self.workdir,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         self.background.append((block.where, process, log))
         try:

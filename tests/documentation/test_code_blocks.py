@@ -15,6 +15,7 @@ from .blocks import NOT_RUN, RUNNABLE, DocumentRun, _output_matches, commands, e
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+RUN_DOCUMENTS = [d for d in DOCUMENTS if any(b.language in RUNNABLE for b in extract_blocks(d))]
 
 pytestmark = pytest.mark.dcmtk  # some pages run DCMTK tools next to aiodicom
 
@@ -33,11 +34,9 @@ def test_every_block_declares_whether_it_runs(document: Path) -> None:
 
 
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize("document", DOCUMENTS, ids=_name)
+@pytest.mark.parametrize("document", RUN_DOCUMENTS, ids=_name)
 def test_document_blocks_run(document: Path, tmp_path: Path) -> None:
     blocks = [b for b in extract_blocks(document) if b.language in RUNNABLE]
-    if not blocks:
-        pytest.skip(f"{_name(document)} has no runnable blocks")
     workdir = tmp_path / "work"
     workdir.mkdir()
     run = DocumentRun(workdir)
@@ -63,9 +62,18 @@ def _readme_moved_the_study(workdir: Path) -> None:
     assert _count(workdir / "archive") == sent  # the API tour's own Server
 
 
+def _embedding_received(workdir: Path) -> None:
+    """Both embedded servers got the study: the asyncio service and the Starlette app."""
+    sent = _count(workdir / "study")
+    assert sent > 0
+    assert _count(workdir / "archive") == sent
+    assert _count(workdir / "web-archive") == sent
+
+
 #: Checks that a document's blocks had their effect, beyond exiting with 0.
 AFTERWARDS = {
     "README.md": _readme_moved_the_study,
+    "docs/guide/embedding.md": _embedding_received,
 }
 
 
@@ -80,7 +88,13 @@ def test_extract_blocks_reads_fences_languages_markers_and_indents(tmp_path: Pat
         "~~~text\n```\n~~~\n\n```\nbare\n```\n"
     )
     blocks = extract_blocks(page)
-    assert [(b.language, b.line) for b in blocks] == [("python", 3), ("python", 8), ("sh", 14), ("text", 20), ("", 24)]
+    assert [(b.language, b.line) for b in blocks] == [
+        ("python", 3),
+        ("python", 8),
+        ("sh", 14),
+        ("text", 20),
+        ("", 24),
+    ]
     assert blocks[0].code == "print(1)\n"
     assert blocks[1].options == {"background": "", "port": "11113"}
     assert list(commands(blocks[2].code)) == ["echo a    b"]

@@ -67,7 +67,8 @@ def test_status_follows_dcmtk_and_our_client(app: App, synthetic_study: list[Pat
 
     run_dcmtk(["echoscu", "-aec", "STARLETTE", "127.0.0.1", str(dicom_port)], check=True)
     run_dcmtk(
-        ["storescu", "-aec", "STARLETTE", "127.0.0.1", str(dicom_port), *map(str, synthetic_study)], check=True
+        ["storescu", "-aec", "STARLETTE", "127.0.0.1", str(dicom_port), *map(str, synthetic_study)],
+        check=True,
     )
     after_dcmtk = httpx.get(url, timeout=10).json()
     assert after_dcmtk["associations_released"] == 2
