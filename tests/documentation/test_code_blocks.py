@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 RUN_DOCUMENTS = [d for d in DOCUMENTS if any(b.language in RUNNABLE for b in extract_blocks(d))]
 
-pytestmark = pytest.mark.dcmtk  # some pages run DCMTK tools next to aiodicom
+MARKER_OPTIONS = {"background", "port"}
 
 
 def _name(path: Path) -> str:
@@ -31,6 +31,12 @@ def test_every_block_declares_whether_it_runs(document: Path) -> None:
             f"{block.where}: code block language {block.language!r}; use one of "
             f"{', '.join(RUNNABLE)} (run by the tests) or text (not run), see docs/contributing.md"
         )
+        unknown = set(block.options) - MARKER_OPTIONS
+        assert not unknown, f"{block.where}: unknown docs-test option(s) {sorted(unknown)}"
+        if "background" in block.options:
+            assert block.language == "python" and block.options.get("port"), (
+                f"{block.where}: background applies to Python blocks and needs port=N"
+            )
 
 
 @pytest.mark.timeout(600)
