@@ -175,10 +175,12 @@ class ClientAssociation:
 
     @property
     def association(self) -> Association:
+        """The underlying Upper Layer association (AE titles, peer address, contexts)."""
         return self._association
 
     @property
     def accepted_contexts(self) -> list[tuple[int, str, str]]:
+        """``(context ID, abstract syntax, transfer syntax)`` for each context the peer accepted."""
         return [(c.id, c.abstract_syntax, c.transfer_syntax) for c in self._association.contexts.values()]
 
     def _next_message_id(self) -> int:
@@ -437,9 +439,11 @@ class ClientAssociation:
     # --- ending ------------------------------------------------------------------------
 
     async def release(self) -> None:
+        """Release the association now (``connect`` does it when its block ends)."""
         await self._association.release()
 
     def abort(self) -> None:
+        """Abort the association at once (A-ABORT); outstanding requests fail."""
         self._association.abort()
 
 
@@ -502,6 +506,19 @@ async def connect(
     ``contexts`` are ``(abstract syntax, [transfer syntaxes])`` pairs; by
     default Verification and common storage classes. ``max_outstanding``
     proposes an asynchronous operations window (pipelined requests).
+
+    :param host: the peer's host name or address (also the name its TLS certificate must match).
+    :param port: the peer's TCP port.
+    :param called_ae: the peer's AE title.
+    :param calling_ae: ours.
+    :param contexts: presentation contexts to propose, e.g. from :func:`contexts_for_files`.
+    :param ssl: a client-side ``ssl.SSLContext`` for DICOM over TLS.
+    :param timeouts: the waits this association bounds (:class:`Timeouts`).
+    :param max_pdu_length: the largest PDU we announce for the peer to send us.
+    :param max_outstanding: requests to have in flight at once, if the peer grants it.
+    :raises AssociationRejected: the peer rejected the association.
+    :raises AssociationError: the connection failed or the association was aborted.
+    :raises DicomTimeoutError: connecting or negotiating took longer than ``timeouts`` allow.
     """
     rq = build_request(
         called_ae,

@@ -91,6 +91,37 @@ class Server:
     returns success: the sender deletes its copy when it reads that status.
     An exception in a handler answers 0xA700 (out of resources) for C-STORE
     so the sender keeps its data and may retry.
+
+    :param ae_title: our AE title, answered in A-ASSOCIATE-AC.
+    :param host: the address to listen on; 127.0.0.1 by default, so nothing on the network
+        reaches a server that was not told to listen there (``"0.0.0.0"``: every interface).
+    :param port: the TCP port; 0 takes a free one (``task_group.start(server.serve)`` returns it).
+    :param on_store: ``async (ReceivedInstance) -> status | None``, once per C-STORE.
+        Without it, storage SOP classes are not accepted.
+    :param on_echo: ``async (AssociationInfo) -> status | None`` for C-ECHO (default: success).
+    :param on_released: ``async (AssociationInfo) -> None`` after an association was released
+        and all its requests handled.
+    :param on_aborted: like ``on_released``, after an association ended any other way.
+    :param sop_classes: abstract syntaxes to accept (default: Verification, and every storage
+        SOP class when ``on_store`` is given).
+    :param transfer_syntaxes: transfer syntaxes to accept, in our order of preference.
+    :param accept_any_transfer_syntax: also accept syntaxes not listed (compressed data kept as sent).
+    :param require_called_ae: reject associations whose called AE title is not ``ae_title``.
+    :param calling_ae_allowlist: accept only these calling AE titles (``None``: any).
+    :param max_associations: associations at once; the next is rejected as transient, so the
+        sender retries later. Connections at once are capped at twice this plus 8.
+    :param max_pdu_length: the largest PDU we announce.
+    :param max_pdu_cap: the largest PDU we accept from a peer that ignores ``max_pdu_length``
+        (default: twice it, at least 1 MiB); larger ones abort the association.
+    :param max_operations: requests a peer may have outstanding on one association (the
+        asynchronous operations window we grant).
+    :param ssl: a server-side ``ssl.SSLContext`` to serve DICOM over TLS.
+    :param timeouts: the waits the server bounds (:class:`Timeouts`).
+    :param spool_dir: where data sets larger than ``memory_threshold`` are written as they
+        arrive (default: a temporary folder removed when ``serve`` returns). On the file
+        system of the archive, :meth:`ReceivedInstance.save` is a rename.
+    :param memory_threshold: data sets up to this many bytes stay in memory.
+    :param backlog: the listening socket's accept queue length.
     """
 
     def __init__(
@@ -120,6 +151,7 @@ class Server:
     ) -> None:
         self.ae_title = ae_title
         self.host = host
+        #: The port to listen on; once serving, the port actually bound (useful with 0).
         self.port = port
         self.on_store = on_store
         self.on_echo = on_echo
@@ -224,6 +256,7 @@ class Server:
 
     @property
     def active_associations(self) -> int:
+        """Associations established and not yet ended (for status pages and metrics)."""
         return len(self._associations)
 
     # --- per connection ---------------------------------------------------------------

@@ -44,10 +44,15 @@ class StorageError(AiodicomError):
 class AssociationInfo:
     """Who sent something, for handlers and logs."""
 
+    #: A number identifying the association in this process's logs.
     id: int
+    #: The sender's AE title.
     calling_ae: str
+    #: The AE title the sender addressed (may differ from ours unless ``require_called_ae``).
     called_ae: str
+    #: The sender's IP address.
     peer_host: str
+    #: The sender's TCP port.
     peer_port: int
 
 
@@ -262,11 +267,17 @@ class ReceivedInstance:
         move_originator_message_id: int | None = None,
     ) -> None:
         self._sink = sink
+        #: Who sent it.
         self.association = association
+        #: Affected SOP Class UID of the C-STORE request.
         self.sop_class_uid = sink.sop_class_uid
+        #: Affected SOP Instance UID of the C-STORE request (a wire value, never a path).
         self.sop_instance_uid = sink.sop_instance_uid
+        #: The transfer syntax the data set was sent in (and is saved in).
         self.transfer_syntax = sink.transfer_syntax
+        #: For an instance sent by a C-MOVE: the AE title that asked for the move.
         self.move_originator_ae = move_originator_ae
+        #: For an instance sent by a C-MOVE: the message ID of that C-MOVE request.
         self.move_originator_message_id = move_originator_message_id
         self._tags: dict[int, bytes] | None = None
         self._saved_to: Path | None = None
@@ -321,14 +332,17 @@ class ReceivedInstance:
 
     @property
     def patient_id(self) -> str | None:
+        """Patient ID (0010,0020), scanned from the first bytes; a wire value, never a path."""
         return self.text(PATIENT_ID)
 
     @property
     def study_instance_uid(self) -> str | None:
+        """Study Instance UID (0020,000D), scanned from the first bytes."""
         return self.text(STUDY_INSTANCE_UID)
 
     @property
     def series_instance_uid(self) -> str | None:
+        """Series Instance UID (0020,000E), scanned from the first bytes."""
         return self.text(SERIES_INSTANCE_UID)
 
     def read(self, *, stop_before_pixels: bool = True) -> pydicom.Dataset:
