@@ -31,6 +31,8 @@ _EXPORTS = {
     "ReceivedInstance": "aiodicom.dimse.store",
     "Timeouts": "aiodicom.transport.association",
     "run": "aiodicom.runner",
+    "configure_logging": "aiodicom._log",
+    "JsonLogFormatter": "aiodicom._log",
     "AiodicomError": "aiodicom.errors",
     "AssociationAborted": "aiodicom.errors",
     "AssociationError": "aiodicom.errors",
@@ -53,6 +55,7 @@ __all__ = [
     "DicomFileError",
     "DicomTimeoutError",
     "DimseError",
+    "JsonLogFormatter",
     "NoPresentationContext",
     "ProtocolError",
     "ReceivedInstance",
@@ -61,12 +64,14 @@ __all__ = [
     "StatusCategory",
     "StatusError",
     "Timeouts",
+    "configure_logging",
     "connect",
     "contexts_for_files",
     "run",
 ]
 
 if TYPE_CHECKING:
+    from aiodicom._log import JsonLogFormatter, configure_logging
     from aiodicom.dimse.client import ClientAssociation, connect, contexts_for_files
     from aiodicom.dimse.server import Server
     from aiodicom.dimse.status import Status, StatusCategory

@@ -66,19 +66,9 @@ def _configure_logging(verbose: bool, *, client: bool = False) -> None:
     """
     import logging
 
-    from aiodicom import _log
+    from aiodicom._log import configure_logging
 
-    level = logging.INFO if verbose else logging.ERROR if client else logging.WARNING
-
-    def configure() -> None:
-        import structlog
-
-        structlog.configure(
-            wrapper_class=structlog.make_filtering_bound_logger(level),
-            logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-        )
-
-    _log.set_minimum_level(level, configure)
+    configure_logging(logging.INFO if verbose else logging.ERROR if client else logging.WARNING)
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:

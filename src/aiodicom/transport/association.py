@@ -101,7 +101,7 @@ class DicomProtocol(asyncio.BufferedProtocol):
         self.machine = UpperLayer(role, max_pdu_cap=max_pdu_cap)
         self.timeouts = timeouts
         self.id = next(_ids)
-        self.log = (log or get_logger("aiodicom")).bind(assoc=self.id)
+        self.log = (log or get_logger("aiodicom.association")).bind(assoc=self.id)
         self.transport: asyncio.Transport | None = None
         self.peer: tuple[str, int] = ("", 0)
         self._command_decoder = command_decoder
