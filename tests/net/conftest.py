@@ -27,7 +27,7 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset
 
 import aiodicom
-from aiodicom.cli.net import FileWriter
+from aiodicom.cli.receive import FileWriter
 from aiodicom.codec.uids import (
     EXPLICIT_VR_LITTLE_ENDIAN,
     IMPLICIT_VR_LITTLE_ENDIAN,

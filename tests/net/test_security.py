@@ -13,7 +13,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from aiodicom.cli.net import FileWriter
+from aiodicom.cli.receive import FileWriter
 from aiodicom.codec.uids import EXPLICIT_VR_LITTLE_ENDIAN, new_uid
 from aiodicom.dimse import status as S
 from aiodicom.dimse.client import connect

@@ -17,16 +17,16 @@ from aiodicom.errors import AiodicomError
 #: Which module registers each command. Only that module is imported when the
 #: command is known, so ``aiodicom store`` does not pay for nibabel's import.
 _COMMANDS = {
-    "echo": "net",
-    "store": "net",
-    "receive": "net",
+    "echo": "echo",
+    "store": "store",
+    "receive": "receive",
     "generate": "generate",
     "show": "data",
     "to-nifti": "data",
     "anonymize": "factory",
     "from-nifti": "factory",
 }
-_MODULES = ("net", "generate", "data", "factory")
+_MODULES = ("echo", "store", "receive", "generate", "data", "factory")
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
