@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import ssl
-import sys
 from typing import Any
 
 from aiodicom.errors import AiodicomError
