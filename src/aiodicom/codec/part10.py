@@ -18,11 +18,13 @@ import io
 import os
 import struct
 import zlib
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO, Final
 
-from aiodicom.codec.scan import dataset_end, scan_elements, text
+from aiodicom.codec.scan import dataset_end, odd_length_elements, scan_elements, text
 from aiodicom.codec.uids import (
+    DEFLATED_DATA_SET_SYNTAXES,
     DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
     EXPLICIT_VR_BIG_ENDIAN,
     EXPLICIT_VR_LITTLE_ENDIAN,
@@ -30,6 +32,7 @@ from aiodicom.codec.uids import (
     IMPLEMENTATION_VERSION_NAME,
     IMPLICIT_VR_LITTLE_ENDIAN,
     KNOWN_TRANSFER_SYNTAXES,
+    LOSSLESS_COMPRESSED_TRANSFER_SYNTAXES,
     transfer_syntax_name,
 )
 from aiodicom.errors import DicomFileError
@@ -37,7 +40,7 @@ from aiodicom.errors import DicomFileError
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
 
-__all__ = ["PREAMBLE", "FileMeta", "encode_file_meta", "read_file_meta", "transcode"]
+__all__ = ["PREAMBLE", "FileMeta", "encode_file_meta", "pad_odd_lengths", "read_file_meta", "transcode"]
 
 #: 128 zero bytes and the magic; every Part 10 file starts with these.
 PREAMBLE: Final = b"\0" * 128 + b"DICM"
@@ -354,12 +357,16 @@ def transcode(dataset: bytes, from_ts: str, to_ts: str) -> bytes:
     has. Not on a hot path: the data set is decoded with pydicom (word-sized
     OW/OF/OL/OD/OV values are byte-swapped when the byte order changes, which
     pydicom does not do). Explicit VR little endian and its deflated form
-    differ only by zlib and skip pydicom. An encapsulated (compressed) source
-    or target raises :class:`~aiodicom.errors.DicomFileError`: converting
-    would mean decompressing or compressing pixel data.
+    differ only by zlib and skip pydicom. A losslessly compressed source is
+    decompressed with pydicom's pixel data handlers (the ``codecs`` extra);
+    any other encapsulated source, or an encapsulated target, raises
+    :class:`~aiodicom.errors.DicomFileError`: lossy data are never decompressed
+    (the result would pass for an original) and nothing is compressed.
     """
     if from_ts == to_ts:
         return bytes(dataset)
+    if from_ts in LOSSLESS_COMPRESSED_TRANSFER_SYNTAXES and to_ts in _TRANSCODABLE:
+        return _decompress(bytes(dataset), from_ts, to_ts)
     for ts in (from_ts, to_ts):
         if ts not in _TRANSCODABLE:
             raise DicomFileError(
@@ -392,7 +399,8 @@ def transcode(dataset: bytes, from_ts: str, to_ts: str) -> bytes:
     return raw
 
 
-def _reencode(raw: bytes, from_ts: str, to_ts: str) -> bytes:
+def _reencode(raw: bytes, from_ts: str, to_ts: str, decode: Collection[int] = ()) -> bytes:
+    """``decode``: tags to turn into values, not copied raw, so the writer pads them."""
     # pydicom is imported here, not at module level: the receiver's hot path
     # imports this module for encode_file_meta and should not pay for it.
     from pydicom.filebase import DicomBytesIO
@@ -406,6 +414,8 @@ def _reencode(raw: bytes, from_ts: str, to_ts: str) -> bytes:
         dataset = read_dataset(io.BytesIO(raw), src_implicit, src_little)
         if len(dataset) == 0 and raw:
             raise DicomFileError("no data elements could be read")
+        for tag in decode:
+            dataset[tag]  # replaces the raw element by a decoded one
         if src_little != dst_little:
             dataset = correct_ambiguous_vr(dataset, src_little)
             _swap_words(dataset)
@@ -424,3 +434,50 @@ def _reencode(raw: bytes, from_ts: str, to_ts: str) -> bytes:
             f"cannot convert data set from {transfer_syntax_name(from_ts)} to "
             f"{transfer_syntax_name(to_ts)}: {type(exc).__name__}: {exc}"
         ) from exc
+
+
+def _decompress(raw: bytes, from_ts: str, to_ts: str) -> bytes:
+    """Decode lossless encapsulated pixel data; the data set then goes out in ``to_ts``."""
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filereader import read_dataset
+    from pydicom.filewriter import write_dataset
+    from pydicom.uid import UID
+
+    name = transfer_syntax_name(from_ts)
+    try:
+        dataset = read_dataset(io.BytesIO(raw), False, True)
+        dataset.file_meta = FileMetaDataset()
+        dataset.file_meta.TransferSyntaxUID = UID(from_ts)
+        dataset.decompress(generate_instance_uid=False)
+        out = DicomBytesIO()
+        out.is_little_endian = True
+        out.is_implicit_VR = False
+        write_dataset(out, dataset)
+    except Exception as exc:  # pydicom raises many types: no handler, corrupt stream...
+        raise DicomFileError(f"cannot decompress {name}: {type(exc).__name__}: {exc}") from exc
+    return transcode(out.getvalue(), EXPLICIT_VR_LITTLE_ENDIAN, to_ts)
+
+
+def pad_odd_lengths(dataset: bytes | memoryview, transfer_syntax: str) -> tuple[bytes | memoryview, list[int]]:
+    """Make every top-level value even-length, as DCMTK does when it writes a file.
+
+    Returns the data set (unchanged, no copy, when nothing was odd) and the
+    tags that were padded. Strings get their VR's padding (space or NUL),
+    binary values a NUL byte: pydicom's writer pads that way. Deflated data
+    sets are returned as they are.
+    """
+    if transfer_syntax in DEFLATED_DATA_SET_SYNTAXES:
+        return dataset, []
+    odd = odd_length_elements(dataset, transfer_syntax)
+    if not odd:
+        return dataset, []
+    # Encapsulated syntaxes encode their data set as explicit VR little endian.
+    as_ts = transfer_syntax if transfer_syntax in _TRANSCODABLE else EXPLICIT_VR_LITTLE_ENDIAN
+    fixed = _reencode(bytes(dataset), as_ts, as_ts, decode=odd)
+    still = odd_length_elements(fixed, transfer_syntax)
+    if still:
+        raise DicomFileError(
+            "cannot pad odd-length values of " + ", ".join(f"({t >> 16:04X},{t & 0xFFFF:04X})" for t in still)
+        )
+    return fixed, odd

@@ -24,7 +24,7 @@ from aiodicom.codec.uids import (
 )
 from aiodicom.errors import DicomFileError
 
-__all__ = ["ScanResult", "dataset_end", "scan_elements", "text"]
+__all__ = ["ScanResult", "dataset_end", "odd_length_elements", "scan_elements", "text"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -369,6 +369,49 @@ def dataset_end(data: bytes | bytearray | memoryview, transfer_syntax: str) -> i
     implicit, big = _syntax(transfer_syntax)
     pos, _ = _walk(_bytes_view(data), 0, implicit, big, _NOTHING, _BEYOND_EVERY_TAG, {})
     return pos
+
+
+def odd_length_elements(data: bytes | bytearray | memoryview, transfer_syntax: str) -> list[int]:
+    """Tags of the top-level elements whose value length is odd (PS3.5 7.1.1 forbids it).
+
+    A sender checks this before sending a file as it is: some receivers refuse
+    or misread such a data set, so it is padded first, as DCMTK does when it
+    writes. Sequences are skipped whole (an odd length inside one is not
+    seen). Not for the deflated syntax; a truncated data set stops the walk
+    (the truncation is reported elsewhere); garbage raises
+    :class:`~aiodicom.errors.DicomFileError`.
+    """
+    implicit, big = _syntax(transfer_syntax)
+    buf = _bytes_view(data)
+    n = len(buf)
+    pos = 0
+    odd: list[int] = []
+    unpack_ul = _BE_UL if big else _LE_UL
+    unpack_explicit = _BE_EXPLICIT if big else _LE_EXPLICIT
+    while pos + 8 <= n:
+        if implicit:
+            group, elem, length = _LE_IMPLICIT(buf, pos)
+            vr, value_pos = b"", pos + 8
+        else:
+            group, elem, vr, length = unpack_explicit(buf, pos)
+            value_pos = pos + 8
+            if vr in _LONG_VRS:
+                if pos + 12 > n:
+                    break
+                (length,) = unpack_ul(buf, pos + 8)
+                value_pos = pos + 12
+            elif vr not in _SHORT_VRS:
+                raise DicomFileError(f"unknown VR {vr!r} for ({group:04X},{elem:04X}) at offset {pos}")
+        if length == _UNDEFINED:
+            try:
+                pos = _skip_sequence(buf, value_pos, implicit or vr == b"UN", big and vr != b"UN")[1]
+            except _Need:
+                break
+            continue
+        if length & 1:
+            odd.append((group << 16) | elem)
+        pos = value_pos + length
+    return odd
 
 
 # A "wanted" tag no element can have, so that _walk visits every element.

@@ -61,6 +61,21 @@ DEFLATED_DATA_SET_SYNTAXES: Final[frozenset[str]] = frozenset(
     }
 )
 
+#: Compressed transfer syntaxes that are lossless: a file in one of them may be
+#: decompressed for a peer that accepted no compressed context, and stays the same
+#: instance (same SOP Instance UID), as DCMTK's ``dcmsend`` does.
+LOSSLESS_COMPRESSED_TRANSFER_SYNTAXES: Final[frozenset[str]] = frozenset(
+    {
+        "1.2.840.10008.1.2.4.57",  # JPEG Lossless (Process 14)
+        "1.2.840.10008.1.2.4.70",  # JPEG Lossless, first-order prediction
+        "1.2.840.10008.1.2.4.80",  # JPEG-LS Lossless
+        "1.2.840.10008.1.2.4.90",  # JPEG 2000 (Lossless Only)
+        "1.2.840.10008.1.2.4.201",  # HTJ2K (Lossless Only)
+        "1.2.840.10008.1.2.4.202",  # HTJ2K with RPCL (Lossless Only)
+        "1.2.840.10008.1.2.5",  # RLE Lossless
+    }
+)
+
 #: Every transfer syntax in the standard, UID -> name (retired ones marked).
 KNOWN_TRANSFER_SYNTAXES: Final[Mapping[str, str]] = MappingProxyType(
     {

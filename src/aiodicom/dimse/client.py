@@ -21,13 +21,15 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.abc
 
-from aiodicom.codec.part10 import read_file_meta, transcode
+from aiodicom.codec.part10 import pad_odd_lengths, read_file_meta, transcode
 from aiodicom.codec.uids import (
     EXPLICIT_VR_LITTLE_ENDIAN,
     IMPLICIT_VR_LITTLE_ENDIAN,
+    LOSSLESS_COMPRESSED_TRANSFER_SYNTAXES,
     UNCOMPRESSED_TRANSFER_SYNTAXES,
     VERIFICATION_SOP_CLASS,
     is_compressed,
+    transfer_syntax_name,
 )
 from aiodicom.dimse import command as C
 from aiodicom.dimse.status import Status
@@ -106,8 +108,10 @@ def contexts_for_files(paths: Iterable[str | os.PathLike[str]]) -> list[list[Con
     Files are grouped by SOP class. Every file's own transfer syntax gets a
     context of its own: an SCP picks by its own preference within a context
     (DCMTK and pynetdicom do), so this is what lets the data go untouched.
-    Uncompressed files add a fallback context (explicit and implicit VR little
-    endian) they are converted for; compressed ones never are. A SOP class's
+    Uncompressed and losslessly compressed files add a fallback context
+    (explicit and implicit VR little endian) they are converted or
+    decompressed for, only when the peer accepts nothing closer; lossy
+    compressed files never are. A SOP class's
     contexts stay in one group, so each file belongs to exactly one association.
     """
     return contexts_for_encodings(
@@ -121,7 +125,7 @@ def contexts_for_encodings(encodings: Iterable[tuple[str, str]]) -> list[list[Co
     for sop_class, ts in dict.fromkeys(encodings):
         syntaxes = by_class.setdefault(sop_class, {})
         syntaxes[(ts,)] = None
-        if not is_compressed(ts):
+        if not is_compressed(ts) or ts in LOSSLESS_COMPRESSED_TRANSFER_SYNTAXES:
             syntaxes[(EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN)] = None
     groups: list[list[ContextSpec]] = [[]]
     for sop_class, syntaxes in by_class.items():
@@ -131,8 +135,9 @@ def contexts_for_encodings(encodings: Iterable[tuple[str, str]]) -> list[list[Co
     return [[(VERIFICATION_SOP_CLASS, [IMPLICIT_VR_LITTLE_ENDIAN]), *group] for group in groups]
 
 
-#: A message ready to send: (context ID, command factory by message ID, data set).
-_Prepared = tuple[int, Any, "bytes | memoryview"]
+#: A message ready to send: (context ID, command factory by message ID, data set,
+#: what was changed locally to send it).
+_Prepared = tuple[int, Any, "bytes | memoryview", tuple[str, ...]]
 
 
 @dataclass(slots=True)
@@ -224,8 +229,9 @@ class ClientAssociation:
             prepared = from_file
         else:
             return await self._store_dataset(source, priority, move_originator_ae, move_originator_message_id)
-        context_id, rq_factory, payload = prepared
-        return (await self._request(context_id, rq_factory, payload)).status  # type: ignore[no-any-return]
+        context_id, rq_factory, payload, changes = prepared
+        status: Status = (await self._request(context_id, rq_factory, payload)).status
+        return status.with_local_changes(changes)
 
     async def store_files(
         self, paths: Iterable[str | os.PathLike[str]], *, priority: int = C.Priority.MEDIUM
@@ -233,7 +239,9 @@ class ClientAssociation:
         """C-STORE files in order, reading each next file while the peer answers the last.
 
         Yields ``(path, status)``, or ``(path, error)`` for a file that could not
-        be sent (unreadable, no accepted context); the association goes on.
+        be sent (unreadable, not DICOM, no accepted context); the association
+        goes on. ``status.local_changes`` says what was repaired or
+        decompressed to send a file, ``status.error_comment`` what the peer said.
         Errors of the association itself (abort, timeout) are raised.
         """
         queue = [Path(p) for p in paths]
@@ -260,7 +268,7 @@ class ClientAssociation:
                 upcoming = prepare(index + 1)
                 yield path, status
                 continue
-            context_id, make, payload = current
+            context_id, make, payload, changes = current
             async with self._slots:
                 mid = self._next_message_id()
                 pending = _Pending(asyncio.get_running_loop().create_future(), [])
@@ -272,7 +280,7 @@ class ClientAssociation:
                     response = await self._wait(pending)
                 finally:
                     self._pending.pop(mid, None)
-            yield path, response.status
+            yield path, response.status.with_local_changes(changes)
 
     def _prepare_file(
         self,
@@ -302,9 +310,12 @@ class ClientAssociation:
             meta.sop_class_uid, meta.sop_instance_uid, priority, move_originator_ae, move_originator_message_id
         )
         payload: bytes | memoryview = memoryview(data)[meta.dataset_offset :]
+        payload, changes = _repair(payload, meta.transfer_syntax)
         if context.transfer_syntax != meta.transfer_syntax:
             payload = transcode(bytes(payload), meta.transfer_syntax, context.transfer_syntax)
-        return context.id, rq_factory, payload
+            if is_compressed(meta.transfer_syntax):
+                changes += (f"decompressed from {transfer_syntax_name(meta.transfer_syntax)}",)
+        return context.id, rq_factory, payload, changes
 
     async def _store_large(
         self,
@@ -363,14 +374,16 @@ class ClientAssociation:
         exact = association.context_for(sop_class, (transfer_syntax,))
         if exact is not None and exact.transfer_syntax == transfer_syntax:
             return exact
-        if is_compressed(transfer_syntax):
+        if is_compressed(transfer_syntax) and transfer_syntax not in LOSSLESS_COMPRESSED_TRANSFER_SYNTAXES:
             raise NoPresentationContext(
-                f"no accepted presentation context for {sop_class} in {transfer_syntax} "
-                "(compressed data are sent untouched, never decompressed)"
+                f"the peer accepted no presentation context for {sop_class} in "
+                f"{transfer_syntax_name(transfer_syntax)}, which is lossy and is never decompressed"
             )
         fallback = association.context_for(sop_class, UNCOMPRESSED_TRANSFER_SYNTAXES)
         if fallback is None or is_compressed(fallback.transfer_syntax):
-            raise NoPresentationContext(f"the peer accepted no presentation context for SOP class {sop_class}")
+            what = f" in {transfer_syntax_name(transfer_syntax)} or any uncompressed syntax" if is_compressed(
+                transfer_syntax) else ""
+            raise NoPresentationContext(f"the peer accepted no presentation context for SOP class {sop_class}{what}")
         return fallback
 
     async def _store_streamed(self, context_id: int, rq_factory: Any, path: Path, offset: int, length: int) -> Status:
@@ -445,6 +458,15 @@ class ClientAssociation:
     def abort(self) -> None:
         """Abort the association at once (A-ABORT); outstanding requests fail."""
         self._association.abort()
+
+
+def _repair(payload: bytes | memoryview, transfer_syntax: str) -> tuple[bytes | memoryview, tuple[str, ...]]:
+    """Pad odd-length values (PS3.5 7.1.1) before sending, as DCMTK does; say so."""
+    payload, padded = pad_odd_lengths(payload, transfer_syntax)
+    if not padded:
+        return payload, ()
+    tags = ", ".join(f"({tag >> 16:04X},{tag & 0xFFFF:04X})" for tag in padded)
+    return payload, (f"padded odd-length {tags}",)
 
 
 def _read_range(path: Path | None, offset: int, length: int) -> bytes:

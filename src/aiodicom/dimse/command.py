@@ -505,7 +505,8 @@ class _Fields:
         )
 
     def status(self) -> Status:
-        return Status(self.us(0x0900))
+        """The status, carrying the peer's Error Comment (0000,0902) when it sent one."""
+        return Status(self.us(0x0900), error_comment=self.text_opt(0x0902))
 
 
 def _store_rq(f: _Fields) -> CStoreRQ:

@@ -86,7 +86,9 @@ class _BoundedMemorySink:
 class Server:
     """An SCP for C-ECHO and C-STORE (more services build on the same loop).
 
-    Handlers return a status code (``None`` means success). A store handler
+    Handlers return a status code (``None`` means success), or a
+    :class:`~aiodicom.Status` with an ``error_comment`` the peer gets as
+    (0000,0902), e.g. ``Status(0xA900, error_comment="no PatientID")``. A store handler
     must have kept the data (e.g. :meth:`ReceivedInstance.save`) before it
     returns success: the sender deletes its copy when it reads that status.
     An exception in a handler answers 0xA700 (out of resources) for C-STORE
@@ -400,12 +402,13 @@ class Server:
         if isinstance(request, C.CStoreRQ):
             sink = message.dataset
             assert isinstance(sink, InstanceSink)
-            status = await self._handle_store(association, info, request, context, sink)
+            status = S.Status(await self._handle_store(association, info, request, context, sink))
             response: C.Message = C.CStoreRSP(
                 request.message_id,
-                S.Status(status),
+                status,
                 request.affected_sop_class_uid,
                 request.affected_sop_instance_uid,
+                error_comment=_wire_comment(status.error_comment),
             )
         elif isinstance(request, C.CEchoRQ):
             code: int = S.SUCCESS
@@ -463,7 +466,16 @@ class Server:
         except Exception:
             association.log.exception("handler_failed")
             return fallback
-        return S.SUCCESS if code is None else int(code)
+        if code is None:
+            return S.SUCCESS
+        return code if isinstance(code, S.Status) else int(code)  # a Status keeps its error comment
+
+
+def _wire_comment(text: str | None) -> str | None:
+    """A handler's error comment as (0000,0902) can carry it: ASCII, at most 64 characters."""
+    if not text:
+        return None
+    return text.encode("ascii", "replace").decode("ascii").replace("\0", " ")[:64]
 
 
 def _refusal(request: Any) -> C.Message | None:

@@ -149,12 +149,30 @@ class Status(int):
     0..0xFFFF; anything else is a programming error and raises ``ValueError``.
     """
 
-    __slots__ = ()
+    #: The peer's Error Comment (0000,0902), free text explaining a warning or failure.
+    error_comment: str | None = None
+    #: What the sender changed in the data set before sending it (padding odd-length
+    #: values, decompressing for a peer that accepted no compressed context).
+    local_changes: tuple[str, ...] = ()
 
-    def __new__(cls, code: int) -> Status:
+    def __new__(
+        cls, code: int, *, error_comment: str | None = None, local_changes: tuple[str, ...] = ()
+    ) -> Status:
         if not 0 <= code <= 0xFFFF:
             raise ValueError(f"a DIMSE status is a 16-bit code, got {code!r}")
-        return super().__new__(cls, code)
+        status = super().__new__(cls, code)
+        # Only set when given: the common case keeps the class defaults and no per-instance values.
+        if error_comment:
+            status.error_comment = error_comment
+        if local_changes:
+            status.local_changes = local_changes
+        return status
+
+    def with_local_changes(self, changes: tuple[str, ...]) -> Status:
+        """The same status and comment, noting what the sender changed before sending."""
+        if not changes:
+            return self
+        return Status(self, error_comment=self.error_comment, local_changes=self.local_changes + changes)
 
     @property
     def code(self) -> int:
@@ -204,13 +222,14 @@ class Status(int):
         """
         category = self.category
         if category is _S.FAILURE or category is _S.CANCEL:
-            raise StatusError(f"status 0x{int(self):04X}: {self.description}", int(self))
+            raise StatusError(f"status {self}", int(self))
 
     def __repr__(self) -> str:
         return f"Status(0x{int(self):04X})"
 
     def __str__(self) -> str:
-        return f"0x{int(self):04X} ({self.description})"
+        comment = f": {self.error_comment}" if self.error_comment else ""
+        return f"0x{int(self):04X} ({self.description}){comment}"
 
 
 SUCCESS: Final = Status(0x0000)
