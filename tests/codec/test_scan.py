@@ -462,3 +462,50 @@ def test_memoryviews_of_other_shapes() -> None:
     assert dataset_end(memoryview(data).cast("B", (1, len(data))), EXPLICIT) == len(data)
     with pytest.raises(DicomFileError, match="non-contiguous"):
         scan_elements(memoryview(data + data)[::2], EXPLICIT, ROUTING)
+
+
+# --- odd-length values (sender-side repair) -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "transfer_syntax",
+    ["1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"],
+    ids=["implicit", "explicit", "big-endian"],
+)
+def test_odd_length_values_are_found_and_padded(transfer_syntax: str) -> None:
+    from pydicom.dataset import Dataset
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset
+    from pydicom.sequence import Sequence
+
+    from aiodicom.codec.part10 import pad_odd_lengths
+    from aiodicom.codec.scan import odd_length_elements
+
+    item = Dataset()
+    item.CodeValue = "12"
+    ds = Dataset()
+    ds.PatientID = "PIDX"
+    ds.ReferencedStudySequence = Sequence([item])
+    ds.StudyDescription = "EVEN"
+    buffer = DicomBytesIO()
+    buffer.is_little_endian = transfer_syntax != "1.2.840.10008.1.2.2"
+    buffer.is_implicit_VR = transfer_syntax == "1.2.840.10008.1.2"
+    write_dataset(buffer, ds)
+    clean = buffer.getvalue()
+    assert odd_length_elements(clean, transfer_syntax) == []
+    assert pad_odd_lengths(clean, transfer_syntax) == (clean, [])
+    # Make PatientID "ODD" (3 bytes): its length patched in place.
+    big = transfer_syntax == "1.2.840.10008.1.2.2"
+    implicit = transfer_syntax == "1.2.840.10008.1.2"
+    bad = bytearray(clean)
+    at = bad.index(b"PIDX")
+    length_at = at - 4 if implicit else at - 2
+    width = 4 if implicit else 2
+    bad[length_at : length_at + width] = (3).to_bytes(width, "big" if big else "little")
+    bad[at : at + 4] = b"ODD"
+    found = odd_length_elements(bytes(bad), transfer_syntax)
+    assert found == [0x00100020]
+    fixed, padded = pad_odd_lengths(bytes(bad), transfer_syntax)
+    assert padded == [0x00100020]
+    assert odd_length_elements(fixed, transfer_syntax) == []
+    assert b"ODD " in fixed and b"EVEN" in fixed and b"12" in fixed

@@ -484,3 +484,20 @@ def test_corrupted_commands_only_raise_malformed(msg: Message, data: st.DataObje
         decode_command(bytes(encoded[:cut]))
     except MalformedCommandError:
         pass
+
+
+def test_a_response_status_carries_the_error_comment() -> None:
+    """(0000,0902) used to be decoded into the message only; the status a caller gets keeps it."""
+    from aiodicom.dimse.command import CStoreRSP, decode_command, encode_command
+    from aiodicom.dimse.status import Status
+
+    for comment, expected in (("no PatientID", "no PatientID"), (None, None)):
+        rsp = CStoreRSP(7, Status(0xA900), "1.2.840.10008.5.1.4.1.1.2", "1.2.3", error_comment=comment)
+        decoded, _ = decode_command(encode_command(rsp, has_dataset=False))
+        assert isinstance(decoded, CStoreRSP)
+        assert decoded.status == 0xA900
+        assert decoded.status.error_comment == expected
+        assert str(decoded.status).endswith(f": {expected}") == (expected is not None)
+    warned = Status(0xB000, error_comment="coerced").with_local_changes(("padded",))
+    assert (warned, warned.error_comment, warned.local_changes) == (0xB000, "coerced", ("padded",))
+    assert Status(0).error_comment is None and Status(0).local_changes == ()

@@ -196,8 +196,10 @@ class StoreRun:
             if len(chosen) > _MAX_LINES:
                 lines.append(f"... and {len(chosen) - _MAX_LINES} more {label} files (see --report)")
         not_sent = self.counts()["not_sent"]
-        lines += [f"stopped: {reason}" + (f" ({not_sent} files not sent)" if not_sent else "")
-                  for reason in self.stopped]
+        for reason in self.stopped:
+            # One line per problem: a stop that only cut the file in flight is already shown.
+            if not_sent or not any(r.reason and reason in r.reason for r in self.results):
+                lines.append(f"stopped: {reason}" + (f" ({not_sent} not sent)" if not_sent else ""))
         return lines
 
     def report(self) -> dict[str, Any]:

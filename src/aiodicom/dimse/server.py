@@ -402,7 +402,8 @@ class Server:
         if isinstance(request, C.CStoreRQ):
             sink = message.dataset
             assert isinstance(sink, InstanceSink)
-            status = S.Status(await self._handle_store(association, info, request, context, sink))
+            answer = await self._handle_store(association, info, request, context, sink)
+            status = answer if isinstance(answer, S.Status) else S.Status(answer)
             response: C.Message = C.CStoreRSP(
                 request.message_id,
                 status,
