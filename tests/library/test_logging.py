@@ -20,8 +20,7 @@ import aiodicom
 from aiodicom.synthetic import make_dataset
 
 async def on_store(instance):
-    instance.save_under(sys.argv[1]) if hasattr(instance, "save_under") else instance.save(
-        sys.argv[1] + "/" + instance.sop_instance_uid + ".dcm")
+    instance.save_under(sys.argv[1])
     return None
 
 async def main():

@@ -12,8 +12,10 @@ pydicom data set when asked.
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import os
+import string
 import uuid
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
@@ -33,6 +35,24 @@ SERIES_INSTANCE_UID = 0x0020000E
 SOP_INSTANCE_UID = 0x00080018
 SOP_CLASS_UID = 0x00080016
 _COMMON_TAGS = (SOP_CLASS_UID, SOP_INSTANCE_UID, PATIENT_ID, STUDY_INSTANCE_UID, SERIES_INSTANCE_UID)
+
+#: The default :meth:`ReceivedInstance.save_under` layout, the one ``aiodicom receive`` writes.
+DEFAULT_LAYOUT = "{StudyInstanceUID}/{SeriesInstanceUID}/{SOPInstanceUID}.dcm"
+#: Fields a layout may name: top-level text elements, read without decoding the data set.
+#: UIDs keep the UID alphabet; anything else may hold letters too.
+LAYOUT_FIELDS: dict[str, tuple[int, bool]] = {
+    "PatientID": (PATIENT_ID, False),
+    "StudyInstanceUID": (STUDY_INSTANCE_UID, True),
+    "SeriesInstanceUID": (SERIES_INSTANCE_UID, True),
+    "SOPInstanceUID": (SOP_INSTANCE_UID, True),
+    "SOPClassUID": (SOP_CLASS_UID, True),
+    "AccessionNumber": (0x00080050, False),
+    "Modality": (0x00080060, False),
+    "StudyDate": (0x00080020, False),
+    "StudyID": (0x00200010, False),
+    "SeriesNumber": (0x00200011, False),
+    "InstanceNumber": (0x00200013, False),
+}
 _HEAD_BYTES = 64 * 1024
 
 
@@ -390,6 +410,32 @@ class ReceivedInstance:
         self._saved_to = target
         return target
 
+    def save_under(self, root: str | os.PathLike[str], layout: str = DEFAULT_LAYOUT) -> Path:
+        """Save atomically under ``root`` at a path built from the instance's own values.
+
+        ``layout`` is a relative path whose ``{Field}`` parts (see
+        :data:`LAYOUT_FIELDS`, e.g. ``"{PatientID}/{StudyInstanceUID}/{SOPInstanceUID}.dcm"``)
+        are filled with sanitised values: each one is a single path component
+        made of letters, digits, ``.``, ``_`` and ``-`` (UIDs: digits and dots),
+        never ``.``/``..``, empty or a Windows device name, at most 64 characters;
+        a value that had to be changed gets a hash of the original, so two
+        different wire values never land on the same name. The layout's own
+        text is the application's and is trusted, but the result must still
+        stay under ``root`` (:class:`StorageError` otherwise).
+        """
+        base = Path(root)
+        parts = []
+        for literal, name in _parse_layout(layout):
+            parts.append(literal)
+            if name is not None:
+                tag, uid = LAYOUT_FIELDS[name]
+                parts.append(safe_component(self.text(tag), f"_unknown-{name}", allowed=_SAFE if uid else _TEXT_SAFE))
+        relative = "".join(parts)
+        target = base / relative
+        if os.path.isabs(relative) or ".." in Path(relative).parts:
+            raise StorageError(f"layout {layout!r} leads outside {base}")
+        return self.save(target)
+
     def _cleanup(self) -> None:
         self._sink.discard()
 
@@ -425,21 +471,52 @@ def _atomic_write(target: Path, buffers: list[Any], spool: SpoolFiles | None = N
 
 
 _SAFE = frozenset("0123456789.")
+_TEXT_SAFE = frozenset(string.ascii_letters + string.digits + "._-")
+#: Names Windows reserves for devices, with or without an extension ("NUL.txt").
+_WINDOWS_RESERVED = frozenset(
+    {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)), *(f"LPT{i}" for i in range(1, 10))}
+)
 
 
-def safe_component(value: str | None, fallback: str) -> str:
-    """A UID made safe as one path component.
+def _plain(value: str, allowed: frozenset[str]) -> bool:
+    """True when ``value`` can be a path component as it is, on any file system."""
+    return (
+        0 < len(value) <= 64
+        and all(ch in allowed for ch in value)
+        and value.strip(".") != ""
+        and not value.endswith(".")  # Windows drops trailing dots: "a." and "a" would collide
+        and value.split(".", 1)[0].upper() not in _WINDOWS_RESERVED
+    )
+
+
+def safe_component(value: str | None, fallback: str, *, allowed: frozenset[str] = _SAFE) -> str:
+    """A wire value (a UID by default) made safe as one path component.
 
     UIDs are digits and dots; anything else from the wire (``..``, ``/``, NUL)
     is replaced so that no received value can name a path outside the
-    configured folder. A replaced value gets a short hash of the original, so
-    two different invalid UIDs never land on the same name.
+    configured folder. A replaced value is ``_`` + the cleaned text + ``_`` +
+    a short hash of the original, so two different values never land on the
+    same name: a value kept as it is never starts with ``_`` (UIDs cannot,
+    and text that does is hashed too).
     """
     if not value:
         return fallback
     stripped = value.strip(" \0")
-    if stripped and len(stripped) <= 64 and all(ch in _SAFE for ch in stripped) and stripped.strip("."):
+    if _plain(stripped, allowed) and not (allowed is not _SAFE and stripped.startswith("_")):
         return stripped
-    cleaned = "".join(ch if ch in _SAFE else "_" for ch in stripped)[:48].lstrip(".")
+    cleaned = "".join(ch if ch in allowed else "_" for ch in stripped)[:48].lstrip(".")
     digest = hashlib.sha256(value.encode("utf-8", "surrogateescape")).hexdigest()[:12]
     return f"_{cleaned}_{digest}"
+
+
+@functools.lru_cache(maxsize=32)
+def _parse_layout(layout: str) -> list[tuple[str, str | None]]:
+    """``(literal text, field name or None)`` pairs; unknown fields and formats are refused."""
+    parsed = []
+    for literal, name, spec, conversion in string.Formatter().parse(layout):
+        if name is not None and (name not in LAYOUT_FIELDS or spec or conversion):
+            raise ValueError(
+                f"layout field {{{name}}} is not one of {', '.join(LAYOUT_FIELDS)} (no format specs)"
+            )
+        parsed.append((literal, name))
+    return parsed
