@@ -105,3 +105,15 @@ def test_mypy_strict_is_clean() -> None:
         timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_only_the_metrics_module_imports_prometheus() -> None:
+    """The server emits events to an observer; prometheus_client stays an optional extra."""
+    offending = [
+        f"{path.relative_to(SRC)} imports {name}"
+        for path in sorted(SRC.rglob("*.py"))
+        if path != SRC / "metrics.py"
+        for name in _imports(path)
+        if name.split(".")[0] == "prometheus_client"
+    ]
+    assert not offending, offending

@@ -34,6 +34,9 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     receive.add_argument("--tls-ca", help="CA for client certificates")
     receive.add_argument("--tls-require-client-cert", action="store_true")
     receive.add_argument("--grace", type=float, default=10.0, help="seconds to finish associations on SIGTERM")
+    receive.add_argument("--metrics-port", type=int, default=None, metavar="P",
+                         help="serve Prometheus metrics at http://HOST:P/metrics (needs aiodicom[metrics])")
+    receive.add_argument("--metrics-host", default="127.0.0.1", help="address for --metrics-port [%(default)s]")
     receive.add_argument("-v", "--verbose", action="store_true")
     receive.set_defaults(func=_receive)
 
@@ -98,18 +101,45 @@ def _receive(args: argparse.Namespace) -> int:
         ssl=_server_ssl(args),
         spool_dir=spool,
         memory_threshold=args.memory_threshold,
+        observer=_metrics_observer(args),
     )
 
     async def main() -> int:
         async with anyio.create_task_group() as task_group:
             port = await task_group.start(server.serve)
+            metrics = anyio.CancelScope()
+            if server.observer is not None:
+                metrics_port = await task_group.start(_serve_metrics, server.observer, args, metrics)
+                print(f"aiodicom receive: metrics at http://{args.metrics_host}:{metrics_port}/metrics",
+                      flush=True)
             print(f"aiodicom receive: listening on {args.host}:{port} as {args.aet}, writing to {output_dir}",
                   flush=True)
             with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
                 async for _signum in signals:
                     server.shutdown(args.grace)
+                    metrics.cancel()
                     break
         print(f"aiodicom receive: stored {writer.count} instances", flush=True)
         return 0
 
     return run(main)
+
+
+def _metrics_observer(args: argparse.Namespace) -> Any:
+    """A Prometheus observer when ``--metrics-port`` is given (prometheus_client imported only then)."""
+    if args.metrics_port is None:
+        return None
+    from aiodicom.cli.net import CliError
+
+    try:
+        from aiodicom.metrics import PrometheusObserver
+    except ImportError as exc:
+        raise CliError(str(exc)) from None
+    return PrometheusObserver()
+
+
+async def _serve_metrics(observer: Any, args: argparse.Namespace, scope: anyio.CancelScope, *,
+                         task_status: Any) -> None:
+    """Serve metrics until ``scope`` is cancelled (when the server is told to stop)."""
+    with scope:
+        await observer.serve(args.metrics_host, args.metrics_port, task_status=task_status)

@@ -11,6 +11,7 @@ import asyncio
 import shutil
 import ssl as _ssl
 import tempfile
+import time
 from collections.abc import Awaitable, Callable, Collection
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from aiodicom.codec.uids import (
 )
 from aiodicom.dimse import command as C
 from aiodicom.dimse import status as S
+from aiodicom.dimse.events import ServerObserver
 from aiodicom.dimse.store import AssociationInfo, InstanceSink, ReceivedInstance, SpoolFiles
 from aiodicom.errors import (
     AssociationError,
@@ -150,6 +152,7 @@ class Server:
         spool_dir: str | Path | None = None,
         memory_threshold: int = 1024 * 1024,
         backlog: int = 128,
+        observer: ServerObserver | None = None,
     ) -> None:
         self.ae_title = ae_title
         self.host = host
@@ -187,6 +190,8 @@ class Server:
         self._stop: asyncio.Event | None = None
         self._grace = 10.0
         self.log = _log.bind(ae=ae_title)
+        #: Gets counts and timings (associations, requests, rejections) when set; see aiodicom.metrics.
+        self.observer = observer
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -278,6 +283,8 @@ class Server:
 
     def _admit(self, protocol: DicomProtocol) -> bool:
         if len(self._connections) >= self.max_connections:
+            if self.observer is not None:
+                self.observer.association_rejected("connection_limit")
             return False
         self._connections.add(protocol)
         return True
@@ -286,13 +293,18 @@ class Server:
         self, rq: P.AssociateRQ
     ) -> tuple[P.AssociateAC | P.AssociateRJ, list[AcceptedContext]]:
         if len(self._associations) >= self.max_associations or self._stop is None or self._stop.is_set():
-            return (
+            answer: tuple[P.AssociateAC | P.AssociateRJ, list[AcceptedContext]] = (
                 P.AssociateRJ(
                     P.RJ_TRANSIENT, P.RJ_SOURCE_PRESENTATION, P.RJ_PRESENTATION_LOCAL_LIMIT_EXCEEDED
                 ),
                 [],
             )
-        return negotiate(rq, self.policy)
+        else:
+            answer = negotiate(rq, self.policy)
+        if self.observer is not None and isinstance(answer[0], P.AssociateRJ):
+            rj = answer[0]
+            self.observer.association_rejected(_REJECTIONS.get((rj.source, rj.reason), "other"))
+        return answer
 
     def _on_established(self, association: Association) -> None:
         self._associations.add(association)
@@ -337,6 +349,9 @@ class Server:
         )
         log = association.log
         released = False
+        started = time.monotonic()
+        if self.observer is not None:
+            self.observer.association_started()
         window = association.response.user_information.async_ops_window
         performed = window[0] if window else 1  # the AC's "invoked": what the peer may invoke
         try:
@@ -359,6 +374,8 @@ class Server:
         finally:
             self._associations.discard(association)
         await association.wait_closed()
+        if self.observer is not None:
+            self.observer.association_ended("released" if released else "aborted", time.monotonic() - started)
         hook = self.on_released if released else self.on_aborted
         if hook is not None:
             try:
@@ -402,7 +419,10 @@ class Server:
         if isinstance(request, C.CStoreRQ):
             sink = message.dataset
             assert isinstance(sink, InstanceSink)
+            began = time.perf_counter() if self.observer is not None else 0.0
             answer = await self._handle_store(association, info, request, context, sink)
+            if self.observer is not None:
+                self.observer.request_handled("C-STORE", int(answer), sink.size, time.perf_counter() - began)
             status = answer if isinstance(answer, S.Status) else S.Status(answer)
             response: C.Message = C.CStoreRSP(
                 request.message_id,
@@ -415,6 +435,8 @@ class Server:
             code: int = S.SUCCESS
             if self.on_echo is not None:
                 code = await self._call(association, self.on_echo, info, fallback=S.PROCESSING_FAILURE)
+            if self.observer is not None:
+                self.observer.request_handled("C-ECHO", code, 0, 0.0)
             response = C.CEchoRSP(request.message_id, S.Status(code), request.affected_sop_class_uid)
         elif isinstance(request, C.CCancelRQ):
             return  # nothing outstanding to cancel on this association
@@ -470,6 +492,17 @@ class Server:
         if code is None:
             return S.SUCCESS
         return code if isinstance(code, S.Status) else int(code)  # a Status keeps its error comment
+
+
+#: A-ASSOCIATE-RJ (source, reason) -> the word an observer gets.
+_REJECTIONS = {
+    (P.RJ_SOURCE_PRESENTATION, P.RJ_PRESENTATION_LOCAL_LIMIT_EXCEEDED): "association_limit",
+    (P.RJ_SOURCE_PRESENTATION, P.RJ_PRESENTATION_TEMPORARY_CONGESTION): "congestion",
+    (P.RJ_SOURCE_USER, P.RJ_USER_CALLED_AE_NOT_RECOGNIZED): "called_ae",
+    (P.RJ_SOURCE_USER, P.RJ_USER_CALLING_AE_NOT_RECOGNIZED): "calling_ae",
+    (P.RJ_SOURCE_USER, P.RJ_USER_APPLICATION_CONTEXT_NOT_SUPPORTED): "application_context",
+    (P.RJ_SOURCE_ACSE, P.RJ_ACSE_PROTOCOL_VERSION_NOT_SUPPORTED): "protocol_version",
+}
 
 
 def _wire_comment(text: str | None) -> str | None:
