@@ -161,7 +161,8 @@ def _common_header(
 ) -> None:
     """Patient, study, series, equipment and SOP common modules (what every IOD needs)."""
     ds.SpecificCharacterSet = "ISO_IR 100"
-    ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+    # Value 3 (image flavour): AXIAL is a CT term; MR has its own list, where OTHER is one.
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL" if modality == "CT" else "OTHER"]
     ds.SOPClassUID = sop_class
     ds.SOPInstanceUID = sop_instance
     ds.StudyDate = _STUDY_DATE
@@ -189,6 +190,10 @@ def _common_header(
     ds.InstanceNumber = instance_number
     ds.FrameOfReferenceUID = frame_of_reference_uid
     ds.PositionReferenceIndicator = ""
+    # General Series: Patient Position is Type 2C, required for CT and MR; Laterality is Type 2C
+    # too, required unless the body part examined is known to be unpaired, so name one.
+    ds.BodyPartExamined = "ABDOMEN"
+    ds.PatientPosition = "HFS"
 
 
 def _pixel_bytes(pixels: npt.NDArray[np.uint16], transfer_syntax: str) -> bytes:
@@ -406,6 +411,10 @@ def write_large_multiframe(
     ds.RescaleIntercept = 0.0
     ds.RescaleSlope = 1.0
     ds.RescaleType = "US"
+    # Type 1 / 1C / 2C elements of the SC Multi-frame Image and General Image modules.
+    ds.BurnedInAnnotation = "NO"
+    ds.PresentationLUTShape = "IDENTITY"
+    ds.PatientOrientation = ""
 
     base = pixel_array(rows, columns, seed=seed)
     frame = np.empty_like(base)
