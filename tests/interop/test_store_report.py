@@ -25,7 +25,7 @@ from aiodicom.dimse.server import Server
 from aiodicom.dimse.status import Status
 from aiodicom.dimse.store import ReceivedInstance
 from aiodicom.synthetic import write_study
-from peers import aiodicom_command, compress_jpeg_lossless, run_dcmtk, storescp
+from peers import aiodicom_command, compress_jpeg_lossless, compress_rle, run_dcmtk, storescp
 
 from .helpers import TEST_TIMEOUT, files_by_uid, serving, sop_instance_uid
 
@@ -121,6 +121,30 @@ def test_bad_files_do_not_end_the_run_and_every_file_is_accounted_for(tmp_path: 
     decompressed = pydicom.dcmread(stored[sop_instance_uid(lossless)])
     assert decompressed.file_meta.TransferSyntaxUID in (EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN)
     assert (decompressed.pixel_array == pydicom.dcmread(lossless).pixel_array).all()
+
+
+@pytest.mark.dcmtk
+def test_compressed_files_go_untouched_when_accepted_and_decompressed_only_when_not(tmp_path: Path) -> None:
+    """storescp +xs accepts JPEG lossless (and uncompressed) only: the RLE file is decompressed."""
+    src = tmp_path / "src"
+    src.mkdir()
+    jpeg = compress_jpeg_lossless(study(tmp_path / "a", 1, seed=1)[0], src / "jpeg.dcm")
+    rle = compress_rle(study(tmp_path / "b", 1, seed=2)[0], src / "rle.dcm")
+    report_path = tmp_path / "report.json"
+    out = tmp_path / "out"
+    out.mkdir()
+    with storescp(output_dir=out, args=("+xs",)) as peer:
+        result = store("127.0.0.1", str(peer.port), str(src), "--aec", "STORESCP", "--report", str(report_path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    entries = {Path(e["path"]).name: e for e in read_report(report_path)["files"]}
+    assert entries["jpeg.dcm"]["local_changes"] == []
+    assert entries["rle.dcm"]["local_changes"] == ["decompressed from RLE Lossless"]
+    stored = files_by_uid(out)
+    assert pydicom.dcmread(stored[sop_instance_uid(jpeg)]).file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.70"
+    unpacked = pydicom.dcmread(stored[sop_instance_uid(rle)])
+    assert unpacked.file_meta.TransferSyntaxUID in (EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN)
+    assert (unpacked.pixel_array == pydicom.dcmread(rle).pixel_array).all()
+    assert "  decompressed  1 (lossless" in result.stdout
 
 
 @pytest.mark.dcmtk
