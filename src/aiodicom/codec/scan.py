@@ -387,22 +387,28 @@ def odd_length_elements(data: bytes | bytearray | memoryview, transfer_syntax: s
     pos = 0
     odd: list[int] = []
     unpack_ul = _BE_UL if big else _LE_UL
-    unpack_explicit = _BE_EXPLICIT if big else _LE_EXPLICIT
+    unpack = _LE_IMPLICIT if implicit else _BE_EXPLICIT if big else _LE_EXPLICIT
+    short_vrs, long_vrs, undefined = _SHORT_VRS, _LONG_VRS, _UNDEFINED
+    # One unpack per element; this runs on every file a client sends.
     while pos + 8 <= n:
         if implicit:
-            group, elem, length = _LE_IMPLICIT(buf, pos)
-            vr, value_pos = b"", pos + 8
-        else:
-            group, elem, vr, length = unpack_explicit(buf, pos)
+            group, elem, length = unpack(buf, pos)
+            vr = b""
             value_pos = pos + 8
-            if vr in _LONG_VRS:
-                if pos + 12 > n:
-                    break
-                (length,) = unpack_ul(buf, pos + 8)
-                value_pos = pos + 12
-            elif vr not in _SHORT_VRS:
+        else:
+            group, elem, vr, length = unpack(buf, pos)
+            if vr in short_vrs:
+                if length & 1:
+                    odd.append((group << 16) | elem)
+                pos += 8 + length
+                continue
+            if vr not in long_vrs:
                 raise DicomFileError(f"unknown VR {vr!r} for ({group:04X},{elem:04X}) at offset {pos}")
-        if length == _UNDEFINED:
+            if pos + 12 > n:
+                break
+            (length,) = unpack_ul(buf, pos + 8)
+            value_pos = pos + 12
+        if length == undefined:
             try:
                 pos = _skip_sequence(buf, value_pos, implicit or vr == b"UN", big and vr != b"UN")[1]
             except _Need:
