@@ -79,7 +79,7 @@ class LazyLogger:
 
             self._real = structlog.wrap_logger(
                 self._stdlib,
-                processors=[structlog.stdlib.add_log_level, _to_stdlib],
+                processors=[_to_stdlib],
                 wrapper_class=structlog.stdlib.BoundLogger,
                 context_class=dict,
             ).bind(**self._context)

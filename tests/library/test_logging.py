@@ -20,6 +20,8 @@ import aiodicom
 from aiodicom.synthetic import make_dataset
 
 async def on_store(instance):
+    if instance.patient_id == "FAIL":
+        raise RuntimeError("handler bug")   # logged with its traceback at ERROR
     instance.save_under(sys.argv[1])
     return None
 
@@ -30,6 +32,13 @@ async def main():
         async with aiodicom.connect("127.0.0.1", port, called_ae="APP") as assoc:
             (await assoc.echo()).raise_for_status()
             (await assoc.store(make_dataset(rows=16, columns=16))).raise_for_status()
+            assert await assoc.store(make_dataset(rows=16, columns=16, patient_id="FAIL")) == 0xA700
+        async with await anyio.connect_tcp("127.0.0.1", port) as stream:  # not DICOM: a warning
+            await stream.send(b"GET / HTTP/1.0\r\n\r\n")
+            try:
+                await stream.receive()
+            except (anyio.EndOfStream, anyio.BrokenResourceError):
+                pass
         server.shutdown(grace=1)
 
 SETUP
@@ -70,11 +79,18 @@ def test_configure_logging_json_prints_one_object_per_line_under_aiodicom_names(
     assert ("aiodicom.association", "association_established") in events  # the client side
     released = next(r for r in records if r["event"] == "association_released")
     assert isinstance(released["assoc"], int)  # bound context travels as structured fields
+    failed = next(r for r in records if r["event"] == "handler_failed")
+    assert failed["level"] == "error" and "RuntimeError: handler bug" in failed["exception"]
+    assert any(r["level"] == "warning" and r["logger"] == "aiodicom.server" for r in records)
 
 
 def test_configure_logging_level_filters(tmp_path: Path) -> None:
-    result = _run_app(tmp_path, 'aiodicom.configure_logging("WARNING", fmt="console", stream=sys.stdout)')
-    assert result.stdout == "" and result.stderr == ""
+    result = _run_app(tmp_path, 'aiodicom.configure_logging("ERROR", fmt="console", stream=sys.stdout)')
+    assert result.stderr == ""
+    records = [line for line in result.stdout.splitlines() if not line.startswith((" ", "Traceback", "RuntimeError"))]
+    assert len(records) == 1, result.stdout
+    assert " ERROR   aiodicom.server: handler_failed " in records[0]
+    assert "RuntimeError: handler bug" in result.stdout
 
 
 def test_an_application_logging_basicconfig_gets_aiodicom_records(tmp_path: Path) -> None:
