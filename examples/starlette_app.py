@@ -26,7 +26,6 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 import aiodicom
-from aiodicom.dimse.store import safe_component
 
 
 class Receiver:
@@ -44,10 +43,7 @@ class Receiver:
         )  # fmt: skip
 
     async def on_store(self, instance: aiodicom.ReceivedInstance) -> int | None:
-        # TODO(lead): instance.save_under(self.archive, layout=...) once uxstore lands.
-        study = safe_component(instance.study_instance_uid, "unknown-study")
-        name = safe_component(instance.sop_instance_uid, "unknown-instance")
-        instance.save(self.archive / study / f"{name}.dcm")
+        instance.save_under(self.archive, "{StudyInstanceUID}/{SOPInstanceUID}.dcm")
         self.instances_received += 1
         self.bytes_received += instance.size
         return None

@@ -50,7 +50,7 @@ from aiodicom.errors import AiodicomError, DicomFileError
 if TYPE_CHECKING:
     from aiodicom.dimse.status import Status
 
-#: The version of the ``--report`` JSON layout (docs/store-report.md).
+#: The version of the ``--report`` JSON layout (docs/guide/sending.md, "What got through").
 REPORT_VERSION = 1
 #: How many per-file lines each kind of problem prints on stderr (the report has them all).
 _MAX_LINES = 20
