@@ -68,6 +68,13 @@ def with_odd_length_value(src: Path, dst: Path) -> Path:
 # --- against DCMTK ---------------------------------------------------------------------------
 
 
+def test_a_folder_without_dicom_files_is_an_error_not_a_success(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("no images here\n")
+    result = store("127.0.0.1", "11112", str(tmp_path))
+    assert result.returncode == 1
+    assert result.stderr.strip() == "aiodicom store: error: no DICOM files to send (1 non-DICOM files skipped)"
+
+
 @pytest.mark.dcmtk
 def test_bad_files_do_not_end_the_run_and_every_file_is_accounted_for(tmp_path: Path) -> None:
     src = tmp_path / "src"

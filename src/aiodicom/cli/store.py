@@ -310,6 +310,8 @@ def _store(args: argparse.Namespace) -> int:
     by_encoding = _scan(args, run)
     if not run.results:
         raise CliError("no files to send")
+    if all(result.outcome == "skipped" for result in run.results):
+        raise CliError(f"no DICOM files to send ({len(run.results)} non-DICOM files skipped)")
     started = time.perf_counter()
     interrupted = False
     try:
