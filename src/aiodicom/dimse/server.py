@@ -371,11 +371,11 @@ class Server:
             association.abort()
         except AssociationError as exc:
             log.info("association_ended", error=str(exc))
-        finally:
+        finally:  # also when cancelled at shutdown: the observer's active count never leaks
             self._associations.discard(association)
+            if self.observer is not None:
+                self.observer.association_ended("released" if released else "aborted", time.monotonic() - started)
         await association.wait_closed()
-        if self.observer is not None:
-            self.observer.association_ended("released" if released else "aborted", time.monotonic() - started)
         hook = self.on_released if released else self.on_aborted
         if hook is not None:
             try:
