@@ -258,7 +258,8 @@ def _scan(args: argparse.Namespace, run: StoreRun) -> dict[tuple[str, str], list
 
 
 def _reason(exc: BaseException) -> str:
-    if isinstance(exc, OSError):
+    # Our errors first: DicomTimeoutError is also a TimeoutError, hence an OSError.
+    if isinstance(exc, OSError) and not isinstance(exc, AiodicomError):
         return f"cannot read: {exc.strerror or exc}"
     return str(exc) or type(exc).__name__
 
