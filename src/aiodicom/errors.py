@@ -164,3 +164,8 @@ class MissingTagError(DataConversionError, KeyError):
 
 class PixelDecodeError(DataConversionError):
     """Pixel data could not be decoded (unsupported format or missing codec)."""
+
+
+class SegmentationError(DataConversionError):
+    """A structure set or segmentation cannot be read, or does not fit its images
+    (another frame of reference, an unknown ROI, frames off the image grid)."""

@@ -1,0 +1,703 @@
+"""Masks to DICOM: RT Structure Sets and Segmentations, by blueprint.
+
+What a pipeline sends back to the PACS is mostly a segmentation of the images it
+received. :func:`build_rtstruct` and :func:`build_seg` take the masks (a label volume,
+boolean volumes by name, or the :class:`~aiodicom.grinders.segmentation.Masks` a
+grinder produced) and the image series they were computed on, and return one data set
+ready to write or send::
+
+    seg = build_seg({"liver": liver_mask}, images)
+    return DicomExport(address, [seg])
+
+Everything the IODs require is filled in: patient and study copied from the images,
+new series and instance UIDs from our root, the frame of reference of the images, and
+references to every image instance (the study, series and, per contour or per frame,
+the slice). Like the image blueprints, :data:`RTSTRUCT` and :data:`SEGMENTATION` are
+plain :class:`~aiodicom.factory.Blueprint` objects: add elements on the right of ``+``
+to change a label or a description.
+
+Contours are traced by :mod:`aiodicom.data.contours` (marching squares between voxel
+centres, holes as separate contours, 8-connected regions), so reading them back gives
+the same mask. SEG frames are written only for slices where a segment has voxels, one
+frame per (segment, slice), binary (1 bit) or fractional (8 bits, 255 = 1.0).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+from pydicom.dataelem import RawDataElement
+from pydicom.dataset import Dataset
+from pydicom.tag import Tag
+
+from aiodicom.codec.uids import IMPLEMENTATION_VERSION_NAME, new_uid
+from aiodicom.data.contours import trace
+from aiodicom.data.lazy import Instance
+from aiodicom.errors import FactoryError
+from aiodicom.factory.blueprint import Blueprint
+from aiodicom.factory.blueprints import (
+    FRAME_OF_REFERENCE,
+    GENERAL_EQUIPMENT,
+    GENERAL_SERIES,
+    GENERAL_STUDY,
+    PATIENT,
+    SOP_COMMON,
+    _date,
+    _series_number,
+    _time,
+)
+from aiodicom.factory.build import build_instance
+from aiodicom.factory.elements import ABSENT, Series, SeriesEnvironment, Static, format_ds
+from aiodicom.grinders import Series as ImageSeries
+from aiodicom.grinders.numpy import Volume
+from aiodicom.grinders.segmentation import (
+    RT_STRUCTURE_SET_STORAGE,
+    SEGMENTATION_STORAGE,
+    ImageGrid,
+    Masks,
+)
+
+__all__ = [
+    "ARTIFICIAL_INTELLIGENCE",
+    "RTSTRUCT",
+    "SEGMENTATION",
+    "TISSUE",
+    "Code",
+    "Segment",
+    "build_rtstruct",
+    "build_seg",
+]
+
+
+@dataclass(frozen=True)
+class Code:
+    """A coded concept (code value, coding scheme designator, code meaning)."""
+
+    value: str
+    scheme: str
+    meaning: str
+
+    def item(self) -> Dataset:
+        ds = Dataset()
+        ds.CodeValue = self.value
+        ds.CodingSchemeDesignator = self.scheme
+        ds.CodeMeaning = self.meaning
+        return ds
+
+
+TISSUE = Code("85756007", "SCT", "Tissue")
+ARTIFICIAL_INTELLIGENCE = Code("123110", "DCM", "Artificial Intelligence")
+_SEGMENTATION_DERIVATION = Code("113076", "DCM", "Segmentation")
+_SOURCE_IMAGE = Code("121322", "DCM", "Source image for image processing operation")
+#: The retired Detached Study Management class is what RT Referenced Study items name.
+_STUDY_COMPONENT = "1.2.840.10008.3.1.2.3.1"
+
+#: Distinct display colours, used in turn for regions that bring none.
+PALETTE: tuple[tuple[int, int, int], ...] = (
+    (255, 0, 0),
+    (0, 200, 0),
+    (0, 0, 255),
+    (255, 200, 0),
+    (0, 200, 255),
+    (255, 0, 255),
+    (255, 128, 0),
+    (128, 0, 255),
+    (0, 255, 128),
+    (160, 80, 40),
+)
+
+
+@dataclass(frozen=True)
+class Segment:
+    """How one region is described in the object we write.
+
+    ``interpreted_type`` is the RT ROI Interpreted Type (ORGAN, PTV, ...; "" is
+    allowed); ``category`` and ``type`` the SEG's coded segmented property. The
+    algorithm fields say who made it (MANUAL needs no algorithm name).
+    """
+
+    name: str
+    colour: tuple[int, int, int] | None = None
+    category: Code = TISSUE
+    type: Code = TISSUE
+    interpreted_type: str = "ORGAN"
+    algorithm_type: Literal["AUTOMATIC", "SEMIAUTOMATIC", "MANUAL"] = "AUTOMATIC"
+    algorithm_name: str = "aiodicom"
+    algorithm_version: str = IMPLEMENTATION_VERSION_NAME
+    algorithm_family: Code = ARTIFICIAL_INTELLIGENCE
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class _Region:
+    number: int
+    segment: Segment
+    mask: npt.NDArray[Any]
+
+
+MaskInput = Masks | Mapping[str, npt.ArrayLike] | npt.ArrayLike
+SegmentsInput = Mapping[int, Segment | str] | Mapping[str, Segment | str] | Sequence[Segment | str]
+Images = ImageGrid | Volume | ImageSeries | Iterable[Instance]
+
+
+# --- regions from whatever the caller has --------------------------------------------
+
+
+def _described(
+    segments: SegmentsInput | None, number: int, position: int, default: Segment
+) -> Segment:
+    """The caller's description of region ``number`` (by number, name or position)."""
+    found: Segment | str | None = None
+    if isinstance(segments, Mapping):
+        found = segments.get(number, segments.get(default.name))  # type: ignore[call-overload]
+    elif segments is not None and position < len(segments):
+        found = segments[position]
+    if found is None:
+        return default
+    return Segment(found) if isinstance(found, str) else found
+
+
+def _regions(masks: MaskInput, segments: SegmentsInput | None) -> list[_Region]:
+    if isinstance(masks, Masks):
+        pairs = [
+            (roi.number, Segment(roi.name, roi.colour, interpreted_type=roi.kind), roi.mask)
+            for roi in masks
+        ]
+    elif isinstance(masks, Mapping):
+        pairs = [(n, Segment(str(name)), np.asarray(m)) for n, (name, m) in enumerate(masks.items(), 1)]
+    else:
+        pairs = _from_array(np.asarray(masks))
+    out = []
+    for position, (number, default, mask) in enumerate(pairs):
+        segment = _described(segments, number, position, default)
+        if segment.colour is None:
+            segment = _with_colour(segment, PALETTE[position % len(PALETTE)])
+        out.append(_Region(number, segment, mask))
+    if not out:
+        raise FactoryError("no regions to write (the label volume is empty)")
+    return out
+
+
+def _with_colour(segment: Segment, colour: tuple[int, int, int]) -> Segment:
+    fields = {name: getattr(segment, name) for name in segment.__dataclass_fields__}
+    fields["colour"] = colour
+    return Segment(**fields)
+
+
+def _from_array(array: npt.NDArray[Any]) -> list[tuple[int, Segment, npt.NDArray[Any]]]:
+    """Regions of one array: a boolean or fractional mask, a label volume, or a stack."""
+    if array.ndim == 4:
+        return [(n, Segment(f"ROI {n}"), array[n - 1]) for n in range(1, len(array) + 1)]
+    if array.dtype.kind in "bf":
+        return [(1, Segment("ROI 1"), array)]
+    if array.dtype.kind not in "iu":
+        raise FactoryError(f"cannot take regions from a {array.dtype} volume")
+    labels = [int(v) for v in np.unique(array) if v != 0]
+    if any(v < 0 for v in labels):
+        raise FactoryError("label volumes hold non-negative labels")
+    return [(v, Segment(f"ROI {v}"), array == v) for v in labels]
+
+
+def _checked(regions: list[_Region], grid: ImageGrid) -> None:
+    for region in regions:
+        if region.mask.shape != grid.shape:
+            raise FactoryError(
+                f"region {region.segment.name!r} is {region.mask.shape}, "
+                f"the image series {grid.shape} (z, y, x)"
+            )
+        if region.mask.dtype.kind == "f" and (
+            not np.all(np.isfinite(region.mask)) or region.mask.min() < 0 or region.mask.max() > 1
+        ):
+            raise FactoryError(f"fractional region {region.segment.name!r} is not in [0, 1]")
+    numbers = [r.number for r in regions]
+    if len(set(numbers)) != len(numbers):
+        raise FactoryError(f"region numbers repeat: {numbers}")
+
+
+def _binary(mask: npt.NDArray[Any]) -> npt.NDArray[np.bool_]:
+    return mask > 0.5 if mask.dtype.kind == "f" else mask.astype(bool, copy=False)
+
+
+# --- shared references ------------------------------------------------------------------
+
+
+def _slice_reference(grid: ImageGrid, k: int) -> Dataset:
+    """A ReferencedSOPClass/Instance item for slice ``k`` (with its frame if multi-frame)."""
+    header, frame = grid.slices[k]
+    item = Dataset()
+    item.ReferencedSOPClassUID = header.SOPClassUID
+    item.ReferencedSOPInstanceUID = header.SOPInstanceUID
+    if frame is not None:
+        item.ReferencedFrameNumber = frame + 1
+    return item
+
+
+def _instance_references(grid: ImageGrid) -> list[Dataset]:
+    out = []
+    for header in grid.datasets:
+        item = Dataset()
+        item.ReferencedSOPClassUID = header.SOPClassUID
+        item.ReferencedSOPInstanceUID = header.SOPInstanceUID
+        out.append(item)
+    return out
+
+
+def _context(env: SeriesEnvironment, key: str) -> Any:
+    value = env.kwargs.get(key)
+    if value is None:
+        raise FactoryError(f"this blueprint is built by {key}() (it needs masks and images)")
+    return value
+
+
+# --- RT Structure Set -------------------------------------------------------------------
+
+_CONTOUR_DATA = Tag(0x30060050)
+
+
+def _ds_values(values: npt.NDArray[np.float64]) -> RawDataElement:
+    """ContourData as ready-encoded DS text.
+
+    A structure set holds millions of coordinates; as pydicom ``DSfloat`` objects they
+    cost more than everything else here together. 0.1 micron precision is plenty.
+    """
+    if values.size and float(np.abs(values).max()) >= 1e9:
+        raise FactoryError("contour coordinates beyond 1e9 mm do not fit DS")
+    text = "\\".join(map("{:.4f}".format, values.tolist())).encode("ascii")
+    if len(text) % 2:
+        text += b" "
+    return RawDataElement(_CONTOUR_DATA, "DS", len(text), text, 0, False, True)
+
+
+def _contour_item(number: int, reference: Dataset, points: npt.NDArray[np.float64]) -> Dataset:
+    item = Dataset()
+    # Declared as encoded in explicit VR little endian like the raw ContourData, so
+    # pydicom writes that value as it is instead of converting it back and forth.
+    item.set_original_encoding(False, True, "iso8859")
+    item.ContourNumber = number
+    item.ContourImageSequence = [reference]
+    item.ContourGeometricType = "CLOSED_PLANAR"
+    item.NumberOfContourPoints = len(points)
+    item[_CONTOUR_DATA] = _ds_values(points.ravel())
+    return item
+
+
+@dataclass
+class _StructureSet:
+    grid: ImageGrid
+    regions: list[_Region]
+    contours: list[list[Dataset]] = field(default_factory=list)
+
+
+def _structure_set(regions: list[_Region], grid: ImageGrid) -> _StructureSet:
+    out = _StructureSet(grid, regions)
+    references = [_slice_reference(grid, k) for k in range(grid.shape[0])]
+    for region in regions:
+        traced = trace(_binary(region.mask))
+        patient = grid.to_patient(traced.points)
+        items = []
+        for n in range(len(traced)):
+            start, end = traced.offsets[n], traced.offsets[n + 1]
+            k = int(traced.slices[n])
+            items.append(_contour_item(n + 1, references[k], patient[start:end]))
+        out.contours.append(items)
+    return out
+
+
+def _rt_referenced_frames(env: SeriesEnvironment) -> list[Dataset]:
+    ctx: _StructureSet = _context(env, "build_rtstruct")
+    first = ctx.grid.datasets[0]
+    series = Dataset()
+    series.SeriesInstanceUID = first.SeriesInstanceUID
+    series.ContourImageSequence = _instance_references(ctx.grid)
+    study = Dataset()
+    study.ReferencedSOPClassUID = _STUDY_COMPONENT
+    study.ReferencedSOPInstanceUID = first.StudyInstanceUID
+    study.RTReferencedSeriesSequence = [series]
+    frame = Dataset()
+    frame.FrameOfReferenceUID = first.FrameOfReferenceUID
+    frame.RTReferencedStudySequence = [study]
+    return [frame]
+
+
+def _structure_set_rois(env: SeriesEnvironment) -> list[Dataset]:
+    ctx: _StructureSet = _context(env, "build_rtstruct")
+    out = []
+    for region in ctx.regions:
+        item = Dataset()
+        item.ROINumber = region.number
+        item.ReferencedFrameOfReferenceUID = ctx.grid.datasets[0].FrameOfReferenceUID
+        item.ROIName = region.segment.name
+        if region.segment.description:
+            item.ROIDescription = region.segment.description
+        item.ROIGenerationAlgorithm = region.segment.algorithm_type
+        out.append(item)
+    return out
+
+
+def _roi_contours(env: SeriesEnvironment) -> list[Dataset]:
+    ctx: _StructureSet = _context(env, "build_rtstruct")
+    out = []
+    for region, contours in zip(ctx.regions, ctx.contours, strict=True):
+        item = Dataset()
+        item.ROIDisplayColor = list(region.segment.colour or PALETTE[0])
+        item.ContourSequence = contours
+        item.ReferencedROINumber = region.number
+        out.append(item)
+    return out
+
+
+def _observations(env: SeriesEnvironment) -> list[Dataset]:
+    ctx: _StructureSet = _context(env, "build_rtstruct")
+    out = []
+    for n, region in enumerate(ctx.regions, start=1):
+        item = Dataset()
+        item.ObservationNumber = n
+        item.ReferencedROINumber = region.number
+        item.ROIObservationLabel = region.segment.name[:16]
+        item.RTROIInterpretedType = region.segment.interpreted_type
+        item.ROIInterpreter = ""
+        out.append(item)
+    return out
+
+
+#: RT Series module.
+RT_SERIES = Blueprint(
+    [
+        Static("Modality", "RTSTRUCT"),
+        Series("SeriesInstanceUID", lambda env: new_uid()),
+        Series("SeriesNumber", _series_number),
+        Series("SeriesDate", _date),
+        Series("SeriesTime", _time),
+        Static("SeriesDescription", "aiodicom contours"),
+        Static("OperatorsName", ""),
+    ]
+)
+
+#: Structure Set, ROI Contour and RT ROI Observations modules.
+STRUCTURE_SET = Blueprint(
+    [
+        Static("StructureSetLabel", "aiodicom"),
+        Static("InstanceNumber", 1),
+        Series("StructureSetDate", _date),
+        Series("StructureSetTime", _time),
+        Series("ReferencedFrameOfReferenceSequence", _rt_referenced_frames, vr="SQ"),
+        Series("StructureSetROISequence", _structure_set_rois, vr="SQ"),
+        Series("ROIContourSequence", _roi_contours, vr="SQ"),
+        Series("RTROIObservationsSequence", _observations, vr="SQ"),
+    ]
+)
+
+#: The RT Structure Set IOD.
+RTSTRUCT = (
+    SOP_COMMON
+    + PATIENT
+    + GENERAL_STUDY
+    + RT_SERIES
+    + FRAME_OF_REFERENCE
+    + GENERAL_EQUIPMENT
+    + STRUCTURE_SET
+    + Static("SOPClassUID", RT_STRUCTURE_SET_STORAGE)
+)
+
+
+def build_rtstruct(
+    masks: MaskInput,
+    images: Images,
+    *,
+    segments: SegmentsInput | None = None,
+    blueprint: Blueprint = RTSTRUCT,
+    kwargs: Mapping[str, Any] | None = None,
+) -> Dataset:
+    """An RT Structure Set outlining ``masks`` on the image series ``images``.
+
+    ``masks`` is a label volume (each non-zero label a ROI, numbered by its label), a
+    boolean (or fractional, cut at one half) volume, a mapping name -> mask, a
+    (regions, z, y, x) stack, or a grinder's :class:`Masks`; every mask has the
+    images' (z, y, x) shape. ``segments`` names and describes the ROIs (by number,
+    name or position; plain strings are names). ``images`` is what the masks were
+    computed on: the instances, a :class:`~aiodicom.grinders.Series` or a ground
+    :class:`~aiodicom.grinders.numpy.Volume`.
+    """
+    grid = ImageGrid.of(images)
+    regions = _regions(masks, segments)
+    _checked(regions, grid)
+    context = {**dict(kwargs or {}), "build_rtstruct": _structure_set(regions, grid)}
+    return build_instance(blueprint, grid.datasets, kwargs=context)
+
+
+# --- Segmentation -----------------------------------------------------------------------
+
+
+@dataclass
+class _Segmentation:
+    grid: ImageGrid
+    regions: list[_Region]
+    fractional: bool
+    frames: list[tuple[int, int]]  # (region position, slice)
+    pixel_data: bytes
+    dimension_uid: str = field(default_factory=new_uid)
+
+
+def _segmentation(regions: list[_Region], grid: ImageGrid, fractional: bool) -> _Segmentation:
+    frames = []
+    planes = []
+    for position, region in enumerate(regions):
+        present = region.mask > 0 if fractional else _binary(region.mask)
+        for k in np.flatnonzero(present.any(axis=(1, 2))):
+            frames.append((position, int(k)))
+            planes.append(region.mask[k].astype(np.float32) if fractional else present[k])
+    if not frames:
+        raise FactoryError("every segment is empty: a SEG needs at least one frame")
+    stack = np.stack(planes)
+    if fractional:
+        data = np.rint(np.clip(stack, 0.0, 1.0) * 255.0).astype(np.uint8).tobytes()
+    else:
+        data = np.packbits(stack.reshape(-1), bitorder="little").tobytes()
+    if len(data) % 2:
+        data += b"\0"
+    return _Segmentation(grid, regions, fractional, frames, data)
+
+
+def _cielab(colour: tuple[int, int, int]) -> list[int]:
+    """sRGB 0..255 as a RecommendedDisplayCIELabValue (each scaled to 0..65535)."""
+
+    def linear(c: int) -> float:
+        s = c / 255.0
+        return s / 12.92 if s <= 0.04045 else ((s + 0.055) / 1.055) ** 2.4
+
+    r, g, b = (linear(c) for c in colour)
+    x = (0.4124 * r + 0.3576 * g + 0.1805 * b) / 0.95047
+    y = 0.2126 * r + 0.7152 * g + 0.0722 * b
+    z = (0.0193 * r + 0.1192 * g + 0.9505 * b) / 1.08883
+
+    def f(t: float) -> float:
+        return t ** (1 / 3) if t > (6 / 29) ** 3 else t / (3 * (6 / 29) ** 2) + 4 / 29
+
+    lightness = 116 * f(y) - 16
+    a = 500 * (f(x) - f(y))
+    bb = 200 * (f(y) - f(z))
+    return [
+        int(round(min(max(lightness, 0), 100) * 65535 / 100)),
+        int(round((min(max(a, -128), 127) + 128) * 65535 / 255)),
+        int(round((min(max(bb, -128), 127) + 128) * 65535 / 255)),
+    ]
+
+
+def _segment_item(region: _Region) -> Dataset:
+    segment = region.segment
+    item = Dataset()
+    item.SegmentNumber = region.number
+    item.SegmentLabel = segment.name
+    if segment.description:
+        item.SegmentDescription = segment.description
+    item.SegmentAlgorithmType = segment.algorithm_type
+    if segment.algorithm_type != "MANUAL":
+        item.SegmentAlgorithmName = segment.algorithm_name
+        algorithm = Dataset()
+        algorithm.AlgorithmFamilyCodeSequence = [segment.algorithm_family.item()]
+        algorithm.AlgorithmName = segment.algorithm_name
+        algorithm.AlgorithmVersion = segment.algorithm_version
+        item.SegmentationAlgorithmIdentificationSequence = [algorithm]
+    item.SegmentedPropertyCategoryCodeSequence = [segment.category.item()]
+    item.SegmentedPropertyTypeCodeSequence = [segment.type.item()]
+    if segment.colour is not None:
+        item.RecommendedDisplayCIELabValue = _cielab(segment.colour)
+    return item
+
+
+def _segments(env: SeriesEnvironment) -> list[Dataset]:
+    ctx: _Segmentation = _context(env, "build_seg")
+    return [_segment_item(region) for region in ctx.regions]
+
+
+def _shared_groups(env: SeriesEnvironment) -> list[Dataset]:
+    ctx: _Segmentation = _context(env, "build_seg")
+    affine = ctx.grid.affine
+    steps = np.linalg.norm(affine[:3, :3], axis=0)
+    measures = Dataset()
+    measures.PixelSpacing = [format_ds(float(steps[1])), format_ds(float(steps[0]))]
+    measures.SliceThickness = format_ds(float(steps[2]))
+    measures.SpacingBetweenSlices = format_ds(float(steps[2]))
+    orientation = Dataset()
+    orientation.ImageOrientationPatient = [
+        format_ds(round(float(v), 15)) for v in (*affine[:3, 0] / steps[0], *affine[:3, 1] / steps[1])
+    ]
+    shared = Dataset()
+    shared.PixelMeasuresSequence = [measures]
+    shared.PlaneOrientationSequence = [orientation]
+    return [shared]
+
+
+def _per_frame_groups(env: SeriesEnvironment) -> list[Dataset]:
+    ctx: _Segmentation = _context(env, "build_seg")
+    used = sorted({k for _, k in ctx.frames})
+    rank = {k: n for n, k in enumerate(used, start=1)}
+    positions = ctx.grid.to_patient(
+        np.array([[0.0, 0.0, float(k)] for k in range(ctx.grid.shape[0])])
+    )
+    out = []
+    for position, k in ctx.frames:
+        region = ctx.regions[position]
+        content = Dataset()
+        content.DimensionIndexValues = [region.number, rank[k]]
+        plane = Dataset()
+        plane.ImagePositionPatient = [format_ds(float(v)) for v in positions[k]]
+        identification = Dataset()
+        identification.ReferencedSegmentNumber = region.number
+        source = _slice_reference(ctx.grid, k)
+        source.PurposeOfReferenceCodeSequence = [_SOURCE_IMAGE.item()]
+        derivation = Dataset()
+        derivation.DerivationCodeSequence = [_SEGMENTATION_DERIVATION.item()]
+        derivation.SourceImageSequence = [source]
+        group = Dataset()
+        group.DerivationImageSequence = [derivation]
+        group.FrameContentSequence = [content]
+        group.PlanePositionSequence = [plane]
+        group.SegmentIdentificationSequence = [identification]
+        out.append(group)
+    return out
+
+
+def _dimension_index(env: SeriesEnvironment) -> list[Dataset]:
+    ctx: _Segmentation = _context(env, "build_seg")
+    pointers = (
+        (0x0062000B, 0x0062000A, "Segment Number"),
+        (0x00200032, 0x00209113, "Image Position Patient"),
+    )
+    out = []
+    for pointer, group, label in pointers:
+        item = Dataset()
+        item.DimensionOrganizationUID = ctx.dimension_uid
+        item.DimensionIndexPointer = pointer
+        item.FunctionalGroupPointer = group
+        item.DimensionDescriptionLabel = label
+        out.append(item)
+    return out
+
+
+def _dimension_organisation(env: SeriesEnvironment) -> list[Dataset]:
+    item = Dataset()
+    item.DimensionOrganizationUID = _context(env, "build_seg").dimension_uid
+    return [item]
+
+
+def _referenced_series(env: SeriesEnvironment) -> list[Dataset]:
+    ctx: _Segmentation = _context(env, "build_seg")
+    item = Dataset()
+    item.SeriesInstanceUID = ctx.grid.datasets[0].SeriesInstanceUID
+    item.ReferencedInstanceSequence = _instance_references(ctx.grid)
+    return [item]
+
+
+def _seg(env: SeriesEnvironment) -> _Segmentation:
+    value: _Segmentation = _context(env, "build_seg")
+    return value
+
+
+def _bits(env: SeriesEnvironment) -> int:
+    return 8 if _seg(env).fractional else 1
+
+
+#: Segmentation Series module (on top of General Series).
+SEGMENTATION_SERIES = Blueprint(
+    [
+        Static("Modality", "SEG"),
+        Series("SeriesInstanceUID", lambda env: new_uid()),
+        Series("SeriesNumber", _series_number),
+        Series("SeriesDate", _date),
+        Series("SeriesTime", _time),
+        Static("SeriesDescription", "aiodicom segmentation"),
+    ]
+)
+
+#: Enhanced General Equipment module (its attributes are type 1).
+ENHANCED_GENERAL_EQUIPMENT = Blueprint([Static("DeviceSerialNumber", "0")])
+
+#: Segmentation Image, Multi-frame Functional Groups, Multi-frame Dimension and Common
+#: Instance Reference modules, plus the image pixel attributes they constrain.
+SEGMENTATION_IMAGE = Blueprint(
+    [
+        Static("ImageType", ["DERIVED", "PRIMARY"]),
+        Static("InstanceNumber", 1),
+        Series("ContentDate", _date),
+        Series("ContentTime", _time),
+        Static("ContentLabel", "SEGMENTATION"),
+        Static("ContentDescription", ""),
+        Static("ContentCreatorName", ""),
+        Static("SamplesPerPixel", 1),
+        Static("PhotometricInterpretation", "MONOCHROME2"),
+        Series("Rows", lambda env: _seg(env).grid.shape[1]),
+        Series("Columns", lambda env: _seg(env).grid.shape[2]),
+        Series("BitsAllocated", _bits),
+        Series("BitsStored", _bits),
+        Series("HighBit", lambda env: _bits(env) - 1),
+        Static("PixelRepresentation", 0),
+        Static("LossyImageCompression", "00"),
+        Series(
+            "SegmentationType", lambda env: "FRACTIONAL" if _seg(env).fractional else "BINARY"
+        ),
+        Series(
+            "SegmentationFractionalType",
+            lambda env: env.kwargs.get("fractional_type", "PROBABILITY")
+            if _seg(env).fractional
+            else ABSENT,
+        ),
+        Series("MaximumFractionalValue", lambda env: 255 if _seg(env).fractional else ABSENT),
+        Series("SegmentSequence", _segments, vr="SQ"),
+        Series("NumberOfFrames", lambda env: len(_seg(env).frames)),
+        Series("SharedFunctionalGroupsSequence", _shared_groups, vr="SQ"),
+        Series("PerFrameFunctionalGroupsSequence", _per_frame_groups, vr="SQ"),
+        Series("DimensionOrganizationSequence", _dimension_organisation, vr="SQ"),
+        Series("DimensionIndexSequence", _dimension_index, vr="SQ"),
+        Series("ReferencedSeriesSequence", _referenced_series, vr="SQ"),
+        Series("PixelData", lambda env: _seg(env).pixel_data, vr="OB"),
+    ]
+)
+
+#: The Segmentation IOD.
+SEGMENTATION = (
+    SOP_COMMON
+    + PATIENT
+    + GENERAL_STUDY
+    + GENERAL_SERIES.without("PatientPosition")
+    + SEGMENTATION_SERIES
+    + FRAME_OF_REFERENCE
+    + GENERAL_EQUIPMENT
+    + ENHANCED_GENERAL_EQUIPMENT
+    + SEGMENTATION_IMAGE
+    + Static("SOPClassUID", SEGMENTATION_STORAGE)
+)
+
+
+def build_seg(
+    masks: MaskInput,
+    images: Images,
+    *,
+    segments: SegmentsInput | None = None,
+    fractional: bool | None = None,
+    fractional_type: Literal["PROBABILITY", "OCCUPANCY"] = "PROBABILITY",
+    blueprint: Blueprint = SEGMENTATION,
+    kwargs: Mapping[str, Any] | None = None,
+) -> Dataset:
+    """A DICOM Segmentation of ``masks`` on the image series ``images``.
+
+    ``masks``, ``segments`` and ``images`` are as for :func:`build_rtstruct`.
+    ``fractional`` defaults to True when a mask is floating point (values in [0, 1],
+    stored in 8 bits); binary segmentations store 1 bit per voxel. Only slices where
+    a segment has voxels become frames.
+    """
+    grid = ImageGrid.of(images)
+    regions = _regions(masks, segments)
+    _checked(regions, grid)
+    if fractional is None:
+        fractional = any(region.mask.dtype.kind == "f" for region in regions)
+    context = {
+        **dict(kwargs or {}),
+        "fractional_type": fractional_type,
+        "build_seg": _segmentation(regions, grid, fractional),
+    }
+    return build_instance(blueprint, grid.datasets, kwargs=context)
