@@ -7,6 +7,7 @@ Peer processes (DCMTK, pynetdicom, ``aiodicom receive``) are started with the he
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -22,21 +23,29 @@ from peers import missing_dcmtk_tools  # noqa: E402
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Skip ``dcmtk`` tests on a machine without DCMTK, with the reason spelled out.
+    """Skip ``dcmtk`` (``dicom3tools``) tests on a machine without DCMTK (dciodvfy),
+    with the reason spelled out.
 
-    CI installs DCMTK, so there a missing tool must fail loudly rather than turn the
+    CI installs both, so there a missing tool must fail loudly rather than turn the
     interoperability tests into silent skips: set ``AIODICOM_REQUIRE_DCMTK=1``.
     """
-    missing = missing_dcmtk_tools()
-    if not missing or os.environ.get("AIODICOM_REQUIRE_DCMTK") == "1":
+    if os.environ.get("AIODICOM_REQUIRE_DCMTK") == "1":
         return
-    skip = pytest.mark.skip(
-        reason=f"DCMTK not installed (missing {', '.join(missing)}); "
-        "apt-get install dcmtk, or run ./dev test"
-    )
+    reasons = {}
+    missing = missing_dcmtk_tools()
+    if missing:
+        reasons["dcmtk"] = (
+            f"DCMTK not installed (missing {', '.join(missing)}); "
+            "apt-get install dcmtk, or run ./dev test"
+        )
+    if shutil.which("dciodvfy") is None:
+        reasons["dicom3tools"] = (
+            "dciodvfy not installed; apt-get install dicom3tools, or run ./dev test"
+        )
     for item in items:
-        if "dcmtk" in item.keywords:
-            item.add_marker(skip)
+        for marker, reason in reasons.items():
+            if marker in item.keywords:
+                item.add_marker(pytest.mark.skip(reason=reason))
 
 
 @pytest.fixture

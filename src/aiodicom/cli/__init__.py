@@ -25,8 +25,10 @@ _COMMANDS = {
     "to-nifti": "data",
     "anonymize": "factory",
     "from-nifti": "factory",
+    "masks": "segmentation",
+    "contours": "segmentation",
 }
-_MODULES = ("echo", "store", "receive", "generate", "data", "factory")
+_MODULES = ("echo", "store", "receive", "generate", "data", "factory", "segmentation")
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:

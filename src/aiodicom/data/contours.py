@@ -12,14 +12,17 @@ on a contour, within :data:`ON_CONTOUR` voxels. The tolerance makes contours dra
 through voxel centres (OpenCV, rt-utils and many planning systems) include the voxels
 they pass through.
 
-Tracing (:func:`trace`) is marching squares at level 0.5 between voxel centres: every
-vertex is the midpoint between an inside and an outside centre, so no centre lies within
-0.35 voxels of a traced contour and :func:`rasterise` gives back exactly the mask that
-was traced. Diagonal neighbours inside are joined (8-connected regions), holes come out
-as separate contours, and collinear vertices are dropped. A region's polygon encloses
-about its true area (a single voxel gives a diamond of half its area, long straight
-boundaries are exact), unlike contours through boundary centres, which lose half a voxel
-all around.
+Tracing (:func:`trace`) is marching squares between voxel centres: every vertex lies
+between an inside and an outside centre, :data:`INSET` (0.05 voxel) nearer the inside
+one than the midpoint. No centre then lies within 0.3 voxels of a traced contour, so
+:func:`rasterise` gives back exactly the mask that was traced, and readers that round
+vertices to the nearest voxel and fill inclusively (OpenCV-based ones such as rt-utils)
+land on the boundary voxels themselves and get the same mask too; at the midpoint,
+their rounding of .5 would grow the mask by a voxel on some sides. Diagonal neighbours
+inside are joined (8-connected regions), holes come out as separate contours, and
+collinear vertices are dropped. A region's polygon encloses about its true area (a
+single voxel gives a small diamond, long straight boundaries lose 0.05 voxel), unlike
+contours through boundary centres, which lose half a voxel all around.
 
 Rasterising (:func:`rasterise`) is a scanline fill: each polygon edge gives its
 crossings with the rows of voxel centres it spans (half-open in y, so a vertex on a row
