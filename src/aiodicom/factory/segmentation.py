@@ -550,6 +550,7 @@ def _per_frame_groups(env: SeriesEnvironment) -> list[Dataset]:
         identification.ReferencedSegmentNumber = region.number
         source = _slice_reference(ctx.grid, k)
         source.PurposeOfReferenceCodeSequence = [_SOURCE_IMAGE.item()]
+        source.SpatialLocationsPreserved = "YES"  # the frame is on its source's grid
         derivation = Dataset()
         derivation.DerivationCodeSequence = [_SEGMENTATION_DERIVATION.item()]
         derivation.SourceImageSequence = [source]
