@@ -71,7 +71,9 @@ def test_grinder_for_chosen_rois_with_the_image(axial: list[Path], files: dict[s
     assert np.array_equal(masks.image.array, numpy_grinder(axial).array)
 
 
-def test_unknown_roi_and_missing_pieces_are_refused(axial: list[Path], files: dict[str, Path]) -> None:
+def test_unknown_roi_and_missing_pieces_are_refused(
+    axial: list[Path], files: dict[str, Path]
+) -> None:
     with pytest.raises(SegmentationError, match="no ROI 'liver'; there are 1: 'sphere'"):
         masks_grinder_for(["liver"])([*axial, files["rtstruct"]])
     with pytest.raises(SegmentationError, match="no ROI 7"):

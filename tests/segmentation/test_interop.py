@@ -93,7 +93,10 @@ def test_we_read_highdicom_seg(series: list[Path], tmp_path: Path, fractional: b
     shapes = all_shapes()
     images = sorted(
         (pydicom.dcmread(p) for p in series),
-        key=lambda ds: float(np.cross(*np.reshape(ds.ImageOrientationPatient, (2, 3))) @ np.asarray(ds.ImagePositionPatient, dtype=float)),
+        key=lambda ds: float(
+            np.cross(*np.reshape(ds.ImageOrientationPatient, (2, 3)))
+            @ np.asarray(ds.ImagePositionPatient, dtype=float)
+        ),
     )
     stack = np.stack([shapes[name] for name in NAMES], axis=-1)
     seg_module = hd.seg  # type: ignore[attr-defined]
@@ -107,7 +110,11 @@ def test_we_read_highdicom_seg(series: list[Path], tmp_path: Path, fractional: b
         )
         for n, name in enumerate(NAMES, start=1)
     ]
-    kind = seg_module.SegmentationTypeValues.FRACTIONAL if fractional else seg_module.SegmentationTypeValues.BINARY
+    kind = (
+        seg_module.SegmentationTypeValues.FRACTIONAL
+        if fractional
+        else seg_module.SegmentationTypeValues.BINARY
+    )
     theirs = seg_module.Segmentation(
         source_images=images,
         pixel_array=stack.astype(np.float32) * 0.6 if fractional else stack.astype(np.uint8),
@@ -136,7 +143,9 @@ def test_we_read_highdicom_seg(series: list[Path], tmp_path: Path, fractional: b
 
 @pytest.mark.dicom3tools
 @pytest.mark.parametrize("kind", ["rtstruct", "seg", "fractional seg"])
-def test_dciodvfy_finds_nothing_in_what_we_write(axial: list[Path], tmp_path: Path, kind: str) -> None:
+def test_dciodvfy_finds_nothing_in_what_we_write(
+    axial: list[Path], tmp_path: Path, kind: str
+) -> None:
     shapes: dict[str, np.ndarray] = dict(all_shapes())
     if kind == "fractional seg":
         shapes = {name: mask.astype(np.float32) * 0.5 for name, mask in shapes.items()}

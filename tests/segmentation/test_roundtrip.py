@@ -111,7 +111,9 @@ def test_rtstruct_references_and_descriptions(series: list[Path]) -> None:
     ]
     assert all(r.ReferencedFrameOfReferenceUID == first.FrameOfReferenceUID for r in rois)
     observations = rs.RTROIObservationsSequence
-    assert [(o.ReferencedROINumber, o.ROIObservationLabel, o.RTROIInterpretedType) for o in observations] == [
+    assert [
+        (o.ReferencedROINumber, o.ROIObservationLabel, o.RTROIInterpretedType) for o in observations
+    ] == [
         (1, "Body", "EXTERNAL"),
         (2, "Wire", "MARKER"),
     ]
@@ -126,7 +128,11 @@ def test_rtstruct_references_and_descriptions(series: list[Path]) -> None:
             points = np.asarray(contour.ContourData, dtype=float).reshape(-1, 3)
             assert contour.NumberOfContourPoints == len(points)
             k = grid.to_voxels(points)[:, 2]
-            expected = [k for k, (ds, _) in enumerate(grid.slices) if ds is image or ds.SOPInstanceUID == image.SOPInstanceUID]
+            expected = [
+                k
+                for k, (ds, _) in enumerate(grid.slices)
+                if ds is image or ds.SOPInstanceUID == image.SOPInstanceUID
+            ]
             assert np.allclose(k, expected[0], atol=1e-3)
 
 
@@ -146,7 +152,10 @@ def test_seg_segment_descriptions(axial: list[Path]) -> None:
     algorithm = item.SegmentationAlgorithmIdentificationSequence[0]
     assert algorithm.AlgorithmName == "net" and algorithm.AlgorithmFamilyCodeSequence
     assert len(item.RecommendedDisplayCIELabValue) == 3
-    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == pydicom.dcmread(axial[0]).SeriesInstanceUID
+    assert (
+        seg.ReferencedSeriesSequence[0].SeriesInstanceUID
+        == pydicom.dcmread(axial[0]).SeriesInstanceUID
+    )
     index = seg.DimensionIndexSequence
     assert [int(i.DimensionIndexPointer) for i in index] == [0x0062000B, 0x00200032]
 

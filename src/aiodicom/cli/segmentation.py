@@ -138,7 +138,12 @@ def run_masks(args: argparse.Namespace) -> int:
     images = _image_instances(args.series_dir)
     masks = masks_grinder_for(_selection(args.roi))([*images, LazyDataset(args.source)])
     if args.stack:
-        stack = np.stack([roi.mask.astype(np.float32 if roi.mask.dtype.kind == "f" else np.uint8) for roi in masks])
+        stack = np.stack(
+            [
+                roi.mask.astype(np.float32 if roi.mask.dtype.kind == "f" else np.uint8)
+                for roi in masks
+            ]
+        )
         data: npt.NDArray[Any] = stack
     else:
         try:
@@ -198,7 +203,9 @@ def run_contours(args: argparse.Namespace) -> int:
     output: Path = args.output
     _atomically(output, ".dcm", lambda path: dataset.save_as(path, enforce_file_format=True))
     kind = "SEG" if args.seg else "RT Structure Set"
-    print(f"wrote {output}: {kind} with {_count(dataset)} region(s) of series {grid.datasets[0].SeriesInstanceUID}")
+    print(
+        f"wrote {output}: {kind} with {_count(dataset)} region(s) of series {grid.datasets[0].SeriesInstanceUID}"
+    )
     return 0
 
 

@@ -170,10 +170,12 @@ class _Cracks:
         )
 
     def horizontal(self, z: IntArray, r: IntArray, c: IntArray) -> IntArray:
-        return (z * self.h + r) * (self.w - 1) + c
+        slots: IntArray = (z * self.h + r) * (self.w - 1) + c
+        return slots
 
     def vertical(self, z: IntArray, r: IntArray, c: IntArray) -> IntArray:
-        return self.n_horizontal_slots + (z * (self.h - 1) + r) * self.w + c
+        slots: IntArray = self.n_horizontal_slots + (z * (self.h - 1) + r) * self.w + c
+        return slots
 
     def compact(self, slots: IntArray) -> IntArray:
         return np.searchsorted(self.ids, slots)
@@ -196,12 +198,8 @@ class _Cracks:
         # 0.5 - INSET past it when that centre is inside, 0.5 + INSET otherwise.
         h_first_inside = padded[hz, hr, hc]
         v_first_inside = padded[vz, vr, vc]
-        x = np.concatenate(
-            (hc - 0.5 + np.where(h_first_inside, -INSET, INSET), vc - 1.0)
-        )
-        y = np.concatenate(
-            (hr - 1.0, vr - 0.5 + np.where(v_first_inside, -INSET, INSET))
-        )
+        x = np.concatenate((hc - 0.5 + np.where(h_first_inside, -INSET, INSET), vc - 1.0))
+        y = np.concatenate((hr - 1.0, vr - 0.5 + np.where(v_first_inside, -INSET, INSET)))
         z = np.concatenate((hz, vz))
         return x, y, z
 

@@ -168,7 +168,9 @@ def _regions(masks: MaskInput, segments: SegmentsInput | None) -> list[_Region]:
             for roi in masks
         ]
     elif isinstance(masks, Mapping):
-        pairs = [(n, Segment(str(name)), np.asarray(m)) for n, (name, m) in enumerate(masks.items(), 1)]
+        pairs = [
+            (n, Segment(str(name)), np.asarray(m)) for n, (name, m) in enumerate(masks.items(), 1)
+        ]
     else:
         pairs = _from_array(np.asarray(masks))
     out = []
@@ -524,7 +526,8 @@ def _shared_groups(env: SeriesEnvironment) -> list[Dataset]:
     measures.SpacingBetweenSlices = format_ds(float(steps[2]))
     orientation = Dataset()
     orientation.ImageOrientationPatient = [
-        format_ds(round(float(v), 15)) for v in (*affine[:3, 0] / steps[0], *affine[:3, 1] / steps[1])
+        format_ds(round(float(v), 15))
+        for v in (*affine[:3, 0] / steps[0], *affine[:3, 1] / steps[1])
     ]
     shared = Dataset()
     shared.PixelMeasuresSequence = [measures]
@@ -638,14 +641,12 @@ SEGMENTATION_IMAGE = Blueprint(
         Series("HighBit", lambda env: _bits(env) - 1),
         Static("PixelRepresentation", 0),
         Static("LossyImageCompression", "00"),
-        Series(
-            "SegmentationType", lambda env: "FRACTIONAL" if _seg(env).fractional else "BINARY"
-        ),
+        Series("SegmentationType", lambda env: "FRACTIONAL" if _seg(env).fractional else "BINARY"),
         Series(
             "SegmentationFractionalType",
-            lambda env: env.kwargs.get("fractional_type", "PROBABILITY")
-            if _seg(env).fractional
-            else ABSENT,
+            lambda env: (
+                env.kwargs.get("fractional_type", "PROBABILITY") if _seg(env).fractional else ABSENT
+            ),
         ),
         Series("MaximumFractionalValue", lambda env: 255 if _seg(env).fractional else ABSENT),
         Series("SegmentSequence", _segments, vr="SQ"),

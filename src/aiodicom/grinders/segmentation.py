@@ -235,7 +235,7 @@ def _select(
 ) -> list[tuple[int, str]]:
     if wanted is None:
         return list(available)
-    out = []
+    out: list[tuple[int, str]] = []
     for key in wanted:
         match = [a for a in available if (a[1] if isinstance(key, str) else a[0]) == key]
         if not match:
@@ -330,9 +330,7 @@ def rtstruct_to_masks(
         "the structure set",
     )
     available = [(int(item.ROINumber), str(item.get("ROIName", ""))) for item in described]
-    contours = {
-        int(item.ReferencedROINumber): item for item in ds.get("ROIContourSequence") or []
-    }
+    contours = {int(item.ReferencedROINumber): item for item in ds.get("ROIContourSequence") or []}
     kinds = {
         int(item.ReferencedROINumber): str(item.get("RTROIInterpretedType", "") or "")
         for item in ds.get("RTROIObservationsSequence") or []
@@ -413,9 +411,7 @@ def _segment_numbers(ds: Dataset, n_frames: int) -> list[int]:
 
 def _source_slices(ds: Dataset, grid: ImageGrid, n_frames: int) -> list[int | None]:
     """Slice of each frame by the image it was derived from (when it has no position)."""
-    where = {
-        (str(h.SOPInstanceUID), frame): k for k, (h, frame) in enumerate(grid.slices)
-    }
+    where = {(str(h.SOPInstanceUID), frame): k for k, (h, frame) in enumerate(grid.slices)}
     per_frame = ds.get("PerFrameFunctionalGroupsSequence") or []
     out: list[int | None] = []
     for index in range(n_frames):
@@ -447,12 +443,20 @@ def _placements(ds: Dataset, grid: ImageGrid, n_frames: int) -> list[tuple[int, 
             out.append((k, 0, 0))
             continue
         orientation = geometry.orientation or reference.orientation
-        if orientation is None or not np.allclose(
-            slice_normal(orientation), slice_normal(reference.orientation or orientation), atol=1e-3
-        ) or not np.allclose(orientation, reference.orientation or orientation, atol=1e-3):
+        if (
+            orientation is None
+            or not np.allclose(
+                slice_normal(orientation),
+                slice_normal(reference.orientation or orientation),
+                atol=1e-3,
+            )
+            or not np.allclose(orientation, reference.orientation or orientation, atol=1e-3)
+        ):
             raise GeometryError(f"frame {index + 1} is not oriented like the image series")
         spacing = geometry.pixel_spacing or reference.pixel_spacing
-        if spacing is None or not np.allclose(spacing, reference.pixel_spacing or spacing, rtol=1e-3):
+        if spacing is None or not np.allclose(
+            spacing, reference.pixel_spacing or spacing, rtol=1e-3
+        ):
             raise GeometryError(f"frame {index + 1} has another pixel spacing than the images")
         i, j, k = grid.to_voxels(np.asarray([geometry.position], dtype=np.float64))[0]
         snapped = [round(float(c)) for c in (i, j, k)]
