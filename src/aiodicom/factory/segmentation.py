@@ -24,12 +24,14 @@ frame per (segment, slice), binary (1 bit) or fractional (8 bits, 255 = 1.0).
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
+from pydicom.charset import convert_encodings
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.tag import Tag
@@ -227,17 +229,6 @@ def _binary(mask: npt.NDArray[Any]) -> npt.NDArray[np.bool_]:
 # --- shared references ------------------------------------------------------------------
 
 
-def _slice_reference(grid: ImageGrid, k: int) -> Dataset:
-    """A ReferencedSOPClass/Instance item for slice ``k`` (with its frame if multi-frame)."""
-    header, frame = grid.slices[k]
-    item = Dataset()
-    item.ReferencedSOPClassUID = header.SOPClassUID
-    item.ReferencedSOPInstanceUID = header.SOPInstanceUID
-    if frame is not None:
-        item.ReferencedFrameNumber = frame + 1
-    return item
-
-
 def _instance_references(grid: ImageGrid) -> list[Dataset]:
     out = []
     for header in grid.datasets:
@@ -255,48 +246,112 @@ def _context(env: SeriesEnvironment, key: str) -> Any:
     return value
 
 
+# --- pre-encoded items -------------------------------------------------------------------
+#
+# A structure set has thousands of contours and a SEG a functional group per frame; as
+# pydicom data sets each costs a few dozen element objects, set and then encoded one
+# by one, which took longer than everything else together. Their few, fixed elements
+# are encoded here directly in explicit VR little endian (the transfer syntax we
+# write) and handed to pydicom as raw elements of an item that says it is encoded so:
+# pydicom writes them as they are, and parses them like a file's if anyone reads them.
+
+_LONG_VRS = frozenset({"SQ", "OB", "OW", "UN", "UT", "UC", "UR", "OD", "OF", "OL", "OV"})
+_ITEM = struct.Struct("<HHI")
+_SHORT_HEADER = struct.Struct("<HH2sH")
+_LONG_HEADER = struct.Struct("<HH2s2xI")
+_TEXT_PAD = {"UI": b"\0"}
+
+
+def _element(tag: int, vr: str, value: bytes) -> bytes:
+    """One explicit VR little endian element (value already even-length)."""
+    header = _LONG_HEADER if vr in _LONG_VRS else _SHORT_HEADER
+    return header.pack(tag >> 16, tag & 0xFFFF, vr.encode("ascii"), len(value)) + value
+
+
+def _text(vr: str, value: str) -> bytes:
+    raw = value.encode("ascii")
+    return raw + _TEXT_PAD.get(vr, b" ") if len(raw) % 2 else raw
+
+
+def _sequence(tag: int, *items: bytes) -> bytes:
+    """A sequence of defined-length items, each the encoded elements in tag order."""
+    body = b"".join(_ITEM.pack(0xFFFE, 0xE000, len(item)) + item for item in items)
+    return _element(tag, "SQ", body)
+
+
+def _code(code: Code) -> bytes:
+    return (
+        _element(0x00080100, "SH", _text("SH", code.value))
+        + _element(0x00080102, "SH", _text("SH", code.scheme))
+        + _element(0x00080104, "LO", _text("LO", code.meaning))
+    )
+
+
+def _reference(header: Dataset, frame: int | None) -> bytes:
+    """ReferencedSOPClass/InstanceUID (and frame number) of one slice."""
+    out = _element(0x00081150, "UI", _text("UI", str(header.SOPClassUID)))
+    out += _element(0x00081155, "UI", _text("UI", str(header.SOPInstanceUID)))
+    if frame is not None:
+        out += _element(0x00081160, "IS", _text("IS", str(frame + 1)))
+    return out
+
+
+def _encoded(dataset: Dataset) -> Dataset:
+    """Declare a built data set encoded like its pre-encoded items (see above).
+
+    Otherwise pydicom's writer walks every sequence to correct ambiguous VRs, parsing
+    each pre-encoded item on the way (we write none: every VR here is explicit).
+    """
+    charset = convert_encodings(dataset.get("SpecificCharacterSet") or "ISO_IR 6")
+    dataset.set_original_encoding(False, True, charset)
+    return dataset
+
+
+def _encoded_item(elements: Sequence[tuple[int, str, bytes]]) -> Dataset:
+    """An item holding already encoded elements (tag, VR, whole encoded element)."""
+    item = Dataset()
+    item.set_original_encoding(False, True, "iso8859")
+    for tag, vr, encoded in elements:
+        header = (_LONG_HEADER if vr in _LONG_VRS else _SHORT_HEADER).size
+        value = encoded[header:]
+        item[tag] = RawDataElement(Tag(tag), vr, len(value), value, 0, False, True)
+    return item
+
+
 # --- RT Structure Set -------------------------------------------------------------------
 
-_CONTOUR_DATA = Tag(0x30060050)
 
-
-def _ds_values(values: npt.NDArray[np.float64]) -> RawDataElement:
-    """ContourData as ready-encoded DS text.
-
-    A structure set holds millions of coordinates; as pydicom ``DSfloat`` objects they
-    cost more than everything else here together. 0.1 micron precision is plenty.
-    """
+def _ds_text(values: npt.NDArray[np.float64]) -> bytes:
+    """ContourData as DS text, 0.1 micron precision (plenty)."""
     if values.size and float(np.abs(values).max()) >= 1e9:
         raise FactoryError("contour coordinates beyond 1e9 mm do not fit DS")
-    text = "\\".join(map("{:.4f}".format, values.tolist())).encode("ascii")
-    if len(text) % 2:
-        text += b" "
-    return RawDataElement(_CONTOUR_DATA, "DS", len(text), text, 0, False, True)
+    return _text("DS", "\\".join(map("{:.4f}".format, values.tolist())))
 
 
-def _contour_item(number: int, reference: Dataset, points: npt.NDArray[np.float64]) -> Dataset:
-    item = Dataset()
-    # Declared as encoded in explicit VR little endian like the raw ContourData, so
-    # pydicom writes that value as it is instead of converting it back and forth.
-    item.set_original_encoding(False, True, "iso8859")
-    item.ContourNumber = number
-    item.ContourImageSequence = [reference]
-    item.ContourGeometricType = "CLOSED_PLANAR"
-    item.NumberOfContourPoints = len(points)
-    item[_CONTOUR_DATA] = _ds_values(points.ravel())
-    return item
+_CLOSED_PLANAR = _element(0x30060042, "CS", _text("CS", "CLOSED_PLANAR"))
+
+
+def _contour_item(number: int, reference: bytes, points: npt.NDArray[np.float64]) -> bytes:
+    """The encoded elements of one Contour Sequence item."""
+    return (
+        _sequence(0x30060016, reference)
+        + _CLOSED_PLANAR
+        + _element(0x30060046, "IS", _text("IS", str(len(points))))
+        + _element(0x30060048, "IS", _text("IS", str(number)))
+        + _element(0x30060050, "DS", _ds_text(points.ravel()))
+    )
 
 
 @dataclass
 class _StructureSet:
     grid: ImageGrid
     regions: list[_Region]
-    contours: list[list[Dataset]] = field(default_factory=list)
+    contours: list[bytes] = field(default_factory=list)  # encoded Contour Sequences
 
 
 def _structure_set(regions: list[_Region], grid: ImageGrid) -> _StructureSet:
     out = _StructureSet(grid, regions)
-    references = [_slice_reference(grid, k) for k in range(grid.shape[0])]
+    references = [_reference(header, frame) for header, frame in grid.slices]
     for region in regions:
         traced = trace(_binary(region.mask))
         patient = grid.to_patient(traced.points)
@@ -305,7 +360,7 @@ def _structure_set(regions: list[_Region], grid: ImageGrid) -> _StructureSet:
             start, end = traced.offsets[n], traced.offsets[n + 1]
             k = int(traced.slices[n])
             items.append(_contour_item(n + 1, references[k], patient[start:end]))
-        out.contours.append(items)
+        out.contours.append(_sequence(0x30060040, *items))
     return out
 
 
@@ -344,11 +399,13 @@ def _roi_contours(env: SeriesEnvironment) -> list[Dataset]:
     ctx: _StructureSet = _context(env, "build_rtstruct")
     out = []
     for region, contours in zip(ctx.regions, ctx.contours, strict=True):
-        item = Dataset()
-        item.ROIDisplayColor = list(region.segment.colour or PALETTE[0])
-        item.ContourSequence = contours
-        item.ReferencedROINumber = region.number
-        out.append(item)
+        colour = "\\".join(str(int(c)) for c in region.segment.colour or PALETTE[0])
+        elements = [
+            (0x3006002A, "IS", _element(0x3006002A, "IS", _text("IS", colour))),
+            (0x30060040, "SQ", contours),
+            (0x30060084, "IS", _element(0x30060084, "IS", _text("IS", str(region.number)))),
+        ]
+        out.append(_encoded_item(elements))
     return out
 
 
@@ -428,7 +485,7 @@ def build_rtstruct(
     regions = _regions(masks, segments)
     _checked(regions, grid)
     context = {**dict(kwargs or {}), "build_rtstruct": _structure_set(regions, grid)}
-    return build_instance(blueprint, grid.datasets, kwargs=context)
+    return _encoded(build_instance(blueprint, grid.datasets, kwargs=context))
 
 
 # --- Segmentation -----------------------------------------------------------------------
@@ -542,27 +599,32 @@ def _per_frame_groups(env: SeriesEnvironment) -> list[Dataset]:
     positions = ctx.grid.to_patient(
         np.array([[0.0, 0.0, float(k)] for k in range(ctx.grid.shape[0])])
     )
+    derivation_code = _sequence(0x00089215, _code(_SEGMENTATION_DERIVATION))
+    purpose = _sequence(0x0040A170, _code(_SOURCE_IMAGE))
+    # The frame is on its source's grid: highdicom indexes by source only then.
+    preserved = _element(0x0028135A, "CS", _text("CS", "YES"))
     out = []
     for position, k in ctx.frames:
-        region = ctx.regions[position]
-        content = Dataset()
-        content.DimensionIndexValues = [region.number, rank[k]]
-        plane = Dataset()
-        plane.ImagePositionPatient = [format_ds(float(v)) for v in positions[k]]
-        identification = Dataset()
-        identification.ReferencedSegmentNumber = region.number
-        source = _slice_reference(ctx.grid, k)
-        source.PurposeOfReferenceCodeSequence = [_SOURCE_IMAGE.item()]
-        source.SpatialLocationsPreserved = "YES"  # the frame is on its source's grid
-        derivation = Dataset()
-        derivation.DerivationCodeSequence = [_SEGMENTATION_DERIVATION.item()]
-        derivation.SourceImageSequence = [source]
-        group = Dataset()
-        group.DerivationImageSequence = [derivation]
-        group.FrameContentSequence = [content]
-        group.PlanePositionSequence = [plane]
-        group.SegmentIdentificationSequence = [identification]
-        out.append(group)
+        number = ctx.regions[position].number
+        header, frame = ctx.grid.slices[k]
+        source = _reference(header, frame) + preserved + purpose
+        derivation = _sequence(0x00082112, source) + derivation_code
+        ipp = "\\".join(format_ds(float(v)) for v in positions[k])
+        elements = [
+            (0x00089124, _sequence(0x00089124, derivation)),
+            (
+                0x00209111,
+                _sequence(
+                    0x00209111, _element(0x00209157, "UL", struct.pack("<II", number, rank[k]))
+                ),
+            ),
+            (0x00209113, _sequence(0x00209113, _element(0x00200032, "DS", _text("DS", ipp)))),
+            (
+                0x0062000A,
+                _sequence(0x0062000A, _element(0x0062000B, "US", struct.pack("<H", number))),
+            ),
+        ]
+        out.append(_encoded_item([(tag, "SQ", encoded) for tag, encoded in elements]))
     return out
 
 
@@ -702,4 +764,4 @@ def build_seg(
         "fractional_type": fractional_type,
         "build_seg": _segmentation(regions, grid, fractional),
     }
-    return build_instance(blueprint, grid.datasets, kwargs=context)
+    return _encoded(build_instance(blueprint, grid.datasets, kwargs=context))
