@@ -2,7 +2,8 @@
 
 A :class:`Blueprint` maps each attribute to a virtual element (a recipe);
 :func:`build_series` evaluates it once per series and once per slice. Default
-module and IOD blueprints are in :mod:`aiodicom.factory.blueprints`.
+module and IOD blueprints are in :mod:`aiodicom.factory.blueprints`; RT Structure
+Sets and Segmentations from masks in :mod:`aiodicom.factory.segmentation`.
 """
 
 from aiodicom.factory.blueprint import Blueprint
@@ -31,11 +32,20 @@ from aiodicom.factory.elements import (
     VirtualElement,
 )
 from aiodicom.factory.pdf import encapsulate_pdf
+from aiodicom.factory.segmentation import (
+    RTSTRUCT,
+    SEGMENTATION,
+    Code,
+    Segment,
+    build_rtstruct,
+    build_seg,
+)
 from aiodicom.factory.validate import validate, validate_or_raise
 
 __all__ = [
     "ABSENT",
     "Blueprint",
+    "Code",
     "Copy",
     "Discard",
     "Functional",
@@ -46,12 +56,17 @@ __all__ = [
     "PixelEncoding",
     "PixelSpacing",
     "PrivateTag",
+    "RTSTRUCT",
+    "SEGMENTATION",
+    "Segment",
     "Sequence",
     "Series",
     "SeriesEnvironment",
     "Static",
     "VirtualElement",
     "build_instance",
+    "build_rtstruct",
+    "build_seg",
     "build_series",
     "encapsulate_pdf",
     "encode_pixels",

@@ -3,8 +3,9 @@
 A grinder is a plain callable ``(instances) -> T``; instances may be pydicom
 data sets, :class:`~aiodicom.data.LazyDataset` objects or file paths. Plain
 callables compose and test without any framework: the simple ones live here,
-the heavy ones in :mod:`aiodicom.grinders.numpy` and
-:mod:`aiodicom.grinders.nifti` (imported on demand, so a pipeline that only
+the heavy ones in :mod:`aiodicom.grinders.numpy`,
+:mod:`aiodicom.grinders.nifti` and :mod:`aiodicom.grinders.segmentation` (RT
+Structure Sets and SEGs to masks; imported on demand, so a pipeline that only
 lists data sets never pays for nibabel).
 """
 
