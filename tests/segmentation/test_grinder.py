@@ -168,3 +168,61 @@ def test_label_volume_refuses_overlaps(axial: list[Path], files: dict[str, Path]
     with pytest.raises(KeyError, match="no ROI 'liver'"):
         masks["liver"]
     assert len(masks) == 3 and SHAPE == masks.grid.shape
+
+
+def _multiframe(axial: list[Path]) -> Dataset:
+    """The axial series as one enhanced CT instance (frames in slice order)."""
+    slices = sorted(
+        (pydicom.dcmread(p) for p in axial), key=lambda ds: float(ds.ImagePositionPatient[2])
+    )
+    first = slices[0]
+    ds = Dataset()
+    for keyword in (
+        "PatientName", "PatientID", "StudyInstanceUID", "FrameOfReferenceUID", "Rows",
+        "Columns", "SamplesPerPixel", "PhotometricInterpretation", "BitsAllocated",
+        "BitsStored", "HighBit", "PixelRepresentation", "Modality",
+    ):  # fmt: skip
+        setattr(ds, keyword, first.get(keyword))
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.2.1"
+    ds.SOPInstanceUID = pydicom.uid.generate_uid()
+    ds.SeriesInstanceUID = pydicom.uid.generate_uid()
+    ds.NumberOfFrames = len(slices)
+    measures = Dataset()
+    measures.PixelSpacing = first.PixelSpacing
+    measures.SliceThickness = first.SliceThickness
+    orientation = Dataset()
+    orientation.ImageOrientationPatient = first.ImageOrientationPatient
+    shared = Dataset()
+    shared.PixelMeasuresSequence = [measures]
+    shared.PlaneOrientationSequence = [orientation]
+    ds.SharedFunctionalGroupsSequence = [shared]
+    frames = []
+    for image in slices:
+        position = Dataset()
+        position.ImagePositionPatient = image.ImagePositionPatient
+        group = Dataset()
+        group.PlanePositionSequence = [position]
+        frames.append(group)
+    ds.PerFrameFunctionalGroupsSequence = frames
+    ds.PixelData = b"".join(image.PixelData for image in slices)
+    return ds
+
+
+def test_multiframe_images_are_referenced_by_frame(
+    axial: list[Path], shapes: dict[str, np.ndarray]
+) -> None:
+    image = _multiframe(axial)
+    rtstruct = build_rtstruct(shapes, [image])
+    references = {
+        int(contour.ContourImageSequence[0].ReferencedFrameNumber)
+        for roi in rtstruct.ROIContourSequence
+        for contour in roi.ContourSequence
+    }
+    assert references <= set(range(1, SHAPE[0] + 1)) and len(references) > 5
+    for name, mask in shapes.items():
+        assert np.array_equal(rtstruct_to_masks(rtstruct, [image])[name], mask)
+    seg = build_seg(shapes, [image])
+    for group in seg.PerFrameFunctionalGroupsSequence:
+        del group.PlanePositionSequence  # placed by source frame number alone
+    for name, mask in shapes.items():
+        assert np.array_equal(seg_to_masks(seg, [image])[name], mask)

@@ -195,3 +195,53 @@ def test_bad_masks_are_refused(axial: list[Path], masks: object, message: str) -
 def test_an_empty_segmentation_is_refused(axial: list[Path]) -> None:
     with pytest.raises(FactoryError, match="every segment is empty"):
         build_seg({"nothing": np.zeros(SHAPE, dtype=bool)}, axial)
+
+
+@pytest.mark.parametrize(
+    "segment, message",
+    [
+        (Segment("a\\b"), "without backslashes"),
+        (Segment("x" * 65), "1 to 64 characters"),
+        (Segment(""), "1 to 64 characters"),
+        (Segment("ok", interpreted_type="Organ"), "not a DICOM code string"),
+    ],
+)
+def test_bad_descriptions_are_refused(axial: list[Path], segment: Segment, message: str) -> None:
+    for build in (build_rtstruct, build_seg):
+        with pytest.raises(FactoryError, match=re.escape(message)):
+            build({"x": sphere()}, axial, segments=[segment])
+
+
+def test_a_seg_read_back_can_be_written_as_an_rtstruct(axial: list[Path], tmp_path: Path) -> None:
+    """A SEG's segment kinds are code meanings ("Tissue"), never RT interpreted types."""
+    shapes = all_shapes()
+    seg_masks = seg_to_masks(_written(build_seg(shapes, axial), tmp_path / "s.dcm"), axial)
+    assert {roi.kind for roi in seg_masks} == {"Tissue"}
+    rtstruct = build_rtstruct(seg_masks, axial)
+    assert {o.RTROIInterpretedType for o in rtstruct.RTROIObservationsSequence} == {""}
+    back = rtstruct_to_masks(_written(rtstruct, tmp_path / "r.dcm"), axial)
+    for roi in back:
+        assert np.array_equal(roi.mask, shapes[roi.name])
+
+
+@pytest.mark.parametrize("build", [build_rtstruct, build_seg])
+def test_implicit_vr_files_carry_the_same_masks(
+    series: list[Path], tmp_path: Path, build: object
+) -> None:
+    """The pre-encoded items are re-encoded when written in another transfer syntax."""
+    shapes = all_shapes()
+    dataset = build(shapes, series)  # type: ignore[operator]
+    dataset.file_meta.TransferSyntaxUID = pydicom.uid.ImplicitVRLittleEndian
+    path = _written(dataset, tmp_path / "implicit.dcm")
+    read = pydicom.dcmread(path)
+    assert read.file_meta.TransferSyntaxUID == pydicom.uid.ImplicitVRLittleEndian
+    reader = rtstruct_to_masks if build is build_rtstruct else seg_to_masks
+    for roi in reader(read, series):
+        assert np.array_equal(roi.mask, shapes[roi.name]), roi.name
+
+
+def test_label_numbers_must_fit_their_attribute(axial: list[Path]) -> None:
+    labels = np.where(sphere(), 70000, 0).astype(np.int32)
+    assert build_rtstruct(labels, axial).StructureSetROISequence[0].ROINumber == 70000
+    with pytest.raises(FactoryError, match=re.escape("region number 70000 is not in 1..65535")):
+        build_seg(labels, axial)

@@ -24,9 +24,10 @@ frame per (segment, slice), binary (1 bit) or fractional (8 bits, 255 = 1.0).
 
 from __future__ import annotations
 
+import re
 import struct
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -165,8 +166,13 @@ def _described(
 
 def _regions(masks: MaskInput, segments: SegmentsInput | None) -> list[_Region]:
     if isinstance(masks, Masks):
+        # A SEG's kind is a code meaning, not an RT ROI Interpreted Type (a CS).
         pairs = [
-            (roi.number, Segment(roi.name, roi.colour, interpreted_type=roi.kind), roi.mask)
+            (
+                roi.number,
+                Segment(roi.name, roi.colour, interpreted_type=_cs_or_empty(roi.kind)),
+                roi.mask,
+            )
             for roi in masks
         ]
     elif isinstance(masks, Mapping):
@@ -179,17 +185,11 @@ def _regions(masks: MaskInput, segments: SegmentsInput | None) -> list[_Region]:
     for position, (number, default, mask) in enumerate(pairs):
         segment = _described(segments, number, position, default)
         if segment.colour is None:
-            segment = _with_colour(segment, PALETTE[position % len(PALETTE)])
+            segment = replace(segment, colour=PALETTE[position % len(PALETTE)])
         out.append(_Region(number, segment, mask))
     if not out:
         raise FactoryError("no regions to write (the label volume is empty)")
     return out
-
-
-def _with_colour(segment: Segment, colour: tuple[int, int, int]) -> Segment:
-    fields = {name: getattr(segment, name) for name in segment.__dataclass_fields__}
-    fields["colour"] = colour
-    return Segment(**fields)
 
 
 def _from_array(array: npt.NDArray[Any]) -> list[tuple[int, Segment, npt.NDArray[Any]]]:
@@ -200,14 +200,50 @@ def _from_array(array: npt.NDArray[Any]) -> list[tuple[int, Segment, npt.NDArray
         return [(1, Segment("ROI 1"), array)]
     if array.dtype.kind not in "iu":
         raise FactoryError(f"cannot take regions from a {array.dtype} volume")
-    labels = [int(v) for v in np.unique(array) if v != 0]
-    if any(v < 0 for v in labels):
+    if array.size and int(array.min()) < 0:
         raise FactoryError("label volumes hold non-negative labels")
-    return [(v, Segment(f"ROI {v}"), array == v) for v in labels]
+    return [(v, Segment(f"ROI {v}"), array == v) for v in _labels(array) if v != 0]
 
 
-def _checked(regions: list[_Region], grid: ImageGrid) -> None:
+def _labels(array: npt.NDArray[Any]) -> list[int]:
+    """The values present in a non-negative integer volume, in order.
+
+    Counted slice by slice when labels are small: linear, and the int64 copy counting
+    needs stays one slice big; sorting (np.unique) a 300 x 512 x 512 volume takes seconds.
+    """
+    top = int(array.max()) if array.size else 0
+    if top >= 1 << 20:
+        return [int(v) for v in np.unique(array)]
+    present = np.zeros(top + 1, dtype=bool)
+    for plane in array.reshape(-1, *array.shape[-2:]):
+        present |= np.bincount(plane.ravel().astype(np.intp), minlength=top + 1) > 0
+    return np.flatnonzero(present).tolist()
+
+
+_CS = re.compile(r"[A-Z0-9_ ]{0,16}")
+#: LO values: at most 64 characters, no backslash (the value separator), no controls.
+_LO = re.compile(r"[^\\\x00-\x1f]{1,64}")
+
+
+def _cs_or_empty(value: str) -> str:
+    return value if _CS.fullmatch(value) else ""
+
+
+def _checked(regions: list[_Region], grid: ImageGrid, highest: int) -> None:
+    """Refuse what would write an invalid object (``highest``: the largest number)."""
     for region in regions:
+        segment = region.segment
+        if not 1 <= region.number <= highest:
+            raise FactoryError(f"region number {region.number} is not in 1..{highest}")
+        if not _LO.fullmatch(segment.name):
+            raise FactoryError(
+                f"region name {segment.name!r} must be 1 to 64 characters without backslashes"
+            )
+        if not _CS.fullmatch(segment.interpreted_type):
+            raise FactoryError(
+                f"interpreted type {segment.interpreted_type!r} is not a DICOM code string "
+                "(upper-case letters, digits, space, underscore; at most 16)"
+            )
         if region.mask.shape != grid.shape:
             raise FactoryError(
                 f"region {region.segment.name!r} is {region.mask.shape}, "
@@ -483,7 +519,7 @@ def build_rtstruct(
     """
     grid = ImageGrid.of(images)
     regions = _regions(masks, segments)
-    _checked(regions, grid)
+    _checked(regions, grid, 2**31 - 1)  # ROI Number is an IS
     context = {**dict(kwargs or {}), "build_rtstruct": _structure_set(regions, grid)}
     return _encoded(build_instance(blueprint, grid.datasets, kwargs=context))
 
@@ -756,7 +792,7 @@ def build_seg(
     """
     grid = ImageGrid.of(images)
     regions = _regions(masks, segments)
-    _checked(regions, grid)
+    _checked(regions, grid, 0xFFFF)  # Segment Number is a US
     if fractional is None:
         fractional = any(region.mask.dtype.kind == "f" for region in regions)
     context = {
