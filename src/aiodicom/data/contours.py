@@ -33,8 +33,8 @@ the boundary length, not the area.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -71,7 +71,7 @@ class Contours:
     def __len__(self) -> int:
         return len(self.offsets) - 1
 
-    def __iter__(self) -> Any:
+    def __iter__(self) -> Iterator[tuple[int, FloatArray]]:
         for n in range(len(self)):
             yield int(self.slices[n]), self.points[self.offsets[n] : self.offsets[n + 1]]
 

@@ -459,18 +459,22 @@ def _observations(env: SeriesEnvironment) -> list[Dataset]:
     return out
 
 
+def _new_series(modality: str, description: str) -> Blueprint:
+    """A new series of ``modality`` beside its images (numbered after them)."""
+    return Blueprint(
+        [
+            Static("Modality", modality),
+            Series("SeriesInstanceUID", lambda env: new_uid()),
+            Series("SeriesNumber", _series_number),
+            Series("SeriesDate", _date),
+            Series("SeriesTime", _time),
+            Static("SeriesDescription", description),
+        ]
+    )
+
+
 #: RT Series module.
-RT_SERIES = Blueprint(
-    [
-        Static("Modality", "RTSTRUCT"),
-        Series("SeriesInstanceUID", lambda env: new_uid()),
-        Series("SeriesNumber", _series_number),
-        Series("SeriesDate", _date),
-        Series("SeriesTime", _time),
-        Static("SeriesDescription", "aiodicom contours"),
-        Static("OperatorsName", ""),
-    ]
-)
+RT_SERIES = _new_series("RTSTRUCT", "aiodicom contours") + Static("OperatorsName", "")
 
 #: Structure Set, ROI Contour and RT ROI Observations modules.
 STRUCTURE_SET = Blueprint(
@@ -705,16 +709,7 @@ def _bits(env: SeriesEnvironment) -> int:
 
 
 #: Segmentation Series module (on top of General Series).
-SEGMENTATION_SERIES = Blueprint(
-    [
-        Static("Modality", "SEG"),
-        Series("SeriesInstanceUID", lambda env: new_uid()),
-        Series("SeriesNumber", _series_number),
-        Series("SeriesDate", _date),
-        Series("SeriesTime", _time),
-        Static("SeriesDescription", "aiodicom segmentation"),
-    ]
-)
+SEGMENTATION_SERIES = _new_series("SEG", "aiodicom segmentation")
 
 #: Enhanced General Equipment module (its attributes are type 1).
 ENHANCED_GENERAL_EQUIPMENT = Blueprint([Static("DeviceSerialNumber", "0")])

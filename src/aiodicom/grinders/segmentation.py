@@ -67,7 +67,8 @@ _CONTOUR_DATA = 0x30060050
 
 _log = get_logger("aiodicom.segmentation")
 
-Mask = npt.NDArray[Any]
+#: A region's mask: boolean, or float32 in [0, 1] for a fractional SEG segment.
+Mask = npt.NDArray[np.bool_] | npt.NDArray[np.float32]
 
 
 @dataclass(frozen=True)
