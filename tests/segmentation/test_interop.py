@@ -85,12 +85,25 @@ def test_highdicom_reads_our_seg(series: list[Path], tmp_path: Path) -> None:
         assert np.array_equal(pixels[..., n].astype(bool), shapes[name]), name
 
 
-@pytest.mark.parametrize("fractional", [False, True])
-def test_we_read_highdicom_seg(series: list[Path], tmp_path: Path, fractional: bool) -> None:
+def _their_inputs(kind: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """highdicom's pixel array for ``kind`` and the masks we expect back per segment."""
+    shapes = all_shapes()
+    if kind == "LABELMAP":  # one label per voxel: later shapes win where they overlap
+        labels = np.zeros(shapes["sphere"].shape, dtype=np.uint8)
+        for n, name in enumerate(NAMES, start=1):
+            labels[shapes[name]] = n
+        return labels, {name: labels == n for n, name in enumerate(NAMES, start=1)}
+    stack = np.stack([shapes[name] for name in NAMES], axis=-1)
+    if kind == "FRACTIONAL":
+        return stack.astype(np.float32) * 0.6, {n: m * np.float32(0.6) for n, m in shapes.items()}
+    return stack.astype(np.uint8), shapes
+
+
+@pytest.mark.parametrize("kind", ["BINARY", "FRACTIONAL", "LABELMAP"])
+def test_we_read_highdicom_seg(series: list[Path], tmp_path: Path, kind: str) -> None:
     hd = _highdicom()
     from pydicom.sr.codedict import codes
 
-    shapes = all_shapes()
     images = sorted(
         (pydicom.dcmread(p) for p in series),
         key=lambda ds: float(
@@ -98,7 +111,7 @@ def test_we_read_highdicom_seg(series: list[Path], tmp_path: Path, fractional: b
             @ np.asarray(ds.ImagePositionPatient, dtype=float)
         ),
     )
-    stack = np.stack([shapes[name] for name in NAMES], axis=-1)
+    pixels, expected = _their_inputs(kind)
     seg_module = hd.seg  # type: ignore[attr-defined]
     descriptions = [
         seg_module.SegmentDescription(
@@ -110,15 +123,10 @@ def test_we_read_highdicom_seg(series: list[Path], tmp_path: Path, fractional: b
         )
         for n, name in enumerate(NAMES, start=1)
     ]
-    kind = (
-        seg_module.SegmentationTypeValues.FRACTIONAL
-        if fractional
-        else seg_module.SegmentationTypeValues.BINARY
-    )
     theirs = seg_module.Segmentation(
         source_images=images,
-        pixel_array=stack.astype(np.float32) * 0.6 if fractional else stack.astype(np.uint8),
-        segmentation_type=kind,
+        pixel_array=pixels,
+        segmentation_type=seg_module.SegmentationTypeValues[kind],
         segment_descriptions=descriptions,
         series_instance_uid=hd.UID(),  # type: ignore[attr-defined]
         series_number=20,
@@ -135,10 +143,11 @@ def test_we_read_highdicom_seg(series: list[Path], tmp_path: Path, fractional: b
     masks = seg_to_masks(path, series)
     assert masks.names == list(NAMES)
     for roi in masks:
-        if fractional:
-            assert np.allclose(roi.mask, shapes[roi.name] * 0.6, atol=0.5 / 255 + 1e-6)
+        if kind == "FRACTIONAL":
+            assert np.allclose(roi.mask, expected[roi.name], atol=0.5 / 255 + 1e-6)
         else:
-            assert np.array_equal(roi.mask, shapes[roi.name]), roi.name
+            assert roi.mask.dtype == bool
+            assert np.array_equal(roi.mask, expected[roi.name]), roi.name
 
 
 @pytest.mark.dicom3tools

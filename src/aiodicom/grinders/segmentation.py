@@ -18,13 +18,14 @@ rather than smeared; contours of slices outside the series are skipped and count
 DICOM SEG frames are placed by their plane position (or, without one, by the source
 image they were derived from); they must lie on the series' planes with the same
 orientation and pixel spacing, at whole-voxel offsets. Fractional segments come back
-as float32 in [0, 1], binary ones as booleans.
+as float32 in [0, 1], binary ones and those of label map segmentations (the 2024
+Label Map Segmentation IOD, one frame holding every segment's number) as booleans.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +44,7 @@ from aiodicom.grinders import Series, series_grinder
 from aiodicom.grinders.numpy import Volume, numpy_grinder
 
 __all__ = [
+    "LABEL_MAP_SEGMENTATION_STORAGE",
     "RT_STRUCTURE_SET_STORAGE",
     "SEGMENTATION_STORAGE",
     "ImageGrid",
@@ -56,6 +58,8 @@ __all__ = [
 
 RT_STRUCTURE_SET_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
 SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
+LABEL_MAP_SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.7"
+_SEG_CLASSES = frozenset({SEGMENTATION_STORAGE, LABEL_MAP_SEGMENTATION_STORAGE})
 
 #: Contour types that enclose a region (the XOR variant says even-odd explicitly).
 _CLOSED = frozenset({"CLOSED_PLANAR", "CLOSEDPLANAR_XOR"})
@@ -215,9 +219,9 @@ def _full(instance: Instance | Dataset) -> Dataset:
     raise TypeError(f"not a DICOM instance: {type(instance).__name__}")
 
 
-def _check_sop_class(ds: Dataset, expected: str, what: str) -> None:
+def _check_sop_class(ds: Dataset, expected: Collection[str], what: str) -> None:
     sop_class = str(ds.get("SOPClassUID", ""))
-    if sop_class != expected:
+    if sop_class not in expected:
         raise SegmentationError(f"not {what}: SOPClassUID is {sop_class or '(missing)'}")
 
 
@@ -322,7 +326,7 @@ def rtstruct_to_masks(
     empty mask. See the module doc for the voxel rule.
     """
     ds = structure_set if isinstance(structure_set, Dataset) else header_of(structure_set)
-    _check_sop_class(ds, RT_STRUCTURE_SET_STORAGE, "an RT Structure Set")
+    _check_sop_class(ds, {RT_STRUCTURE_SET_STORAGE}, "an RT Structure Set")
     grid = ImageGrid.of(images)
     described = list(ds.get("StructureSetROISequence") or [])
     _check_frame_of_reference(
@@ -371,7 +375,7 @@ def _group_value(groups: tuple[Any, Any], sequence: str, keyword: str) -> Any:
 
 
 def _seg_frames(ds: Dataset) -> npt.NDArray[Any]:
-    """All frames as (n, rows, columns): bool for binary, uint8 for fractional."""
+    """All frames as (n, rows, columns): bool for 1 bit, else unsigned stored values."""
     rows, columns = int(ds.Rows), int(ds.Columns)
     n = int(ds.get("NumberOfFrames") or 1)
     bits = int(ds.BitsAllocated)
@@ -379,19 +383,20 @@ def _seg_frames(ds: Dataset) -> npt.NDArray[Any]:
     syntax = pydicom.uid.UID(str(getattr(meta, "TransferSyntaxUID", "1.2.840.10008.1.2.1")))
     if syntax.is_compressed:
         array = np.asarray(ds.pixel_array).reshape(n, rows, columns)
-        return array.astype(bool) if bits == 1 else array.astype(np.uint8)
+        return array.astype(bool) if bits == 1 else array
     data = bytes(ds.PixelData)
+    count = n * rows * columns
     if bits == 1:
-        count = n * rows * columns
         if len(data) * 8 < count:
             raise SegmentationError(f"PixelData holds {len(data) * 8} bits, {count} expected")
         bits_array = np.unpackbits(np.frombuffer(data, dtype=np.uint8), bitorder="little")
         return bits_array[:count].reshape(n, rows, columns).astype(bool)
-    if bits != 8:
-        raise SegmentationError(f"SEG with BitsAllocated {bits} is not supported (1 or 8)")
-    if len(data) < n * rows * columns:
+    if bits not in (8, 16):
+        raise SegmentationError(f"SEG with BitsAllocated {bits} is not supported (1, 8, 16)")
+    dtype = np.dtype(f"{'<' if syntax.is_little_endian else '>'}u{bits // 8}")
+    if len(data) < count * dtype.itemsize:
         raise SegmentationError("PixelData is shorter than the frames it announces")
-    return np.frombuffer(data, dtype=np.uint8, count=n * rows * columns).reshape(n, rows, columns)
+    return np.frombuffer(data, dtype=dtype, count=count).reshape(n, rows, columns)
 
 
 def _segment_numbers(ds: Dataset, n_frames: int) -> list[int]:
@@ -503,6 +508,43 @@ def _lab_to_rgb(value: Any) -> tuple[int, int, int] | None:
     return (r, g, bl)
 
 
+def _frames_of(numbers: list[int] | None, n_frames: int, number: int) -> npt.NDArray[np.intp]:
+    """Indices of the frames that hold segment ``number`` (a label map's frames hold all)."""
+    if numbers is None:
+        return np.arange(n_frames)
+    return np.flatnonzero(np.asarray(numbers) == number)
+
+
+#: What a stored frame says about one segment, by SegmentationType.
+_FRAME_VALUES: dict[str, Callable[[npt.NDArray[Any], int, float], npt.NDArray[Any]]] = {
+    "BINARY": lambda frame, number, maximum: frame.astype(bool),
+    "FRACTIONAL": lambda frame, number, maximum: frame.astype(np.float32) / np.float32(maximum),
+    "LABELMAP": lambda frame, number, maximum: frame == number,
+}
+
+
+def _paste(mask: Mask, frame: npt.NDArray[Any], placement: tuple[int, int, int]) -> None:
+    """Merge a frame into ``mask`` at (slice, row, column), clipped to the grid."""
+    k, j, i = placement
+    nz, ny, nx = mask.shape
+    y0, x0 = max(j, 0), max(i, 0)
+    y1, x1 = min(j + frame.shape[0], ny), min(i + frame.shape[1], nx)
+    if 0 <= k < nz and y0 < y1 and x0 < x1:
+        target = mask[k, y0:y1, x0:x1]
+        np.maximum(target, frame[y0 - j : y1 - j, x0 - i : x1 - i], out=target)
+
+
+def _segment_roi(item: Dataset, number: int, label: str, mask: Mask) -> Roi:
+    types = item.get("SegmentedPropertyTypeCodeSequence") or []
+    return Roi(
+        number=number,
+        name=label,
+        mask=mask,
+        colour=_lab_to_rgb(item.get("RecommendedDisplayCIELabValue")),
+        kind=str(types[0].get("CodeMeaning", "")) if types else "",
+    )
+
+
 def seg_to_masks(
     segmentation: Instance | Dataset,
     images: ImageGrid | Volume | Series | Iterable[Instance],
@@ -510,52 +552,36 @@ def seg_to_masks(
 ) -> Masks:
     """One mask per segment of a DICOM SEG on the grid of ``images``.
 
-    Binary segments give boolean masks, fractional ones float32 in [0, 1]
-    (stored value / MaximumFractionalValue). ``segments`` chooses by label or number.
+    Binary and label map segments give boolean masks, fractional ones float32 in
+    [0, 1] (stored value / MaximumFractionalValue). ``segments`` chooses by label or
+    number.
     """
     ds = _full(segmentation)
-    _check_sop_class(ds, SEGMENTATION_STORAGE, "a Segmentation")
+    _check_sop_class(ds, _SEG_CLASSES, "a Segmentation")
     grid = ImageGrid.of(images)
     _check_frame_of_reference([str(ds.get("FrameOfReferenceUID", ""))], grid, "the segmentation")
-    described = {int(item.SegmentNumber): item for item in ds.get("SegmentSequence") or []}
+    kind = str(ds.get("SegmentationType", "BINARY")).upper()
+    if kind not in _FRAME_VALUES:
+        raise SegmentationError(f"SegmentationType {kind!r} is not one we read")
+    # Segment 0 of a label map is its background, "no segment" as in a label volume.
+    described = {
+        int(item.SegmentNumber): item
+        for item in ds.get("SegmentSequence") or []
+        if int(item.SegmentNumber) != 0
+    }
     available = [(n, str(item.get("SegmentLabel", ""))) for n, item in described.items()]
     chosen = _select(available, segments)
-    fractional = str(ds.get("SegmentationType", "BINARY")).upper() == "FRACTIONAL"
     frames = _seg_frames(ds)
-    numbers = _segment_numbers(ds, len(frames))
+    numbers = None if kind == "LABELMAP" else _segment_numbers(ds, len(frames))
     placements = _placements(ds, grid, len(frames))
-    maximum = float(ds.get("MaximumFractionalValue") or 255) if fractional else 1.0
-    nz, ny, nx = grid.shape
+    maximum = float(ds.get("MaximumFractionalValue") or 255)
+    value = _FRAME_VALUES[kind]
     out = []
     for number, label in chosen:
-        mask = np.zeros(grid.shape, dtype=np.float32 if fractional else bool)
-        for index in np.flatnonzero(np.asarray(numbers) == number):
-            k, j, i = placements[index]
-            frame = frames[index]
-            if not 0 <= k < nz:
-                continue
-            y0, x0 = max(j, 0), max(i, 0)
-            y1, x1 = min(j + frame.shape[0], ny), min(i + frame.shape[1], nx)
-            if y0 >= y1 or x0 >= x1:
-                continue
-            part = frame[y0 - j : y1 - j, x0 - i : x1 - i]
-            if fractional:
-                mask[k, y0:y1, x0:x1] = np.maximum(
-                    mask[k, y0:y1, x0:x1], part.astype(np.float32) / maximum
-                )
-            else:
-                mask[k, y0:y1, x0:x1] |= part
-        item = described[number]
-        types = item.get("SegmentedPropertyTypeCodeSequence") or []
-        out.append(
-            Roi(
-                number=number,
-                name=label,
-                mask=mask,
-                colour=_lab_to_rgb(item.get("RecommendedDisplayCIELabValue")),
-                kind=str(types[0].get("CodeMeaning", "")) if types else "",
-            )
-        )
+        mask = np.zeros(grid.shape, dtype=np.float32 if kind == "FRACTIONAL" else bool)
+        for index in _frames_of(numbers, len(frames), number):
+            _paste(mask, value(frames[index], number, maximum), placements[index])
+        out.append(_segment_roi(described[number], number, label, mask))
     return Masks(out, grid, source=str(ds.get("SOPInstanceUID", "")))
 
 
@@ -564,6 +590,7 @@ def seg_to_masks(
 _READERS: dict[str, Callable[..., Masks]] = {
     RT_STRUCTURE_SET_STORAGE: rtstruct_to_masks,
     SEGMENTATION_STORAGE: seg_to_masks,
+    LABEL_MAP_SEGMENTATION_STORAGE: seg_to_masks,
 }
 
 
