@@ -444,9 +444,10 @@ def rasterise(contours: Contours, shape: tuple[int, int, int]) -> npt.NDArray[np
     for c0, c1 in _chunks(z_hi - z_lo, (y_hi - y_lo) * width):
         lo, hi = z_lo + c0, z_lo + c1
         pick = (z >= lo) & (z < hi)
-        diff = np.zeros((hi - lo, y_hi - y_lo, width), dtype=np.int32)
+        # int16: runs overlap only where they touch, so counts stay tiny.
+        diff = np.zeros((hi - lo, y_hi - y_lo, width), dtype=np.int16)
         zz, rr = z[pick] - lo, row[pick] - y_lo
         np.add.at(diff, (zz, rr, a[pick] - x_lo), 1)
         np.add.at(diff, (zz, rr, b[pick] - x_lo + 1), -1)
-        out[lo:hi, y_lo:y_hi, x_lo:x_hi] = np.cumsum(diff, axis=2)[:, :, :-1] > 0
+        out[lo:hi, y_lo:y_hi, x_lo:x_hi] = np.cumsum(diff, axis=2, dtype=np.int16)[:, :, :-1] > 0
     return out
