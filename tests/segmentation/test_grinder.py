@@ -136,12 +136,19 @@ def test_non_closed_contours_are_not_regions(axial: list[Path], files: dict[str,
     assert not any(roi.mask.any() for roi in masks)
 
 
+@pytest.mark.parametrize("frame_number", [None, 1], ids=["no-frame-number", "frame-1"])
 def test_seg_frames_without_positions_are_placed_by_their_source_image(
-    axial: list[Path], files: dict[str, Path], shapes: dict[str, np.ndarray]
+    axial: list[Path],
+    files: dict[str, Path],
+    shapes: dict[str, np.ndarray],
+    frame_number: int | None,
 ) -> None:
     seg = pydicom.dcmread(files["seg"])
     for group in seg.PerFrameFunctionalGroupsSequence:
         del group.PlanePositionSequence
+        if frame_number is not None:  # frame 1 of a single-frame image: the image
+            source = group.DerivationImageSequence[0].SourceImageSequence[0]
+            source.ReferencedFrameNumber = frame_number
     masks = seg_to_masks(seg, axial)
     for name, mask in shapes.items():
         assert np.array_equal(masks[name], mask)

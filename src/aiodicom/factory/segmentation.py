@@ -38,6 +38,7 @@ from pydicom.dataset import Dataset
 from pydicom.tag import Tag
 
 from aiodicom.codec.uids import IMPLEMENTATION_VERSION_NAME, new_uid
+from aiodicom.data.colour import rgb_to_dicom_lab
 from aiodicom.data.contours import trace
 from aiodicom.data.lazy import Instance
 from aiodicom.errors import FactoryError
@@ -561,31 +562,6 @@ def _segmentation(regions: list[_Region], grid: ImageGrid, fractional: bool) -> 
     return _Segmentation(grid, regions, fractional, frames, data)
 
 
-def _cielab(colour: tuple[int, int, int]) -> list[int]:
-    """sRGB 0..255 as a RecommendedDisplayCIELabValue (each scaled to 0..65535)."""
-
-    def linear(c: int) -> float:
-        s = c / 255.0
-        return s / 12.92 if s <= 0.04045 else ((s + 0.055) / 1.055) ** 2.4
-
-    r, g, b = (linear(c) for c in colour)
-    x = (0.4124 * r + 0.3576 * g + 0.1805 * b) / 0.95047
-    y = 0.2126 * r + 0.7152 * g + 0.0722 * b
-    z = (0.0193 * r + 0.1192 * g + 0.9505 * b) / 1.08883
-
-    def f(t: float) -> float:
-        return t ** (1 / 3) if t > (6 / 29) ** 3 else t / (3 * (6 / 29) ** 2) + 4 / 29
-
-    lightness = 116 * f(y) - 16
-    a = 500 * (f(x) - f(y))
-    bb = 200 * (f(y) - f(z))
-    return [
-        int(round(min(max(lightness, 0), 100) * 65535 / 100)),
-        int(round((min(max(a, -128), 127) + 128) * 65535 / 255)),
-        int(round((min(max(bb, -128), 127) + 128) * 65535 / 255)),
-    ]
-
-
 def _segment_item(region: _Region) -> Dataset:
     segment = region.segment
     item = Dataset()
@@ -604,7 +580,7 @@ def _segment_item(region: _Region) -> Dataset:
     item.SegmentedPropertyCategoryCodeSequence = [segment.category.item()]
     item.SegmentedPropertyTypeCodeSequence = [segment.type.item()]
     if segment.colour is not None:
-        item.RecommendedDisplayCIELabValue = _cielab(segment.colour)
+        item.RecommendedDisplayCIELabValue = rgb_to_dicom_lab(segment.colour)
     return item
 
 

@@ -36,8 +36,9 @@ from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 
 from aiodicom._log import get_logger
+from aiodicom.data.colour import dicom_lab_to_rgb
 from aiodicom.data.contours import Contours, rasterise
-from aiodicom.data.geometry import frame_geometries, slice_normal
+from aiodicom.data.geometry import FrameGeometry, frame_geometries
 from aiodicom.data.lazy import Instance, LazyDataset, header_of
 from aiodicom.errors import GeometryError, SegmentationError
 from aiodicom.grinders import Series, series_grinder
@@ -415,21 +416,42 @@ def _segment_numbers(ds: Dataset, n_frames: int) -> list[int]:
     return out
 
 
+def _source_slice(source: Dataset, where: dict[tuple[str, int | None], int]) -> int | None:
+    """The slice of one Source Image Sequence item, if it is in the series."""
+    uid = str(source.get("ReferencedSOPInstanceUID", ""))
+    frame = int(source.get("ReferencedFrameNumber") or 0)
+    k = where.get((uid, frame - 1 if frame else None))
+    if k is None and frame <= 1:  # frame 1 of a single-frame image is the image
+        k = where.get((uid, None))
+    return k
+
+
 def _source_slices(ds: Dataset, grid: ImageGrid, n_frames: int) -> list[int | None]:
     """Slice of each frame by the image it was derived from (when it has no position)."""
     where = {(str(h.SOPInstanceUID), frame): k for k, (h, frame) in enumerate(grid.slices)}
     per_frame = ds.get("PerFrameFunctionalGroupsSequence") or []
     out: list[int | None] = []
     for index in range(n_frames):
-        found = None
-        group = per_frame[index] if index < len(per_frame) else None
-        for derivation in (group.get("DerivationImageSequence") or []) if group else []:
-            for source in derivation.get("SourceImageSequence") or []:
-                frame = source.get("ReferencedFrameNumber")
-                key = (str(source.ReferencedSOPInstanceUID), int(frame) - 1 if frame else None)
-                found = where.get(key, found)
-        out.append(found)
+        group = per_frame[index] if index < len(per_frame) else Dataset()
+        found = [
+            _source_slice(source, where)
+            for derivation in group.get("DerivationImageSequence") or []
+            for source in derivation.get("SourceImageSequence") or []
+        ]
+        out.append(next((k for k in found if k is not None), None))
     return out
+
+
+def _check_plane(index: int, frame: FrameGeometry, reference: FrameGeometry) -> None:
+    """A SEG frame must have the images' orientation and pixel spacing (no resampling)."""
+    orientation = frame.orientation or reference.orientation
+    if orientation is None or not np.allclose(
+        orientation, reference.orientation or orientation, atol=1e-3
+    ):
+        raise GeometryError(f"frame {index + 1} is not oriented like the image series")
+    spacing = frame.pixel_spacing or reference.pixel_spacing
+    if spacing is None or not np.allclose(spacing, reference.pixel_spacing or spacing, rtol=1e-3):
+        raise GeometryError(f"frame {index + 1} has another pixel spacing than the images")
 
 
 def _placements(ds: Dataset, grid: ImageGrid, n_frames: int) -> list[tuple[int, int, int]]:
@@ -448,22 +470,7 @@ def _placements(ds: Dataset, grid: ImageGrid, n_frames: int) -> list[tuple[int, 
                 )
             out.append((k, 0, 0))
             continue
-        orientation = geometry.orientation or reference.orientation
-        if (
-            orientation is None
-            or not np.allclose(
-                slice_normal(orientation),
-                slice_normal(reference.orientation or orientation),
-                atol=1e-3,
-            )
-            or not np.allclose(orientation, reference.orientation or orientation, atol=1e-3)
-        ):
-            raise GeometryError(f"frame {index + 1} is not oriented like the image series")
-        spacing = geometry.pixel_spacing or reference.pixel_spacing
-        if spacing is None or not np.allclose(
-            spacing, reference.pixel_spacing or spacing, rtol=1e-3
-        ):
-            raise GeometryError(f"frame {index + 1} has another pixel spacing than the images")
+        _check_plane(index, geometry, reference)
         i, j, k = grid.to_voxels(np.asarray([geometry.position], dtype=np.float64))[0]
         snapped = [round(float(c)) for c in (i, j, k)]
         if max(abs(float(c) - s) for c, s in zip((i, j, k), snapped, strict=True)) > (
@@ -477,35 +484,13 @@ def _placements(ds: Dataset, grid: ImageGrid, n_frames: int) -> list[tuple[int, 
     return out
 
 
-def _lab_to_rgb(value: Any) -> tuple[int, int, int] | None:
-    """A RecommendedDisplayCIELabValue (scaled to 0..65535) as sRGB 0..255."""
+def _display_colour(item: Dataset) -> tuple[int, int, int] | None:
+    value = item.get("RecommendedDisplayCIELabValue")
     try:
-        l_raw, a_raw, b_raw = (int(v) for v in value)
+        lab = [int(v) for v in value]
     except (TypeError, ValueError):
         return None
-    lightness = l_raw * 100.0 / 65535.0
-    a = a_raw * 255.0 / 65535.0 - 128.0
-    b = b_raw * 255.0 / 65535.0 - 128.0
-    fy = (lightness + 16.0) / 116.0
-    fx, fz = fy + a / 500.0, fy - b / 200.0
-
-    def inverse(t: float) -> float:
-        return t**3 if t > 6.0 / 29.0 else 3 * (6.0 / 29.0) ** 2 * (t - 4.0 / 29.0)
-
-    x, y, z = 0.95047 * inverse(fx), inverse(fy), 1.08883 * inverse(fz)
-    linear = (
-        3.2406 * x - 1.5372 * y - 0.4986 * z,
-        -0.9689 * x + 1.8758 * y + 0.0415 * z,
-        0.0557 * x - 0.2040 * y + 1.0570 * z,
-    )
-
-    def gamma(c: float) -> int:
-        c = min(max(c, 0.0), 1.0)
-        s = 12.92 * c if c <= 0.0031308 else 1.055 * c ** (1 / 2.4) - 0.055
-        return int(round(s * 255))
-
-    r, g, bl = (gamma(c) for c in linear)
-    return (r, g, bl)
+    return dicom_lab_to_rgb(lab) if len(lab) == 3 else None
 
 
 def _frames_of(numbers: list[int] | None, n_frames: int, number: int) -> npt.NDArray[np.intp]:
@@ -540,7 +525,7 @@ def _segment_roi(item: Dataset, number: int, label: str, mask: Mask) -> Roi:
         number=number,
         name=label,
         mask=mask,
-        colour=_lab_to_rgb(item.get("RecommendedDisplayCIELabValue")),
+        colour=_display_colour(item),
         kind=str(types[0].get("CodeMeaning", "")) if types else "",
     )
 
