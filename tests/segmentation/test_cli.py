@@ -14,7 +14,7 @@ import pytest
 from aiodicom.grinders.nifti import volume_to_nifti
 from aiodicom.grinders.numpy import Volume
 from aiodicom.grinders.segmentation import ImageGrid
-from segmentation.helpers import SHAPE, sphere, thin, torus
+from segmentation.helpers import SHAPE, oblique_series, sphere, thin, torus
 
 
 def _run(*args: str | Path) -> subprocess.CompletedProcess[str]:
@@ -44,10 +44,18 @@ def _zyx(path: Path) -> npt.NDArray[np.generic]:
     return data.transpose(2, 1, 0) if data.ndim == 3 else data.transpose(3, 2, 1, 0)
 
 
-@pytest.mark.parametrize("seg", [False, True])
+@pytest.fixture(scope="module")
+def oblique(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    return oblique_series(tmp_path_factory.mktemp("oblique") / "ct")
+
+
+@pytest.mark.parametrize("kind", ["rtstruct-oblique", "seg-axial"])
 def test_contours_then_masks_gives_the_labels_back(
-    series: list[Path], tmp_path: Path, seg: bool
+    oblique: list[Path], axial: list[Path], tmp_path: Path, kind: str
 ) -> None:
+    """An RTSTRUCT on the tilted series, a SEG on the axial one (each CLI run costs ~1 s)."""
+    seg = kind.startswith("seg")
+    series = axial if seg else oblique
     folder = series[0].parent
     grid = ImageGrid.of(series)
     labels = _labels()
