@@ -20,6 +20,7 @@ from pydicom.dataset import Dataset
 from aiodicom.errors import FactoryError
 from aiodicom.factory.segmentation import Code, Segment, build_rtstruct, build_seg
 from aiodicom.grinders.segmentation import ImageGrid, rtstruct_to_masks, seg_to_masks
+from aiodicom.synthetic import write_study
 from segmentation.helpers import SHAPE, all_shapes, dice, sphere, thin, torus
 
 
@@ -245,3 +246,22 @@ def test_label_numbers_must_fit_their_attribute(axial: list[Path]) -> None:
     assert build_rtstruct(labels, axial).StructureSetROISequence[0].ROINumber == 70000
     with pytest.raises(FactoryError, match=re.escape("region number 70000 is not in 1..65535")):
         build_seg(labels, axial)
+
+
+def test_very_long_contours_lose_decimals_then_are_refused(tmp_path: Path) -> None:
+    """ContourData has a 2-byte length in explicit VR: 64 KiB of text per contour."""
+    series = write_study(tmp_path / "wide", images_per_series=1, rows=8, columns=2400)
+
+    def comb(teeth: int) -> np.ndarray:
+        mask = np.zeros((1, 8, 2400), dtype=bool)
+        mask[0, 2:4, 2 : 2 * teeth + 2] = True
+        mask[0, 4:6, 2 : 2 * teeth + 2 : 2] = True  # one contour of ~6 points per tooth
+        return mask
+
+    long = comb(600)  # 87 kB at 4 decimals, 65 kB at 2
+    path = _written(build_rtstruct({"comb": long}, series), tmp_path / "comb.dcm")
+    (contour,) = pydicom.dcmread(path).ROIContourSequence[0].ContourSequence
+    assert len(contour["ContourData"].value) == contour.NumberOfContourPoints * 3
+    assert np.array_equal(rtstruct_to_masks(path, series)["comb"], long)
+    with pytest.raises(FactoryError, match="ROI 'comb', slice 0: a contour of 6003 points"):
+        build_rtstruct({"comb": comb(1000)}, series)

@@ -358,11 +358,27 @@ def _encoded_item(elements: Sequence[tuple[int, str, bytes]]) -> Dataset:
 # --- RT Structure Set -------------------------------------------------------------------
 
 
+#: Explicit VR gives DS values a 2-byte length.
+_MAX_SHORT_VALUE = 0xFFFE
+
+
 def _ds_text(values: npt.NDArray[np.float64]) -> bytes:
-    """ContourData as DS text, 0.1 micron precision (plenty)."""
+    """ContourData as DS text: 0.1 micron precision, coarser for very long contours.
+
+    Points lie at least 0.3 voxel from every voxel centre, so even 0.01 mm changes no
+    voxel; a contour that does not fit 64 KiB even so is refused, not truncated.
+    """
     if values.size and float(np.abs(values).max()) >= 1e9:
         raise FactoryError("contour coordinates beyond 1e9 mm do not fit DS")
-    return _text("DS", "\\".join(map("{:.4f}".format, values.tolist())))
+    numbers = values.tolist()
+    for decimals in ("{:.4f}", "{:.3f}", "{:.2f}"):
+        text = _text("DS", "\\".join(map(decimals.format, numbers)))
+        if len(text) <= _MAX_SHORT_VALUE:
+            return text
+    raise FactoryError(
+        f"a contour of {len(numbers) // 3} points does not fit one ContourData value "
+        "(64 KiB in explicit VR): smooth or split the region"
+    )
 
 
 _CLOSED_PLANAR = _element(0x30060042, "CS", _text("CS", "CLOSED_PLANAR"))
@@ -396,7 +412,10 @@ def _structure_set(regions: list[_Region], grid: ImageGrid) -> _StructureSet:
         for n in range(len(traced)):
             start, end = traced.offsets[n], traced.offsets[n + 1]
             k = int(traced.slices[n])
-            items.append(_contour_item(n + 1, references[k], patient[start:end]))
+            try:
+                items.append(_contour_item(n + 1, references[k], patient[start:end]))
+            except FactoryError as exc:
+                raise FactoryError(f"ROI {region.segment.name!r}, slice {k}: {exc}") from None
         out.contours.append(_sequence(0x30060040, *items))
     return out
 
