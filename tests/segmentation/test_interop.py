@@ -65,8 +65,8 @@ def test_we_read_rt_utils_rtstruct_exactly(square: list[Path], tmp_path: Path) -
     theirs.save(str(path))
     masks = rtstruct_to_masks(path, square)
     assert masks.names == list(NAMES)
-    for roi in masks:
-        assert np.array_equal(roi.mask, shapes[roi.name]), roi.name
+    for roi in masks:  # fractional values are stored in 1/255 steps
+        assert np.allclose(roi.mask, shapes[roi.name], atol=0.5 / 255 + 1e-6), roi.name
 
 
 def test_highdicom_reads_our_seg(series: list[Path], tmp_path: Path) -> None:
@@ -156,9 +156,15 @@ def test_dciodvfy_finds_nothing_in_what_we_write(
     axial: list[Path], tmp_path: Path, kind: str
 ) -> None:
     shapes: dict[str, np.ndarray] = dict(all_shapes())
+    shapes["empty"] = np.zeros_like(shapes["sphere"])  # no contour, no frame
     if kind == "fractional seg":
         shapes = {name: mask.astype(np.float32) * 0.5 for name, mask in shapes.items()}
     build = build_rtstruct if kind == "rtstruct" else build_seg
     path = tmp_path / "out.dcm"
     build(shapes, axial).save_as(path, enforce_file_format=True)
     assert dciodvfy(path) == []
+    reader = rtstruct_to_masks if kind == "rtstruct" else seg_to_masks
+    masks = reader(path, axial)
+    assert masks.names == list(shapes)
+    for roi in masks:  # fractional values are stored in 1/255 steps
+        assert np.allclose(roi.mask, shapes[roi.name], atol=0.5 / 255 + 1e-6), roi.name

@@ -416,7 +416,8 @@ def _structure_set(regions: list[_Region], grid: ImageGrid) -> _StructureSet:
                 items.append(_contour_item(n + 1, references[k], patient[start:end]))
             except FactoryError as exc:
                 raise FactoryError(f"ROI {region.segment.name!r}, slice {k}: {exc}") from None
-        out.contours.append(_sequence(0x30060040, *items))
+        # An empty ROI has no Contour Sequence: present, it needs one item or more.
+        out.contours.append(_sequence(0x30060040, *items) if items else b"")
     return out
 
 
@@ -461,7 +462,7 @@ def _roi_contours(env: SeriesEnvironment) -> list[Dataset]:
             (0x30060040, "SQ", contours),
             (0x30060084, "IS", _element(0x30060084, "IS", _text("IS", str(region.number)))),
         ]
-        out.append(_encoded_item(elements))
+        out.append(_encoded_item([e for e in elements if e[2]]))
     return out
 
 
