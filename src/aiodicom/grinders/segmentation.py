@@ -621,17 +621,17 @@ def masks_grinder_for(
         source, header = found[0]
         wanted = _referenced_series(header)
         images = [
-            item
+            (item, h)
             for item, h in zip(items, headers, strict=True)
-            if h is not header
-            and str(h.get("SOPClassUID", "")) not in _READERS
+            if str(h.get("SOPClassUID", "")) not in _READERS
             and (not wanted or str(h.get("SeriesInstanceUID", "")) in wanted)
         ]
         if not images:
             raise SegmentationError("the input holds no instance of the referenced image series")
-        volume = numpy_grinder(images) if with_image else None
+        volume = numpy_grinder([item for item, _ in images]) if with_image else None
         reader = _READERS[str(header.SOPClassUID)]
-        grid = ImageGrid.of(volume if volume is not None else images)
+        # The headers read above are all the grid needs: files are not read again.
+        grid = ImageGrid.of(volume if volume is not None else [h for _, h in images])
         masks = reader(header if reader is rtstruct_to_masks else source, grid, rois)
         return Masks(masks.rois, masks.grid, masks.source, volume)
 
