@@ -487,3 +487,20 @@ def dataset_bytes(path: str | Path) -> bytes:
 def dcmdump(path: str | Path, *args: str) -> subprocess.CompletedProcess[str]:
     """``dcmdump`` a file; its stderr carries DCMTK's warnings about malformed data."""
     return run_dcmtk(["dcmdump", *args, str(path)])
+
+
+def dciodvfy(path: str | Path) -> list[str]:
+    """dicom3tools' ``dciodvfy`` on a file: its "Error" and "Warning" lines (empty: valid).
+
+    dciodvfy checks an instance against its IOD (types 1/2/1C/2C, defined terms,
+    sequences). It is not DCMTK (Debian package dicom3tools); tests using it carry the
+    ``dicom3tools`` marker so that a machine without it skips them, and CI fails them.
+    """
+    tool = shutil.which("dciodvfy")
+    if tool is None:
+        raise PeerError("dciodvfy is not installed (apt-get install dicom3tools; ./dev does)")
+    result = subprocess.run(
+        [tool, str(path)], stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60
+    )
+    lines = (result.stdout + result.stderr).splitlines()
+    return [line for line in lines if line.startswith(("Error", "Warning"))]

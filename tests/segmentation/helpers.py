@@ -8,8 +8,6 @@ slice, and structures one voxel wide (a line, a diagonal, a single voxel, a ring
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -99,12 +97,3 @@ def require_peer_module(name: str) -> None:
         __import__(name)
         return
     pytest.importorskip(name)
-
-
-def dciodvfy(path: Path) -> list[str]:
-    """dciodvfy's error and warning lines for ``path`` (dicom3tools)."""
-    tool = shutil.which("dciodvfy")
-    assert tool is not None, "dciodvfy is not installed (apt-get install dicom3tools)"
-    result = subprocess.run([tool, str(path)], capture_output=True, text=True, timeout=60)
-    lines = (result.stdout + result.stderr).splitlines()
-    return [line for line in lines if line.startswith(("Error", "Warning"))]

@@ -16,7 +16,8 @@ import pytest
 
 from aiodicom.factory.segmentation import build_rtstruct, build_seg
 from aiodicom.grinders.segmentation import ImageGrid, rtstruct_to_masks, seg_to_masks
-from segmentation.helpers import all_shapes, axial_series, dciodvfy, require_peer_module
+from peers import dciodvfy
+from segmentation.helpers import all_shapes, axial_series, require_peer_module
 
 NAMES = ("sphere", "torus", "disjoint", "thin")
 SQUARE = (12, 56, 56)
