@@ -62,6 +62,17 @@ class DicomTimeoutError(AiodicomError, TimeoutError):
     """A network wait (connect, ACSE, DIMSE, idle, ARTIM) ran out of time."""
 
 
+class InvalidAETitleError(AiodicomError, ValueError):
+    """An AE title breaks PS3.5's AE value representation.
+
+    At most 16 characters of the default repertoire, no backslash, no control
+    character, not empty or all spaces (leading and trailing spaces do not
+    count). Raised for our own titles (``Server(ae_title=...)``, ``connect()``,
+    ``--aet``/``--aec``) before any connection is made, so a typo is a clear
+    error at start instead of a server that rejects everyone.
+    """
+
+
 # --- DIMSE --------------------------------------------------------------------
 
 

@@ -51,7 +51,10 @@ def rq(
     calling: str = "MODALITY",
     **kw: object,
 ) -> P.AssociateRQ:
-    return build_request(called, calling, contexts or [(CT, [IMPLICIT])], **kw)  # type: ignore[arg-type]
+    request = build_request("STORE_SCP", "MODALITY", contexts or [(CT, [IMPLICIT])], **kw)  # type: ignore[arg-type]
+    # The titles as a peer may send them (build_request refuses invalid ones of our own).
+    request.called_ae, request.calling_ae = called, calling
+    return request
 
 
 def accept(

@@ -15,7 +15,7 @@ from pynetdicom import pdu as pn_pdu
 from pynetdicom import pdu_primitives as pn_prim
 from pynetdicom.presentation import PresentationContext as PnContext
 
-from aiodicom.errors import PDUTooLargeError, ProtocolError
+from aiodicom.errors import InvalidAETitleError, PDUTooLargeError, ProtocolError
 from aiodicom.ul import pdu as P
 
 VERIFICATION = "1.2.840.10008.1.1"
@@ -838,10 +838,39 @@ def test_more_than_128_presentation_contexts() -> None:
     expect_error(_reframe(_associate_body(too_many)), P.REASON_INVALID_PARAMETER)
 
 
-def test_non_ascii_ae_title() -> None:
-    body = bytearray(_associate_body(APP + _context(1) + USER))
-    body[4] = 0xE9
-    expect_error(_reframe(bytes(body)), P.REASON_INVALID_PARAMETER)
+@pytest.mark.parametrize(
+    ("field", "expected"),
+    [
+        (b"\xe9CHO", "\xe9CHO"),  # a non-ASCII byte is kept as one character
+        (b"A\\B", "A\\B"),
+        (b"A\x01B", "A\x01B"),
+        (b"", ""),
+        (b"\0" * 16, ""),
+        (b"  PADDED  \0\0\0\0\0\0", "PADDED"),
+        (b"SIXTEEN-CHARS-AE", "SIXTEEN-CHARS-AE"),
+    ],
+)
+@pytest.mark.parametrize("pdu_type", [0x01, 0x02])
+def test_odd_ae_title_fields_decode_as_sent(field: bytes, expected: str, pdu_type: int) -> None:
+    """Decoding never aborts on a title: the acceptor rejects it with reason 3/7 instead,
+    and a requestor does not test what an A-ASSOCIATE-AC echoes (PS3.8 9.3.3)."""
+    items = APP + (_context(1) if pdu_type == 0x01 else _item(0x21, bytes((1, 0, 3, 0)))) + USER
+    for start in (4, 20):  # called, then calling
+        body = bytearray(_associate_body(items))
+        body[start : start + 16] = field.ljust(16)
+        decoded = P.decode_bytes(_reframe(bytes(body), pdu_type))
+        assert isinstance(decoded, (P.AssociateRQ, P.AssociateAC))
+        assert (decoded.called_ae if start == 4 else decoded.calling_ae) == expected
+
+
+@pytest.mark.parametrize(
+    "title", ["SEVENTEEN-CHARS-A", "A\\B", "TAB\tAE", "CAF\u00c9", "", "    ", "NUL\0AE"]
+)
+def test_invalid_ae_titles_are_never_encoded(title: str) -> None:
+    """Encoding refused to cut long titles silently: it raises, for either field."""
+    for called, calling in ((title, "OK"), ("OK", title)):
+        with pytest.raises(InvalidAETitleError):
+            P.encode(P.AssociateRQ(called, calling, [P.PresentationContextRQ(1, "1.2", ["1.2"])], P.UserInformation()))
 
 
 def test_malformed_associate_ac() -> None:

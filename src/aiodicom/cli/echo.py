@@ -10,6 +10,7 @@ from aiodicom.cli.net import (
     add_ae_options,
     add_timeout_options,
     add_tls_client_options,
+    check_ae_options,
     client_ssl,
     client_timeouts,
     configure_logging,
@@ -32,6 +33,7 @@ def _echo(args: argparse.Namespace) -> int:
     from aiodicom.dimse.client import connect
     from aiodicom.runner import run
 
+    check_ae_options(args)
     configure_logging(args.verbose, client=True)
 
     async def main() -> int:

@@ -18,6 +18,20 @@ def add_ae_options(parser: argparse.ArgumentParser, *, called_default: str = "AN
     parser.add_argument("--aec", default=called_default, help="the peer's (called) AE title [%(default)s]")
 
 
+def check_ae_options(args: argparse.Namespace) -> None:
+    """Refuse an invalid ``--aet``/``--aec``/``--allow`` before anything else happens.
+
+    Raises :class:`~aiodicom.errors.InvalidAETitleError` (printed as one line).
+    """
+    from aiodicom.codec.ae import normalize_ae_title
+
+    for option, value in (("--aet", args.aet), ("--aec", getattr(args, "aec", None))):
+        if value is not None:
+            normalize_ae_title(value, option)
+    for value in getattr(args, "allow", None) or ():
+        normalize_ae_title(value, "--allow")
+
+
 def add_timeout_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=float, default=30.0, help="connect/ACSE timeout in seconds [%(default)s]")
     parser.add_argument("--dimse-timeout", type=float, default=60.0, help="DIMSE timeout in seconds [%(default)s]")

@@ -11,7 +11,7 @@ from typing import Any
 
 import anyio
 
-from aiodicom.cli.net import configure_logging
+from aiodicom.cli.net import check_ae_options, configure_logging
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -83,6 +83,7 @@ def _receive(args: argparse.Namespace) -> int:
     from aiodicom.runner import run
     from aiodicom.ul.negotiation import DEFAULT_MAX_PDU_LENGTH
 
+    check_ae_options(args)
     configure_logging(args.verbose)
     output_dir: Path = args.output_dir
     output_dir.mkdir(parents=True, exist_ok=True)

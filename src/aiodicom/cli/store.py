@@ -41,6 +41,7 @@ from aiodicom.cli.net import (
     add_ae_options,
     add_timeout_options,
     add_tls_client_options,
+    check_ae_options,
     client_ssl,
     client_timeouts,
     configure_logging,
@@ -306,6 +307,7 @@ async def _send_batch(assoc: Any, run: StoreRun, batch: list[FileResult], progre
 def _store(args: argparse.Namespace) -> int:
     from aiodicom.runner import run as run_async
 
+    check_ae_options(args)
     configure_logging(args.verbose, client=True)
     run = StoreRun(args.host, args.port, args.aec, args.aet)
     by_encoding = _scan(args, run)

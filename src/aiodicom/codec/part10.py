@@ -22,6 +22,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO, Final
 
+from aiodicom.codec.ae import ae_title_problem
 from aiodicom.codec.scan import dataset_end, odd_length_elements, scan_elements, text
 from aiodicom.codec.uids import (
     DEFLATED_DATA_SET_SYNTAXES,
@@ -64,12 +65,10 @@ def _uid(what: str, value: str) -> bytes:
 
 
 def _ae(value: str) -> bytes:
-    try:
-        raw = value.strip().encode("ascii")
-    except (UnicodeEncodeError, AttributeError):
-        raise DicomFileError(f"source AE title must be ASCII, got {value!r}") from None
-    if not raw or len(raw) > 16 or b"\\" in raw:
-        raise DicomFileError(f"source AE title must be 1 to 16 characters, got {value!r}")
+    problem = ae_title_problem(value)
+    if problem is not None:
+        raise DicomFileError(f"source AE title {value!r} {problem}")
+    raw = value.strip(" ").encode("ascii")
     return raw + b" " if len(raw) & 1 else raw
 
 

@@ -12,8 +12,8 @@ import asyncio
 import itertools
 import os
 import ssl as _ssl
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -270,16 +270,11 @@ class ClientAssociation:
                 continue
             context_id, make, payload, changes = current
             async with self._slots:
-                mid = self._next_message_id()
-                pending = _Pending(asyncio.get_running_loop().create_future(), [])
-                self._pending[mid] = pending
-                try:
+                with self._expect_response() as (mid, pending):
                     command = C.encode_command(make(mid), has_dataset=True)
                     await self._association.send(context_id, command, payload)
                     upcoming = prepare(index + 1)  # while the peer stores this one
                     response = await self._wait(pending)
-                finally:
-                    self._pending.pop(mid, None)
             yield path, response.status.with_local_changes(changes)
 
     def _prepare_file(
@@ -388,30 +383,38 @@ class ClientAssociation:
 
     async def _store_streamed(self, context_id: int, rq_factory: Any, path: Path, offset: int, length: int) -> Status:
         async with self._slots:
-            mid = self._next_message_id()
-            pending = _Pending(asyncio.get_running_loop().create_future(), [])
-            self._pending[mid] = pending
-            try:
+            with self._expect_response() as (mid, pending):
                 command = C.encode_command(rq_factory(mid), has_dataset=True)
                 with open(path, "rb") as handle:
                     handle.seek(offset)
                     await self._association.send_streamed(context_id, command, handle.read, length)
                 rsp = await self._wait(pending)
-            finally:
-                self._pending.pop(mid, None)
         return rsp.status  # type: ignore[no-any-return]
 
     async def _request(self, context_id: int, make: Any, dataset: bytes | memoryview | None) -> Any:
         async with self._slots:
-            mid = self._next_message_id()
-            pending = _Pending(asyncio.get_running_loop().create_future(), [])
-            self._pending[mid] = pending
-            try:
+            with self._expect_response() as (mid, pending):
                 command = C.encode_command(make(mid), has_dataset=dataset is not None)
                 await self._association.send(context_id, command, dataset)
                 return await self._wait(pending)
-            finally:
-                self._pending.pop(mid, None)
+
+    @contextmanager
+    def _expect_response(self) -> Iterator[tuple[int, _Pending]]:
+        """Register a request's message ID for the reader, and always settle it after.
+
+        When sending fails (the peer aborted mid-data-set), nobody awaits the
+        future, yet the reader fails it with the same error: it must be marked
+        retrieved, or asyncio prints "Future exception was never retrieved" and a
+        long traceback after the one-line error the caller already reported.
+        """
+        mid = self._next_message_id()
+        pending = _Pending(asyncio.get_running_loop().create_future(), [])
+        self._pending[mid] = pending
+        try:
+            yield mid, pending
+        finally:
+            self._pending.pop(mid, None)
+            _settle(pending.future)
 
     async def _wait(self, pending: _Pending) -> Any:
         try:
@@ -467,6 +470,14 @@ def _repair(payload: bytes | memoryview, transfer_syntax: str) -> tuple[bytes | 
         return payload, ()
     tags = ", ".join(f"({tag >> 16:04X},{tag & 0xFFFF:04X})" for tag in padded)
     return payload, (f"padded odd-length {tags}",)
+
+
+def _settle(future: asyncio.Future[Any]) -> None:
+    """Cancel ``future`` if still open, else mark its exception (if any) as retrieved."""
+    if not future.done():
+        future.cancel()
+    elif not future.cancelled():
+        future.exception()
 
 
 def _read_range(path: Path | None, offset: int, length: int) -> bytes:

@@ -154,7 +154,6 @@ class Server:
         backlog: int = 128,
         observer: ServerObserver | None = None,
     ) -> None:
-        self.ae_title = ae_title
         self.host = host
         #: The port to listen on; once serving, the port actually bound (useful with 0).
         self.port = port
@@ -173,6 +172,8 @@ class Server:
             max_pdu_length=max_pdu_length,
             max_operations_performed=max_operations,
         )
+        #: Our title without insignificant spaces (an invalid one raised InvalidAETitleError).
+        self.ae_title = self.policy.ae_title
         self.max_associations = max_associations
         self.max_connections = max_associations * 2 + 8
         # Lenient with peers exceeding our maximum, within a hard cap.
@@ -189,7 +190,7 @@ class Server:
         self._task_group: anyio.abc.TaskGroup | None = None
         self._stop: asyncio.Event | None = None
         self._grace = 10.0
-        self.log = _log.bind(ae=ae_title)
+        self.log = _log.bind(ae=self.ae_title)
         #: Gets counts and timings (associations, requests, rejections) when set; see aiodicom.metrics.
         self.observer = observer
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
+from aiodicom.codec.ae import ae_title_problem, normalize_ae_title
 from aiodicom.codec.uids import (
     APPLICATION_CONTEXT_NAME,
     IMPLEMENTATION_CLASS_UID,
@@ -54,9 +55,31 @@ class AcceptorPolicy:
     #: SOP classes for which we accept the requestor acting as SCP (C-GET sub-operations).
     accept_scp_role_for: Collection[str] = field(default_factory=tuple)
 
+    def __post_init__(self) -> None:
+        # Our own titles are checked once, here: an invalid one is a start-up error
+        # (InvalidAETitleError), never a server that silently rejects every peer.
+        self.ae_title = normalize_ae_title(self.ae_title, "our AE title")
+        if self.calling_ae_allowlist is not None:
+            self.calling_ae_allowlist = frozenset(
+                normalize_ae_title(title, "allowed calling AE title") for title in self.calling_ae_allowlist
+            )
 
-def _strip(title: str) -> str:
-    return title.strip(" ")
+
+def check_ae_titles(rq: P.AssociateRQ, policy: AcceptorPolicy) -> P.AssociateRJ | None:
+    """The rejection the requested AE titles deserve, or None (PS3.8 table 9-21).
+
+    An invalid or unknown called title is reason 7, an invalid or unlisted calling
+    title reason 3, both permanent from the service user: retrying cannot help.
+    Leading and trailing spaces are not significant.
+    """
+    called, calling = rq.called_ae.strip(" "), rq.calling_ae.strip(" ")
+    if ae_title_problem(called) is not None or (policy.require_called_ae and called != policy.ae_title):
+        return _reject(P.RJ_SOURCE_USER, P.RJ_USER_CALLED_AE_NOT_RECOGNIZED)
+    if ae_title_problem(calling) is not None or (
+        policy.calling_ae_allowlist is not None and calling not in policy.calling_ae_allowlist
+    ):
+        return _reject(P.RJ_SOURCE_USER, P.RJ_USER_CALLING_AE_NOT_RECOGNIZED)
+    return None
 
 
 def negotiate(
@@ -68,12 +91,9 @@ def negotiate(
     """
     if rq.application_context != APPLICATION_CONTEXT_NAME:
         return _reject(P.RJ_SOURCE_USER, P.RJ_USER_APPLICATION_CONTEXT_NOT_SUPPORTED), []
-    if policy.require_called_ae and _strip(rq.called_ae) != _strip(policy.ae_title):
-        return _reject(P.RJ_SOURCE_USER, P.RJ_USER_CALLED_AE_NOT_RECOGNIZED), []
-    if policy.calling_ae_allowlist is not None and _strip(rq.calling_ae) not in {
-        _strip(t) for t in policy.calling_ae_allowlist
-    }:
-        return _reject(P.RJ_SOURCE_USER, P.RJ_USER_CALLING_AE_NOT_RECOGNIZED), []
+    rejection = check_ae_titles(rq, policy)
+    if rejection is not None:
+        return rejection, []
 
     info = rq.user_information
     reply = P.UserInformation(
@@ -202,7 +222,11 @@ def build_request(
     role_selections: Iterable[P.RoleSelection] = (),
     user_identity: P.UserIdentityRQ | None = None,
 ) -> P.AssociateRQ:
-    """An A-ASSOCIATE-RQ proposing ``(abstract syntax, transfer syntaxes)`` pairs in order."""
+    """An A-ASSOCIATE-RQ proposing ``(abstract syntax, transfer syntaxes)`` pairs in order.
+
+    Invalid AE titles raise :class:`~aiodicom.errors.InvalidAETitleError` here,
+    before any connection is opened.
+    """
     presentation = [
         P.PresentationContextRQ(2 * index + 1, abstract, list(syntaxes))
         for index, (abstract, syntaxes) in enumerate(contexts)
@@ -212,8 +236,8 @@ def build_request(
     if len(presentation) > 128:
         raise ValueError(f"{len(presentation)} presentation contexts proposed; at most 128 fit")
     return P.AssociateRQ(
-        called_ae=called_ae,
-        calling_ae=calling_ae,
+        called_ae=normalize_ae_title(called_ae, "called AE title"),
+        calling_ae=normalize_ae_title(calling_ae, "calling AE title"),
         presentation_contexts=presentation,
         user_information=P.UserInformation(
             max_pdu_length=max_pdu_length,

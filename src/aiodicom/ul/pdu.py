@@ -13,6 +13,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 
+from aiodicom.codec.ae import AE_TITLE_LENGTH, normalize_ae_title
 from aiodicom.errors import PDUTooLargeError, ProtocolError
 
 # A-ABORT reasons (PS3.8 table 9-26), used as ProtocolError.abort_reason.
@@ -237,9 +238,11 @@ PDU = AssociateRQ | AssociateAC | AssociateRJ | PDataTF | ReleaseRQ | ReleaseRP 
 # --- encoding ---------------------------------------------------------------------
 
 
-def _ae(title: str) -> bytes:
-    raw = title.encode("ascii", "replace")[:16]
-    return raw.ljust(16, b" ")
+def _ae(title: str, what: str) -> bytes:
+    """A 16-byte AE title field. An invalid title raises instead of being cut or
+    mangled: a cut title names another AE (and `require_called_ae` with a long
+    title rejected every peer)."""
+    return normalize_ae_title(title, what).encode("ascii").ljust(AE_TITLE_LENGTH, b" ")
 
 
 def _uid(uid: str) -> bytes:
@@ -327,8 +330,8 @@ def _encode_associate(pdu: AssociateRQ | AssociateAC) -> bytes:
     body = (
         _U16.pack(pdu.protocol_version)
         + b"\x00\x00"
-        + _ae(pdu.called_ae)
-        + _ae(pdu.calling_ae)
+        + _ae(pdu.called_ae, "called AE title")
+        + _ae(pdu.calling_ae, "calling AE title")
         + bytes(32)
         + b"".join(items)
     )
@@ -463,6 +466,18 @@ def _text(raw: bytes | memoryview, what: str) -> str:
         raise ProtocolError(f"{what} is not ASCII", REASON_INVALID_PARAMETER) from None
 
 
+def _ae_field(raw: memoryview) -> str:
+    """An AE title field as received, insignificant spaces (and NUL padding) removed.
+
+    Not validated here and never an abort: the field is always exactly 16 bytes,
+    and an odd title is the acceptor's to refuse with the right A-ASSOCIATE-RJ
+    reason (3 or 7, see :mod:`aiodicom.ul.negotiation`), while a requestor does
+    not test the titles an A-ASSOCIATE-AC echoes (PS3.8 9.3.3). Latin-1 keeps
+    every byte as one character, so a validator sees exactly what was sent.
+    """
+    return bytes(raw).decode("latin-1").rstrip("\0 ").lstrip(" ")
+
+
 def _iter_items(body: memoryview, what: str) -> Iterator[tuple[int, memoryview]]:
     offset = 0
     end = len(body)
@@ -574,8 +589,8 @@ def _decode_associate(pdu_type: int, body: memoryview) -> AssociateRQ | Associat
     if len(body) < 68:
         raise ProtocolError(f"{name} shorter than its fixed fields", REASON_INVALID_PARAMETER)
     (version,) = _U16.unpack_from(body)
-    called = _text(body[4:20], "called AE title")
-    calling = _text(body[20:36], "calling AE title")
+    called = _ae_field(body[4:20])
+    calling = _ae_field(body[20:36])
     app_context: str | None = None
     user_info: UserInformation | None = None
     rq_contexts: list[PresentationContextRQ] = []
