@@ -6,8 +6,6 @@ Peer processes (DCMTK, pynetdicom, ``aiodicom receive``) are started with the he
 
 from __future__ import annotations
 
-import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -19,33 +17,21 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from aiodicom.synthetic import write_study  # noqa: E402
-from peers import missing_dcmtk_tools  # noqa: E402
+from peers import require_dcmtk, require_dicom3tools  # noqa: E402
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Skip ``dcmtk`` (``dicom3tools``) tests on a machine without DCMTK (dciodvfy),
-    with the reason spelled out.
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Tests marked ``dcmtk`` (optionally naming their tools) need DCMTK; ``dicom3tools``
+    ones need dciodvfy.
 
-    CI installs both, so there a missing tool must fail loudly rather than turn the
-    interoperability tests into silent skips: set ``AIODICOM_REQUIRE_DCMTK=1``.
+    Without it they skip, with the reason spelled out; with the "DCMTK required" switch
+    on (``AIODICOM_REQUIRE_DCMTK=1``, set by ``./dev`` and CI) they fail instead, so
+    interoperability tests never turn into silent skips where DCMTK should be.
     """
-    if os.environ.get("AIODICOM_REQUIRE_DCMTK") == "1":
-        return
-    reasons = {}
-    missing = missing_dcmtk_tools()
-    if missing:
-        reasons["dcmtk"] = (
-            f"DCMTK not installed (missing {', '.join(missing)}); "
-            "apt-get install dcmtk, or run ./dev test"
-        )
-    if shutil.which("dciodvfy") is None:
-        reasons["dicom3tools"] = (
-            "dciodvfy not installed; apt-get install dicom3tools, or run ./dev test"
-        )
-    for item in items:
-        for marker, reason in reasons.items():
-            if marker in item.keywords:
-                item.add_marker(pytest.mark.skip(reason=reason))
+    for marker in item.iter_markers("dcmtk"):
+        require_dcmtk(*marker.args)
+    if item.get_closest_marker("dicom3tools") is not None:
+        require_dicom3tools()
 
 
 @pytest.fixture

@@ -36,10 +36,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+import pytest
+
 LOCALHOST = "127.0.0.1"
 
-#: The DCMTK programs the test suite drives; a machine without them skips ``dcmtk`` tests.
+#: The DCMTK programs the test suite drives; a machine without them skips ``dcmtk`` tests
+#: (and fails them when :data:`REQUIRE_DCMTK_ENV` is ``1``, as under ``./dev``).
 DCMTK_TOOLS = (
+    "dcmconv",
     "storescp",
     "storescu",
     "echoscu",
@@ -92,6 +96,50 @@ def dcmtk(tool: str) -> str | None:
 def missing_dcmtk_tools(tools: Sequence[str] = DCMTK_TOOLS) -> list[str]:
     """The DCMTK programs not found (empty when DCMTK is fully installed)."""
     return [tool for tool in tools if dcmtk(tool) is None]
+
+
+#: The project's "DCMTK required" switch: set to ``1`` by ``./dev`` and CI. It also covers
+#: dicom3tools (dciodvfy), which ``./dev`` installs alongside.
+REQUIRE_DCMTK_ENV = "AIODICOM_REQUIRE_DCMTK"
+
+
+def dcmtk_required() -> bool:
+    """True when a missing DCMTK (or dicom3tools) tool must fail a test rather than skip it."""
+    return os.environ.get(REQUIRE_DCMTK_ENV) == "1"
+
+
+def _require(why: str | None) -> None:
+    """Skip the running test for ``why`` (a missing tool), or fail it under the switch."""
+    if why is None:
+        return
+    if dcmtk_required():
+        pytest.fail(f"{REQUIRE_DCMTK_ENV}=1 requires it, but {why}", pytrace=False)
+    pytest.skip(why)
+
+
+def require_dcmtk(*tools: str) -> None:
+    """Skip the running test when DCMTK ``tools`` (default: all) are missing, or fail it
+    when the "DCMTK required" switch is on.
+
+    The one place deciding what a missing DCMTK means: the ``dcmtk`` marker
+    (``@pytest.mark.dcmtk`` or ``@pytest.mark.dcmtk("dcmcjpeg")``, see conftest.py) and
+    fixtures call it, so no DCMTK-dependent test can skip silently where DCMTK is required.
+    """
+    missing = missing_dcmtk_tools(tools or DCMTK_TOOLS)
+    _require(
+        f"DCMTK is not installed (missing {', '.join(missing)}); apt-get install dcmtk, or run ./dev test"
+        if missing
+        else None
+    )
+
+
+def require_dicom3tools() -> None:
+    """:func:`require_dcmtk` for dicom3tools' ``dciodvfy`` (the ``dicom3tools`` marker)."""
+    _require(
+        "dciodvfy is not installed; apt-get install dicom3tools, or run ./dev test"
+        if shutil.which("dciodvfy") is None
+        else None
+    )
 
 
 def _resolve_dcmtk(args: Sequence[str]) -> list[str]:

@@ -263,3 +263,39 @@ def test_run_dcmtk_async_kills_a_tool_that_overruns(tmp_path: Path) -> None:
         # storescp never exits by itself: a stand-in for a hung client tool.
         asyncio.run(run_dcmtk_async(["storescp", "--ignore", str(port)], timeout=0.5))
     assert _accepts(port) is False
+
+
+# --- the "DCMTK required" switch ----------------------------------------------------------------
+
+#: One test per way a test depends on DCMTK: the bare marker, a marker naming its tools,
+#: and a fixture that needs a tool.
+_DCMTK_DEPENDENT = (
+    "tests/test_peers_harness.py::test_run_dcmtk_runs_the_real_dcmtk",
+    "tests/codec/test_part10.py::test_dcmdump_check_can_fail",
+    "tests/factory/test_pdf_validate.py::test_pdf_parses_cleanly",
+)
+
+
+@pytest.mark.parametrize("required", [True, False], ids=["switch-on", "switch-off"])
+def test_missing_dcmtk_fails_under_the_switch_and_skips_otherwise(tmp_path: Path, required: bool) -> None:
+    """Where DCMTK is required (./dev, CI), a DCMTK-dependent test never skips silently."""
+    empty = tmp_path / "no-dcmtk"
+    empty.mkdir()
+    env = {**os.environ, "AIODICOM_DCMTK_BIN": str(empty)}
+    env.pop("AIODICOM_REQUIRE_DCMTK", None)
+    if required:
+        env["AIODICOM_REQUIRE_DCMTK"] = "1"
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", *_DCMTK_DEPENDENT],
+        cwd=root, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    summary = result.stdout.strip().splitlines()[-1]
+    if required:
+        # Failed in set-up, which pytest counts as errors: either way the run fails.
+        assert result.returncode == 1 and f"{len(_DCMTK_DEPENDENT)} errors" in summary, result.stdout
+        assert "skipped" not in summary, result.stdout
+        assert result.stdout.count("AIODICOM_REQUIRE_DCMTK=1 requires it, but DCMTK is not installed") >= len(_DCMTK_DEPENDENT)
+    else:
+        assert result.returncode == 0 and f"{len(_DCMTK_DEPENDENT)} skipped" in summary, result.stdout
+        assert "DCMTK is not installed (missing " in result.stdout

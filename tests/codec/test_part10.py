@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import io
 import os
-import shutil
 import struct
 import subprocess
 import warnings
@@ -33,15 +32,9 @@ ALL_UNCOMPRESSED = [
     uids.DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
 ]
 
-_needs_dcmtk = pytest.mark.skipif(
-    shutil.which("dcmdump") is None or shutil.which("dcmconv") is None,
-    reason="DCMTK command-line tools not installed",
-)
-
-
 def dcmtk(test: Any) -> Any:
-    """Mark a test that runs DCMTK tools (skipped where they are missing)."""
-    return pytest.mark.dcmtk(_needs_dcmtk(test))
+    """Mark a test that runs dcmdump and dcmconv (see the ``dcmtk`` marker in conftest.py)."""
+    return pytest.mark.dcmtk("dcmdump", "dcmconv")(test)
 
 
 def run_dcmtk(*args: str) -> subprocess.CompletedProcess[str]:

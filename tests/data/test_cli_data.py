@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -135,7 +134,7 @@ def test_show_a_file_without_pixels(tmp_path: Path, capsys: pytest.CaptureFixtur
 
 
 @pytest.mark.dcmtk
-@pytest.mark.skipif(shutil.which("dcmcjpeg") is None, reason="DCMTK dcmcjpeg not installed")
+@pytest.mark.dcmtk("dcmcjpeg")
 def test_show_still_prints_the_header_when_pixels_cannot_be_decoded(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

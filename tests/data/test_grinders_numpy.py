@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -187,7 +186,7 @@ def test_rle_compressed_decodes_through_pydicom(tmp_path: Path) -> None:
 
 
 @pytest.mark.dcmtk
-@pytest.mark.skipif(shutil.which("dcmcjpeg") is None, reason="DCMTK dcmcjpeg not installed")
+@pytest.mark.dcmtk("dcmcjpeg")
 def test_jpeg_needs_the_codecs_extra_or_decodes_exactly(tmp_path: Path) -> None:
     stored, affine = _ct(2)
     plain = synth.write(synth.make_series(stored, affine, bits_stored=12), tmp_path / "plain")
@@ -447,7 +446,7 @@ def test_any_integer_rescale_is_exact_in_the_smallest_dtype(  # type: ignore[no-
 
 
 @pytest.mark.dcmtk
-@pytest.mark.skipif(shutil.which("dcmconv") is None, reason="DCMTK not installed")
+@pytest.mark.dcmtk("dcmconv")
 @pytest.mark.parametrize(
     "tool",
     [["dcmconv", "+ti"], ["dcmconv", "+te"], ["dcmconv", "+tb"], ["dcmconv", "+td"], ["dcmcrle"]],

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -13,6 +12,7 @@ from pydicom.dataset import Dataset
 
 from aiodicom.factory import write_series
 from factory.helpers import ct_parent
+from peers import require_dcmtk
 
 
 @pytest.fixture
@@ -26,8 +26,7 @@ DcmdumpCheck = Callable[[Sequence[Dataset] | Sequence[Path], Path], list[Path]]
 @pytest.fixture
 def dcmdump_clean() -> DcmdumpCheck:
     """Write data sets (or take files) and assert DCMTK's dcmdump reads them silently."""
-    if shutil.which("dcmdump") is None:
-        pytest.skip("DCMTK dcmdump not installed")
+    require_dcmtk("dcmdump")
 
     def check(items: Sequence[Dataset] | Sequence[Path], folder: Path) -> list[Path]:
         paths = [p for p in items if isinstance(p, Path)]

@@ -95,7 +95,7 @@ def test_from_nifti_like_parent(
         assert validate(ds) == []
     dcmdump_clean(files, tmp_path)
     # The voxels and the geometry are the NIfTI's (checked with part A's grinder).
-    nifti_grinder = pytest.importorskip("aiodicom.grinders.nifti").nifti_grinder
+    from aiodicom.grinders.nifti import nifti_grinder
     back = nifti_grinder(files)
     np.testing.assert_allclose(back.affine, ras, atol=1e-6)
     slope = float(datasets[0].RescaleSlope)

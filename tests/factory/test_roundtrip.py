@@ -19,10 +19,9 @@ from pydicom.dataset import Dataset
 
 from aiodicom.factory import build_series, validate
 from aiodicom.factory.blueprints import CT_SERIES, MR_SERIES, PET_SERIES, SECONDARY_CAPTURE_SERIES
+from aiodicom.grinders import nifti as grinders_nifti  # plain imports: never a reason to skip
+from aiodicom.grinders import numpy as grinders_numpy
 from factory.helpers import make_affine
-
-grinders_numpy = pytest.importorskip("aiodicom.grinders.numpy")
-grinders_nifti = pytest.importorskip("aiodicom.grinders.nifti")
 
 pytestmark = pytest.mark.filterwarnings("error::UserWarning")
 
