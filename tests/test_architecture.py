@@ -86,7 +86,7 @@ def test_ruff_is_clean() -> None:
         pytest.skip("ruff is not installed")
     root = SRC.parents[1]
     result = subprocess.run(
-        [sys.executable, "-m", "ruff", "check", "src", "tests", "benchmarks", "examples"],
+        [sys.executable, "-m", "ruff", "check", "src", "tests", "benchmarks", "examples", "fuzz"],
         cwd=root,
         capture_output=True,
         text=True,

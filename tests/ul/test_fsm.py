@@ -840,3 +840,54 @@ def test_pdus_above_our_announced_maximum_are_accepted_up_to_the_cap() -> None:
     (event,) = ul.receive_data(big)
     assert isinstance(event, DataReceived) and len(event.pdvs[0].data) == 200_000
     assert state_of(ul) is S.STA6
+
+
+# --- answers that come after the association ended -----------------------------------------------
+
+_GONE = {
+    "second-rq": P.encode(RQ),  # Evt6 in Sta3 or Sta8: AA-8, the association is aborted
+    "garbage": UNKNOWN_PDU,  # Evt19: AA-8
+    "peer-abort": abort_bytes(0, 0),  # Evt16: AA-3, the peer ended it
+}
+
+
+@pytest.mark.parametrize("ending", _GONE.values(), ids=_GONE.keys())
+@pytest.mark.parametrize("answer", ["accept", "reject"])
+def test_answering_an_association_that_ended_meanwhile_is_ignored(ending: bytes, answer: str) -> None:
+    """receive_data reports every event of its bytes: an A-ASSOCIATE indication may be
+    followed, in the same call, by a PDU that ends the association. Answering it then
+    sends nothing and raises nothing (found by fuzz/fuzz_pdu.py)."""
+    ul = _acceptor_sta2()
+    events = ul.receive_data(P.encode(RQ) + ending)
+    assert isinstance(events[0], AssociationRequested)
+    sent = ul.data_to_send()
+    getattr(ul, answer)(AC if answer == "accept" else RJ)
+    assert ul.data_to_send() == [] and ul.state in (S.STA1, S.STA13)
+    assert sent == [] or P.decode_bytes(b"".join(sent)).__class__ is P.Abort
+
+
+@pytest.mark.parametrize("ending", [*_GONE.values(), None], ids=[*_GONE.keys(), "connection-lost"])
+@pytest.mark.parametrize("role", [Role.REQUESTOR, Role.ACCEPTOR])
+def test_answering_a_release_after_the_association_ended_is_ignored(ending: bytes | None, role: Role) -> None:
+    """A server answers A-RELEASE-RQ only once its operations finished; the peer may have
+    aborted or closed by then. That answer must not raise (it would end the server task)."""
+    ul = _sta6(role)
+    (event,) = ul.receive_data(P.encode(P.ReleaseRQ()))
+    assert isinstance(event, ReleaseRequested)
+    if ending is None:
+        ul.connection_lost()
+    else:
+        ul.receive_data(ending)
+    ul.data_to_send()
+    assert ul.release_response() == []
+    assert ul.data_to_send() == []
+
+
+def test_an_answer_without_an_indication_still_raises() -> None:
+    for ul in (_acceptor_sta2(), UpperLayer(Role.ACCEPTOR)):
+        with pytest.raises(LocalProtocolError):
+            ul.accept(AC)
+    ul = _sta6(Role.ACCEPTOR)
+    ul.receive_data(abort_bytes(0, 0))
+    with pytest.raises(LocalProtocolError):
+        ul.release_response()

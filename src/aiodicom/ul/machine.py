@@ -113,6 +113,8 @@ class UpperLayer:
         self._out: list[bytes | bytearray | memoryview] = []
         self._pending_rq: P.AssociateRQ | None = None
         self._rx = bytearray()
+        #: The indication the local user still has to answer (see ``_answer_is_stale``).
+        self._unanswered: type[AssociationRequested] | type[ReleaseRequested] | None = None
 
     # --- output -----------------------------------------------------------------
 
@@ -280,6 +282,7 @@ class UpperLayer:
                 self.artim_running = True
                 return []
             self._goto(event, action, State.STA3)
+            self._unanswered = AssociationRequested
             return [AssociationRequested(pdu)]
         self._step(event)
         if action == "AE-3":
@@ -293,9 +296,11 @@ class UpperLayer:
             assert isinstance(pdu, P.PDataTF)
             return [DataReceived(pdu.pdvs)]
         if action == "AR-2":
+            self._unanswered = ReleaseRequested
             return [ReleaseRequested()]
         if action == "AR-8":
             self._goto(event, action, State.STA9 if self.role is Role.REQUESTOR else State.STA10)
+            self._unanswered = ReleaseRequested
             return [ReleaseRequested(collision=True)]
         if action == "AR-3":
             self.should_close = True
@@ -313,13 +318,34 @@ class UpperLayer:
 
     # --- local primitives ------------------------------------------------------------------
 
+    def _answer_is_stale(self, indication: type[AssociationRequested] | type[ReleaseRequested]) -> bool:
+        """True when the association ended (A-ABORT sent or received, connection lost)
+        before the local user answered an A-ASSOCIATE or A-RELEASE indication.
+
+        :meth:`receive_data` reports every event of the bytes it was given, so an
+        indication may be followed by a PDU that aborted the association (a second
+        A-ASSOCIATE-RQ, garbage after an A-RELEASE-RQ); and a server answers a release
+        only after its last operations finished, by which time the peer may have
+        aborted. Such an answer has nothing left to answer: it is ignored, like
+        :meth:`abort` in those states, rather than raised as our own mistake. Answering
+        an indication that was never given still raises :class:`LocalProtocolError`.
+        """
+        if self._unanswered is not indication:
+            return False
+        self._unanswered = None
+        return self.state in (State.STA1, State.STA13)
+
     def accept(self, ac: P.AssociateAC) -> None:
         """Evt7: answer an A-ASSOCIATE indication with acceptance."""
+        if self._answer_is_stale(AssociationRequested):
+            return
         self._step(Event.EVT7)
         self._out.append(P.encode(ac))
 
     def reject(self, rj: P.AssociateRJ) -> None:
         """Evt8: answer an A-ASSOCIATE indication with rejection."""
+        if self._answer_is_stale(AssociationRequested):
+            return
         self._step(Event.EVT8)
         self._out.append(P.encode(rj))
         self.artim_running = True
@@ -337,6 +363,8 @@ class UpperLayer:
 
     def release_response(self) -> list[UpperLayerEvent]:
         """Evt14: answer an A-RELEASE indication."""
+        if self._answer_is_stale(ReleaseRequested):
+            return []
         action = self._step(Event.EVT14)
         self._out.append(P.encode(P.ReleaseRP()))
         if action == "AR-4":
