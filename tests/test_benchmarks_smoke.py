@@ -79,3 +79,26 @@ def test_profile_run_writes_and_reports_a_cprofile_of_aiodicom(tmp_path: Path) -
     assert result.returncode == 0, result.stdout + result.stderr
     assert "### cProfile of aiodicom" in result.stdout
     assert list((tmp_path / "results" / "profiles").glob("aiodicom-*.prof"))
+
+
+@pytest.mark.dcmtk("storescu")
+@pytest.mark.parametrize("sender", ["aiodicom", "storescu"])
+def test_soak_runs_small_and_checks_every_instance(tmp_path: Path, sender: str) -> None:
+    """bench_soak end to end at a tiny size. RSS is not judged here (a tiny run says
+    nothing about leaks); descriptors, failures and stored-once are."""
+    result = subprocess.run(
+        [
+            sys.executable, str(BENCHMARKS / "bench_soak.py"), "--associations", "24",
+            "--concurrency", "8", "--sender", sender, "--rss-tolerance-mb", "100000",
+            "--results-dir", str(tmp_path / "results"), "--workdir", str(tmp_path / "work"),
+        ],
+        capture_output=True, text=True, env=peer_env(), timeout=110,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    (saved,) = (tmp_path / "results").glob("bench_soak-*.json")
+    data = json.loads(saved.read_text())
+    checks = {c["check"]: c for c in data["checks"]}
+    assert checks["every instance stored once"]["ok"]
+    assert "64 answered with success, 64 files" in checks["every instance stored once"]["detail"]
+    assert [p["associations"] for p in data["phases"]] == [16, 24, 24]
+    assert all(c["ok"] for c in data["checks"])
