@@ -43,7 +43,8 @@ PDU_CAP = 1 << 20
 
 def load() -> tuple[Check, Sequence[bytes]]:
     from aiodicom.dimse import command as C
-    from aiodicom.errors import DimseError, ProtocolError
+    from aiodicom.dimse.client import _client_decoder
+    from aiodicom.errors import ProtocolError
     from aiodicom.ul import machine as M
     from aiodicom.ul import pdu as P
     from aiodicom.ul.assembly import MessageAssembler
@@ -59,26 +60,9 @@ def load() -> tuple[Check, Sequence[bytes]]:
         "FUZZ-SCP", "FUZZ-SCU", [(VERIFICATION, [IMPLICIT]), (CT, [EXPLICIT, IMPLICIT])], async_ops_window=(4, 1)
     )
 
-    class Sink:
-        def __init__(self) -> None:
-            self.size = 0
-
-        def write(self, data: memoryview) -> None:
-            self.size += len(data)
-
-        def finish(self) -> None:
-            pass
-
-        def discard(self) -> None:
-            pass
-
-    def decode_command(context_id: int, data: bytes) -> tuple[Any, Sink | None]:
-        # As the server's and client's decoders do: a bad command set is a protocol error.
-        try:
-            message, has_dataset = C.decode_command(data)
-        except DimseError as exc:
-            raise ProtocolError(f"malformed command set: {exc}", P.REASON_INVALID_PARAMETER) from exc
-        return message, (Sink() if has_dataset else None)
+    # The client's command decoder (a bad command set is a ProtocolError, as in the
+    # server); it never looks at its association argument.
+    decode_command = _client_decoder(None)
 
     def decode_stream(data: bytes) -> None:
         view = memoryview(data)
