@@ -27,7 +27,13 @@ from aiodicom.codec.part10 import encode_file_meta
 from aiodicom.dimse import command as C
 from aiodicom.dimse.client import connect
 from aiodicom.dimse.server import Server
-from aiodicom.errors import AiodicomError, AssociationRejected, DicomFileError, InvalidAETitleError
+from aiodicom.errors import (
+    AiodicomError,
+    AssociationRejected,
+    DicomFileError,
+    InvalidAETitleError,
+    MalformedCommandError,
+)
 from aiodicom.synthetic import CT_IMAGE_STORAGE
 from aiodicom.ul import pdu as P
 from aiodicom.ul.negotiation import build_request
@@ -116,6 +122,17 @@ def test_invalid_titles_raise_one_clear_line(title: str, why: str) -> None:
 def test_part10_source_ae_follows_the_same_rule(title: str, why: str) -> None:
     with pytest.raises(DicomFileError, match=why):
         encode_file_meta(CT_IMAGE_STORAGE, "1.2.3", "1.2.840.10008.1.2.1", source_ae=title)
+
+
+@pytest.mark.parametrize(("title", "why"), INVALID.values(), ids=INVALID.keys())
+def test_ae_title_elements_of_commands_follow_the_same_rule(title: str, why: str) -> None:
+    """Move Originator AE Title and Move Destination are AE titles too."""
+    with pytest.raises(MalformedCommandError, match=why):
+        C.encode_command(C.CStoreRQ(1, CT_IMAGE_STORAGE, "1.2.3", move_originator_ae_title=title), has_dataset=True)
+    with pytest.raises(MalformedCommandError, match=why):
+        C.encode_command(C.CMoveRQ(1, CT_IMAGE_STORAGE, title), has_dataset=True)
+    message, _ = C.decode_command(C.encode_command(C.CMoveRQ(1, CT_IMAGE_STORAGE, " DEST "), has_dataset=True))
+    assert isinstance(message, C.CMoveRQ) and message.move_destination == "DEST"
 
 
 # --- our own titles: refused at start ----------------------------------------------------------

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, TypeAlias
 
+from aiodicom.codec.ae import AE_TITLE_LENGTH, ae_title_problem
 from aiodicom.codec.uids import VERIFICATION_SOP_CLASS
 from aiodicom.dimse.status import Status
 from aiodicom.errors import MalformedCommandError
@@ -297,6 +298,15 @@ def _text(elem: int, value: str, limit: int) -> bytes:
     return _pack_hdr(0, elem, len(raw)) + raw
 
 
+def _ae(elem: int, value: str) -> bytes:
+    """An AE title element (Move Originator, Move Destination): the PS3.5 AE rule, as for
+    the titles of an association, so a title we could not negotiate is not sent here either."""
+    problem = ae_title_problem(value)
+    if problem is not None:
+        raise MalformedCommandError(f"{_label(elem)} {value!r} {problem}")
+    return _text(elem, value.strip(" "), AE_TITLE_LENGTH)
+
+
 def _at(elem: int, tags: tuple[int, ...]) -> bytes:
     try:
         raw = b"".join(struct.pack("<HH", t >> 16, t & 0xFFFF) for t in tags)
@@ -355,7 +365,7 @@ def encode_command(msg: Message, *, has_dataset: bool) -> bytes:
             _ui(0x1000, msg.affected_sop_instance_uid),
         ]
         if msg.move_originator_ae_title is not None:
-            parts.append(_text(0x1030, msg.move_originator_ae_title, 16))
+            parts.append(_ae(0x1030, msg.move_originator_ae_title))
         if msg.move_originator_message_id is not None:
             parts.append(_us(0x1031, msg.move_originator_message_id))
         return _finish(parts)
@@ -396,7 +406,7 @@ def encode_command(msg: Message, *, has_dataset: bool) -> bytes:
                 _ui(0x0002, msg.affected_sop_class_uid),
                 _CF_MOVE_RQ,
                 _us(0x0110, msg.message_id),
-                _text(0x0600, msg.move_destination, 16),
+                _ae(0x0600, msg.move_destination),
                 _us(0x0700, msg.priority),
                 dst,
             ]
