@@ -38,7 +38,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _harness as h  # noqa: E402
 
 import aiodicom  # noqa: E402
-from aiodicom import _log  # noqa: E402
 from aiodicom.synthetic import write_study  # noqa: E402
 
 #: The template instance's SOP Instance UID is replaced by one of the same length.
@@ -254,8 +253,8 @@ def main() -> int:
         args.associations = min(args.associations, 100)
     if args.warmup is None:
         args.warmup = max(2 * args.concurrency, args.associations // 10)
-    # Our client logs each association at info level; only errors matter here.
-    _log.set_minimum_level(logging.ERROR)
+    # Our client logs through the standard logging module; only errors matter here.
+    logging.getLogger("aiodicom").setLevel(logging.ERROR)
     if args.sender == "storescu":
         h.require_dcmtk()
     with h.scratch(args.workdir) as work:
