@@ -80,7 +80,11 @@ def _run_atheris(load: Loader, args: argparse.Namespace, rest: list[str]) -> int
 
     with atheris.instrument_imports(include=["aiodicom"]):
         check, seeds = load()
-    seed_dir = Path(tempfile.mkdtemp(prefix="aiodicom-fuzz-seeds-"))
+    # One corpus folder per target, reused by every run (libFuzzer exits the process, so a
+    # fresh temporary folder could never be removed): the seeds, plus what earlier runs
+    # found when no folder of the user's comes first.
+    seed_dir = Path(tempfile.gettempdir()) / f"aiodicom-fuzz-{Path(sys.argv[0]).stem}"
+    seed_dir.mkdir(exist_ok=True)
     for index, seed in enumerate(seeds):
         (seed_dir / f"seed-{index:03d}").write_bytes(seed)
     libfuzzer = [sys.argv[0], *rest]
