@@ -99,6 +99,20 @@ class DicomFileError(AiodicomError):
     """A file or byte string is not a DICOM data set we can read."""
 
 
+class MalformedDatasetError(DicomFileError):
+    """A data set's elements do not fit together: cut short, garbage, lengths past the end.
+
+    Raised by the structure walk (:mod:`aiodicom.codec.walk`) that a receiver
+    runs before acknowledging a data set and a sender runs before sending a
+    file. ``offset`` is where the problem was found, in data set bytes (after
+    the file meta; inflated bytes for a deflated data set).
+    """
+
+    def __init__(self, message: str, offset: int = 0) -> None:
+        super().__init__(message)
+        self.offset = offset
+
+
 # --- Codec and DIMSE command set (byte-level codecs) ---------------------------
 
 

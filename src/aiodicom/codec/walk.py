@@ -1,0 +1,378 @@
+"""Check a data set's element structure as its bytes arrive, without decoding values.
+
+A receiver must not acknowledge a data set that was cut short or is garbage:
+the sender deletes its copy on success. :class:`DatasetWalker` takes the
+bytes in any number of fragments (P-DATA values, file chunks) and walks the
+top-level element headers, stepping over each value by its length, so a large
+pixel data value costs one addition however many fragments it spans.
+Undefined-length sequences and encapsulated pixel data are stepped through by
+their item structure (items, item and sequence delimiters), iteratively, never
+by recursion. Nothing is re-read: a header split across two fragments is the
+only thing ever copied (at most 11 bytes).
+
+It also keeps the raw values of a few wanted top-level tags (the routing
+tags and the SOP UIDs), so one pass serves both the check and the receiver's
+routing. Whatever the input, the only error it raises is
+:class:`~aiodicom.errors.MalformedDatasetError`.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from collections.abc import Collection
+from pathlib import Path
+from typing import BinaryIO, Final
+
+from aiodicom.codec.scan import _LONG_VRS, _SHORT_VRS, _syntax
+from aiodicom.codec.uids import DEFLATED_DATA_SET_SYNTAXES
+from aiodicom.errors import MalformedDatasetError
+
+__all__ = ["DatasetWalker", "walk_dataset", "walk_file"]
+
+_UNDEFINED: Final = 0xFFFFFFFF
+_ITEM: Final = 0xFFFEE000
+_ITEM_END: Final = 0xFFFEE00D
+_SEQ_END: Final = 0xFFFEE0DD
+#: Values kept for a wanted tag are cut here: a routing tag or UID is never this long.
+_MAX_KEPT: Final = 64 * 1024
+#: Nesting deeper than this is garbage (and would let a small input build a large stack).
+_MAX_DEPTH: Final = 64
+#: Inflated bytes produced per step, so a small deflated bomb never sits whole in memory.
+_INFLATE_STEP: Final = 256 * 1024
+#: VRs that may have an undefined length (sequences, encapsulated pixel data, UN holding a sequence).
+_UNDEFINED_OK: Final = frozenset({b"SQ", b"UN", b"OB", b"OW"})
+
+_LE_IMPLICIT = struct.Struct("<HHI").unpack_from
+_BE_IMPLICIT = struct.Struct(">HHI").unpack_from
+_LE_EXPLICIT = struct.Struct("<HH2sH").unpack_from
+_BE_EXPLICIT = struct.Struct(">HH2sH").unpack_from
+_LE_UL = struct.Struct("<I").unpack_from
+_BE_UL = struct.Struct(">I").unpack_from
+
+# A frame of the nesting stack: (in a sequence (else in an item), implicit, big endian,
+# tag of the sequence it belongs to, absolute offset where it started).
+_Frame = tuple[bool, bool, bool, int, int]
+
+
+def _name(tag: int) -> str:
+    return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+
+
+def _not_an_element(tag: int, offset: int) -> MalformedDatasetError:
+    what = "a command element" if tag >> 16 == 0 else "an item or delimiter"
+    return MalformedDatasetError(f"{_name(tag)}, {what}, at offset {offset} is not a data set element", offset)
+
+
+class DatasetWalker:
+    """Walks one data set fed in fragments; see the module docstring.
+
+    Call :meth:`feed` with each fragment in order and :meth:`finish` after the
+    last one; either raises :class:`~aiodicom.errors.MalformedDatasetError`
+    naming what is wrong and where. After :meth:`finish`, :attr:`values`
+    holds the raw bytes (padding included, cut at 64 KiB) of the wanted tags
+    that are present at the top level.
+    """
+
+    __slots__ = (
+        "_implicit",
+        "_big",
+        "_inflater",
+        "_frames",
+        "_carry",
+        "_skip",
+        "_offset",
+        "_tag",
+        "_wanted",
+        "_pending",
+        "values",
+        "size",
+    )
+
+    def __init__(self, transfer_syntax: str, wanted: Collection[int] = ()) -> None:
+        self._implicit, self._big = _syntax(transfer_syntax)
+        self._inflater = zlib.decompressobj(-15) if transfer_syntax in DEFLATED_DATA_SET_SYNTAXES else None
+        self._frames: list[_Frame] = []
+        self._carry = b""  # the start of an element header cut by a fragment boundary
+        self._skip = 0  # bytes of the current value still to come
+        self._offset = 0  # absolute offset of the next byte fed (after inflation)
+        self._tag = -1  # the element whose value is being skipped (for messages)
+        self._wanted = frozenset(wanted)
+        self._pending: list[tuple[int, int, int]] = []  # wanted values: (tag, start, end)
+        self.values: dict[int, bytes] = {}
+        #: Bytes fed so far (as given, before any inflation).
+        self.size = 0
+
+    # --- feeding -------------------------------------------------------------------------
+
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        """Walk the next fragment."""
+        self.size += len(data)
+        if self._inflater is None:
+            self._feed(data)
+            return
+        inflater = self._inflater
+        if inflater.eof:
+            self._after_deflate_end(data)
+            return
+        try:
+            out = inflater.decompress(data, _INFLATE_STEP)
+            while True:
+                if out:
+                    self._feed(out)
+                if not inflater.unconsumed_tail:
+                    break
+                out = inflater.decompress(inflater.unconsumed_tail, _INFLATE_STEP)
+        except zlib.error as exc:
+            raise MalformedDatasetError(
+                f"deflated data set is corrupt near offset {self._offset}: {exc}", self._offset
+            ) from None
+        if inflater.eof and inflater.unused_data:
+            self._after_deflate_end(b"")
+
+    def _after_deflate_end(self, data: bytes | bytearray | memoryview) -> None:
+        assert self._inflater is not None
+        extra = len(self._inflater.unused_data) + len(data)
+        if extra > 1:  # one byte of padding to an even length is tolerated
+            raise MalformedDatasetError(
+                f"{extra} bytes follow the end of the deflated data set", self._offset
+            )
+
+    def _feed(self, data: bytes | bytearray | memoryview) -> None:
+        n = len(data)
+        base = self._offset
+        pos = 0
+        if self._skip:
+            pos = min(self._skip, n)
+            self._skip -= pos
+        if pos < n and self._carry:
+            pos = self._join(data, pos, base)
+        if pos < n:
+            pos = self._walk(data, pos, base)
+        if pos > n:
+            self._skip = pos - n
+        elif pos < n:
+            self._carry = bytes(data[pos:])
+        self._offset = base + n
+        if self._pending:
+            self._keep(data, base)
+
+    def _join(self, data: bytes | bytearray | memoryview, pos: int, base: int) -> int:
+        """Finish the element whose header was cut; return where to go on in ``data``.
+
+        The result may lie past the end of ``data`` (the value goes on).
+        """
+        carry = self._carry
+        extra = bytes(data[pos : pos + 12])
+        head = carry + extra
+        self._carry = b""
+        end = self._walk(head, 0, base + pos - len(carry), one=True)
+        if end < len(carry):  # still not a whole header: this fragment had too few bytes
+            self._carry = head[end:]
+            return len(data)
+        return pos + end - len(carry)
+
+    def _keep(self, data: bytes | bytearray | memoryview, base: int) -> None:
+        """Copy the parts of wanted values that lie in ``data`` (absolute ``base``)."""
+        limit = base + len(data)
+        still: list[tuple[int, int, int]] = []
+        for tag, start, end in self._pending:
+            if start < limit and end > base:
+                piece = bytes(data[max(start, base) - base : min(end, limit) - base])
+                self.values[tag] = self.values.get(tag, b"") + piece
+            if end > limit:
+                still.append((tag, start, end))
+        self._pending = still
+
+    # --- the walk ------------------------------------------------------------------------
+
+    def _walk(self, buf: bytes | bytearray | memoryview, pos: int, base: int, one: bool = False) -> int:
+        """Walk elements of ``buf`` from ``pos``; return where the walk stopped.
+
+        A result past ``len(buf)`` means a value runs into the next fragment by
+        that much; one before it means the header there is incomplete. With
+        ``one``, stop after one element (used for a header split by a boundary).
+        """
+        n = len(buf)
+        frames = self._frames
+        wanted = self._wanted
+        tag = -1
+        while pos + 8 <= n:
+            if frames:
+                pos = self._nested(buf, pos, base)
+                if pos < 0:
+                    return -pos - 1
+            elif self._implicit:
+                group, elem, length = (_BE_IMPLICIT if self._big else _LE_IMPLICIT)(buf, pos)
+                tag = (group << 16) | elem
+                if group == 0 or group == 0xFFFE:
+                    raise _not_an_element(tag, base + pos)
+                if length == _UNDEFINED:
+                    self._push(True, True, self._big, tag, base + pos)
+                    pos += 8
+                else:
+                    pos += 8 + length
+                    if tag in wanted:
+                        self._want(tag, base + pos - length, base + pos)
+            else:
+                group, elem, vr, length = (_BE_EXPLICIT if self._big else _LE_EXPLICIT)(buf, pos)
+                tag = (group << 16) | elem
+                if vr in _SHORT_VRS:
+                    header = 8
+                elif vr in _LONG_VRS:
+                    if pos + 12 > n:
+                        return pos
+                    (length,) = (_BE_UL if self._big else _LE_UL)(buf, pos + 8)
+                    header = 12
+                else:
+                    raise self._bad_vr(vr, tag, base + pos)
+                if group == 0 or group == 0xFFFE:
+                    raise _not_an_element(tag, base + pos)
+                if length == _UNDEFINED and header == 12:
+                    if vr not in _UNDEFINED_OK:
+                        raise MalformedDatasetError(
+                            f"{_name(tag)} {vr.decode('latin-1')} has an undefined length "
+                            f"at offset {base + pos}",
+                            base + pos,
+                        )
+                    un = vr == b"UN"  # holds implicit VR little endian (PS3.5 6.2.2)
+                    self._push(True, un, self._big and not un, tag, base + pos)
+                    pos += 12
+                else:
+                    pos += header + length
+                    if tag in wanted:
+                        self._want(tag, base + pos - length, base + pos)
+            if pos > n:
+                self._tag = frames[-1][3] if frames else tag
+                return pos
+            if one:
+                return pos
+        return pos
+
+    def _push(self, in_sequence: bool, implicit: bool, big: bool, tag: int, offset: int) -> None:
+        if len(self._frames) >= _MAX_DEPTH:
+            raise MalformedDatasetError(f"sequences nested deeper than {_MAX_DEPTH} at offset {offset}", offset)
+        self._frames.append((in_sequence, implicit, big, tag, offset))
+
+    def _want(self, tag: int, start: int, end: int) -> None:
+        self.values.pop(tag, None)
+        self._pending.append((tag, start, min(end, start + _MAX_KEPT)))
+
+    def _nested(self, buf: bytes | bytearray | memoryview, pos: int, base: int) -> int:
+        """One step inside an undefined-length sequence; ``-(pos + 1)`` when the header is cut."""
+        frames = self._frames
+        in_sequence, implicit, big, owner, _start = frames[-1]
+        group, elem, length = (_BE_IMPLICIT if big else _LE_IMPLICIT)(buf, pos)
+        tag = (group << 16) | elem
+        if in_sequence:
+            if tag == _ITEM:
+                if length == _UNDEFINED:
+                    self._push(False, implicit, big, owner, base + pos)
+                    return pos + 8
+                return pos + 8 + length
+            if tag == _SEQ_END:
+                frames.pop()
+                return pos + 8
+            raise MalformedDatasetError(
+                f"expected an item of {_name(owner)} at offset {base + pos}, found {_name(tag)}", base + pos
+            )
+        if tag == _ITEM_END:
+            frames.pop()
+            return pos + 8
+        if group == 0xFFFE:
+            raise MalformedDatasetError(
+                f"{_name(tag)} inside an item of {_name(owner)} at offset {base + pos}", base + pos
+            )
+        if implicit:
+            header = 8
+            vr = b""
+        else:
+            vr = bytes(buf[pos + 4 : pos + 6])
+            if vr in _SHORT_VRS:
+                header = 8
+                length = length & 0xFFFF if big else length >> 16
+            elif vr in _LONG_VRS:
+                if pos + 12 > len(buf):
+                    return -pos - 1
+                (length,) = (_BE_UL if big else _LE_UL)(buf, pos + 8)
+                header = 12
+            else:
+                raise self._bad_vr(vr, tag, base + pos)
+        if length == _UNDEFINED:
+            un = vr == b"UN"
+            self._push(True, implicit or un, big and not un, tag, base + pos)
+            return pos + header
+        return pos + header + length
+
+    @staticmethod
+    def _bad_vr(vr: bytes, tag: int, offset: int) -> MalformedDatasetError:
+        return MalformedDatasetError(
+            f"unknown VR {vr!r} for {_name(tag)} at offset {offset}", offset
+        )
+
+    # --- the end ------------------------------------------------------------------------
+
+    def finish(self) -> None:
+        """The data set ended: it must end on an element boundary, outside any sequence."""
+        if self._inflater is not None and not self._inflater.eof:
+            raise MalformedDatasetError(
+                f"deflated data set is cut short after {self._offset} inflated bytes", self._offset
+            )
+        if self._carry:
+            offset = self._offset - len(self._carry)
+            raise MalformedDatasetError(
+                f"data set ends inside an element header at offset {offset}", offset
+            )
+        if self._skip:
+            raise MalformedDatasetError(
+                f"data set ends inside {_name(self._tag)}: {self._skip} bytes missing", self._offset
+            )
+        if self._frames:
+            _, _, _, tag, offset = self._frames[-1]
+            raise MalformedDatasetError(
+                f"data set ends inside sequence {_name(tag)} begun at offset {offset}", self._offset
+            )
+        if self._offset == 0:
+            raise MalformedDatasetError("the data set is empty", 0)
+
+
+def walk_dataset(data: bytes | bytearray | memoryview, transfer_syntax: str, wanted: Collection[int] = ()) -> dict[int, bytes]:
+    """Walk a whole data set held in memory; return the wanted top-level values."""
+    walker = DatasetWalker(transfer_syntax, wanted)
+    walker.feed(data)
+    walker.finish()
+    return walker.values
+
+
+def walk_file(source: str | Path | BinaryIO, offset: int, transfer_syntax: str, *, chunk: int = 64 * 1024) -> None:
+    """Walk the data set of a file from ``offset`` to its end, seeking over large values.
+
+    Reads only element headers (and what shares their chunk): a 1 GiB pixel
+    data value is one seek. Used by a sender to refuse a truncated file before
+    anything goes on the wire.
+    """
+    if isinstance(source, (str, Path)):
+        with open(source, "rb") as handle:
+            walk_file(handle, offset, transfer_syntax, chunk=chunk)
+        return
+    walker = DatasetWalker(transfer_syntax)
+    handle = source
+    handle.seek(0, 2)
+    end = handle.tell()
+    position = offset
+    handle.seek(position)
+    while position < end:
+        if walker._skip > chunk and walker._inflater is None and not walker._pending:
+            step = min(walker._skip, end - position)
+            walker._skip -= step
+            walker._offset += step
+            walker.size += step
+            position += step
+            handle.seek(position)
+            continue
+        data = handle.read(min(chunk, end - position))
+        if not data:
+            break
+        position += len(data)
+        walker.feed(data)
+    walker.finish()
