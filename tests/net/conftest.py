@@ -81,7 +81,7 @@ class RunningServer:
         """Spool files holding data: the server keeps a few *empty* ones ready on purpose."""
         if not self.spool_dir.exists():
             return []
-        return sorted(p for p in self.spool_dir.iterdir() if p.is_file() and p.stat().st_size > 0)
+        return sorted(p for p in self.spool_dir.rglob("*.part") if p.stat().st_size > 0)
 
 
 @asynccontextmanager

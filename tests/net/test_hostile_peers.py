@@ -134,9 +134,9 @@ async def test_announced_length_0xffffffff_is_refused_before_any_body(
 
 async def test_pdu_above_our_maximum_but_under_the_cap_is_accepted(server: RunningServer) -> None:
     """Lenient: some peers ignore the maximum we announce; within the hard cap we read them."""
-    data = encode_dataset(make_dataset(rows=128, columns=128))
-    assert SERVER_MAX_PDU < len(data) + 12 < SERVER_PDU_CAP
     uid = new_uid()
+    data = encode_dataset(make_dataset(rows=128, columns=128, sop_instance_uid=uid))
+    assert SERVER_MAX_PDU < len(data) + 12 < SERVER_PDU_CAP
     with anyio.fail_after(TEST_TIMEOUT):
         async with raw_peer(server.port) as peer:
             await peer.associate()

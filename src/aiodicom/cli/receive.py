@@ -29,6 +29,9 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     receive.add_argument("--memory-threshold", type=int, default=0,
                          help="data sets larger than this many bytes stream to disk as they arrive; "
                          "smaller ones are written once complete [%(default)s: stream everything]")
+    receive.add_argument("--fsync", action="store_true",
+                         help="flush each file and its folder to disk before answering success "
+                         "(survives a power loss; batched across associations) [off: survives a crash]")
     receive.add_argument("--tls-cert", help="serve TLS with this certificate (PEM)")
     receive.add_argument("--tls-key", help="private key for --tls-cert (PEM)")
     receive.add_argument("--tls-ca", help="CA for client certificates")
@@ -102,6 +105,7 @@ def _receive(args: argparse.Namespace) -> int:
         ssl=_server_ssl(args),
         spool_dir=spool,
         memory_threshold=args.memory_threshold,
+        fsync=args.fsync,
         observer=_metrics_observer(args),
     )
 

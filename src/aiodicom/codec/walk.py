@@ -262,6 +262,9 @@ class DatasetWalker:
         """One step inside an undefined-length sequence; ``-(pos + 1)`` when the header is cut."""
         frames = self._frames
         in_sequence, implicit, big, owner, _start = frames[-1]
+        group: int
+        elem: int
+        length: int
         group, elem, length = (_BE_IMPLICIT if big else _LE_IMPLICIT)(buf, pos)
         tag = (group << 16) | elem
         if in_sequence:
@@ -352,8 +355,8 @@ def walk_file(source: str | Path | BinaryIO, offset: int, transfer_syntax: str, 
     anything goes on the wire.
     """
     if isinstance(source, (str, Path)):
-        with open(source, "rb") as handle:
-            walk_file(handle, offset, transfer_syntax, chunk=chunk)
+        with open(source, "rb") as opened:
+            walk_file(opened, offset, transfer_syntax, chunk=chunk)
         return
     walker = DatasetWalker(transfer_syntax)
     handle = source

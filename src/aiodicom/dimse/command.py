@@ -14,11 +14,12 @@ other exception. Unknown extra elements of group 0000 are ignored, in any order.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final, TypeAlias
+from typing import Any, Final, TypeAlias
 
 from aiodicom.codec.ae import AE_TITLE_LENGTH, ae_title_problem
 from aiodicom.codec.uids import VERIFICATION_SOP_CLASS
@@ -44,6 +45,8 @@ __all__ = [
     "Priority",
     "decode_command",
     "encode_command",
+    "encode_response",
+    "error_comment",
 ]
 
 
@@ -430,6 +433,42 @@ def encode_command(msg: Message, *, has_dataset: bool) -> bytes:
     if type(msg) is CCancelRQ:
         return _finish([_CF_CANCEL_RQ, _us(0x0120, msg.message_id_being_responded_to), dst])
     raise MalformedCommandError(f"cannot encode {type(msg).__name__} as a DIMSE command")
+
+
+def error_comment(text: str) -> str:
+    """``text`` made fit for (0000,0902) Error Comment: printable ASCII, at most 64 characters."""
+    cleaned = "".join(ch if " " <= ch <= "~" and ch != "\\" else "?" for ch in text)
+    return cleaned if len(cleaned) <= 64 else cleaned[:61] + "..."
+
+
+_RESPONSES: Final = (CEchoRSP, CStoreRSP, CFindRSP, CGetRSP, CMoveRSP)
+
+
+def encode_response(msg: Message) -> bytes:
+    """Encode a response built from a peer's request, whatever that request carried.
+
+    A response echoes the request's SOP Class and Instance UIDs, and those came
+    from the network: one longer than 64 characters (or otherwise unencodable)
+    is left out, since both are optional in every response (PS3.7 9.3, "U" or
+    "="), and an Error Comment is cut to what its VR holds. So a hostile
+    request gets its failure answered instead of making the answer raise.
+    """
+    try:
+        return encode_command(msg, has_dataset=False)
+    except MalformedCommandError:
+        if not isinstance(msg, _RESPONSES):
+            raise
+    changes: dict[str, Any] = {}
+    for name, elem in (("affected_sop_class_uid", 0x0002), ("affected_sop_instance_uid", 0x1000)):
+        value = getattr(msg, name, "")
+        try:
+            _ui(elem, value)
+        except MalformedCommandError:
+            changes[name] = ""
+    comment = getattr(msg, "error_comment", None)
+    if comment is not None:
+        changes["error_comment"] = error_comment(comment)
+    return encode_command(dataclasses.replace(msg, **changes), has_dataset=False)
 
 
 _DST_PRESENT: Final = _pack_us(0, 0x0800, 2, DATASET_PRESENT)

@@ -8,11 +8,11 @@ finish within a grace period, then aborts the rest. Nothing outlives ``serve``.
 from __future__ import annotations
 
 import asyncio
-import shutil
 import ssl as _ssl
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Collection
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ import anyio.abc
 
 from aiodicom._log import get_logger
 from aiodicom.codec import uids
+from aiodicom.codec.scan import text
 from aiodicom.codec.uids import (
     UNCOMPRESSED_TRANSFER_SYNTAXES,
     VERIFICATION_SOP_CLASS,
@@ -28,12 +29,23 @@ from aiodicom.codec.uids import (
 from aiodicom.dimse import command as C
 from aiodicom.dimse import status as S
 from aiodicom.dimse.events import ServerObserver
-from aiodicom.dimse.store import AssociationInfo, InstanceSink, ReceivedInstance, SpoolFiles
+from aiodicom.dimse.store import (
+    SOP_CLASS_UID,
+    SOP_INSTANCE_UID,
+    AssociationInfo,
+    GroupSync,
+    InstanceSink,
+    ReceivedInstance,
+    SpoolDirectory,
+    SpoolFiles,
+)
 from aiodicom.errors import (
+    AiodicomError,
     AssociationError,
     DicomFileError,
     DicomTimeoutError,
     DimseError,
+    MalformedDatasetError,
     ProtocolError,
 )
 from aiodicom.transport.association import (
@@ -96,6 +108,10 @@ class Server:
     An exception in a handler answers 0xA700 (out of resources) for C-STORE
     so the sender keeps its data and may retry.
 
+    Before any handler runs, a data set is checked: its element structure
+    (walked as it arrives; truncated or garbage: 0xC000) and its SOP Class and
+    Instance UIDs against the command's (missing: 0xC000, different: 0xA900).
+
     :param ae_title: our AE title, answered in A-ASSOCIATE-AC.
     :param host: the address to listen on; 127.0.0.1 by default, so nothing on the network
         reaches a server that was not told to listen there (``"0.0.0.0"``: every interface).
@@ -122,10 +138,16 @@ class Server:
     :param ssl: a server-side ``ssl.SSLContext`` to serve DICOM over TLS.
     :param timeouts: the waits the server bounds (:class:`Timeouts`).
     :param spool_dir: where data sets larger than ``memory_threshold`` are written as they
-        arrive (default: a temporary folder removed when ``serve`` returns). On the file
-        system of the archive, :meth:`ReceivedInstance.save` is a rename.
+        arrive (default: ``aiodicom-spool`` in the system's temporary folder). Several
+        processes may share it: each takes its own folder in it, removes the folders of
+        processes that are gone (kill -9) at start, and its own at stop, with ``spool_dir``
+        itself once empty. On the file system of the archive, :meth:`ReceivedInstance.save`
+        is a rename.
     :param memory_threshold: data sets up to this many bytes stay in memory.
     :param backlog: the listening socket's accept queue length.
+    :param fsync: flush every file a handler saved with :meth:`ReceivedInstance.save`, and
+        its folder, to disk before Success is sent (survives a power loss, not only a
+        crash), in batches shared by concurrent associations (:class:`GroupSync`).
     """
 
     def __init__(
@@ -153,6 +175,7 @@ class Server:
         memory_threshold: int = 1024 * 1024,
         backlog: int = 128,
         observer: ServerObserver | None = None,
+        fsync: bool = False,
     ) -> None:
         self.host = host
         #: The port to listen on; once serving, the port actually bound (useful with 0).
@@ -182,9 +205,12 @@ class Server:
         self.timeouts = timeouts
         self.memory_threshold = memory_threshold
         self.backlog = backlog
-        self._spool_dir_option = Path(spool_dir) if spool_dir is not None else None
+        self._spool_base = Path(spool_dir) if spool_dir is not None else Path(tempfile.gettempdir()) / "aiodicom-spool"
+        #: This server's own spool folder (inside ``spool_dir``) while it serves.
         self.spool_dir: Path | None = None
+        self._spool_folder: SpoolDirectory | None = None
         self._spool: SpoolFiles | None = None
+        self._syncer = GroupSync() if fsync else None
         self._connections: set[DicomProtocol] = set()
         self._associations: set[Association] = set()
         self._task_group: anyio.abc.TaskGroup | None = None
@@ -204,9 +230,8 @@ class Server:
         """
         loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        own_spool = self._spool_dir_option is None
-        self.spool_dir = self._spool_dir_option or Path(tempfile.mkdtemp(prefix="aiodicom-spool-"))
-        self.spool_dir.mkdir(parents=True, exist_ok=True)
+        self._spool_folder = SpoolDirectory(self._spool_base)
+        self.spool_dir = self._spool_folder.open()
         self._spool = SpoolFiles(self.spool_dir)
         try:
             listener = await loop.create_server(
@@ -218,9 +243,7 @@ class Server:
                 reuse_address=True,
             )
         except OSError:
-            self._spool.close()
-            if own_spool:
-                shutil.rmtree(self.spool_dir, ignore_errors=True)
+            self._close_spool()
             raise
         try:
             self.port = listener.sockets[0].getsockname()[1]
@@ -242,11 +265,14 @@ class Server:
                 if protocol.transport is not None:
                     protocol.transport.abort()
             self._task_group = None
-            if self._spool is not None:
-                self._spool.close()
-            if own_spool and self.spool_dir is not None:
-                shutil.rmtree(self.spool_dir, ignore_errors=True)
+            self._close_spool()
             self.log.info("stopped")
+
+    def _close_spool(self) -> None:
+        if self._spool is not None:
+            self._spool.close()
+        if self._spool_folder is not None:
+            self._spool_folder.close()
 
     async def _drain(self, grace: float) -> None:
         with anyio.move_on_after(grace):
@@ -372,6 +398,9 @@ class Server:
             association.abort()
         except AssociationError as exc:
             log.info("association_ended", error=str(exc))
+        except Exception as exc:  # noqa: BLE001 - a bug or hostile input ends this association only
+            log.error("association_failed", error=repr(exc))
+            association.abort()
         finally:  # also when cancelled at shutdown: the observer's active count never leaks
             self._associations.discard(association)
             if self.observer is not None:
@@ -399,7 +428,7 @@ class Server:
         async def run_one(item: AssembledMessage[Any]) -> None:
             try:
                 await self._dispatch(association, info, item)
-            except (AssociationError, DicomTimeoutError) as exc:
+            except Exception as exc:  # noqa: BLE001 - ends this association, see _run_association
                 failure.append(exc)
             finally:
                 slots.release()
@@ -415,44 +444,61 @@ class Server:
             raise failure[0]
 
     async def _dispatch(self, association: Association, info: AssociationInfo, message: AssembledMessage[Any]) -> None:
+        """Answer one request. Whatever it carried, the answer goes out or the association is aborted.
+
+        A failure while handling (a bug, a codec error on a hostile value) is
+        answered with a failure status; a response that still cannot be encoded
+        aborts this association only. Neither reaches :meth:`serve`.
+        """
+        request = message.command
+        try:
+            response = await self._respond(association, info, message)
+        except Exception as exc:  # noqa: BLE001 - one request must never take the server down
+            association.log.error("request_failed", command=type(request).__name__, error=repr(exc))
+            if message.dataset is not None:
+                message.dataset.discard()
+            response = _failure(request, S.PROCESSING_FAILURE, f"cannot process: {type(exc).__name__}")
+        if response is None:
+            return
+        await association.send(message.context_id, C.encode_response(response))
+        if self._spool is not None and isinstance(request, C.CStoreRQ):
+            self._spool.refill()  # while the sender prepares its next instance
+
+    async def _respond(
+        self, association: Association, info: AssociationInfo, message: AssembledMessage[Any]
+    ) -> C.Message | None:
         request = message.command
         context = association.contexts[message.context_id]
         if isinstance(request, C.CStoreRQ):
             sink = message.dataset
             assert isinstance(sink, InstanceSink)
             began = time.perf_counter() if self.observer is not None else 0.0
-            answer = await self._handle_store(association, info, request, context, sink)
+            outcome = await self._handle_store(association, info, request, context, sink)
             if self.observer is not None:
-                self.observer.request_handled("C-STORE", int(answer), sink.size, time.perf_counter() - began)
-            status = answer if isinstance(answer, S.Status) else S.Status(answer)
-            response: C.Message = C.CStoreRSP(
+                self.observer.request_handled("C-STORE", outcome.status, sink.size, time.perf_counter() - began)
+            return C.CStoreRSP(
                 request.message_id,
-                status,
+                S.Status(outcome.status),
                 request.affected_sop_class_uid,
                 request.affected_sop_instance_uid,
-                error_comment=_wire_comment(status.error_comment),
+                error_comment=outcome.comment,
+                offending_element=outcome.offending,
             )
-        elif isinstance(request, C.CEchoRQ):
+        if isinstance(request, C.CEchoRQ):
             code: int = S.SUCCESS
-            if self.on_echo is not None:
+            if request.affected_sop_class_uid != context.abstract_syntax:
+                code = S.SOP_CLASS_NOT_SUPPORTED
+            elif self.on_echo is not None:
                 code = await self._call(association, self.on_echo, info, fallback=S.PROCESSING_FAILURE)
             if self.observer is not None:
                 self.observer.request_handled("C-ECHO", code, 0, 0.0)
-            response = C.CEchoRSP(request.message_id, S.Status(code), request.affected_sop_class_uid)
-        elif isinstance(request, C.CCancelRQ):
-            return  # nothing outstanding to cancel on this association
-        else:
-            log = association.log
-            log.warning("unsupported_request", command=type(request).__name__)
-            if message.dataset is not None:
-                message.dataset.discard()
-            refusal = _refusal(request)
-            if refusal is None:
-                return
-            response = refusal
-        await association.send(message.context_id, C.encode_command(response, has_dataset=False))
-        if self._spool is not None and isinstance(request, C.CStoreRQ):
-            self._spool.refill()  # while the sender prepares its next instance
+            return C.CEchoRSP(request.message_id, S.Status(code), request.affected_sop_class_uid)
+        if isinstance(request, C.CCancelRQ):
+            return None  # nothing outstanding to cancel on this association
+        association.log.warning("unsupported_request", command=type(request).__name__)
+        if message.dataset is not None:
+            message.dataset.discard()
+        return _failure(request, S.UNRECOGNIZED_OPERATION, None)
 
     async def _handle_store(
         self,
@@ -461,18 +507,14 @@ class Server:
         request: C.CStoreRQ,
         context: AcceptedContext,
         sink: InstanceSink,
-    ) -> int:
+    ) -> Outcome:
         log = association.log
-        if sink.error is not None:
+        refusal = _check_received(sink, request, context, self.on_store is not None)
+        if refusal is not None:
             sink.discard()
-            if isinstance(sink.error, DicomFileError):
-                log.warning("store_refused", error=str(sink.error))
-                return S.CANNOT_UNDERSTAND
-            log.error("store_spool_failed", error=str(sink.error))
-            return S.OUT_OF_RESOURCES  # disk full or unwritable: the sender keeps its data
-        if self.on_store is None or context.abstract_syntax != request.affected_sop_class_uid:
-            sink.discard()
-            return S.SOP_CLASS_NOT_SUPPORTED
+            log.warning("store_refused", status=f"0x{refusal.status:04X}", error=refusal.comment)
+            return refusal
+        assert self.on_store is not None
         instance = ReceivedInstance(
             sink,
             association=info,
@@ -480,13 +522,25 @@ class Server:
             move_originator_message_id=request.move_originator_message_id,
         )
         try:
-            return await self._call(association, self.on_store, instance, fallback=S.OUT_OF_RESOURCES)
+            code = await self._call(association, self.on_store, instance, fallback=S.OUT_OF_RESOURCES)
+            if code == S.SUCCESS and self._syncer is not None and instance.saved_paths:
+                try:
+                    await self._syncer.sync(instance.saved_paths)
+                except OSError as exc:
+                    log.error("store_fsync_failed", error=str(exc))
+                    return Outcome(S.OUT_OF_RESOURCES, f"cannot make the file durable: {exc.strerror or exc}")
+            comment = getattr(code, "error_comment", None)  # a handler's Status may say why
+            return Outcome(int(code), C.error_comment(comment) if comment else None)
         finally:
             instance._cleanup()
 
     async def _call(self, association: Association, handler: Callable[[Any], Awaitable[int | None]], argument: Any, *, fallback: int) -> int:
         try:
             code = await handler(argument)
+        except (AiodicomError, OSError) as exc:
+            # Expected failures (disk full, unwritable folder): one line, no traceback.
+            association.log.error("handler_failed", error=str(exc))
+            return fallback
         except Exception:
             association.log.exception("handler_failed")
             return fallback
@@ -506,20 +560,67 @@ _REJECTIONS = {
 }
 
 
-def _wire_comment(text: str | None) -> str | None:
-    """A handler's error comment as (0000,0902) can carry it: ASCII, at most 64 characters."""
-    if not text:
-        return None
-    return text.encode("ascii", "replace").decode("ascii").replace("\0", " ")[:64]
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How a C-STORE ends: the status and, for a failure, why (sent as the Error Comment)."""
+
+    status: int
+    comment: str | None = None
+    offending: tuple[int, ...] | None = None
 
 
-def _refusal(request: Any) -> C.Message | None:
-    """A failure response for a request this server does not provide."""
-    code = S.Status(0x0211)  # unrecognized operation
-    if isinstance(request, C.CFindRQ):
-        return C.CFindRSP(request.message_id, code, request.affected_sop_class_uid)
-    if isinstance(request, C.CMoveRQ):
-        return C.CMoveRSP(request.message_id, code, request.affected_sop_class_uid)
-    if isinstance(request, C.CGetRQ):
-        return C.CGetRSP(request.message_id, code, request.affected_sop_class_uid)
+def _identity(sink: InstanceSink, request: C.CStoreRQ) -> Outcome | None:
+    """The data set must carry the SOP Class and Instance UIDs its command names.
+
+    Otherwise a sender's bug (or a hostile one) would have one instance stored,
+    and acknowledged, under another's name, replacing it. Missing UIDs mean the
+    data set cannot be understood (0xC000, as DCMTK's storescp answers); other
+    UIDs mean it does not match (0xA900, as storescp answers).
+    """
+    tags = sink.common_tags or {}
+    for tag, name, expected in (
+        (SOP_CLASS_UID, "SOP Class UID", request.affected_sop_class_uid),
+        (SOP_INSTANCE_UID, "SOP Instance UID", request.affected_sop_instance_uid),
+    ):
+        raw = tags.get(tag)
+        label = f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+        if raw is None or not raw.strip(b" \0"):
+            return Outcome(S.CANNOT_UNDERSTAND, f"data set lacks {label} {name}", (tag,))
+        if text(raw) != expected:
+            return Outcome(S.DATA_SET_DOES_NOT_MATCH_SOP_CLASS, f"{label} {name} differs from the command", (tag,))
     return None
+
+
+def _check_received(
+    sink: InstanceSink, request: C.CStoreRQ, context: AcceptedContext, storing: bool
+) -> Outcome | None:
+    """Why a received data set is refused before any handler sees it, or None."""
+    if not storing or context.abstract_syntax != request.affected_sop_class_uid:
+        return Outcome(S.SOP_CLASS_NOT_SUPPORTED)
+    error = sink.error
+    if error is not None:
+        if isinstance(error, MalformedDatasetError):
+            return Outcome(S.CANNOT_UNDERSTAND, f"malformed data set: {error}")
+        if isinstance(error, DicomFileError):
+            return Outcome(S.CANNOT_UNDERSTAND, str(error))
+        # Disk full or unwritable spool: the sender keeps its data and may retry.
+        return Outcome(S.OUT_OF_RESOURCES, f"cannot spool the data set: {error}")
+    return _identity(sink, request)
+
+
+def _failure(request: Any, code: int, comment: str | None) -> C.Message | None:
+    """A failure response of the request's own type (None for C-CANCEL and responses)."""
+    status = S.Status(code)
+    mid = getattr(request, "message_id", None)
+    if mid is None:
+        return None
+    sop_class = getattr(request, "affected_sop_class_uid", "")
+    if isinstance(request, C.CStoreRQ):
+        return C.CStoreRSP(mid, status, sop_class, request.affected_sop_instance_uid, error_comment=comment)
+    if isinstance(request, C.CEchoRQ):
+        return C.CEchoRSP(mid, status, sop_class)
+    kind = _FAILURE_RESPONSES.get(type(request))
+    return None if kind is None else kind(mid, status, sop_class, error_comment=comment)
+
+
+_FAILURE_RESPONSES: dict[type, Any] = {C.CFindRQ: C.CFindRSP, C.CMoveRQ: C.CMoveRSP, C.CGetRQ: C.CGetRSP}
