@@ -33,6 +33,7 @@ from aiodicom.codec.uids import (
 )
 from aiodicom.dimse import command as C
 from aiodicom.dimse.status import Status
+from aiodicom.dimse.store import BoundedMemorySink
 from aiodicom.errors import (
     AiodicomError,
     AssociationError,
@@ -144,22 +145,6 @@ _Prepared = tuple[int, Any, "bytes | memoryview", tuple[str, ...]]
 class _Pending:
     future: asyncio.Future[Any]
     responses: list[Any]
-
-
-class _ResponseSink:
-    """Collects a response's data set (C-FIND matches etc.)."""
-
-    def __init__(self) -> None:
-        self.parts: list[bytes] = []
-
-    def write(self, data: memoryview) -> None:
-        self.parts.append(bytes(data))
-
-    def finish(self) -> None:
-        pass
-
-    def discard(self) -> None:
-        self.parts = []
 
 
 class ClientAssociation:
@@ -435,10 +420,19 @@ class ClientAssociation:
                     association.accept_release()
                     raise AssociationError("the peer released the association")
                 response = item.command
+                if item.dataset is not None:
+                    item.dataset.discard()
                 mid = getattr(response, "message_id_being_responded_to", None)
                 pending = self._pending.get(mid) if mid is not None else None
                 if pending is None:
                     association.log.warning("unexpected_response", command=type(response).__name__, mid=mid)
+                    continue
+                if not isinstance(response, C.RESPONSE_TYPES):
+                    # e.g. a C-CANCEL-RQ naming our request: not an answer we can report.
+                    if not pending.future.done():
+                        pending.future.set_exception(
+                            DimseError(f"the peer sent {type(response).__name__} instead of a response")
+                        )
                     continue
                 status = getattr(response, "status", None)
                 if status is not None and status.is_pending:
@@ -516,7 +510,7 @@ def _client_decoder(association: Association) -> CommandDecoder[Any]:
             message, has_dataset = C.decode_command(data)
         except DimseError as exc:
             raise ProtocolError(f"malformed command set: {exc}", P.REASON_INVALID_PARAMETER) from exc
-        return message, (_ResponseSink() if has_dataset else None)
+        return message, (BoundedMemorySink() if has_dataset else None)
 
     return decode
 

@@ -42,6 +42,7 @@ __all__ = [
     "Message",
     "NO_DATASET",
     "DATASET_PRESENT",
+    "RESPONSE_TYPES",
     "Priority",
     "decode_command",
     "encode_command",
@@ -441,7 +442,8 @@ def error_comment(text: str) -> str:
     return cleaned if len(cleaned) <= 64 else cleaned[:61] + "..."
 
 
-_RESPONSES: Final = (CEchoRSP, CStoreRSP, CFindRSP, CGetRSP, CMoveRSP)
+#: The message types that answer a request (they carry a status).
+RESPONSE_TYPES: Final = (CEchoRSP, CStoreRSP, CFindRSP, CGetRSP, CMoveRSP)
 
 
 def encode_response(msg: Message) -> bytes:
@@ -456,7 +458,7 @@ def encode_response(msg: Message) -> bytes:
     try:
         return encode_command(msg, has_dataset=False)
     except MalformedCommandError:
-        if not isinstance(msg, _RESPONSES):
+        if not isinstance(msg, RESPONSE_TYPES):
             raise
     changes: dict[str, Any] = {}
     for name, elem in (("affected_sop_class_uid", 0x0002), ("affected_sop_instance_uid", 0x1000)):

@@ -33,6 +33,7 @@ from aiodicom.dimse.store import (
     SOP_CLASS_UID,
     SOP_INSTANCE_UID,
     AssociationInfo,
+    BoundedMemorySink,
     GroupSync,
     InstanceSink,
     ReceivedInstance,
@@ -70,31 +71,6 @@ EchoHandler = Callable[[AssociationInfo], Awaitable[int | None]]
 AssociationHook = Callable[[AssociationInfo], Awaitable[None]]
 
 _log = get_logger("aiodicom.server")
-
-
-class _BoundedMemorySink:
-    """Holds a small data set that is not a C-STORE one (identifiers, queries)."""
-
-    limit = 16 * 1024 * 1024
-
-    def __init__(self) -> None:
-        self.parts: list[bytes] = []
-        self.size = 0
-
-    def write(self, data: memoryview) -> None:
-        self.size += len(data)
-        if self.size > self.limit:
-            raise ProtocolError("identifier data set exceeds 16 MiB", P.REASON_INVALID_PARAMETER)
-        self.parts.append(bytes(data))
-
-    def finish(self) -> None:
-        pass
-
-    def discard(self) -> None:
-        self.parts = []
-
-    def data(self) -> bytes:
-        return b"".join(self.parts)
 
 
 class Server:
@@ -362,7 +338,7 @@ class Server:
                     memory_threshold=threshold,
                     source_ae=association.calling_ae.strip() or None,
                 )
-            return message, _BoundedMemorySink()
+            return message, BoundedMemorySink()
 
         return decode
 
