@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.abc
 
-from aiodicom.codec.part10 import pad_odd_lengths, read_file_meta, transcode
+from aiodicom.codec.part10 import FileMeta, pad_odd_lengths, read_file_meta, transcode
 from aiodicom.codec.uids import (
     EXPLICIT_VR_LITTLE_ENDIAN,
     IMPLICIT_VR_LITTLE_ENDIAN,
@@ -31,6 +31,7 @@ from aiodicom.codec.uids import (
     is_compressed,
     transfer_syntax_name,
 )
+from aiodicom.codec.walk import walk_dataset, walk_file
 from aiodicom.dimse import command as C
 from aiodicom.dimse.status import Status
 from aiodicom.dimse.store import BoundedMemorySink
@@ -40,6 +41,7 @@ from aiodicom.errors import (
     DicomFileError,
     DicomTimeoutError,
     DimseError,
+    MalformedDatasetError,
     NoPresentationContext,
     ProtocolError,
 )
@@ -223,11 +225,15 @@ class ClientAssociation:
     ) -> AsyncGenerator[tuple[Path, Status | AiodicomError], None]:
         """C-STORE files in order, reading each next file while the peer answers the last.
 
-        Yields ``(path, status)``, or ``(path, error)`` for a file that could not
-        be sent (unreadable, not DICOM, no accepted context); the association
-        goes on. ``status.local_changes`` says what was repaired or
-        decompressed to send a file, ``status.error_comment`` what the peer said.
-        Errors of the association itself (abort, timeout) are raised.
+        Yields ``(path, status)``, or ``(path, error)`` for a file that was not
+        sent, and the association goes on: :class:`~aiodicom.errors.MalformedDatasetError`
+        for a file that is not DICOM or whose data set is cut short or garbage
+        (checked before any byte of it is sent), :class:`~aiodicom.errors.DicomFileError`
+        for an unreadable one, :class:`~aiodicom.errors.NoPresentationContext`
+        when the peer accepted nothing that fits. ``status.local_changes`` says
+        what was repaired or decompressed to send a file, ``status.error_comment``
+        what the peer said. Errors of the association itself (abort, timeout)
+        are raised.
         """
         queue = [Path(p) for p in paths]
 
@@ -249,9 +255,13 @@ class ClientAssociation:
                 yield path, current
                 continue
             if current is None:  # too large to read whole: streamed from disk
-                status = await self._store_large(path, priority, None, None)
+                outcome: Status | AiodicomError
+                try:
+                    outcome = await self._store_large(path, priority, None, None)
+                except (DicomFileError, NoPresentationContext) as exc:
+                    outcome = exc  # this file only; the association goes on
                 upcoming = prepare(index + 1)
-                yield path, status
+                yield path, outcome
                 continue
             context_id, make, payload, changes = current
             async with self._slots:
@@ -269,13 +279,21 @@ class ClientAssociation:
         move_originator_ae: str | None,
         move_originator_message_id: int | None,
     ) -> _Prepared | None:
-        """Read a file once and get its message ready; None when it must be streamed."""
+        """Read a file once and get its message ready; None when it must be streamed.
+
+        A file that is not DICOM, or whose data set is cut short or garbage,
+        raises :class:`~aiodicom.errors.MalformedDatasetError` naming the file:
+        nothing of it goes on the wire, so a peer never acknowledges half a file.
+        """
         with open(path, "rb") as handle:
             size = os.fstat(handle.fileno()).st_size
             if size > _STREAM_THRESHOLD:
                 return None
             data = handle.read()
-        return self._prepare(data, priority, move_originator_ae, move_originator_message_id)
+        try:
+            return self._prepare(data, priority, move_originator_ae, move_originator_message_id)
+        except MalformedDatasetError as exc:
+            raise MalformedDatasetError(f"{path}: {exc}", exc.offset) from None
 
     def _prepare(
         self,
@@ -284,12 +302,13 @@ class ClientAssociation:
         move_originator_ae: str | None,
         move_originator_message_id: int | None,
     ) -> _Prepared:
-        meta = read_file_meta(data)
+        meta = _checked_meta(data)
         context = self._context_for(meta.sop_class_uid, meta.transfer_syntax)
         rq_factory = self._store_rq(
             meta.sop_class_uid, meta.sop_instance_uid, priority, move_originator_ae, move_originator_message_id
         )
         payload: bytes | memoryview = memoryview(data)[meta.dataset_offset :]
+        walk_dataset(payload, meta.transfer_syntax)
         payload, changes = _repair(payload, meta.transfer_syntax)
         if context.transfer_syntax != meta.transfer_syntax:
             payload = transcode(bytes(payload), meta.transfer_syntax, context.transfer_syntax)
@@ -304,7 +323,11 @@ class ClientAssociation:
         move_originator_ae: str | None,
         move_originator_message_id: int | None,
     ) -> Status:
-        meta = read_file_meta(path)
+        meta = _checked_meta(path)
+        try:
+            walk_file(path, meta.dataset_offset, meta.transfer_syntax)
+        except MalformedDatasetError as exc:
+            raise MalformedDatasetError(f"{path}: {exc}", exc.offset) from None
         dataset_length = path.stat().st_size - meta.dataset_offset
         context = self._context_for(meta.sop_class_uid, meta.transfer_syntax)
         rq_factory = self._store_rq(
@@ -472,6 +495,17 @@ def _settle(future: asyncio.Future[Any]) -> None:
         future.cancel()
     elif not future.cancelled():
         future.exception()
+
+
+def _checked_meta(source: bytes | Path) -> FileMeta:
+    """The file meta of something we are about to send; not DICOM at all is malformed too."""
+    try:
+        return read_file_meta(source)
+    except MalformedDatasetError:
+        raise
+    except DicomFileError as exc:
+        where = f"{source}: " if isinstance(source, Path) else ""
+        raise MalformedDatasetError(f"{where}not a DICOM file: {exc}") from None
 
 
 def _read_range(path: Path | None, offset: int, length: int) -> bytes:
