@@ -1,0 +1,127 @@
+"""Spool leftovers: kill -9 mid-transfer, restart, and clean stops.
+
+``aiodicom receive`` runs as a real process; one is killed with SIGKILL while a data set
+is half spooled. The next process on the same output folder removes what the dead one
+left, but never the folder of a process that still runs (several may share a spool
+folder), and a clean stop leaves no spool folder in the output tree.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import anyio
+import pytest
+
+from aiodicom.codec.uids import new_uid
+from aiodicom.dimse import status as S
+from aiodicom.dimse.command import CStoreRSP
+from aiodicom.dimse.store import SpoolDirectory
+from aiodicom.synthetic import make_dataset
+from aiodicom.ul import pdu as P
+from peers import Peer, aiodicom_receive
+
+from .conftest import CT_CONTEXT, SERVER_AE, TEST_TIMEOUT, encode_dataset, pdata, raw_peer, store_rq
+
+pytestmark = pytest.mark.anyio
+
+
+def spool_files(output: Path) -> list[Path]:
+    return sorted(p for p in (output / ".incoming").rglob("*.part") if p.stat().st_size > 0)
+
+
+def owner_folders(output: Path) -> list[Path]:
+    spool = output / ".incoming"
+    return sorted(p for p in spool.iterdir() if p.is_dir()) if spool.exists() else []
+
+
+async def half_send_then_kill(receiver: Peer, output: Path) -> list[Path]:
+    """Spool half of a 4 MiB data set, SIGKILL the receiver; return what it left."""
+    uid = new_uid()
+    data = encode_dataset(make_dataset(rows=1448, columns=1448, sop_instance_uid=uid))
+    async with raw_peer(receiver.port) as peer:
+        await peer.associate()
+        await peer.send(pdata((CT_CONTEXT, True, True, store_rq(uid))))
+        step = 16 * 1024
+        for start in range(0, len(data) // 2, step):
+            await peer.send(pdata((CT_CONTEXT, False, False, data[start : start + step])))
+        with anyio.fail_after(10):
+            while not spool_files(output) or spool_files(output)[0].stat().st_size < len(data) // 4:
+                await anyio.sleep(0.02)
+        receiver.process.send_signal(signal.SIGKILL)
+        receiver.process.wait(timeout=10)
+    left = spool_files(output)
+    assert left, "the killed receiver left nothing: the test reproduces nothing"
+    return left
+
+
+async def store_one(port: int) -> None:
+    uid = new_uid()
+    data = encode_dataset(make_dataset(rows=16, columns=16, sop_instance_uid=uid))
+    async with raw_peer(port) as peer:
+        await peer.associate()
+        await peer.send(pdata((CT_CONTEXT, True, True, store_rq(uid)), (CT_CONTEXT, False, True, data)))
+        assert (await peer.expect_response(CStoreRSP)).status == S.SUCCESS
+        await peer.send(P.encode(P.ReleaseRQ()))
+        assert await peer.expect_pdu() == P.ReleaseRP()
+
+
+async def test_restart_after_kill_9_removes_the_leftovers(tmp_path: Path) -> None:
+    output = tmp_path / "out"
+    with anyio.fail_after(TEST_TIMEOUT * 2):
+        with aiodicom_receive(output, aet=SERVER_AE) as first:
+            left = await half_send_then_kill(first, output)
+        [dead_folder] = owner_folders(output)
+        with aiodicom_receive(output, aet=SERVER_AE) as second:
+            for path in left:
+                assert not path.exists(), f"{path} survived a restart"
+            assert not dead_folder.exists()
+            assert len(owner_folders(output)) == 1
+            await store_one(second.port)
+    assert second.returncode == 0, second.output()
+    # A clean stop leaves no spool folder (not even an empty one) in the output tree.
+    assert not (output / ".incoming").exists()
+    assert len([p for p in output.rglob("*") if p.is_file()]) == 1
+
+
+async def test_a_live_process_keeps_its_spool_folder(tmp_path: Path) -> None:
+    """Three receivers share one output folder; only the dead one's folder is swept."""
+    output = tmp_path / "out"
+    with anyio.fail_after(TEST_TIMEOUT * 2):
+        with aiodicom_receive(output, aet=SERVER_AE) as living:
+            [living_folder] = owner_folders(output)
+            with aiodicom_receive(output, aet=SERVER_AE) as doomed:
+                await half_send_then_kill(doomed, output)
+            dead = [p for p in owner_folders(output) if p != living_folder]
+            assert len(dead) == 1
+            with aiodicom_receive(output, aet=SERVER_AE) as third:
+                assert not dead[0].exists()
+                assert living_folder.is_dir()  # still locked by its live owner: left alone
+                await store_one(living.port)
+                await store_one(third.port)
+            assert third.returncode == 0, third.output()
+            assert (output / ".incoming").is_dir()  # the living one still uses it
+    assert living.returncode == 0, living.output()
+    assert not (output / ".incoming").exists()
+
+
+def test_a_setup_never_finished_is_swept_only_when_old(tmp_path: Path) -> None:
+    base = tmp_path / "spool"
+    fresh = base / ".setup-123-fresh"
+    old = base / ".setup-456-old"
+    for folder in (fresh, old):
+        folder.mkdir(parents=True)
+        (folder / "lock").touch()
+    hour_ago = time.time() - 2 * SpoolDirectory.STALE_SETUP_SECONDS
+    import os
+
+    os.utime(old, (hour_ago, hour_ago))
+    (base / ".legacy.part").write_bytes(b"x" * 10)
+    spool = SpoolDirectory(base)
+    mine = spool.open()
+    assert mine.is_dir() and (mine / "lock").exists()
+    assert fresh.exists() and not old.exists() and not (base / ".legacy.part").exists()
+    spool.close()
+    assert not mine.exists() and base.exists()  # the fresh set-up keeps the base folder
