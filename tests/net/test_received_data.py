@@ -37,7 +37,16 @@ from aiodicom.synthetic import CT_IMAGE_STORAGE, make_dataset
 from aiodicom.ul import pdu as P
 from peers import aiodicom_command
 
-from .conftest import FAST, HOST, SERVER_AE, TEST_TIMEOUT, associate_rq, pdata, raw_peer, running_server, store_rq
+from .conftest import (
+    FAST,
+    HOST,
+    SERVER_AE,
+    TEST_TIMEOUT,
+    associate_rq,
+    pdata,
+    raw_peer,
+    running_server,
+)
 
 pytestmark = pytest.mark.anyio
 

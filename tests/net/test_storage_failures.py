@@ -24,7 +24,6 @@ from pathlib import Path
 import anyio
 import pytest
 
-from aiodicom.cli.net import FileWriter
 from aiodicom.codec.uids import new_uid
 from aiodicom.dimse import status as S
 from aiodicom.dimse.command import CStoreRSP

@@ -1,0 +1,117 @@
+"""The data set structure walk: its CPU per MB alone, and its share of receiving.
+
+The receiver walks every data set's element headers as the fragments arrive (issue 6:
+truncated or garbage data sets are refused, not acknowledged). Target: the walk costs
+under 3 % of receive throughput. Two measurements on the same files:
+
+- in isolation: ``DatasetWalker`` fed each data set in 16 KiB fragments (what storescu
+  sends into our default maximum PDU), CPU seconds per MB and per instance; beside it,
+  the routing-tag scan the walk replaced on the receive path (``scan_elements`` over
+  the first 64 KiB), so the *added* cost is visible too;
+- in context: ``aiodicom receive`` fed by DCMTK storescu (one association), its wall
+  time; the walk's share is its isolated CPU time over that wall time.
+
+    python benchmarks/bench_walk.py [--quick] [--rounds N] [--workdir DIR]
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _harness as h  # noqa: E402
+
+from aiodicom.codec.part10 import read_file_meta  # noqa: E402
+from aiodicom.codec.scan import scan_elements  # noqa: E402
+from aiodicom.codec.walk import DatasetWalker  # noqa: E402
+from aiodicom.dimse.store import _COMMON_TAGS  # noqa: E402
+from aiodicom.synthetic import write_study  # noqa: E402
+
+FRAGMENT = 16 * 1024
+TARGET_SHARE = 0.03
+
+
+def fragments(files: list[Path]) -> list[tuple[str, list[memoryview]]]:
+    out = []
+    for path in files:
+        data = path.read_bytes()
+        meta = read_file_meta(data)
+        view = memoryview(data)[meta.dataset_offset :]
+        out.append((meta.transfer_syntax, [view[i : i + FRAGMENT] for i in range(0, len(view), FRAGMENT)]))
+    return out
+
+
+def walk_cpu(datasets: list[tuple[str, list[memoryview]]], repeat: int) -> float:
+    """CPU seconds to walk every data set once (best of ``repeat``)."""
+    best = float("inf")
+    for _ in range(repeat):
+        started = time.process_time()
+        for transfer_syntax, parts in datasets:
+            walker = DatasetWalker(transfer_syntax, _COMMON_TAGS)
+            for part in parts:
+                walker.feed(part)
+            walker.finish()
+        best = min(best, time.process_time() - started)
+    return best
+
+
+def scan_cpu(datasets: list[tuple[str, list[memoryview]]], repeat: int) -> float:
+    """CPU seconds of the routing-tag scan over each data set's first 64 KiB (the old path)."""
+    best = float("inf")
+    for _ in range(repeat):
+        started = time.process_time()
+        for transfer_syntax, parts in datasets:
+            head = b"".join(parts[:4])
+            scan_elements(head, transfer_syntax, _COMMON_TAGS)
+        best = min(best, time.process_time() - started)
+    return best
+
+
+def main() -> int:
+    args = h.parser(__doc__.splitlines()[0]).parse_args()
+    h.require_dcmtk()
+    rounds = args.rounds or (1 if args.quick else 5)
+    workloads = [("ct", 20 if args.quick else 300, 512), ("small", 50 if args.quick else 2000, 64)]
+    receiver = h.common_contenders()["aiodicom"]
+    report = ["## bench_walk", "", f"Fragments of {FRAGMENT // 1024} KiB; target: walk < {TARGET_SHARE:.0%} of receive wall time.", ""]
+    report += ["| workload | MB | walk CPU s | walk MB/s | walk us/instance | old scan CPU s | receive wall s | walk share | added share |"]
+    report += ["|---|---|---|---|---|---|---|---|---|"]
+    payload: dict[str, object] = {"rounds": rounds, "quick": args.quick, "fragment": FRAGMENT}
+    ok = True
+    with h.scratch(args.workdir) as work:
+        for key, count, side in workloads:
+            files = write_study(work / key, images_per_series=count, rows=side, columns=side)
+            datasets = fragments(files)
+            megabytes = sum(len(p) for _, parts in datasets for p in parts) / 1e6
+            walk = walk_cpu(datasets, rounds)
+            scan = scan_cpu(datasets, rounds)
+
+            def measure(c: h.Contender, r: int, files: list[Path] = files) -> h.Run:
+                return h.measure_receiver(
+                    c, [h.storescu(files[0].parent)], round_=r, items=len(files),
+                    payload_bytes=h.total_size(files), workdir=work, check=h.check_stored(files),
+                )  # fmt: skip
+
+            runs = h.run_rounds([receiver], rounds, measure)
+            ok = ok and all(r.ok for r in runs)
+            wall = sorted(r.wall_s for r in runs)[len(runs) // 2]
+            share, added = walk / wall, max(0.0, walk - scan) / wall
+            ok = ok and added < TARGET_SHARE
+            report.append(
+                f"| {key}: {count} x {side}x{side} | {megabytes:.1f} | {walk:.4f} | {megabytes / walk:.0f} | "
+                f"{walk / count * 1e6:.1f} | {scan:.4f} | {wall:.3f} | {share:.2%} | {added:.2%} |"
+            )
+            payload[key] = {"count": count, "side": side, "megabytes": megabytes, "walk_cpu_s": walk,
+                            "scan_cpu_s": scan, "runs": runs, "median_wall_s": wall, "share": share,
+                            "added_share": added}  # fmt: skip
+    report += ["", "Sender: `TCP_NODELAY=1 storescu -aec AIODICOM +sd +r 127.0.0.1 PORT DIR`."]
+    print("\n".join(report))
+    print(f"\nraw numbers: {h.save('bench_walk', args.results_dir, payload)}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
