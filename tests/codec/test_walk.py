@@ -218,3 +218,22 @@ def test_deflate_bomb_is_walked_in_bounded_steps() -> None:
         body += deflater.compress(zeros)
     body += deflater.flush()
     walk_dataset(body, DEFLATED)
+
+
+def test_a_repeated_wanted_tag_keeps_the_last_value_in_any_fragmentation() -> None:
+    """Found by fuzzing: two occurrences in one fragment were joined into one value."""
+
+    def element(value: bytes) -> bytes:
+        return struct.pack("<HH2sH", 0x0010, 0x0020, b"LO", len(value)) + value
+
+    data = element(b"PID1") + element(b"PID2")
+    for size in (1, 5, 12, len(data)):
+        assert walk_in(data, EXPLICIT, size) == {0x00100020: b"PID2"}
+
+
+def test_bytes_after_a_deflated_stream_count_across_fragments() -> None:
+    """Found by fuzzing: trailing bytes fed one at a time each looked like padding."""
+    data = encoded(DEFLATED) + b"\0\0\0"
+    for size in (1, 2, len(data)):
+        with pytest.raises(MalformedDatasetError, match="follow the end"):
+            walk_in(data, DEFLATED, size)

@@ -87,6 +87,7 @@ class DatasetWalker:
         "_pending",
         "values",
         "size",
+        "_trailing",
     )
 
     def __init__(self, transfer_syntax: str, wanted: Collection[int] = ()) -> None:
@@ -102,6 +103,7 @@ class DatasetWalker:
         self.values: dict[int, bytes] = {}
         #: Bytes fed so far (as given, before any inflation).
         self.size = 0
+        self._trailing = 0  # bytes after the end of a deflated stream
 
     # --- feeding -------------------------------------------------------------------------
 
@@ -113,7 +115,7 @@ class DatasetWalker:
             return
         inflater = self._inflater
         if inflater.eof:
-            self._after_deflate_end(data)
+            self._after_deflate_end(len(data))
             return
         try:
             out = inflater.decompress(data, _INFLATE_STEP)
@@ -127,15 +129,14 @@ class DatasetWalker:
             raise MalformedDatasetError(
                 f"deflated data set is corrupt near offset {self._offset}: {exc}", self._offset
             ) from None
-        if inflater.eof and inflater.unused_data:
-            self._after_deflate_end(b"")
+        if inflater.eof:
+            self._after_deflate_end(len(inflater.unused_data))
 
-    def _after_deflate_end(self, data: bytes | bytearray | memoryview) -> None:
-        assert self._inflater is not None
-        extra = len(self._inflater.unused_data) + len(data)
-        if extra > 1:  # one byte of padding to an even length is tolerated
+    def _after_deflate_end(self, count: int) -> None:
+        self._trailing += count
+        if self._trailing > 1:  # one byte of padding to an even length is tolerated
             raise MalformedDatasetError(
-                f"{extra} bytes follow the end of the deflated data set", self._offset
+                f"{self._trailing} bytes follow the end of the deflated data set", self._offset
             )
 
     def _feed(self, data: bytes | bytearray | memoryview) -> None:
@@ -255,7 +256,10 @@ class DatasetWalker:
         self._frames.append((in_sequence, implicit, big, tag, offset))
 
     def _want(self, tag: int, start: int, end: int) -> None:
+        """Keep this value of a wanted tag (a repeated tag: the last one counts)."""
         self.values.pop(tag, None)
+        if self._pending:
+            self._pending = [p for p in self._pending if p[0] != tag]
         self._pending.append((tag, start, min(end, start + _MAX_KEPT)))
 
     def _nested(self, buf: bytes | bytearray | memoryview, pos: int, base: int) -> int:
