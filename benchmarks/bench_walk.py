@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -44,30 +45,28 @@ def fragments(files: list[Path]) -> list[tuple[str, list[memoryview]]]:
     return out
 
 
-def walk_cpu(datasets: list[tuple[str, list[memoryview]]], repeat: int) -> float:
-    """CPU seconds to walk every data set once (best of ``repeat``)."""
+def best_cpu(run: Callable[[str, list[memoryview]], None], datasets: list[tuple[str, list[memoryview]]], repeat: int) -> float:
+    """CPU seconds of ``run`` over every data set (best of ``repeat``)."""
     best = float("inf")
     for _ in range(repeat):
         started = time.process_time()
         for transfer_syntax, parts in datasets:
-            walker = DatasetWalker(transfer_syntax, _COMMON_TAGS)
-            for part in parts:
-                walker.feed(part)
-            walker.finish()
+            run(transfer_syntax, parts)
         best = min(best, time.process_time() - started)
     return best
 
 
-def scan_cpu(datasets: list[tuple[str, list[memoryview]]], repeat: int) -> float:
-    """CPU seconds of the routing-tag scan over each data set's first 64 KiB (the old path)."""
-    best = float("inf")
-    for _ in range(repeat):
-        started = time.process_time()
-        for transfer_syntax, parts in datasets:
-            head = b"".join(parts[:4])
-            scan_elements(head, transfer_syntax, _COMMON_TAGS)
-        best = min(best, time.process_time() - started)
-    return best
+def walk(transfer_syntax: str, parts: list[memoryview]) -> None:
+    """What the receiver does now: walk every fragment, collecting the routing tags."""
+    walker = DatasetWalker(transfer_syntax, _COMMON_TAGS)
+    for part in parts:
+        walker.feed(part)
+    walker.finish()
+
+
+def scan(transfer_syntax: str, parts: list[memoryview]) -> None:
+    """What the receiver did before: scan the first 64 KiB for the routing tags."""
+    scan_elements(b"".join(parts[:4]), transfer_syntax, _COMMON_TAGS)
 
 
 def main() -> int:
@@ -86,8 +85,8 @@ def main() -> int:
             files = write_study(work / key, images_per_series=count, rows=side, columns=side)
             datasets = fragments(files)
             megabytes = sum(len(p) for _, parts in datasets for p in parts) / 1e6
-            walk = walk_cpu(datasets, rounds)
-            scan = scan_cpu(datasets, rounds)
+            walk_s = best_cpu(walk, datasets, rounds)
+            scan_s = best_cpu(scan, datasets, rounds)
 
             def measure(c: h.Contender, r: int, files: list[Path] = files) -> h.Run:
                 return h.measure_receiver(
@@ -98,14 +97,14 @@ def main() -> int:
             runs = h.run_rounds([receiver], rounds, measure)
             ok = ok and all(r.ok for r in runs)
             wall = sorted(r.wall_s for r in runs)[len(runs) // 2]
-            share, added = walk / wall, max(0.0, walk - scan) / wall
+            share, added = walk_s / wall, max(0.0, walk_s - scan_s) / wall
             ok = ok and added < TARGET_SHARE
             report.append(
-                f"| {key}: {count} x {side}x{side} | {megabytes:.1f} | {walk:.4f} | {megabytes / walk:.0f} | "
-                f"{walk / count * 1e6:.1f} | {scan:.4f} | {wall:.3f} | {share:.2%} | {added:.2%} |"
+                f"| {key}: {count} x {side}x{side} | {megabytes:.1f} | {walk_s:.4f} | {megabytes / walk_s:.0f} | "
+                f"{walk_s / count * 1e6:.1f} | {scan_s:.4f} | {wall:.3f} | {share:.2%} | {added:.2%} |"
             )
-            payload[key] = {"count": count, "side": side, "megabytes": megabytes, "walk_cpu_s": walk,
-                            "scan_cpu_s": scan, "runs": runs, "median_wall_s": wall, "share": share,
+            payload[key] = {"count": count, "side": side, "megabytes": megabytes, "walk_cpu_s": walk_s,
+                            "scan_cpu_s": scan_s, "runs": runs, "median_wall_s": wall, "share": share,
                             "added_share": added}  # fmt: skip
     report += ["", "Sender: `TCP_NODELAY=1 storescu -aec AIODICOM +sd +r 127.0.0.1 PORT DIR`."]
     print("\n".join(report))

@@ -24,16 +24,25 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import BinaryIO, Final
 
-from aiodicom.codec.scan import _LONG_VRS, _SHORT_VRS, _syntax
+from aiodicom.codec.scan import (
+    _BE_EXPLICIT,
+    _BE_UL,
+    _ITEM,
+    _ITEM_END,
+    _LE_EXPLICIT,
+    _LE_IMPLICIT,
+    _LE_UL,
+    _LONG_VRS,
+    _SEQ_END,
+    _SHORT_VRS,
+    _UNDEFINED,
+    _syntax,
+)
 from aiodicom.codec.uids import DEFLATED_DATA_SET_SYNTAXES
 from aiodicom.errors import MalformedDatasetError
 
 __all__ = ["DatasetWalker", "walk_dataset", "walk_file"]
 
-_UNDEFINED: Final = 0xFFFFFFFF
-_ITEM: Final = 0xFFFEE000
-_ITEM_END: Final = 0xFFFEE00D
-_SEQ_END: Final = 0xFFFEE0DD
 #: Values kept for a wanted tag are cut here: a routing tag or UID is never this long.
 _MAX_KEPT: Final = 64 * 1024
 #: Nesting deeper than this is garbage (and would let a small input build a large stack).
@@ -43,12 +52,7 @@ _INFLATE_STEP: Final = 256 * 1024
 #: VRs that may have an undefined length (sequences, encapsulated pixel data, UN holding a sequence).
 _UNDEFINED_OK: Final = frozenset({b"SQ", b"UN", b"OB", b"OW"})
 
-_LE_IMPLICIT = struct.Struct("<HHI").unpack_from
-_BE_IMPLICIT = struct.Struct(">HHI").unpack_from
-_LE_EXPLICIT = struct.Struct("<HH2sH").unpack_from
-_BE_EXPLICIT = struct.Struct(">HH2sH").unpack_from
-_LE_UL = struct.Struct("<I").unpack_from
-_BE_UL = struct.Struct(">I").unpack_from
+_BE_IMPLICIT = struct.Struct(">HHI").unpack_from  # tag and 32-bit length, big endian (items)
 
 # A frame of the nesting stack: (in a sequence (else in an item), implicit, big endian,
 # tag of the sequence it belongs to, absolute offset where it started).
