@@ -8,6 +8,7 @@ folder), and a clean stop leaves no spool folder in the output tree.
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from pathlib import Path
@@ -107,21 +108,27 @@ async def test_a_live_process_keeps_its_spool_folder(tmp_path: Path) -> None:
     assert not (output / ".incoming").exists()
 
 
-def test_a_setup_never_finished_is_swept_only_when_old(tmp_path: Path) -> None:
+def test_sweeping_touches_only_what_spools_make(tmp_path: Path) -> None:
+    """Stale set-ups (old), dead owners and loose spool files go; everything else stays."""
     base = tmp_path / "spool"
-    fresh = base / ".setup-123-fresh"
-    old = base / ".setup-456-old"
-    for folder in (fresh, old):
+    fresh = base / ".setup-123-0000aaaa"
+    old = base / ".setup-456-0000bbbb"
+    dead = base / "789-0000cccc"
+    for folder in (fresh, old, dead):
         folder.mkdir(parents=True)
         (folder / "lock").touch()
     hour_ago = time.time() - 2 * SpoolDirectory.STALE_SETUP_SECONDS
-    import os
-
     os.utime(old, (hour_ago, hour_ago))
-    (base / ".legacy.part").write_bytes(b"x" * 10)
+    loose = base / f".{'ab' * 16}.part"
+    loose.write_bytes(b"x" * 10)
+    # A spool_dir pointed at a folder with other things in it: none of them may go.
+    others = [base / "1.2.3", base / "study", base / "notes.part", base / "42-not-hex"]
+    for other in others:
+        other.mkdir() if other.suffix != ".part" else other.write_bytes(b"keep")
     spool = SpoolDirectory(base)
     mine = spool.open()
     assert mine.is_dir() and (mine / "lock").exists()
-    assert fresh.exists() and not old.exists() and not (base / ".legacy.part").exists()
+    assert fresh.exists() and not old.exists() and not dead.exists() and not loose.exists()
+    assert all(other.exists() for other in others)
     spool.close()
-    assert not mine.exists() and base.exists()  # the fresh set-up keeps the base folder
+    assert not mine.exists() and base.exists()  # not empty: the base folder stays

@@ -17,6 +17,7 @@ import fcntl
 import functools
 import hashlib
 import os
+import re
 import shutil
 import string
 import sys
@@ -220,12 +221,19 @@ class SpoolDirectory:
             path = Path(entry.path)
             if path == self.path:
                 continue
+            # Only names we make are ever touched: a spool_dir pointed at a folder that
+            # holds other things (even the archive itself) loses nothing else.
             if entry.is_dir(follow_symlinks=False):
-                stale = self._setup_is_stale(entry) if entry.name.startswith(".setup-") else _unlocked(path)
+                if _OWNER_FOLDER.fullmatch(entry.name):
+                    stale = _unlocked(path)
+                elif _SETUP_FOLDER.fullmatch(entry.name):
+                    stale = self._setup_is_stale(entry)
+                else:
+                    continue
                 if stale:
                     shutil.rmtree(path, ignore_errors=True)
                     removed.append(path)
-            elif entry.name.endswith(".part"):  # a loose file from the single-folder layout
+            elif _SPOOL_FILE.fullmatch(entry.name):  # a loose file from the single-folder layout
                 try:
                     os.unlink(path)
                     removed.append(path)
@@ -253,12 +261,17 @@ class SpoolDirectory:
             pass  # not empty: another process's folder, or files someone put there
 
 
+_OWNER_FOLDER = re.compile(r"[0-9]+-[0-9a-f]{8}")
+_SETUP_FOLDER = re.compile(r"\.setup-[0-9]+-[0-9a-f]{8}")
+_SPOOL_FILE = re.compile(r"\.[0-9a-f]{32}\.part")
+
+
 def _unlocked(folder: Path) -> bool:
     """True when nobody holds the lock of a spool folder (its process is gone)."""
     try:
         fd = os.open(folder / "lock", os.O_RDWR)
     except FileNotFoundError:
-        return True  # not a folder of ours, or a set-up that never got its lock file
+        return True  # its lock file is gone: nothing can still be using it
     except OSError:
         return False
     try:
