@@ -35,7 +35,7 @@ from aiodicom.dimse.command import CStoreRSP
 from aiodicom.errors import MalformedDatasetError
 from aiodicom.synthetic import CT_IMAGE_STORAGE, make_dataset
 from aiodicom.ul import pdu as P
-from peers import aiodicom_command
+from peers import aiodicom_command, storescp
 
 from .conftest import (
     FAST,
@@ -221,19 +221,39 @@ def _dataset(sop_class: str | None, sop_instance: str | None, marker: str) -> by
     return encode(ds, uids.EXPLICIT_VR_LITTLE_ENDIAN)
 
 
-async def test_a_data_set_naming_another_instance_never_replaces_one(tmp_path: Path) -> None:
-    writer = CountingWriter(tmp_path / "out")
-    first, other = new_uid(), new_uid()
-    original = _dataset(CT_IMAGE_STORAGE, first, "ORIGINAL")
-    cases = [
-        # (command instance, data set class, data set instance, expected status, offending tag)
+def mismatch_cases(first: str, other: str) -> list[tuple[str, str | None, str | None, int, int]]:
+    """(command instance, data set class, data set instance, expected status, offending tag)."""
+    return [
         (first, CT_IMAGE_STORAGE, other, S.DATA_SET_DOES_NOT_MATCH_SOP_CLASS, 0x00080018),
         (other, CT_IMAGE_STORAGE, first, S.DATA_SET_DOES_NOT_MATCH_SOP_CLASS, 0x00080018),
         (first, MR_IMAGE_STORAGE, first, S.DATA_SET_DOES_NOT_MATCH_SOP_CLASS, 0x00080016),
         (first, CT_IMAGE_STORAGE, None, S.CANNOT_UNDERSTAND, 0x00080018),
         (first, None, first, S.CANNOT_UNDERSTAND, 0x00080016),
-        (first, "", first, S.CANNOT_UNDERSTAND, 0x00080016),
+        (first, "", first, S.DATA_SET_DOES_NOT_MATCH_SOP_CLASS, 0x00080016),
     ]
+
+
+@pytest.mark.dcmtk
+async def test_mismatch_statuses_are_the_ones_dcmtk_storescp_answers(tmp_path: Path) -> None:
+    """The reference: DCMTK's storescp answers the same cases with the same codes."""
+    first, other = new_uid(), new_uid()
+    with storescp(output_dir=tmp_path, aet=SERVER_AE) as peer_process:
+        with anyio.fail_after(TEST_TIMEOUT):
+            async with raw_peer(peer_process.port) as peer:
+                await peer.associate()
+                for message_id, (command_uid, ds_class, ds_instance, expected, _) in enumerate(
+                    mismatch_cases(first, other), start=1
+                ):
+                    data = _dataset(ds_class, ds_instance, "IMPOSTOR")
+                    response = await store_raw(peer, 3, command_uid, data, message_id)
+                    assert response.status == expected, (command_uid, ds_class, ds_instance, response)
+
+
+async def test_a_data_set_naming_another_instance_never_replaces_one(tmp_path: Path) -> None:
+    writer = CountingWriter(tmp_path / "out")
+    first, other = new_uid(), new_uid()
+    original = _dataset(CT_IMAGE_STORAGE, first, "ORIGINAL")
+    cases = mismatch_cases(first, other)
     async with running_server(tmp_path, on_store=writer) as running:
         with anyio.fail_after(TEST_TIMEOUT):
             async with raw_peer(running.port) as peer:

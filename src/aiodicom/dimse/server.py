@@ -549,9 +549,9 @@ def _identity(sink: InstanceSink, request: C.CStoreRQ) -> Outcome | None:
     """The data set must carry the SOP Class and Instance UIDs its command names.
 
     Otherwise a sender's bug (or a hostile one) would have one instance stored,
-    and acknowledged, under another's name, replacing it. Missing UIDs mean the
-    data set cannot be understood (0xC000, as DCMTK's storescp answers); other
-    UIDs mean it does not match (0xA900, as storescp answers).
+    and acknowledged, under another's name, replacing it. A missing UID means
+    the data set cannot be understood (0xC000); another one, empty included,
+    that it does not match (0xA900): what DCMTK's storescp answers (tested).
     """
     tags = sink.common_tags or {}
     for tag, name, expected in (
@@ -560,7 +560,7 @@ def _identity(sink: InstanceSink, request: C.CStoreRQ) -> Outcome | None:
     ):
         raw = tags.get(tag)
         label = f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
-        if raw is None or not raw.strip(b" \0"):
+        if raw is None:
             return Outcome(S.CANNOT_UNDERSTAND, f"data set lacks {label} {name}", (tag,))
         if text(raw) != expected:
             return Outcome(S.DATA_SET_DOES_NOT_MATCH_SOP_CLASS, f"{label} {name} differs from the command", (tag,))
