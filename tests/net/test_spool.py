@@ -132,3 +132,20 @@ def test_sweeping_touches_only_what_spools_make(tmp_path: Path) -> None:
     assert all(other.exists() for other in others)
     spool.close()
     assert not mine.exists() and base.exists()  # not empty: the base folder stays
+
+
+def test_the_default_spool_is_private(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Per user, mode 0700; one that others could write (made first in a shared /tmp) is not used."""
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    shared = tmp_path / f"aiodicom-spool-{os.getuid()}"
+    spool = SpoolDirectory.private()
+    assert spool.base == shared and (shared.stat().st_mode & 0o777) == 0o700
+    shared.chmod(0o777)  # as if someone else had prepared it for us
+    fallback = SpoolDirectory.private()
+    assert fallback.base != shared and fallback.base.parent == tmp_path
+    assert (fallback.base.stat().st_mode & 0o077) == 0
+    shared.rmdir()
+    shared.symlink_to(fallback.base)  # a symlink, even to a private folder, is not used either
+    assert SpoolDirectory.private().base not in (shared, fallback.base)

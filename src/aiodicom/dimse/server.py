@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import ssl as _ssl
-import tempfile
 import time
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
@@ -114,7 +113,8 @@ class Server:
     :param ssl: a server-side ``ssl.SSLContext`` to serve DICOM over TLS.
     :param timeouts: the waits the server bounds (:class:`Timeouts`).
     :param spool_dir: where data sets larger than ``memory_threshold`` are written as they
-        arrive (default: ``aiodicom-spool`` in the system's temporary folder). Several
+        arrive (default: ``aiodicom-spool-<uid>`` in the system's temporary folder when it is
+        a private folder of ours, else a fresh temporary folder). Several
         processes may share it: each takes its own folder in it, removes the folders of
         processes that are gone (kill -9) at start, and its own at stop, with ``spool_dir``
         itself once empty. On the file system of the archive, :meth:`ReceivedInstance.save`
@@ -181,7 +181,7 @@ class Server:
         self.timeouts = timeouts
         self.memory_threshold = memory_threshold
         self.backlog = backlog
-        self._spool_base = Path(spool_dir) if spool_dir is not None else Path(tempfile.gettempdir()) / "aiodicom-spool"
+        self._spool_base = Path(spool_dir) if spool_dir is not None else None
         #: This server's own spool folder (inside ``spool_dir``) while it serves.
         self.spool_dir: Path | None = None
         self._spool_folder: SpoolDirectory | None = None
@@ -206,7 +206,8 @@ class Server:
         """
         loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        self._spool_folder = SpoolDirectory(self._spool_base)
+        base = self._spool_base
+        self._spool_folder = SpoolDirectory(base) if base is not None else SpoolDirectory.private()
         self.spool_dir = self._spool_folder.open()
         self._spool = SpoolFiles(self.spool_dir)
         try:

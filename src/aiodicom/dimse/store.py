@@ -19,8 +19,10 @@ import hashlib
 import os
 import re
 import shutil
+import stat
 import string
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Collection, Iterable
@@ -188,6 +190,25 @@ class SpoolDirectory:
         self.base = base
         self.path: Path | None = None
         self._lock_fd = -1
+
+    @classmethod
+    def private(cls) -> SpoolDirectory:
+        """The default spool: ``aiodicom-spool-<uid>`` in the temporary folder, if it is ours.
+
+        Shared by this user's processes (so one sweeps what another left), and
+        used only when it is a real folder owned by us that nobody else may
+        write to or read: in a shared ``/tmp`` another user could have made it
+        first. Otherwise a fresh private folder is used.
+        """
+        base = Path(tempfile.gettempdir()) / f"aiodicom-spool-{os.getuid()}"
+        try:
+            base.mkdir(mode=0o700, exist_ok=True)
+            info = os.lstat(base)
+            if stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid() and not info.st_mode & 0o077:
+                return cls(base)
+        except OSError:
+            pass
+        return cls(Path(tempfile.mkdtemp(prefix="aiodicom-spool-")))
 
     def open(self) -> Path:
         """Create and lock our folder, sweep stale ones; return our folder."""
