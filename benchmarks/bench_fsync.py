@@ -28,7 +28,12 @@ def main() -> int:
     per_layout = 40 if args.quick else 800
     layouts = [(1, per_layout), (8, per_layout // 8)]
     default = h.common_contenders()["aiodicom"]
-    durable = h.Contender("aiodicom --fsync", [*default.command, "--fsync"], default.available, default.why_unavailable)
+    durable = h.Contender(
+        "aiodicom --fsync",
+        [*default.command, "--fsync"],
+        default.available,
+        default.why_unavailable,
+    )
     receivers = [default, durable]
     h.apply_only(receivers, args.only)
     report = ["## bench_fsync", ""]
@@ -46,7 +51,9 @@ def main() -> int:
             title = f"{associations} association(s) x {per_association} images 64x64"
             print(f"{title}:", file=sys.stderr)
 
-            def measure(c: h.Contender, r: int, files: list[Path] = files, folders: list[Path] = folders) -> h.Run:
+            def measure(
+                c: h.Contender, r: int, files: list[Path] = files, folders: list[Path] = folders
+            ) -> h.Run:
                 return h.measure_receiver(
                     c, [h.storescu(folder) for folder in folders], round_=r, items=len(files),
                     payload_bytes=h.total_size(files), workdir=work, check=h.check_stored(files),
@@ -57,7 +64,9 @@ def main() -> int:
             ok = ok and all(r.ok for r in runs)
             report += [h.table(title, summaries, "img/s"), ""]
             payload[f"a{associations}"] = {"title": title, "runs": runs, "summary": summaries}
-    report.append("Senders: `TCP_NODELAY=1 storescu -aec AIODICOM +sd +r 127.0.0.1 PORT DIR`, one per association.")
+    report.append(
+        "Senders: `TCP_NODELAY=1 storescu -aec AIODICOM +sd +r 127.0.0.1 PORT DIR`, one per association."
+    )
     print("\n".join(report))
     print(f"\nraw numbers: {h.save('bench_fsync', args.results_dir, payload)}")
     return 0 if ok else 1

@@ -41,11 +41,17 @@ def fragments(files: list[Path]) -> list[tuple[str, list[memoryview]]]:
         data = path.read_bytes()
         meta = read_file_meta(data)
         view = memoryview(data)[meta.dataset_offset :]
-        out.append((meta.transfer_syntax, [view[i : i + FRAGMENT] for i in range(0, len(view), FRAGMENT)]))
+        out.append(
+            (meta.transfer_syntax, [view[i : i + FRAGMENT] for i in range(0, len(view), FRAGMENT)])
+        )
     return out
 
 
-def best_cpu(run: Callable[[str, list[memoryview]], None], datasets: list[tuple[str, list[memoryview]]], repeat: int) -> float:
+def best_cpu(
+    run: Callable[[str, list[memoryview]], None],
+    datasets: list[tuple[str, list[memoryview]]],
+    repeat: int,
+) -> float:
     """CPU seconds of ``run`` over every data set (best of ``repeat``)."""
     best = float("inf")
     for _ in range(repeat):
@@ -75,8 +81,15 @@ def main() -> int:
     rounds = args.rounds or (1 if args.quick else 5)
     workloads = [("ct", 20 if args.quick else 300, 512), ("small", 50 if args.quick else 2000, 64)]
     receiver = h.common_contenders()["aiodicom"]
-    report = ["## bench_walk", "", f"Fragments of {FRAGMENT // 1024} KiB; target: walk < {TARGET_SHARE:.0%} of receive wall time.", ""]
-    report += ["| workload | MB | walk CPU s | walk MB/s | walk us/instance | old scan CPU s | receive wall s | walk share | added share |"]
+    report = [
+        "## bench_walk",
+        "",
+        f"Fragments of {FRAGMENT // 1024} KiB; target: walk < {TARGET_SHARE:.0%} of receive wall time.",
+        "",
+    ]
+    report += [
+        "| workload | MB | walk CPU s | walk MB/s | walk us/instance | old scan CPU s | receive wall s | walk share | added share |"
+    ]
     report += ["|---|---|---|---|---|---|---|---|---|"]
     payload: dict[str, object] = {"rounds": rounds, "quick": args.quick, "fragment": FRAGMENT}
     ok = True

@@ -56,7 +56,11 @@ def _seeds() -> list[bytes]:
         def tag(tag_value: int, length: int) -> bytes:
             return struct.pack(o + "HHI", tag_value >> 16, tag_value & 0xFFFF, length)
 
-        item = tag(0xFFFEE000, 0xFFFFFFFF) + short(0x0008, 0x1155, b"UI", b"1.2.3") + tag(0xFFFEE00D, 0)
+        item = (
+            tag(0xFFFEE000, 0xFFFFFFFF)
+            + short(0x0008, 0x1155, b"UI", b"1.2.3")
+            + tag(0xFFFEE00D, 0)
+        )
         nested = (
             tag(0xFFFEE000, 0xFFFFFFFF)
             + long(0x0008, 0x1115, b"SQ", 0xFFFFFFFF)
@@ -86,8 +90,10 @@ def _seeds() -> list[bytes]:
             return struct.pack("<HHI", group, elem, len(value)) + value
 
         sq = struct.pack("<HHI", 0x0008, 0x1140, 0xFFFFFFFF)
-        item = struct.pack("<HHI", 0xFFFE, 0xE000, 0xFFFFFFFF) + el(0x0008, 0x1155, b"1.2") + struct.pack(
-            "<HHI", 0xFFFE, 0xE00D, 0
+        item = (
+            struct.pack("<HHI", 0xFFFE, 0xE000, 0xFFFFFFFF)
+            + el(0x0008, 0x1155, b"1.2")
+            + struct.pack("<HHI", 0xFFFE, 0xE00D, 0)
         )
         return b"".join(
             (
@@ -103,9 +109,16 @@ def _seeds() -> list[bytes]:
     deflater = zlib.compressobj(6, zlib.DEFLATED, -15)
     deflated = deflater.compress(little) + deflater.flush()
     pixel_header = struct.pack("<HH2sHI", 0x7FE0, 0x0010, b"OB", 0, 0xFFFFFFFF)
-    fragments = struct.pack("<HHI", 0xFFFE, 0xE000, 0) + struct.pack("<HHI", 0xFFFE, 0xE000, 6) + b"\xff\xd8ab\xff\xd9"
-    encapsulated = little[: little.index(struct.pack("<HH", 0x7FE0, 0x0010))] + pixel_header + fragments + struct.pack(
-        "<HHI", 0xFFFE, 0xE0DD, 0
+    fragments = (
+        struct.pack("<HHI", 0xFFFE, 0xE000, 0)
+        + struct.pack("<HHI", 0xFFFE, 0xE000, 6)
+        + b"\xff\xd8ab\xff\xd9"
+    )
+    encapsulated = (
+        little[: little.index(struct.pack("<HH", 0x7FE0, 0x0010))]
+        + pixel_header
+        + fragments
+        + struct.pack("<HHI", 0xFFFE, 0xE0DD, 0)
     )
     bodies = (implicit(), little, explicit(True), deflated, encapsulated)
     return [bytes([index, size]) + body for index, body in enumerate(bodies) for size in (7, 64)]

@@ -31,7 +31,9 @@ ALL = [*SYNTAXES, JPEG]
 def encapsulated_dataset() -> Dataset:
     ds = rich_dataset(pixels=0)
     del ds.PixelData
-    ds.add_new(0x7FE00010, "OB", encapsulate([b"\xff\xd8" + bytes(range(200)) + b"\xff\xd9", b"x" * 90]))
+    ds.add_new(
+        0x7FE00010, "OB", encapsulate([b"\xff\xd8" + bytes(range(200)) + b"\xff\xd9", b"x" * 90])
+    )
     ds[0x7FE00010].is_undefined_length = True
     return ds
 
@@ -121,10 +123,14 @@ def garbage(case: str, transfer_syntax: str) -> bytes:
         "one-zero-byte": b"\0",
         "ff": b"\xff" * 64,
         "text": b"this is not a DICOM data set at all, just some text\n" * 4,
-        "wrong-vr": b"" if implicit else struct.pack(o + "HH2sH", 0x0008, 0x0016, b"ZZ", 4) + b"1.2\0",
+        "wrong-vr": b""
+        if implicit
+        else struct.pack(o + "HH2sH", 0x0008, 0x0016, b"ZZ", 4) + b"1.2\0",
         "length-past-end": el(0x0008, 0x0016, b"UI", 200) + b"1.2.3\0",
         "long-length-past-end": el(0x7FE0, 0x0010, b"OB", 1 << 30, long=True) + bytes(64),
-        "undefined-length-text": b"" if implicit else el(0x0008, 0x0119, b"UC", 0xFFFFFFFF, long=True) + bytes(8),
+        "undefined-length-text": b""
+        if implicit
+        else el(0x0008, 0x0119, b"UC", 0xFFFFFFFF, long=True) + bytes(8),
         "item-at-top-level": struct.pack(o + "HHI", 0xFFFE, 0xE000, 0),
         "command-group": el(0x0000, 0x0100, b"US", 2) + b"\x01\x00",
         "sequence-never-closed": sq + struct.pack(o + "HHI", 0xFFFE, 0xE000, 0),
@@ -167,7 +173,10 @@ def test_deflated_garbage_and_trailing_bytes() -> None:
 
 
 @settings(max_examples=400, deadline=None)
-@given(data=st.binary(max_size=600), transfer_syntax=st.sampled_from([IMPLICIT, EXPLICIT, BIG, DEFLATED]))
+@given(
+    data=st.binary(max_size=600),
+    transfer_syntax=st.sampled_from([IMPLICIT, EXPLICIT, BIG, DEFLATED]),
+)
 def test_random_bytes_only_ever_raise_malformed(data: bytes, transfer_syntax: str) -> None:
     try:
         walk_in(data, transfer_syntax, 13)
@@ -176,7 +185,9 @@ def test_random_bytes_only_ever_raise_malformed(data: bytes, transfer_syntax: st
 
 
 @settings(max_examples=200, deadline=None)
-@given(flips=st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), min_size=1, max_size=8))
+@given(
+    flips=st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), min_size=1, max_size=8)
+)
 def test_corrupted_real_data_only_ever_raises_malformed(flips: list[tuple[int, int]]) -> None:
     data = bytearray(encoded(EXPLICIT))
     for where, value in flips:

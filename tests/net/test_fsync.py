@@ -46,15 +46,22 @@ async def test_concurrent_requests_share_one_flush(
     paths = _files(tmp_path / "a", 5) + _files(tmp_path / "b", 5)
     await asyncio.gather(*(syncer.sync([p]) for p in paths))
     assert syncer.batches == 1
-    assert syncer.whole_file_system_batches == (1 if whole_file_system and store_module._syncfs else 0)
+    assert syncer.whole_file_system_batches == (
+        1 if whole_file_system and store_module._syncfs else 0
+    )
     await syncer.sync(paths[:1])  # alone: per-file, never the whole file system
-    assert (syncer.batches, syncer.whole_file_system_batches) == (2, 1 if whole_file_system and store_module._syncfs else 0)
+    assert (syncer.batches, syncer.whole_file_system_batches) == (
+        2,
+        1 if whole_file_system and store_module._syncfs else 0,
+    )
 
 
 async def test_a_flush_error_reaches_every_waiter(tmp_path: Path) -> None:
     syncer = GroupSync()
     missing = tmp_path / "gone" / "x.dcm"
-    results = await asyncio.gather(syncer.sync([missing]), syncer.sync([missing]), return_exceptions=True)
+    results = await asyncio.gather(
+        syncer.sync([missing]), syncer.sync([missing]), return_exceptions=True
+    )
     assert all(isinstance(r, OSError) for r in results)
 
 
@@ -83,7 +90,9 @@ async def test_files_are_flushed_before_success_only_when_asked(
             async with connect(HOST, running.port, called_ae=SERVER_AE, timeouts=FAST) as assoc:
                 for _ in range(3):
                     uid = new_uid()
-                    status = await assoc.store(make_dataset(rows=16, columns=16, sop_instance_uid=uid))
+                    status = await assoc.store(
+                        make_dataset(rows=16, columns=16, sop_instance_uid=uid)
+                    )
                     assert status == S.SUCCESS
                     [path] = [p for p in running.stored_files() if p.name == f"{uid}.dcm"]
                     # Success was sent: with fsync, the file had been flushed before that.
@@ -99,7 +108,9 @@ async def test_files_are_flushed_before_success_only_when_asked(
         assert syncer is not None and 1 <= syncer.batches <= 12
 
 
-async def test_a_failed_flush_answers_out_of_resources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_failed_flush_answers_out_of_resources(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """An I/O error while flushing (fault injected: a real one needs a failing disk)."""
 
     def failing(path: Path, flags: int, sync: object) -> None:
@@ -127,4 +138,6 @@ async def test_cli_receive_with_fsync(tmp_path: Path) -> None:
     assert receiver.returncode == 0, receiver.output()
     stored = sorted(p for p in output.rglob("*.dcm"))
     assert len(stored) == len(sources)
-    assert {pydicom.dcmread(p).SOPInstanceUID for p in stored} == {pydicom.dcmread(p).SOPInstanceUID for p in sources}
+    assert {pydicom.dcmread(p).SOPInstanceUID for p in stored} == {
+        pydicom.dcmread(p).SOPInstanceUID for p in sources
+    }

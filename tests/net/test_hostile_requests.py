@@ -60,7 +60,9 @@ def us(value: int) -> bytes:
 
 def command_bytes(elements: dict[int, bytes]) -> bytes:
     """A command set from raw values, no questions asked (odd lengths stay odd)."""
-    body = b"".join(struct.pack("<HHI", 0, elem, len(v)) + v for elem, v in sorted(elements.items()))
+    body = b"".join(
+        struct.pack("<HHI", 0, elem, len(v)) + v for elem, v in sorted(elements.items())
+    )
     return struct.pack("<HHII", 0, 0, 4, len(body)) + body
 
 
@@ -68,13 +70,18 @@ def command_bytes(elements: dict[int, bytes]) -> bytes:
 REQUESTS: dict[str, tuple[int, dict[int, bytes], bool]] = {
     "C-ECHO-RQ": (
         ECHO_CONTEXT,
-        {0x0002: VERIFICATION_SOP_CLASS.encode() + b"\0", 0x0100: us(0x0030), 0x0110: us(1), 0x0800: us(0x0101)},
+        {
+            0x0002: VERIFICATION_SOP_CLASS.encode() + b"\0",
+            0x0100: us(0x0030),
+            0x0110: us(1),
+            0x0800: us(0x0101),
+        },
         False,
     ),
     "C-STORE-RQ": (
         CT_CONTEXT,
         {
-            0x0002: CT_IMAGE_STORAGE.encode(),
+            0x0002: CT_IMAGE_STORAGE.encode() + b"\0",
             0x0100: us(0x0001),
             0x0110: us(1),
             0x0700: us(0),
@@ -87,18 +94,30 @@ REQUESTS: dict[str, tuple[int, dict[int, bytes], bool]] = {
     ),
     "C-FIND-RQ": (
         CT_CONTEXT,
-        {0x0002: CT_IMAGE_STORAGE.encode(), 0x0100: us(0x0020), 0x0110: us(1), 0x0700: us(0), 0x0800: us(1)},
+        {
+            0x0002: CT_IMAGE_STORAGE.encode() + b"\0",
+            0x0100: us(0x0020),
+            0x0110: us(1),
+            0x0700: us(0),
+            0x0800: us(1),
+        },
         True,
     ),
     "C-GET-RQ": (
         CT_CONTEXT,
-        {0x0002: CT_IMAGE_STORAGE.encode(), 0x0100: us(0x0010), 0x0110: us(1), 0x0700: us(0), 0x0800: us(1)},
+        {
+            0x0002: CT_IMAGE_STORAGE.encode() + b"\0",
+            0x0100: us(0x0010),
+            0x0110: us(1),
+            0x0700: us(0),
+            0x0800: us(1),
+        },
         True,
     ),
     "C-MOVE-RQ": (
         CT_CONTEXT,
         {
-            0x0002: CT_IMAGE_STORAGE.encode(),
+            0x0002: CT_IMAGE_STORAGE.encode() + b"\0",
             0x0100: us(0x0021),
             0x0110: us(1),
             0x0600: b"DEST",
@@ -168,10 +187,14 @@ def dataset_for(elements: dict[int, bytes]) -> bytes:
         value = value if len(value) % 2 == 0 else value + b"\0"
         return struct.pack("<HH2sH", 0x0008, elem, vr, len(value) & 0xFFFF) + value[:0xFFFF]
 
-    return element(0x0016, b"UI", elements.get(0x0002, b"")) + element(0x0018, b"UI", elements.get(0x1000, UID))
+    return element(0x0016, b"UI", elements.get(0x0002, b"")) + element(
+        0x0018, b"UI", elements.get(0x1000, UID)
+    )
 
 
-async def send_hostile(port: int, context: int, elements: dict[int, bytes], with_dataset: bool) -> None:
+async def send_hostile(
+    port: int, context: int, elements: dict[int, bytes], with_dataset: bool
+) -> None:
     """Send one request, then a C-ECHO on the same association.
 
     Any answer is fine as long as it is valid: responses that decode (the echo's
@@ -213,7 +236,9 @@ async def test_no_request_field_takes_the_server_down(
     async with running_server(tmp_path, timeouts=PATIENT) as running:
         with anyio.fail_after(TEST_TIMEOUT):
             # A well-behaved client, associated before the attack, is served throughout.
-            async with connect(HOST, running.port, called_ae=SERVER_AE, calling_ae="GOOD", timeouts=FAST) as good:
+            async with connect(
+                HOST, running.port, called_ae=SERVER_AE, calling_ae="GOOD", timeouts=FAST
+            ) as good:
                 assert (await good.echo()).is_success
                 await send_hostile(running.port, context, elements, with_dataset)
                 assert (await good.echo()).is_success
@@ -257,7 +282,13 @@ def _response(elements: dict[int, bytes]) -> bytes:
     return pdata((1, True, True, command_bytes(elements)))
 
 
-ECHO_RSP = {0x0002: VERIFICATION_SOP_CLASS.encode() + b"\0", 0x0100: us(0x8030), 0x0120: us(1), 0x0800: us(0x0101), 0x0900: us(0)}
+ECHO_RSP = {
+    0x0002: VERIFICATION_SOP_CLASS.encode() + b"\0",
+    0x0100: us(0x8030),
+    0x0120: us(1),
+    0x0800: us(0x0101),
+    0x0900: us(0),
+}
 HOSTILE_RESPONSES: dict[str, bytes] = {
     "long-uid": _response({**ECHO_RSP, 0x0002: UID_VALUES["1000-chars"]}),
     "non-ascii-uid": _response({**ECHO_RSP, 0x0002: b"\xe9\xe9"}),
@@ -267,7 +298,9 @@ HOSTILE_RESPONSES: dict[str, bytes] = {
     "pending-forever": _response({**ECHO_RSP, 0x0900: us(0xFF00)}),
     "wrong-message-id": _response({**ECHO_RSP, 0x0120: us(999)}),
     "cancel-instead": _response({0x0100: us(0x0FFF), 0x0120: us(1), 0x0800: us(0x0101)}),
-    "request-instead": _response({0x0002: b"1.2\0", 0x0100: us(0x0030), 0x0110: us(1), 0x0800: us(0x0101)}),
+    "request-instead": _response(
+        {0x0002: b"1.2\0", 0x0100: us(0x0030), 0x0110: us(1), 0x0800: us(0x0101)}
+    ),
     "unknown-command": _response({**ECHO_RSP, 0x0100: us(0x7777)}),
     "odd-length": _response({**ECHO_RSP, 0x0002: b"1.2.3"}),
     "data-set-that-never-ends": pdata(
@@ -290,9 +323,40 @@ async def test_client_meets_hostile_responses_with_a_status_or_a_clear_error(cas
     with anyio.fail_after(TEST_TIMEOUT):
         async with raw_acceptor(acceptor) as port:
             try:
-                async with connect(HOST, port, contexts=ECHO_ONLY, timeouts=CLIENT_TIMEOUTS) as assoc:
+                async with connect(
+                    HOST, port, contexts=ECHO_ONLY, timeouts=CLIENT_TIMEOUTS
+                ) as assoc:
                     outcome = await assoc.echo()
             except AiodicomError as exc:
                 outcome = exc
     assert isinstance(outcome, (C.Status, AiodicomError)), outcome
     assert str(outcome)
+
+
+async def test_a_bug_while_handling_one_request_answers_it_and_serves_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fault injection: an unexpected exception inside the server's own request handling."""
+    from aiodicom.dimse import server as server_module
+
+    def broken(*args: object) -> None:
+        raise RuntimeError("injected bug")
+
+    monkeypatch.setattr(server_module, "_identity", broken)
+    _, elements, _ = REQUESTS["C-STORE-RQ"]
+    async with running_server(tmp_path, timeouts=PATIENT) as running:
+        with anyio.fail_after(TEST_TIMEOUT):
+            async with raw_peer(running.port) as peer:
+                await peer.associate()
+                await peer.send(
+                    pdata(
+                        (CT_CONTEXT, True, True, command_bytes(elements)),
+                        (CT_CONTEXT, False, True, dataset_for(elements)),
+                    )
+                )
+                response = await peer.expect_response(C.CStoreRSP)
+                assert response.status == 0xA700  # the sender keeps its data
+                assert response.error_comment and "RuntimeError" in response.error_comment
+                assert (await peer.echo(2)).status.is_success  # the association goes on
+        await assert_still_serving(running)
+    assert running.stored_files() == []

@@ -123,13 +123,33 @@ def cut_offsets(ds: Dataset, data: bytes, transfer_syntax: str) -> list[int]:
         return data.index(struct.pack(">HH" if big else "<HH", group, elem))
 
     sq, px = at(0x0008, 0x1140), at(0x7FE0, 0x0010)
-    chosen = {3, 9, sq + 2, sq + 10, sq + 14, sq + 30, px + 3, px + 10, px + 40, px + 200, len(data) - 1, len(data) - 5}
+    chosen = {
+        3,
+        9,
+        sq + 2,
+        sq + 10,
+        sq + 14,
+        sq + 30,
+        px + 3,
+        px + 10,
+        px + 40,
+        px + 200,
+        len(data) - 1,
+        len(data) - 5,
+    }
     rng = random.Random(transfer_syntax)
     chosen |= {rng.randrange(1, len(data)) for _ in range(12)}
     return sorted(chosen - element_boundaries(ds, transfer_syntax))
 
 
-async def store_raw(peer: Any, context: int, uid: str, data: bytes, message_id: int, sop_class: str = CT_IMAGE_STORAGE) -> CStoreRSP:
+async def store_raw(
+    peer: Any,
+    context: int,
+    uid: str,
+    data: bytes,
+    message_id: int,
+    sop_class: str = CT_IMAGE_STORAGE,
+) -> CStoreRSP:
     from aiodicom.dimse import command as C
 
     command = C.encode_command(C.CStoreRQ(message_id, sop_class, uid), has_dataset=True)
@@ -144,9 +164,13 @@ async def test_cut_data_sets_are_refused_and_nothing_is_stored(
 ) -> None:
     writer = CountingWriter(tmp_path / "out")
     refused = 0
-    async with running_server(tmp_path, on_store=writer, accept_any_transfer_syntax=True) as running:
+    async with running_server(
+        tmp_path, on_store=writer, accept_any_transfer_syntax=True
+    ) as running:
         with anyio.fail_after(TEST_TIMEOUT * 2):
-            async with connect(HOST, running.port, called_ae=SERVER_AE, calling_ae="GOOD", timeouts=FAST) as good:
+            async with connect(
+                HOST, running.port, called_ae=SERVER_AE, calling_ae="GOOD", timeouts=FAST
+            ) as good:
                 async with raw_peer(running.port) as peer:
                     await peer.associate(associate_rq([(CT_IMAGE_STORAGE, [transfer_syntax])]))
                     uid = new_uid()
@@ -180,14 +204,21 @@ def garbage_cases() -> dict[str, bytes]:
     return {
         "zeros": bytes(8192),
         "random": bytes(rng.randrange(256) for _ in range(5000)),
-        "wrong-vr": struct.pack("<HH2sH", 0x0008, 0x0016, b"Q!", 26) + CT_IMAGE_STORAGE.encode() + b"\0",
-        "length-past-end": struct.pack("<HH2sH", 0x0008, 0x0016, b"UI", 26) + CT_IMAGE_STORAGE.encode() + b"\0"
-        + struct.pack("<HH2sHI", 0x7FE0, 0x0010, b"OW", 0, 1 << 20) + bytes(4000),
+        "wrong-vr": struct.pack("<HH2sH", 0x0008, 0x0016, b"Q!", 26)
+        + CT_IMAGE_STORAGE.encode()
+        + b"\0",
+        "length-past-end": struct.pack("<HH2sH", 0x0008, 0x0016, b"UI", 26)
+        + CT_IMAGE_STORAGE.encode()
+        + b"\0"
+        + struct.pack("<HH2sHI", 0x7FE0, 0x0010, b"OW", 0, 1 << 20)
+        + bytes(4000),
         "text": b"Hello, this is a text file, not a data set.\n" * 50,
     }
 
 
-async def test_garbage_is_refused_with_one_log_line(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+async def test_garbage_is_refused_with_one_log_line(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
     writer = CountingWriter(tmp_path / "out")
     cases = garbage_cases()
     async with running_server(tmp_path, on_store=writer) as running:
@@ -246,7 +277,12 @@ async def test_mismatch_statuses_are_the_ones_dcmtk_storescp_answers(tmp_path: P
                 ):
                     data = _dataset(ds_class, ds_instance, "IMPOSTOR")
                     response = await store_raw(peer, 3, command_uid, data, message_id)
-                    assert response.status == expected, (command_uid, ds_class, ds_instance, response)
+                    assert response.status == expected, (
+                        command_uid,
+                        ds_class,
+                        ds_instance,
+                        response,
+                    )
 
 
 async def test_a_data_set_naming_another_instance_never_replaces_one(tmp_path: Path) -> None:
@@ -260,7 +296,9 @@ async def test_a_data_set_naming_another_instance_never_replaces_one(tmp_path: P
                 await peer.associate()
                 assert (await store_raw(peer, 3, first, original, 1)).status == S.SUCCESS
                 [stored] = running.stored_files()
-                for message_id, (command_uid, ds_class, ds_instance, expected, tag) in enumerate(cases, start=2):
+                for message_id, (command_uid, ds_class, ds_instance, expected, tag) in enumerate(
+                    cases, start=2
+                ):
                     data = _dataset(ds_class, ds_instance, "IMPOSTOR")
                     response = await store_raw(peer, 3, command_uid, data, message_id)
                     assert response.status == expected, (command_uid, ds_class, ds_instance)
@@ -330,7 +368,13 @@ async def test_cli_store_reports_bad_files_and_sends_the_rest(tmp_path: Path) ->
         with anyio.fail_after(TEST_TIMEOUT * 2):
             result = await anyio.run_process(
                 aiodicom_command(
-                    "store", HOST, str(running.port), str(tmp_path / "files"), "--aec", SERVER_AE, "--no-progress"
+                    "store",
+                    HOST,
+                    str(running.port),
+                    str(tmp_path / "files"),
+                    "--aec",
+                    SERVER_AE,
+                    "--no-progress",
                 ),
                 check=False,
             )

@@ -63,7 +63,9 @@ async def store_one(port: int) -> None:
     data = encode_dataset(make_dataset(rows=16, columns=16, sop_instance_uid=uid))
     async with raw_peer(port) as peer:
         await peer.associate()
-        await peer.send(pdata((CT_CONTEXT, True, True, store_rq(uid)), (CT_CONTEXT, False, True, data)))
+        await peer.send(
+            pdata((CT_CONTEXT, True, True, store_rq(uid)), (CT_CONTEXT, False, True, data))
+        )
         assert (await peer.expect_response(CStoreRSP)).status == S.SUCCESS
         await peer.send(P.encode(P.ReleaseRQ()))
         assert await peer.expect_pdu() == P.ReleaseRP()

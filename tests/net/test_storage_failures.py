@@ -78,7 +78,9 @@ def instance(size: int, uid: str | None = None, marker: str = "") -> tuple[str, 
     """A CT data set of about ``size`` bytes (explicit VR LE), with its instance UID."""
     uid = uid or new_uid()
     side = max(8, int((size / 2) ** 0.5))
-    ds = make_dataset(rows=side, columns=side, sop_instance_uid=uid, study_uid=STUDY, series_uid=SERIES)
+    ds = make_dataset(
+        rows=side, columns=side, sop_instance_uid=uid, study_uid=STUDY, series_uid=SERIES
+    )
     ds.StudyDescription = marker
     return uid, encode_dataset(ds)
 
@@ -96,7 +98,11 @@ async def store(peer: RawPeer, uid: str, data: bytes, message_id: int = 1) -> CS
 
 def visible_files(folder: Path) -> list[Path]:
     """Files a user of the output folder would see (the hidden spool folder aside)."""
-    return sorted(p for p in folder.rglob("*") if p.is_file() and ".incoming" not in p.parts and "spool" not in p.parts)
+    return sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file() and ".incoming" not in p.parts and "spool" not in p.parts
+    )
 
 
 def assert_nothing_kept(running: RunningServer, before: list[Path] | None = None) -> None:
@@ -119,8 +125,12 @@ async def refused_then_served(running: RunningServer, data_and_uid: tuple[str, b
 # --- a full disk at every step ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize("threshold", [0, 64 * MiB], ids=["spooled-from-the-first-byte", "kept-in-memory"])
-async def test_disk_full_while_writing_answers_out_of_resources(tmp_path: Path, threshold: int) -> None:
+@pytest.mark.parametrize(
+    "threshold", [0, 64 * MiB], ids=["spooled-from-the-first-byte", "kept-in-memory"]
+)
+async def test_disk_full_while_writing_answers_out_of_resources(
+    tmp_path: Path, threshold: int
+) -> None:
     """Spooling (each fragment written as it arrives) or saving (written once complete)."""
     with tmpfs(tmp_path / "fs", "size=2m"):
         async with running_server(tmp_path / "fs", memory_threshold=threshold) as running:
@@ -189,7 +199,9 @@ async def test_spool_folder_gone_answers_out_of_resources(tmp_path: Path, thresh
         assert spool is not None and spool.is_dir()
         shutil.rmtree(spool)
         spool.parent.mkdir(exist_ok=True)
-        (spool.parent / spool.name).write_bytes(b"")  # and something unwritable-as-a-folder in its place
+        (spool.parent / spool.name).write_bytes(
+            b""
+        )  # and something unwritable-as-a-folder in its place
         response = await refused_then_served(running, instance(100 * 1024))
         if threshold:
             # In memory, the save falls back to a temporary file beside the target: stored.
@@ -211,7 +223,12 @@ async def test_rename_failing_answers_out_of_resources(tmp_path: Path, threshold
         first = await refused_then_served(running, instance(1000))
         assert first.status == S.SUCCESS
         [other] = visible_files(running.output_dir)
-        target = running.output_dir / safe_component(STUDY, "") / safe_component(SERIES, "") / f"{uid}.dcm"
+        target = (
+            running.output_dir
+            / safe_component(STUDY, "")
+            / safe_component(SERIES, "")
+            / f"{uid}.dcm"
+        )
         (target / "occupied").mkdir(parents=True)
         response = await refused_then_served(running, (uid, data))
         assert response.status == S.OUT_OF_RESOURCES

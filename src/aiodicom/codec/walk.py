@@ -65,7 +65,9 @@ def _name(tag: int) -> str:
 
 def _not_an_element(tag: int, offset: int) -> MalformedDatasetError:
     what = "a command element" if tag >> 16 == 0 else "an item or delimiter"
-    return MalformedDatasetError(f"{_name(tag)}, {what}, at offset {offset} is not a data set element", offset)
+    return MalformedDatasetError(
+        f"{_name(tag)}, {what}, at offset {offset} is not a data set element", offset
+    )
 
 
 class DatasetWalker:
@@ -96,7 +98,9 @@ class DatasetWalker:
 
     def __init__(self, transfer_syntax: str, wanted: Collection[int] = ()) -> None:
         self._implicit, self._big = _syntax(transfer_syntax)
-        self._inflater = zlib.decompressobj(-15) if transfer_syntax in DEFLATED_DATA_SET_SYNTAXES else None
+        self._inflater = (
+            zlib.decompressobj(-15) if transfer_syntax in DEFLATED_DATA_SET_SYNTAXES else None
+        )
         self._frames: list[_Frame] = []
         self._carry = b""  # the start of an element header cut by a fragment boundary
         self._skip = 0  # bytes of the current value still to come
@@ -191,7 +195,9 @@ class DatasetWalker:
 
     # --- the walk ------------------------------------------------------------------------
 
-    def _walk(self, buf: bytes | bytearray | memoryview, pos: int, base: int, one: bool = False) -> int:
+    def _walk(
+        self, buf: bytes | bytearray | memoryview, pos: int, base: int, one: bool = False
+    ) -> int:
         """Walk elements of ``buf`` from ``pos``; return where the walk stopped.
 
         A result past ``len(buf)`` means a value runs into the next fragment by
@@ -256,7 +262,9 @@ class DatasetWalker:
 
     def _push(self, in_sequence: bool, implicit: bool, big: bool, tag: int, offset: int) -> None:
         if len(self._frames) >= _MAX_DEPTH:
-            raise MalformedDatasetError(f"sequences nested deeper than {_MAX_DEPTH} at offset {offset}", offset)
+            raise MalformedDatasetError(
+                f"sequences nested deeper than {_MAX_DEPTH} at offset {offset}", offset
+            )
         self._frames.append((in_sequence, implicit, big, tag, offset))
 
     def _want(self, tag: int, start: int, end: int) -> None:
@@ -285,7 +293,8 @@ class DatasetWalker:
                 frames.pop()
                 return pos + 8
             raise MalformedDatasetError(
-                f"expected an item of {_name(owner)} at offset {base + pos}, found {_name(tag)}", base + pos
+                f"expected an item of {_name(owner)} at offset {base + pos}, found {_name(tag)}",
+                base + pos,
             )
         if tag == _ITEM_END:
             frames.pop()
@@ -347,7 +356,9 @@ class DatasetWalker:
             raise MalformedDatasetError("the data set is empty", 0)
 
 
-def walk_dataset(data: bytes | bytearray | memoryview, transfer_syntax: str, wanted: Collection[int] = ()) -> dict[int, bytes]:
+def walk_dataset(
+    data: bytes | bytearray | memoryview, transfer_syntax: str, wanted: Collection[int] = ()
+) -> dict[int, bytes]:
     """Walk a whole data set held in memory; return the wanted top-level values."""
     walker = DatasetWalker(transfer_syntax, wanted)
     walker.feed(data)
@@ -355,7 +366,9 @@ def walk_dataset(data: bytes | bytearray | memoryview, transfer_syntax: str, wan
     return walker.values
 
 
-def walk_file(source: str | Path | BinaryIO, offset: int, transfer_syntax: str, *, chunk: int = 64 * 1024) -> None:
+def walk_file(
+    source: str | Path | BinaryIO, offset: int, transfer_syntax: str, *, chunk: int = 64 * 1024
+) -> None:
     """Walk the data set of a file from ``offset`` to its end, seeking over large values.
 
     Reads only element headers (and what shares their chunk): a 1 GiB pixel

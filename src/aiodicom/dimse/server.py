@@ -434,7 +434,9 @@ class Server:
             association.log.error("request_failed", command=type(request).__name__, error=repr(exc))
             if message.dataset is not None:
                 message.dataset.discard()
-            response = _failure(request, S.PROCESSING_FAILURE, f"cannot process: {type(exc).__name__}")
+            # As for a failing store handler: the sender keeps its data and may retry.
+            code = S.OUT_OF_RESOURCES if isinstance(request, C.CStoreRQ) else S.PROCESSING_FAILURE
+            response = _failure(request, code, f"cannot process: {type(exc).__name__}")
         if response is None:
             return
         await association.send(message.context_id, C.encode_response(response))
