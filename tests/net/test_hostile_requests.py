@@ -127,6 +127,26 @@ REQUESTS: dict[str, tuple[int, dict[int, bytes], bool]] = {
         True,
     ),
     "C-CANCEL-RQ": (ECHO_CONTEXT, {0x0100: us(0x0FFF), 0x0120: us(1), 0x0800: us(0x0101)}, False),
+    # Responses sent to the server, which asked nothing: ignored, the association goes on.
+    "C-ECHO-RSP": (
+        ECHO_CONTEXT,
+        {0x0100: us(0x8030), 0x0120: us(1), 0x0800: us(0x0101), 0x0900: us(0)},
+        False,
+    ),
+    "C-STORE-RSP": (
+        CT_CONTEXT,
+        {
+            0x0002: CT_IMAGE_STORAGE.encode() + b"\0",
+            0x0100: us(0x8001),
+            0x0120: us(1),
+            0x0800: us(0x0101),
+            0x0900: us(0xC000),
+            0x0901: struct.pack("<HH", 0x0008, 0x0018),
+            0x0902: b"comment ",
+            0x1000: UID,
+        },
+        False,
+    ),
 }
 
 UID_VALUES = {
@@ -169,6 +189,9 @@ FIELDS: dict[str, tuple[int, dict[str, bytes]]] = {
     "move-destination": (0x0600, AE_VALUES),
     "move-originator-ae": (0x1030, AE_VALUES),
     "move-originator-id": (0x1031, US_VALUES),
+    "status": (0x0900, US_VALUES),
+    "offending-element": (0x0901, {"odd": b"\x08\x00\x18", "empty": b"", "many": b"\xff" * 4000}),
+    "error-comment": (0x0902, AE_VALUES),
 }
 
 CASES = [
