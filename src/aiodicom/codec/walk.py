@@ -117,8 +117,15 @@ class DatasetWalker:
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         """Walk the next fragment."""
-        self.size += len(data)
+        n = len(data)
+        self.size += n
         if self._inflater is None:
+            if self._skip >= n and not self._pending:
+                # The whole fragment lies inside a value being stepped over (pixel data):
+                # the common case, kept to a few operations.
+                self._skip -= n
+                self._offset += n
+                return
             self._feed(data)
             return
         inflater = self._inflater
@@ -207,58 +214,69 @@ class DatasetWalker:
         n = len(buf)
         frames = self._frames
         wanted = self._wanted
+        implicit = self._implicit
+        big = self._big
+        # One lookup per call, not per element: this loop is what every data set costs.
+        unpack = (
+            (_BE_IMPLICIT if big else _LE_IMPLICIT)
+            if implicit
+            else (_BE_EXPLICIT if big else _LE_EXPLICIT)
+        )
+        unpack_ul = _BE_UL if big else _LE_UL
+        short_vrs = _SHORT_VRS
+        long_vrs = _LONG_VRS
         tag = -1
         while pos + 8 <= n:
             if frames:
                 pos = self._nested(buf, pos, base)
                 if pos < 0:
                     return -pos - 1
-            elif self._implicit:
-                group, elem, length = (_BE_IMPLICIT if self._big else _LE_IMPLICIT)(buf, pos)
-                tag = (group << 16) | elem
-                if group == 0 or group == 0xFFFE:
-                    raise _not_an_element(tag, base + pos)
-                if length == _UNDEFINED:
-                    self._push(True, True, self._big, tag, base + pos)
-                    pos += 8
-                else:
-                    pos += 8 + length
-                    if tag in wanted:
-                        self._want(tag, base + pos - length, base + pos)
             else:
-                group, elem, vr, length = (_BE_EXPLICIT if self._big else _LE_EXPLICIT)(buf, pos)
-                tag = (group << 16) | elem
-                if vr in _SHORT_VRS:
+                if implicit:
+                    group, elem, length = unpack(buf, pos)
                     header = 8
-                elif vr in _LONG_VRS:
-                    if pos + 12 > n:
-                        return pos
-                    (length,) = (_BE_UL if self._big else _LE_UL)(buf, pos + 8)
-                    header = 12
+                    vr = b"SQ"  # an undefined length in implicit VR is a sequence
                 else:
-                    raise self._bad_vr(vr, tag, base + pos)
-                if group == 0 or group == 0xFFFE:
+                    group, elem, vr, length = unpack(buf, pos)
+                    if vr in short_vrs:
+                        header = 8
+                    elif vr in long_vrs:
+                        if pos + 12 > n:
+                            return pos
+                        (length,) = unpack_ul(buf, pos + 8)
+                        header = 12
+                    else:
+                        raise self._bad_vr(vr, (group << 16) | elem, base + pos)
+                tag = (group << 16) | elem
+                if not group or group == 0xFFFE:
                     raise _not_an_element(tag, base + pos)
-                if length == _UNDEFINED and header == 12:
-                    if vr not in _UNDEFINED_OK:
-                        raise MalformedDatasetError(
-                            f"{_name(tag)} {vr.decode('latin-1')} has an undefined length "
-                            f"at offset {base + pos}",
-                            base + pos,
-                        )
-                    un = vr == b"UN"  # holds implicit VR little endian (PS3.5 6.2.2)
-                    self._push(True, un, self._big and not un, tag, base + pos)
-                    pos += 12
+                if length == _UNDEFINED and (implicit or header == 12):
+                    self._open_sequence(vr, tag, base + pos)
+                    pos += header
                 else:
                     pos += header + length
                     if tag in wanted:
-                        self._want(tag, base + pos - length, base + pos)
-            if pos > n:
-                self._tag = frames[-1][3] if frames else tag
-                return pos
-            if one:
+                        if pos <= n:  # the usual case: the whole value is in this buffer
+                            if self._pending:
+                                self._forget(tag)
+                            self.values[tag] = bytes(buf[pos - length : pos][:_MAX_KEPT])
+                        else:
+                            self._want(tag, base + pos - length, base + pos)
+            if pos >= n or one:
+                if pos > n:
+                    self._tag = frames[-1][3] if frames else tag
                 return pos
         return pos
+
+    def _open_sequence(self, vr: bytes, tag: int, offset: int) -> None:
+        """A top-level element of undefined length: a sequence, or encapsulated pixel data."""
+        if vr not in _UNDEFINED_OK:
+            raise MalformedDatasetError(
+                f"{_name(tag)} {vr.decode('latin-1')} has an undefined length at offset {offset}",
+                offset,
+            )
+        un = vr == b"UN"  # holds implicit VR little endian (PS3.5 6.2.2)
+        self._push(True, self._implicit or un, self._big and not un, tag, offset)
 
     def _push(self, in_sequence: bool, implicit: bool, big: bool, tag: int, offset: int) -> None:
         if len(self._frames) >= _MAX_DEPTH:
@@ -268,11 +286,14 @@ class DatasetWalker:
         self._frames.append((in_sequence, implicit, big, tag, offset))
 
     def _want(self, tag: int, start: int, end: int) -> None:
-        """Keep this value of a wanted tag (a repeated tag: the last one counts)."""
+        """Keep this value of a wanted tag as its fragments come (a repeated tag: the last counts)."""
         self.values.pop(tag, None)
-        if self._pending:
-            self._pending = [p for p in self._pending if p[0] != tag]
+        self._forget(tag)
         self._pending.append((tag, start, min(end, start + _MAX_KEPT)))
+
+    def _forget(self, tag: int) -> None:
+        """Stop gathering an earlier occurrence of ``tag``: a later one replaces it."""
+        self._pending = [p for p in self._pending if p[0] != tag]
 
     def _nested(self, buf: bytes | bytearray | memoryview, pos: int, base: int) -> int:
         """One step inside an undefined-length sequence; ``-(pos + 1)`` when the header is cut."""
