@@ -141,3 +141,16 @@ async def test_cli_receive_with_fsync(tmp_path: Path) -> None:
     assert {pydicom.dcmread(p).SOPInstanceUID for p in stored} == {
         pydicom.dcmread(p).SOPInstanceUID for p in sources
     }
+
+
+def test_one_file_syncs_its_folder_and_every_folder_above_it_on_that_disk(tmp_path: Path) -> None:
+    """New study and series folders must be durable too, not only the file's own entry."""
+    import os
+
+    [path] = _files(tmp_path / "study" / "series", 1)
+    folders = store_module._folders_up_to_the_mount([path, path])
+    assert folders[:3] == [tmp_path / "study" / "series", tmp_path / "study", tmp_path]
+    assert len(folders) == len(set(folders))
+    last = folders[-1]
+    assert last.parent == last or os.stat(last.parent).st_dev != os.stat(path).st_dev
+    assert all(os.stat(f).st_dev == os.stat(path).st_dev for f in folders)
