@@ -204,7 +204,10 @@ class ClientAssociation:
         The data set is sent as encoded when the peer accepted its transfer
         syntax, and converted between uncompressed transfer syntaxes otherwise.
         Returns the peer's status (check ``status.is_success`` or call
-        ``raise_for_status``); a caller's data set is never modified.
+        ``raise_for_status``); a caller's data set is never modified. A path
+        or bytes that are not DICOM, or whose data set is cut short or garbage,
+        raise :class:`~aiodicom.errors.MalformedDatasetError` before anything
+        is sent.
         """
         if isinstance(source, (bytes, bytearray, memoryview)):
             prepared = self._prepare(bytes(source), priority, move_originator_ae, move_originator_message_id)
