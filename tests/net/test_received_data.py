@@ -352,6 +352,12 @@ async def test_client_refuses_bad_files_itself_and_goes_on(
             async with connect(HOST, running.port, called_ae=SERVER_AE, timeouts=FAST) as assoc:
                 async for path, outcome in assoc.store_files(order):
                     results[path] = outcome
+                for path in bad:  # one at a time, as a path and as bytes: refused, nothing sent
+                    with pytest.raises(MalformedDatasetError):
+                        await assoc.store(path)
+                    with pytest.raises(MalformedDatasetError):
+                        await assoc.store(path.read_bytes())
+                assert (await assoc.echo()).is_success  # the association is fine
     for path in good:
         assert results[path] == S.SUCCESS, results[path]
     for path in bad:
