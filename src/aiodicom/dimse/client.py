@@ -213,9 +213,12 @@ class ClientAssociation:
             prepared = self._prepare(bytes(source), priority, move_originator_ae, move_originator_message_id)
         elif isinstance(source, (str, os.PathLike)):
             path = Path(source)
-            from_file = self._prepare_file(path, priority, move_originator_ae, move_originator_message_id)
-            if from_file is None:
-                return await self._store_large(path, priority, move_originator_ae, move_originator_message_id)
+            try:
+                from_file = self._prepare_file(path, priority, move_originator_ae, move_originator_message_id)
+                if from_file is None:
+                    return await self._store_large(path, priority, move_originator_ae, move_originator_message_id)
+            except MalformedDatasetError as exc:
+                raise _naming(path, exc) from None
             prepared = from_file
         else:
             return await self._store_dataset(source, priority, move_originator_ae, move_originator_message_id)
@@ -293,10 +296,7 @@ class ClientAssociation:
             if size > _STREAM_THRESHOLD:
                 return None
             data = handle.read()
-        try:
-            return self._prepare(data, priority, move_originator_ae, move_originator_message_id)
-        except MalformedDatasetError as exc:
-            raise MalformedDatasetError(f"{path}: {exc}", exc.offset) from None
+        return self._prepare(data, priority, move_originator_ae, move_originator_message_id)
 
     def _prepare(
         self,
@@ -327,10 +327,7 @@ class ClientAssociation:
         move_originator_message_id: int | None,
     ) -> Status:
         meta = _checked_meta(path)
-        try:
-            walk_file(path, meta.dataset_offset, meta.transfer_syntax)
-        except MalformedDatasetError as exc:
-            raise MalformedDatasetError(f"{path}: {exc}", exc.offset) from None
+        walk_file(path, meta.dataset_offset, meta.transfer_syntax)
         dataset_length = path.stat().st_size - meta.dataset_offset
         context = self._context_for(meta.sop_class_uid, meta.transfer_syntax)
         rq_factory = self._store_rq(
@@ -507,8 +504,14 @@ def _checked_meta(source: bytes | Path) -> FileMeta:
     except MalformedDatasetError:
         raise
     except DicomFileError as exc:
-        where = f"{source}: " if isinstance(source, Path) else ""
-        raise MalformedDatasetError(f"{where}not a DICOM file: {exc}") from None
+        raise MalformedDatasetError(f"not a DICOM file: {exc}") from None
+
+
+def _naming(path: Path, error: MalformedDatasetError) -> MalformedDatasetError:
+    """``error`` with the file named, for a caller of ``store(path)`` (store_files yields the path)."""
+    if str(path) in str(error):
+        return error
+    return MalformedDatasetError(f"{path}: {error}", error.offset)
 
 
 def _read_range(path: Path | None, offset: int, length: int) -> bytes:
