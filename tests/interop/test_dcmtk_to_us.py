@@ -45,8 +45,9 @@ async def dcmtk(args: list[str], timeout: float = 20.0) -> tuple[int, str]:
     return result.returncode, result.stdout + result.stderr
 
 
-def storescu_profile(directory: Path, transfer_syntax: str) -> list[str]:
-    """storescu options proposing CT Image Storage in ``transfer_syntax`` only.
+def storescu_profile(directory: Path, *transfer_syntaxes: str) -> list[str]:
+    """storescu options proposing CT Image Storage in ``transfer_syntaxes`` only, in that
+    order, all in one presentation context.
 
     Its ``-x?`` options always add an uncompressed fallback context, and it sends a file
     in its own transfer syntax when that was accepted; a configuration profile is the
@@ -55,8 +56,8 @@ def storescu_profile(directory: Path, transfer_syntax: str) -> list[str]:
     config = directory / "storescu.cfg"
     config.write_text(
         "[[TransferSyntaxes]]\n[Only]\n"
-        f"TransferSyntax1 = {transfer_syntax}\n"
-        "[[PresentationContexts]]\n[Only]\n"
+        + "".join(f"TransferSyntax{i} = {ts}\n" for i, ts in enumerate(transfer_syntaxes, 1))
+        + "[[PresentationContexts]]\n[Only]\n"
         "PresentationContext1 = 1.2.840.10008.5.1.4.1.1.2\\Only\n"
         "[[Profiles]]\n[Only]\nPresentationContexts = Only\n"
     )
@@ -241,6 +242,29 @@ async def test_storescu_deflated_stored_as_received(tmp_path: Path) -> None:
         assert meta.TransferSyntaxUID == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN
         assert_same_elements(source, stored)
         assert_dcmdump_clean(stored)
+
+
+async def test_accept_any_prefers_explicit_little_endian_from_storescu(tmp_path: Path) -> None:
+    """storescu lists retired big endian first, then implicit: we still take explicit LE."""
+    sources = write_study(tmp_path / "src", images_per_series=2, rows=32, columns=32)
+    profile = storescu_profile(
+        tmp_path, EXPLICIT_VR_BIG_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN
+    )
+    collector = Collector(tmp_path / "out")
+    server = Server("AIODICOM", "127.0.0.1", 0, on_store=collector, accept_any_transfer_syntax=True)
+    with anyio.fail_after(TEST_TIMEOUT):
+        async with serving(server) as port:
+            code, output = await dcmtk(
+                ["storescu", "+sd", *profile, "-aec", "AIODICOM", "127.0.0.1", str(port),
+                 str(tmp_path / "src")]
+            )  # fmt: skip
+    assert code == 0, output
+    assert len(collector.paths) == len(sources)
+    for source in sources:
+        stored = collector.paths[sop_instance_uid(source)]
+        meta = pydicom.dcmread(stored, stop_before_pixels=True).file_meta
+        assert meta.TransferSyntaxUID == EXPLICIT_VR_LITTLE_ENDIAN
+        assert dataset_bytes(stored) == dataset_bytes(source)
 
 
 @pytest.mark.parametrize(

@@ -116,6 +116,34 @@ def test_accept_any_keeps_the_requestors_first_compressed_choice() -> None:
     assert ac.presentation_contexts[0].result == P.ContextResult.ABSTRACT_SYNTAX_NOT_SUPPORTED
 
 
+DEFLATED = "1.2.840.10008.1.2.1.99"
+
+
+@pytest.mark.parametrize(
+    ("proposed", "chosen"),
+    [
+        # An uncompressed first choice: explicit little endian, then implicit, whatever the order.
+        ([BIG, IMPLICIT, EXPLICIT], EXPLICIT),
+        ([IMPLICIT, BIG, EXPLICIT], EXPLICIT),
+        ([BIG, IMPLICIT], IMPLICIT),
+        ([IMPLICIT, JPEG_LOSSLESS], IMPLICIT),
+        ([BIG, JPEG2000, EXPLICIT], EXPLICIT),
+        # Only retired big endian and something else uncompressed-first: never big endian first.
+        ([BIG, JPEG2000], JPEG2000),
+        ([BIG], BIG),
+        # A compressed or deflated first choice is kept as offered (data stored untouched).
+        ([JPEG2000, JPEG_LOSSLESS, EXPLICIT], JPEG2000),
+        ([DEFLATED, EXPLICIT], DEFLATED),
+    ],
+)
+def test_accept_any_prefers_explicit_little_endian_among_uncompressed(
+    proposed: list[str], chosen: str
+) -> None:
+    assert choose_transfer_syntax(proposed, (IMPLICIT,), accept_any=True) == chosen
+    _, accepted = accept(rq((CT, proposed)), policy(accept_any_transfer_syntax=True))
+    assert accepted == [AcceptedContext(1, CT, chosen)]
+
+
 def test_choose_transfer_syntax_ignores_empty_names() -> None:
     assert choose_transfer_syntax(["", IMPLICIT], (IMPLICIT,), accept_any=True) == IMPLICIT
     assert choose_transfer_syntax([""], (IMPLICIT,), accept_any=True) is None

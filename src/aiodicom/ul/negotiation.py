@@ -11,8 +11,11 @@ from dataclasses import dataclass, field
 from aiodicom.codec.ae import ae_title_problem, normalize_ae_title
 from aiodicom.codec.uids import (
     APPLICATION_CONTEXT_NAME,
+    EXPLICIT_VR_BIG_ENDIAN,
+    EXPLICIT_VR_LITTLE_ENDIAN,
     IMPLEMENTATION_CLASS_UID,
     IMPLEMENTATION_VERSION_NAME,
+    IMPLICIT_VR_LITTLE_ENDIAN,
     UNCOMPRESSED_TRANSFER_SYNTAXES,
 )
 from aiodicom.errors import ProtocolError
@@ -39,8 +42,8 @@ class AcceptorPolicy:
     ae_title: str
     #: abstract syntax -> transfer syntaxes we accept for it, in our preference order.
     supported: Mapping[str, tuple[str, ...]]
-    #: Accept any transfer syntax the requestor proposes (its first choice), e.g. to
-    #: store compressed data untouched.
+    #: Accept any transfer syntax the requestor proposes, e.g. to store compressed data
+    #: untouched (see :func:`choose_transfer_syntax`).
     accept_any_transfer_syntax: bool = False
     #: Reject associations whose called AE title is not ours (reason 7).
     require_called_ae: bool = False
@@ -155,23 +158,44 @@ def negotiate(
     return ac, accepted
 
 
+#: With ``accept_any``, the uncompressed syntaxes we take first when the requestor lists
+#: an uncompressed one first: the commonest encodings, and never retired big endian
+#: while a little endian one is on offer.
+ANY_UNCOMPRESSED_PREFERENCE: tuple[str, ...] = (
+    EXPLICIT_VR_LITTLE_ENDIAN,
+    IMPLICIT_VR_LITTLE_ENDIAN,
+)
+
+
 def choose_transfer_syntax(
     proposed: Iterable[str], ours: tuple[str, ...], accept_any: bool
 ) -> str | None:
     """Pick the transfer syntax for one context.
 
     Normally our preference order wins among what was proposed. With
-    ``accept_any`` the requestor's first choice wins: it knows how its data are
-    encoded, and taking that keeps compressed data untouched.
+    ``accept_any``, a requestor listing a compressed (or deflated) syntax first has
+    data in it, so that one is taken and its data arrive untouched; when it lists
+    an uncompressed one first, explicit VR little endian wins, then implicit, then
+    its own order with explicit big endian (retired) last.
     """
     proposed = [ts for ts in proposed if ts]
     if accept_any:
-        return proposed[0] if proposed else None
+        return _any_transfer_syntax(proposed)
     offered = set(proposed)
     for ts in ours:
         if ts in offered:
             return ts
     return None
+
+
+def _any_transfer_syntax(proposed: list[str]) -> str | None:
+    if not proposed or proposed[0] not in UNCOMPRESSED_TRANSFER_SYNTAXES:
+        return proposed[0] if proposed else None
+    for ts in ANY_UNCOMPRESSED_PREFERENCE:
+        if ts in proposed:
+            return ts
+    current = [ts for ts in proposed if ts != EXPLICIT_VR_BIG_ENDIAN]
+    return (current or proposed)[0]
 
 
 def _reject(source: int, reason: int, result: int = P.RJ_PERMANENT) -> P.AssociateRJ:
