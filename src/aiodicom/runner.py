@@ -2,23 +2,29 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
-
-import anyio
 
 T = TypeVar("T")
 
 
-def run(main: Callable[..., Awaitable[T]], *args: Any, use_uvloop: bool = True) -> T:
+def run(main: Callable[..., Coroutine[Any, Any, T]], *args: Any, use_uvloop: bool = True) -> T:
     """Run ``main(*args)`` on asyncio, with uvloop when it is installed.
 
-    Applications that already run an event loop (FastAPI, Starlette, plain
-    asyncio) just ``await`` aiodicom's coroutines instead.
+    Plain :class:`asyncio.Runner` rather than ``anyio.run``: anyio code (the server's
+    task groups) runs on any asyncio loop, and a one-shot client command does not pay
+    for importing anyio. Applications that already run an event loop (FastAPI,
+    Starlette, plain asyncio) just ``await`` aiodicom's coroutines instead.
     """
-    if use_uvloop:
-        try:
-            import uvloop  # noqa: F401
-        except ImportError:
-            use_uvloop = False
-    return anyio.run(main, *args, backend="asyncio", backend_options={"use_uvloop": use_uvloop})
+    with asyncio.Runner(loop_factory=_uvloop_factory() if use_uvloop else None) as runner:
+        return runner.run(main(*args))
+
+
+def _uvloop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory

@@ -8,7 +8,6 @@ depend on the installed pydicom.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Final
@@ -38,6 +37,8 @@ VERIFICATION_SOP_CLASS = "1.2.840.10008.1.1"
 
 def new_uid() -> str:
     """Return a fresh globally unique UID under the 2.25 (UUID) root."""
+    import uuid  # here, not at the top: it imports platform, a cost every command paid
+
     return UID_ROOT + str(uuid.uuid4().int)
 
 

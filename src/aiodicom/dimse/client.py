@@ -18,9 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import anyio
-import anyio.abc
-
 from aiodicom.codec.part10 import FileMeta, pad_odd_lengths, read_file_meta, transcode
 from aiodicom.codec.uids import (
     EXPLICIT_VR_LITTLE_ENDIAN,
@@ -619,26 +616,20 @@ async def connect(
             protocol.transport.abort()
         raise DicomTimeoutError(f"{host}:{port} did not answer A-ASSOCIATE-RQ in {timeouts.acse} s") from None
     client = ClientAssociation(association, timeouts)
+    # A plain asyncio task rather than an anyio task group: a one-shot ``aiodicom echo``
+    # then never imports anyio, and the caller's exception comes back as it was raised.
+    reader = asyncio.create_task(client._read_responses())
     try:
-        async with anyio.create_task_group() as task_group:
-            task_group.start_soon(client._read_responses)
-            try:
-                yield client
-            except BaseException:
-                association.abort()
-                raise
-            else:
-                if association.is_open:
-                    await association.release()
-            finally:
-                task_group.cancel_scope.cancel()
-    except BaseExceptionGroup as group:
-        # The reader task never raises, so the group only wraps what the caller's block
-        # (or the release) raised: give that back as is, so ``except AssociationAborted``
-        # around ``async with connect(...)`` works and the CLI prints one line.
-        if len(group.exceptions) == 1:
-            raise group.exceptions[0] from None
+        yield client
+    except BaseException:
+        association.abort()
         raise
+    else:
+        if association.is_open:
+            await association.release()
+    finally:
+        reader.cancel()
+        await asyncio.wait((reader,))
 
 
 __all__ = [
