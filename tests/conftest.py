@@ -17,7 +17,12 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from aiodicom.synthetic import write_study  # noqa: E402
-from peers import require_dcmtk, require_dicom3tools  # noqa: E402
+from peers import peers_dir, require_dcmtk, require_dicom3tools  # noqa: E402
+
+# pynetdicom (a test peer) is installed apart from the environment, in <venv>/peers: only
+# the tests see it, and its console scripts never shadow DCMTK's (see ./dev).
+if peers_dir().is_dir():
+    sys.path.append(str(peers_dir()))
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

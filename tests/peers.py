@@ -10,10 +10,14 @@ Peers write their output to an anonymous temporary file rather than a pipe (a ch
 blocks on a full pipe that nobody reads); ``Peer.output()`` reads it back for assertions
 and failure messages.
 
-DCMTK tools are run by absolute path (:func:`dcmtk`): pynetdicom installs scripts with the
-same names (``storescu``, ``echoscu``, ...) into the virtual environment, first on PATH
-under ``./dev``, and a bare name would quietly test against pynetdicom instead. Pass bare
-names to :func:`run_dcmtk`; it resolves them.
+pynetdicom is a test peer only: ``./dev`` installs it into ``<venv>/peers``, outside the
+environment, so its console scripts (``storescu``, ``echoscu``, ...) never shadow DCMTK's
+in the environment's bin/. :func:`peers_dir` names that folder; ``tests/conftest.py`` puts
+it on ``sys.path`` and :func:`peer_env` on the ``PYTHONPATH`` of peer processes.
+
+DCMTK tools are still run by absolute path (:func:`dcmtk`), skipping any same-named
+pynetdicom script a developer's own PATH may hold. Pass bare names to :func:`run_dcmtk`;
+it resolves them.
 
 Import as ``from peers import ...`` (pytest puts ``tests/`` on ``sys.path``).
 """
@@ -68,9 +72,9 @@ class PeerError(RuntimeError):
 
 
 def _is_dcmtk_binary(path: str) -> bool:
-    # pynetdicom installs Python console scripts named storescp, storescu, echoscu,
-    # findscu, movescu and getscu into the virtual environment's bin/, which ./dev puts
-    # first on PATH: a bare "storescu" would silently run pynetdicom instead of DCMTK.
+    # pynetdicom installed the usual way puts Python console scripts named storescp,
+    # storescu, echoscu, findscu, movescu and getscu into its environment's bin/: on PATH,
+    # a bare "storescu" would silently run pynetdicom instead of DCMTK.
     try:
         with open(path, "rb") as fp:
             head = fp.read(4096)
@@ -165,14 +169,27 @@ def free_port(host: str = LOCALHOST) -> int:
         return port
 
 
+def peers_dir() -> Path:
+    """Where the Python test peers (pynetdicom) are installed, apart from the environment.
+
+    ``AIODICOM_PEERS_DIR`` overrides the default ``<environment>/peers`` that ``./dev`` fills.
+    """
+    return Path(os.environ.get("AIODICOM_PEERS_DIR") or Path(sys.prefix) / "peers")
+
+
 def peer_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment for a peer process: ours plus ``TCP_NODELAY=1``.
+    """The environment for a peer process: ours plus ``TCP_NODELAY=1`` and the peers folder.
 
     Debian's DCMTK leaves Nagle's algorithm on unless this variable is set, which makes
     every DIMSE message wait ~45 ms on loopback and turns tests into timing lotteries.
+    The peers folder goes on ``PYTHONPATH`` so ``python -m pynetdicom`` finds its package.
     """
     env = dict(os.environ)
     env["TCP_NODELAY"] = "1"
+    if peers_dir().is_dir():
+        env["PYTHONPATH"] = os.pathsep.join(
+            filter(None, (str(peers_dir()), env.get("PYTHONPATH")))
+        )
     if extra:
         env.update(extra)
     return env

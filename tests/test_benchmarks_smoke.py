@@ -102,3 +102,14 @@ def test_soak_runs_small_and_checks_every_instance(tmp_path: Path, sender: str) 
     assert "64 answered with success, 64 files" in checks["every instance stored once"]["detail"]
     assert [p["associations"] for p in data["phases"]] == [16, 24, 24]
     assert all(c["ok"] for c in data["checks"])
+
+
+@pytest.mark.dcmtk("storescp", "echoscu", "storescu")
+def test_startup_benchmark_times_every_command(tmp_path: Path) -> None:
+    result = _run("bench_startup", tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "## bench_startup" in result.stdout
+    (saved,) = (tmp_path / "results").glob("bench_startup-*.json")
+    data = json.loads(saved.read_text())
+    assert set(data["median_ms"]) >= {"aiodicom echo", "echoscu", "aiodicom store 1 file", "storescu 1 file"}
+    assert all(len(times) == data["rounds"] and min(times) > 0 for times in data["seconds"].values())

@@ -33,6 +33,10 @@ class PDUTooLargeError(ProtocolError):
     """A PDU announced more bytes than our hard cap; we abort without reading them."""
 
 
+class InvalidPortError(AiodicomError, ValueError):
+    """A TCP port outside 1-65535 (0 allowed only to listen on any free port)."""
+
+
 class AssociationError(AiodicomError):
     """The association could not be used (closed, aborted, not established)."""
 

@@ -64,6 +64,20 @@ def storescu_profile(directory: Path, *transfer_syntaxes: str) -> list[str]:
     return ["-xf", str(config), "Only"]
 
 
+async def storescu_to_accept_any(folder: Path, options: list[str], out: Path) -> Collector:
+    """``storescu +sd OPTIONS folder`` into a server accepting any transfer syntax; it must succeed."""
+    collector = Collector(out)
+    server = Server("AIODICOM", "127.0.0.1", 0, on_store=collector, accept_any_transfer_syntax=True)
+    with anyio.fail_after(TEST_TIMEOUT):
+        async with serving(server) as port:
+            code, output = await dcmtk(
+                ["storescu", "+sd", *options, "-aec", "AIODICOM", "127.0.0.1", str(port),
+                 str(folder)]
+            )  # fmt: skip
+    assert code == 0, output
+    return collector
+
+
 async def test_echoscu(tmp_path: Path) -> None:
     server = Server("AIODICOM", "127.0.0.1", 0)
     with anyio.fail_after(TEST_TIMEOUT):
@@ -225,16 +239,7 @@ async def test_storescu_deflated_stored_as_received(tmp_path: Path) -> None:
     assert code != 0 and "No Acceptable Presentation Contexts" in output, output
     assert collector.paths == {}
 
-    lenient = Server(
-        "AIODICOM", "127.0.0.1", 0, on_store=collector, accept_any_transfer_syntax=True
-    )
-    with anyio.fail_after(TEST_TIMEOUT):
-        async with serving(lenient) as port:
-            code, output = await dcmtk(
-                ["storescu", "+sd", *profile, "-aec", "AIODICOM", "127.0.0.1", str(port),
-                 str(tmp_path / "src")]
-            )  # fmt: skip
-    assert code == 0, output
+    collector = await storescu_to_accept_any(tmp_path / "src", profile, tmp_path / "out")
     assert len(collector.paths) == len(sources)
     for source in sources:
         stored = collector.paths[sop_instance_uid(source)]
@@ -250,15 +255,7 @@ async def test_accept_any_prefers_explicit_little_endian_from_storescu(tmp_path:
     profile = storescu_profile(
         tmp_path, EXPLICIT_VR_BIG_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN
     )
-    collector = Collector(tmp_path / "out")
-    server = Server("AIODICOM", "127.0.0.1", 0, on_store=collector, accept_any_transfer_syntax=True)
-    with anyio.fail_after(TEST_TIMEOUT):
-        async with serving(server) as port:
-            code, output = await dcmtk(
-                ["storescu", "+sd", *profile, "-aec", "AIODICOM", "127.0.0.1", str(port),
-                 str(tmp_path / "src")]
-            )  # fmt: skip
-    assert code == 0, output
+    collector = await storescu_to_accept_any(tmp_path / "src", profile, tmp_path / "out")
     assert len(collector.paths) == len(sources)
     for source in sources:
         stored = collector.paths[sop_instance_uid(source)]

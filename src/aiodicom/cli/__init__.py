@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
+from typing import Any, NoReturn
 
 from aiodicom.errors import AiodicomError
 
@@ -31,8 +33,54 @@ _COMMANDS = {
 _MODULES = ("echo", "store", "receive", "generate", "data", "factory", "segmentation")
 
 
+#: Exit code after Ctrl-C (128 + SIGINT), as shells report an interrupted command.
+EXIT_INTERRUPTED = 130
+
+
+class _Version(argparse.Action):
+    """``--version`` from the installed package's metadata, looked up only when asked."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="show the version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *_args: Any, **_kwargs: Any) -> None:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            number = version("aiodicom")
+        except PackageNotFoundError:  # running from a source tree that was never installed
+            from aiodicom import __version__ as number
+        print(f"aiodicom {number}")
+        parser.exit()
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage mistakes are one line too (argparse would print the whole usage first)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+    def _get_formatter(self) -> argparse.HelpFormatter:
+        # argparse makes a formatter for every add_argument, and its default width comes
+        # from shutil, whose import (bz2, lzma, ...) every command would pay at start.
+        formatter: type[argparse.HelpFormatter] = self.formatter_class  # type: ignore[assignment]
+        return formatter(prog=self.prog, width=_terminal_width() - 2)
+
+
+def _terminal_width() -> int:
+    try:
+        return int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        pass
+    try:
+        return os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+    except (AttributeError, ValueError, OSError):
+        return 80
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="aiodicom", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="aiodicom", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action=_Version)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     modules = (_COMMANDS[command],) if command in _COMMANDS else _MODULES
     for name in modules:
@@ -40,19 +88,30 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def single_error(exc: BaseException) -> BaseException:
+    """The one error inside (nested) exception groups of one, as task groups wrap it."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; a mistake or a failure is one line on stderr, never a traceback.
+
+    Exit codes: the command's own, 1 for an error, 2 for bad usage (argparse),
+    130 after Ctrl-C.
+    """
     arguments = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in arguments if not a.startswith("-")), None)
-    parser = build_parser(command)
-    args = parser.parse_args(arguments)
     try:
+        args = build_parser(command).parse_args(arguments)
         code: int = args.func(args)
-    except AiodicomError as exc:
-        print(f"aiodicom {args.command}: error: {exc}", file=sys.stderr)
+    except BaseException as exc:
+        error = single_error(exc)
+        if isinstance(error, KeyboardInterrupt):
+            return EXIT_INTERRUPTED
+        if not isinstance(error, AiodicomError | OSError):
+            raise
+        print(f"aiodicom {command}: error: {error}", file=sys.stderr)
         return 1
-    except OSError as exc:
-        print(f"aiodicom {args.command}: error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
     return code

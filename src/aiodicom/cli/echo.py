@@ -14,6 +14,7 @@ from aiodicom.cli.net import (
     client_ssl,
     client_timeouts,
     configure_logging,
+    port_number,
 )
 
 
@@ -21,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     """Add the ``echo`` subcommand."""
     echo = subparsers.add_parser("echo", help="C-ECHO a DICOM node")
     echo.add_argument("host")
-    echo.add_argument("port", type=int)
+    echo.add_argument("port", type=port_number)
     add_ae_options(echo)
     add_timeout_options(echo)
     add_tls_client_options(echo)
@@ -47,4 +48,5 @@ def _echo(args: argparse.Namespace) -> int:
         print(f"C-ECHO {args.host}:{args.port} ({args.aec}): {status} in {elapsed:.1f} ms")
         return 0 if status.is_success else 1
 
-    return run(main)
+    # One message: uvloop's speed would not show, its import (~5 ms) would.
+    return run(main, use_uvloop=False)

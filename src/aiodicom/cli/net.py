@@ -7,10 +7,32 @@ import ssl
 from typing import Any
 
 from aiodicom.errors import AiodicomError
+from aiodicom.transport.address import describe_os_error
 
 
 class CliError(AiodicomError):
     """A command-line usage problem (bad path, bad option combination)."""
+
+
+def _port_type(low: int) -> Any:
+    """An argparse type for a TCP port from ``low`` to 65535, so 70000 is an error, not 4464."""
+
+    def port(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+        if not low <= value <= 65535:
+            raise argparse.ArgumentTypeError(f"port {value} is outside {low}-65535")
+        return value
+
+    return port
+
+
+#: The peer's port (1-65535).
+port_number = _port_type(1)
+#: A port to listen on (0 lets the system pick a free one).
+listen_port = _port_type(0)
 
 
 def add_ae_options(parser: argparse.ArgumentParser, *, called_default: str = "ANY-SCP") -> None:
@@ -48,13 +70,50 @@ def add_tls_client_options(parser: argparse.ArgumentParser) -> None:
 def client_ssl(args: argparse.Namespace) -> ssl.SSLContext | None:
     if not args.tls:
         return None
-    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=args.tls_ca)
+    context = tls_context(ssl.Purpose.SERVER_AUTH, args.tls_ca)
     if args.tls_no_verify:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     if args.tls_cert:
-        context.load_cert_chain(args.tls_cert, args.tls_key)
+        load_cert_chain(context, args.tls_cert, args.tls_key)
     return context
+
+
+def _readable(path: str, what: str) -> None:
+    """Name the file when it is missing or unreadable: ``ssl`` only says "No such file"."""
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        raise CliError(f"cannot read {what} {path}: {describe_os_error(exc)}") from None
+
+
+def load_cert_chain(context: ssl.SSLContext, cert: str, key: str | None) -> None:
+    """Our TLS certificate and key, or a one-line error naming the file at fault."""
+    _readable(cert, "TLS certificate")
+    if key:
+        _readable(key, "TLS private key")
+    try:
+        context.load_cert_chain(cert, key)
+    except ssl.SSLError as exc:
+        files = f"{cert} and {key}" if key else cert
+        raise CliError(f"TLS certificate/key {files} not usable: {_ssl_reason(exc)}") from None
+
+
+def tls_context(purpose: ssl.Purpose, ca: str | None) -> ssl.SSLContext:
+    """A default context trusting ``ca`` (the system's CAs without it); errors name the file."""
+    if ca:
+        _readable(ca, "TLS CA file")
+    try:
+        return ssl.create_default_context(purpose, cafile=ca)
+    except ssl.SSLError as exc:
+        raise CliError(f"TLS CA file {ca} not usable: {_ssl_reason(exc)}") from None
+
+
+def _ssl_reason(exc: ssl.SSLError) -> str:
+    # OpenSSL's "PEM lib" says little; what it means for a user is a file that is not PEM.
+    reason = exc.reason or str(exc)
+    return "not a PEM file, or the key does not match" if "PEM" in reason else reason
 
 
 def client_timeouts(args: argparse.Namespace) -> Any:
@@ -74,3 +133,16 @@ def configure_logging(verbose: bool, *, client: bool = False) -> None:
     from aiodicom._log import configure_logging as configure
 
     configure(logging.INFO if verbose else logging.ERROR if client else logging.WARNING)
+
+
+#: ``--log-format`` choices.
+LOG_FORMATS = ("console", "json")
+#: ``--log-level`` choices.
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def configure_cli_logging(level: str, fmt: str) -> None:
+    """Logs at ``level`` on stderr, as console lines or one JSON object per line."""
+    from aiodicom._log import configure_logging as configure
+
+    configure(level.upper(), "json" if fmt == "json" else "console")

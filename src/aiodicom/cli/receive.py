@@ -6,25 +6,52 @@ import argparse
 import os
 import signal
 import ssl
+import sys
+import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 import anyio
+import anyio.abc
 
-from aiodicom.cli.net import check_ae_options, configure_logging
+from aiodicom.cli import EXIT_INTERRUPTED
+from aiodicom.cli.net import (
+    LOG_FORMATS,
+    LOG_LEVELS,
+    CliError,
+    check_ae_options,
+    configure_cli_logging,
+    listen_port,
+    load_cert_chain,
+    tls_context,
+)
+from aiodicom.transport.address import describe_os_error
 
+if TYPE_CHECKING:
+    from aiodicom.dimse.store import AssociationInfo, ReceivedInstance
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     """Add the ``receive`` subcommand."""
-    receive = subparsers.add_parser("receive", help="run a C-STORE SCP that writes what it receives")
-    receive.add_argument("--host", default="127.0.0.1", help="address to listen on [%(default)s]")
-    receive.add_argument("--port", type=int, default=11112, help="TCP port (0: any free one) [%(default)s]")
+    receive = subparsers.add_parser(
+        "receive",
+        help="run a C-STORE SCP that writes what it receives",
+        description="Run a C-STORE SCP writing DIR/<Study>/<Series>/<SOP>.dcm. It listens on "
+        "127.0.0.1 unless told otherwise: use --host 0.0.0.0 for modalities on the network.",
+    )
+    receive.add_argument("--host", default="127.0.0.1",
+                         help="address to listen on; 0.0.0.0 for every interface [%(default)s]")
+    receive.add_argument("--port", type=listen_port, default=11112,
+                         help="TCP port (0: any free one) [%(default)s]")
     receive.add_argument("--aet", default="AIODICOM", help="our AE title [%(default)s]")
     receive.add_argument("--output-dir", required=True, type=Path, help="where to write the files")
     receive.add_argument("--require-called-ae", action="store_true", help="reject other called AE titles")
     receive.add_argument("--allow", action="append", metavar="AE", help="accept only these calling AE titles")
     receive.add_argument("--accept-any-transfer-syntax", action="store_true", help="store compressed data untouched")
     receive.add_argument("--max-associations", type=int, default=64)
+    receive.add_argument("--max-operations", type=int, default=1, metavar="N",
+                         help="requests served at once on one association when the sender proposes an "
+                         "asynchronous operations window [%(default)s]")
     receive.add_argument("--max-pdu", type=int, default=None, help="maximum PDU length we announce")
     receive.add_argument("--memory-threshold", type=int, default=0,
                          help="data sets larger than this many bytes stream to disk as they arrive; "
@@ -32,15 +59,27 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     receive.add_argument("--fsync", action="store_true",
                          help="flush each file and its folder to disk before answering success "
                          "(survives a power loss; batched across associations) [off: survives a crash]")
+    receive.add_argument("--acse-timeout", type=float, default=30.0, metavar="S",
+                         help="seconds for association set-up and release [%(default)s]")
+    receive.add_argument("--dimse-timeout", type=float, default=60.0, metavar="S",
+                         help="seconds for a sender to take our responses [%(default)s]")
+    receive.add_argument("--idle-timeout", type=float, default=120.0, metavar="S",
+                         help="seconds an association may stay silent [%(default)s]")
     receive.add_argument("--tls-cert", help="serve TLS with this certificate (PEM)")
     receive.add_argument("--tls-key", help="private key for --tls-cert (PEM)")
     receive.add_argument("--tls-ca", help="CA for client certificates")
     receive.add_argument("--tls-require-client-cert", action="store_true")
-    receive.add_argument("--grace", type=float, default=10.0, help="seconds to finish associations on SIGTERM")
-    receive.add_argument("--metrics-port", type=int, default=None, metavar="P",
+    receive.add_argument("--grace", type=float, default=10.0,
+                         help="seconds to finish associations on SIGTERM or a first Ctrl-C "
+                         "(a second Ctrl-C stops at once) [%(default)s]")
+    receive.add_argument("--metrics-port", type=listen_port, default=None, metavar="P",
                          help="serve Prometheus metrics at http://HOST:P/metrics (needs aiodicom[metrics])")
     receive.add_argument("--metrics-host", default="127.0.0.1", help="address for --metrics-port [%(default)s]")
-    receive.add_argument("-v", "--verbose", action="store_true")
+    receive.add_argument("--log-level", choices=LOG_LEVELS, default="warning",
+                         help="[%(default)s]")
+    receive.add_argument("--log-format", choices=LOG_FORMATS, default="console",
+                         help="console lines or one JSON object per line, on stderr [%(default)s]")
+    receive.add_argument("-v", "--verbose", action="store_true", help="same as --log-level info")
     receive.set_defaults(func=_receive)
 
 
@@ -70,62 +109,200 @@ class FileWriter:
         return 0
 
 
+class Tally:
+    """What ``receive`` reports: one line per association at its end, a live status line.
+
+    Instances and failures per association come from the server's count of the
+    C-STORE statuses it answered (``AssociationInfo.store_statuses``); bytes are
+    counted here, around the store handler.
+    """
+
+    def __init__(self, out: TextIO, live: bool) -> None:
+        self.out = out
+        self.live = live
+        self.instances = 0
+        self.bytes = 0
+        self._bytes_by_association: dict[int, int] = {}
+        self._shown = False
+
+    def counting(
+        self, handler: Callable[[ReceivedInstance], Awaitable[int | None]]
+    ) -> Callable[[ReceivedInstance], Awaitable[int | None]]:
+        async def on_store(instance: ReceivedInstance) -> int | None:
+            code = await handler(instance)
+            if not code:
+                key = instance.association.id
+                self._bytes_by_association[key] = self._bytes_by_association.get(key, 0) + instance.size
+                self.instances += 1
+                self.bytes += instance.size
+            return code
+
+        return on_store
+
+    async def released(self, info: AssociationInfo) -> None:
+        self._report(info, "released")
+
+    async def aborted(self, info: AssociationInfo) -> None:
+        self._report(info, "aborted")
+
+    def _report(self, info: AssociationInfo, ending: str) -> None:
+        from aiodicom.dimse.status import Status
+
+        statuses = info.store_statuses
+        stored = sum(n for code, n in statuses.items() if Status(code).is_success or Status(code).is_warning)
+        failed = sum(statuses.values()) - stored
+        size = self._bytes_by_association.pop(info.id, 0)
+        seconds = time.monotonic() - info.started
+        self.clear()
+        print(
+            f"association {info.id} from {info.calling_ae.strip() or '?'} at "
+            f"{info.peer_host}:{info.peer_port} {ending} after {seconds:.2f} s: "
+            f"{stored} instances, {_size(size)}, {failed} failed",
+            file=self.out,
+            flush=True,
+        )
+
+    def clear(self) -> None:
+        if self._shown:
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()
+            self._shown = False
+
+    async def show_live(self, active: Callable[[], int], interval: float = 0.5) -> None:
+        """Rewrite one status line on the terminal: totals, recent rate, open associations."""
+        last_count, last_time = self.instances, time.monotonic()
+        while True:
+            await anyio.sleep(interval)
+            now = time.monotonic()
+            rate = (self.instances - last_count) / (now - last_time)
+            last_count, last_time = self.instances, now
+            sys.stderr.write(
+                f"\r\x1b[K{self.instances} instances, {_size(self.bytes)}, "
+                f"{rate:.0f}/s, {active()} associations open"
+            )
+            sys.stderr.flush()
+            self._shown = True
+
+
+def _size(size: int) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size} B"
+
+
 def _server_ssl(args: argparse.Namespace) -> ssl.SSLContext | None:
     if not args.tls_cert:
+        if args.tls_key or args.tls_ca or args.tls_require_client_cert:
+            raise CliError("--tls-key, --tls-ca and --tls-require-client-cert need --tls-cert")
         return None
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=args.tls_ca)
-    context.load_cert_chain(args.tls_cert, args.tls_key)
+    context = tls_context(ssl.Purpose.CLIENT_AUTH, args.tls_ca)
+    load_cert_chain(context, args.tls_cert, args.tls_key)
     context.verify_mode = ssl.CERT_REQUIRED if args.tls_require_client_cert else (
         ssl.CERT_OPTIONAL if args.tls_ca else ssl.CERT_NONE
     )
     return context
 
 
+def prepare_output_dir(path: Path) -> Path:
+    """Create the output folder and prove we can write in it, before listening.
+
+    A folder we cannot write to would otherwise show up only as every C-STORE
+    refused with 0xA700 once a modality sends; root ignores permission bits, so
+    this tries for real (a read-only file system stops root too).
+    """
+    if path.exists() and not path.is_dir():
+        raise CliError(f"output folder {path} is a file")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".aiodicom-write-test-{os.getpid()}"
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        probe.unlink()
+    except OSError as exc:
+        raise CliError(f"cannot write to output folder {path}: {describe_os_error(exc)}") from None
+    return path
+
+
 def _receive(args: argparse.Namespace) -> int:
     from aiodicom.dimse.server import Server
     from aiodicom.runner import run
+    from aiodicom.transport.association import Timeouts
     from aiodicom.ul.negotiation import DEFAULT_MAX_PDU_LENGTH
 
     check_ae_options(args)
-    configure_logging(args.verbose)
-    output_dir: Path = args.output_dir
-    output_dir.mkdir(parents=True, exist_ok=True)
-    spool = output_dir / ".incoming"
-    writer = FileWriter(output_dir)
+    configure_cli_logging("info" if args.verbose else args.log_level, args.log_format)
+    output_dir = prepare_output_dir(args.output_dir)
+    tally = Tally(sys.stdout, live=sys.stderr.isatty())
     server = Server(
         args.aet,
         args.host,
         args.port,
-        on_store=writer,
+        on_store=tally.counting(FileWriter(output_dir)),
+        on_released=tally.released,
+        on_aborted=tally.aborted,
         accept_any_transfer_syntax=args.accept_any_transfer_syntax,
         require_called_ae=args.require_called_ae,
         calling_ae_allowlist=args.allow,
         max_associations=args.max_associations,
+        max_operations=args.max_operations,
         max_pdu_length=args.max_pdu or DEFAULT_MAX_PDU_LENGTH,
         ssl=_server_ssl(args),
-        spool_dir=spool,
+        timeouts=Timeouts(
+            acse=args.acse_timeout, dimse=args.dimse_timeout, network_idle=args.idle_timeout
+        ),
+        spool_dir=output_dir / ".incoming",
         memory_threshold=args.memory_threshold,
         fsync=args.fsync,
         observer=_metrics_observer(args),
     )
+    interrupted = False
+    stopping = False
+
+    async def watch_signals() -> None:
+        """SIGTERM or a first Ctrl-C drains within --grace; a second one stops at once."""
+        nonlocal interrupted, stopping
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                interrupted = interrupted or signum == signal.SIGINT
+                if stopping:
+                    server.shutdown(0)
+                    continue
+                stopping = True
+                server.shutdown(args.grace)
+                if signum == signal.SIGINT:  # someone at a terminal: say what happens next
+                    tally.clear()
+                    print(
+                        f"aiodicom receive: finishing open associations (up to {args.grace:g} s); "
+                        "Ctrl-C again stops at once",
+                        file=sys.stderr,
+                        flush=True,
+                    )
 
     async def main() -> int:
-        async with anyio.create_task_group() as task_group:
-            port = await task_group.start(server.serve)
-            metrics = anyio.CancelScope()
-            if server.observer is not None:
-                metrics_port = await task_group.start(_serve_metrics, server.observer, args, metrics)
-                print(f"aiodicom receive: metrics at http://{args.metrics_host}:{metrics_port}/metrics",
-                      flush=True)
-            print(f"aiodicom receive: listening on {args.host}:{port} as {args.aet}, writing to {output_dir}",
-                  flush=True)
-            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-                async for _signum in signals:
-                    server.shutdown(args.grace)
-                    metrics.cancel()
-                    break
-        print(f"aiodicom receive: stored {writer.count} instances", flush=True)
-        return 0
+        async with anyio.create_task_group() as watchers:
+            watchers.start_soon(watch_signals)
+            try:
+                async with anyio.create_task_group() as serving:
+                    try:
+                        port = await serving.start(server.serve)
+                    except OSError as exc:
+                        raise CliError(
+                            f"cannot listen on {args.host}:{args.port}: {describe_os_error(exc)}"
+                        ) from None
+                    if server.observer is not None:  # served until the receiver stops
+                        metrics_port = await _start_metrics(watchers, server.observer, args)
+                        print(f"aiodicom receive: metrics at http://{args.metrics_host}:{metrics_port}/metrics",
+                              flush=True)
+                    print(f"aiodicom receive: listening on {args.host}:{port} as {args.aet}, "
+                          f"writing to {output_dir}", flush=True)
+                    if tally.live:
+                        watchers.start_soon(tally.show_live, lambda: server.active_associations)
+            finally:
+                watchers.cancel_scope.cancel()
+        tally.clear()
+        print(f"aiodicom receive: stored {tally.instances} instances ({_size(tally.bytes)})",
+              flush=True)
+        return EXIT_INTERRUPTED if interrupted else 0
 
     return run(main)
 
@@ -134,8 +311,6 @@ def _metrics_observer(args: argparse.Namespace) -> Any:
     """A Prometheus observer when ``--metrics-port`` is given (prometheus_client imported only then)."""
     if args.metrics_port is None:
         return None
-    from aiodicom.cli.net import CliError
-
     try:
         from aiodicom.metrics import PrometheusObserver
     except ImportError as exc:
@@ -143,8 +318,12 @@ def _metrics_observer(args: argparse.Namespace) -> Any:
     return PrometheusObserver()
 
 
-async def _serve_metrics(observer: Any, args: argparse.Namespace, scope: anyio.CancelScope, *,
-                         task_status: Any) -> None:
-    """Serve metrics until ``scope`` is cancelled (when the server is told to stop)."""
-    with scope:
-        await observer.serve(args.metrics_host, args.metrics_port, task_status=task_status)
+async def _start_metrics(task_group: anyio.abc.TaskGroup, observer: Any, args: argparse.Namespace) -> int:
+    """Serve ``/metrics`` in ``task_group``; a port that cannot be bound is a one-line error."""
+    try:
+        port: int = await task_group.start(observer.serve, args.metrics_host, args.metrics_port)
+    except OSError as exc:
+        raise CliError(
+            f"cannot serve metrics on {args.metrics_host}:{args.metrics_port}: {describe_os_error(exc)}"
+        ) from None
+    return port

@@ -45,6 +45,7 @@ from aiodicom.cli.net import (
     client_ssl,
     client_timeouts,
     configure_logging,
+    port_number,
 )
 from aiodicom.errors import AiodicomError, DicomFileError
 
@@ -61,7 +62,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     """Add the ``store`` subcommand."""
     store = subparsers.add_parser("store", help="C-STORE files and folders to a DICOM node")
     store.add_argument("host")
-    store.add_argument("port", type=int)
+    store.add_argument("port", type=port_number)
     store.add_argument("paths", nargs="+", metavar="PATH", help="files or folders (searched recursively)")
     add_ae_options(store)
     add_timeout_options(store)

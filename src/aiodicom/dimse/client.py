@@ -42,6 +42,7 @@ from aiodicom.errors import (
     NoPresentationContext,
     ProtocolError,
 )
+from aiodicom.transport.address import check_port, describe_os_error
 from aiodicom.transport.association import (
     DEFAULT_TIMEOUTS,
     Association,
@@ -584,6 +585,7 @@ async def connect(
     :raises AssociationError: the connection failed or the association was aborted.
     :raises DicomTimeoutError: connecting or negotiating took longer than ``timeouts`` allow.
     """
+    check_port(port, listening=False)
     rq = build_request(
         called_ae,
         calling_ae,
@@ -607,7 +609,7 @@ async def connect(
     except TimeoutError:
         raise DicomTimeoutError(f"connecting to {host}:{port} took longer than {timeouts.connect} s") from None
     except OSError as exc:
-        raise AssociationError(f"cannot connect to {host}:{port}: {exc.strerror or exc}") from exc
+        raise AssociationError(f"cannot connect to {host}:{port}: {describe_os_error(exc)}") from exc
     try:
         async with asyncio.timeout(timeouts.acse):
             association = await protocol.established

@@ -48,6 +48,7 @@ from aiodicom.errors import (
     MalformedDatasetError,
     ProtocolError,
 )
+from aiodicom.transport.address import check_port
 from aiodicom.transport.association import (
     DEFAULT_TIMEOUTS,
     Association,
@@ -70,6 +71,8 @@ EchoHandler = Callable[[AssociationInfo], Awaitable[int | None]]
 AssociationHook = Callable[[AssociationInfo], Awaitable[None]]
 
 _log = get_logger("aiodicom.server")
+#: Seconds the on_aborted hooks of associations aborted at shutdown get to run.
+_HOOK_GRACE = 2.0
 
 
 class Server:
@@ -155,7 +158,7 @@ class Server:
     ) -> None:
         self.host = host
         #: The port to listen on; once serving, the port actually bound (useful with 0).
-        self.port = port
+        self.port = check_port(port, listening=True)
         self.on_store = on_store
         self.on_echo = on_echo
         self.on_released = on_released
@@ -189,6 +192,8 @@ class Server:
         self._syncer = GroupSync() if fsync else None
         self._connections: set[DicomProtocol] = set()
         self._associations: set[Association] = set()
+        #: Association tasks still running (an association, then its hook).
+        self._running = 0
         self._task_group: anyio.abc.TaskGroup | None = None
         self._stop: asyncio.Event | None = None
         self._grace = 10.0
@@ -234,7 +239,7 @@ class Server:
                 finally:
                     listener.close()
                     with anyio.CancelScope(shield=True):
-                        await self._drain(self._grace)
+                        await self._drain()
                     task_group.cancel_scope.cancel()
         finally:
             listener.close()
@@ -251,16 +256,25 @@ class Server:
         if self._spool_folder is not None:
             self._spool_folder.close()
 
-    async def _drain(self, grace: float) -> None:
-        with anyio.move_on_after(grace):
-            while self._associations:
-                await anyio.sleep(0.05)
+    async def _drain(self) -> None:
+        # Waits for association tasks, not only open associations, so the on_released
+        # hooks finish too. The grace is read on every turn: shutdown(0) ends it.
+        started = anyio.current_time()
+        while self._running and anyio.current_time() - started < self._grace:
+            await anyio.sleep(0.05)
         for association in list(self._associations):
             association.log.warning("aborting_at_shutdown")
             association.abort()
+        with anyio.move_on_after(_HOOK_GRACE):  # their on_aborted hooks
+            while self._running:
+                await anyio.sleep(0.05)
 
     def shutdown(self, grace: float = 10.0) -> None:
-        """Stop accepting; associations get ``grace`` seconds to finish, then are aborted."""
+        """Stop accepting; associations get ``grace`` seconds to finish, then are aborted.
+
+        Called again while they finish, the new ``grace`` counts from the first call:
+        ``shutdown(0)`` aborts the rest at once.
+        """
         self._grace = grace
         if self._stop is not None:
             self._stop.set()
@@ -315,7 +329,14 @@ class Server:
         if self._task_group is None:  # pragma: no cover - listener closed in between
             association.abort()
             return
-        self._task_group.start_soon(self._run_association, association)
+        self._task_group.start_soon(self._run_counted, association)
+
+    async def _run_counted(self, association: Association) -> None:
+        self._running += 1
+        try:
+            await self._run_association(association)
+        finally:
+            self._running -= 1
 
     def _command_decoder(self, association: Association) -> CommandDecoder[Any]:
         spool = self._spool
@@ -455,6 +476,7 @@ class Server:
             outcome = await self._handle_store(association, info, request, context, sink)
             if self.observer is not None:
                 self.observer.request_handled("C-STORE", outcome.status, sink.size, time.perf_counter() - began)
+            info.store_statuses[int(outcome.status)] += 1
             return C.CStoreRSP(
                 request.message_id,
                 S.Status(outcome.status),

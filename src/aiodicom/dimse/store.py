@@ -25,8 +25,9 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Collection, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -84,6 +85,11 @@ class AssociationInfo:
     peer_host: str
     #: The sender's TCP port.
     peer_port: int
+    #: When the association was established (``time.monotonic()``), for its duration.
+    started: float = field(default_factory=time.monotonic, compare=False)
+    #: C-STORE status code -> how many times the server answered it on this association,
+    #: so an ``on_released``/``on_aborted`` hook can report stored and failed instances.
+    store_statuses: Counter[int] = field(default_factory=Counter, compare=False)
 
 
 def _write_all(fd: int, buffers: Iterable[bytes | bytearray | memoryview]) -> None:
