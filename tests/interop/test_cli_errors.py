@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import ssl
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,6 +24,7 @@ from aiodicom.dimse.server import Server
 from aiodicom.errors import InvalidPortError
 from aiodicom.runner import run
 from aiodicom.synthetic import write_study
+from aiodicom.transport.address import describe_os_error
 from peers import LOCALHOST, aiodicom_command, aiodicom_receive, free_port, peer_env
 
 from .test_cli import aiodicom, assert_one_line_error
@@ -97,6 +99,22 @@ def test_library_refuses_ports_outside_the_range(port: int) -> None:
 async def _connect_once(port: int) -> None:
     async with connect(LOCALHOST, port, called_ae="ANY"):
         pass
+
+
+@pytest.mark.parametrize(
+    ("error", "said"),
+    [
+        (OSError(111, "Connect call failed ('127.0.0.1', 1)"), "Connection refused"),  # asyncio
+        (OSError(98, "error while attempting to bind on address"), "Address already in use"),  # uvloop
+        (socket.gaierror(-2, "Name or service not known"), "Name or service not known"),
+        (ssl.SSLCertVerificationError(1, "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed"),
+         "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed"),
+        (OSError("Multiple exceptions: a, b"), "Multiple exceptions: a, b"),
+    ],
+    ids=["errno-asyncio", "errno-uvloop", "name", "tls", "no-errno"],
+)  # fmt: skip
+def test_socket_errors_are_said_plainly(error: OSError, said: str) -> None:
+    assert describe_os_error(error) == said
 
 
 # --- the output folder ------------------------------------------------------------------

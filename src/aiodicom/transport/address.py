@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
 
 from aiodicom.errors import InvalidPortError
 
@@ -27,6 +28,7 @@ def describe_os_error(exc: OSError) -> str:
     asyncio says "Connect call failed ('127.0.0.1', 104)" and uvloop "error while
     attempting to bind on address ...": the errno says it plainly.
     """
-    if isinstance(exc, socket.gaierror) or not exc.errno or exc.errno < 0:
+    # Name resolution and TLS errors number their own codes: their text is the reason.
+    if isinstance(exc, socket.gaierror | ssl.SSLError) or not exc.errno or exc.errno < 0:
         return exc.strerror or str(exc)
     return os.strerror(exc.errno)
