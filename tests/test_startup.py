@@ -20,8 +20,9 @@ from aiodicom.synthetic import write_study
 from peers import aiodicom_command, aiodicom_receive, peer_env
 
 #: Packages a one-shot client command must not import: the data stack (numpy, pydicom,
-#: nibabel), and anyio and structlog, which it does not need when nothing goes wrong.
-HEAVY = ("numpy", "pydicom", "nibabel", "anyio", "structlog")
+#: nibabel), anyio and structlog, which it does not need when nothing goes wrong, and
+#: json (JSON logs only) and shutil (bz2, lzma...; argparse wants it for the terminal width).
+HEAVY = ("numpy", "pydicom", "nibabel", "anyio", "structlog", "json", "shutil")
 
 
 def imported_packages(*args: str) -> set[str]:

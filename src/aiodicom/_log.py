@@ -19,7 +19,6 @@ The structlog wrappers are private to aiodicom: nothing here calls
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import time
@@ -112,6 +111,8 @@ class JsonLogFormatter(logging.Formatter):
         event.update(structured if structured is not None else {"event": record.getMessage()})
         if record.exc_info:
             event["exception"] = self.formatException(record.exc_info)
+        import json  # here: every command imports this module, few print JSON
+
         return json.dumps(event, default=str)
 
 

@@ -26,7 +26,6 @@ compressed context: both are counted and listed in ``local_changes``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -336,6 +335,8 @@ def _finish(args: argparse.Namespace, run: StoreRun) -> None:
         print(line, file=sys.stderr)
     print("\n".join(run.summary()), flush=True)
     if args.report is not None:
+        import json  # only with --report: a one-file store starts faster without it
+
         try:
             args.report.write_text(json.dumps(run.report(), indent=1) + "\n")
         except OSError as exc:
