@@ -21,8 +21,9 @@ from peers import aiodicom_command, aiodicom_receive, peer_env
 
 #: Packages a one-shot client command must not import: the data stack (numpy, pydicom,
 #: nibabel), anyio and structlog, which it does not need when nothing goes wrong, and
-#: json (JSON logs only) and shutil (bz2, lzma...; argparse wants it for the terminal width).
-HEAVY = ("numpy", "pydicom", "nibabel", "anyio", "structlog", "json", "shutil")
+#: json (JSON logs only), shutil (bz2, lzma...; argparse wants it for the terminal width) and
+#: uvloop (faster for many messages, slower to import than one message takes).
+HEAVY = ("numpy", "pydicom", "nibabel", "anyio", "structlog", "json", "shutil", "uvloop")
 
 
 def imported_packages(*args: str) -> set[str]:

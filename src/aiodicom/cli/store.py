@@ -318,7 +318,8 @@ def _store(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     interrupted = False
     try:
-        run_async(_send, args, run, by_encoding)
+        # One file: uvloop's speed would not show, its import (~5 ms) would.
+        run_async(_send, args, run, by_encoding, use_uvloop=len(run.results) > 1)
     except KeyboardInterrupt:
         interrupted = True
         run.stop("interrupted (Ctrl-C)")
