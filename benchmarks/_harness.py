@@ -168,8 +168,8 @@ def stop(process: subprocess.Popen[bytes], grace: float = STOP_GRACE) -> Reaped:
     return reap(process, timeout=grace)
 
 
-# pynetdicom installs Python scripts with these names into the virtual environment's
-# bin/, which ./dev puts first on PATH; a bare name must still mean DCMTK.
+# pynetdicom installed the usual way puts Python scripts with these names into its
+# environment's bin/ (./dev keeps it in .venv/peers instead); a bare name must mean DCMTK.
 DCMTK_NAMES = frozenset({"storescp", "storescu", "echoscu", "findscu", "movescu", "getscu"})
 
 
