@@ -65,24 +65,31 @@ def test_address_that_cannot_be_bound(tmp_path: Path, host: str, reason: str) ->
 
 
 @pytest.mark.parametrize(
-    "command",
+    ("command", "expected"),
     [
-        ("receive", "--port", "70000", "--output-dir", "out"),
-        ("receive", "--port", "-1", "--output-dir", "out"),
-        ("receive", "--port", "http", "--output-dir", "out"),
-        ("echo", "127.0.0.1", "70000"),
-        ("echo", "127.0.0.1", "0"),
-        ("store", "127.0.0.1", "65536", "file.dcm"),
+        (("receive", "--port", "70000", "--output-dir", "out"), "--port: must be at least 0 and at most 65535"),
+        (("receive", "--port", "-1", "--output-dir", "out"), "--port: must be at least 0"),
+        (("receive", "--port", "http", "--output-dir", "out"), "--port: not a number: 'http'"),
+        (("echo", "127.0.0.1", "70000"), "port: must be at least 1 and at most 65535, not 70000"),
+        (("echo", "127.0.0.1", "0"), "port: must be at least 1"),
+        (("store", "127.0.0.1", "65536", "file.dcm"), "port: must be at least 1 and at most 65535"),
+        (("receive", "--output-dir", "out", "--metrics-port", "99999"), "--metrics-port: must be"),
+        (("receive", "--output-dir", "out", "--max-operations", "0"), "--max-operations: must be at least 1"),
+        (("receive", "--output-dir", "out", "--max-associations", "-2"), "--max-associations: must be"),
+        (("receive", "--output-dir", "out", "--idle-timeout", "0"), "--idle-timeout: must be more than 0"),
+        (("receive", "--output-dir", "out", "--grace", "-1"), "--grace: must be at least 0"),
+        (("echo", "127.0.0.1", "104", "--timeout", "-5"), "--timeout: must be more than 0"),
+        (("store", "127.0.0.1", "104", "f.dcm", "--dimse-timeout", "0"), "--dimse-timeout: must be more"),
     ],
-    ids=["receive-70000", "receive-negative", "receive-name", "echo-70000", "echo-0", "store-65536"],
-)
-def test_port_outside_1_to_65535(tmp_path: Path, command: tuple[str, ...]) -> None:
+)  # fmt: skip
+def test_numbers_out_of_range(tmp_path: Path, command: tuple[str, ...], expected: str) -> None:
+    """A port outside 1-65535 (70000 used to become 4464), a count below 1, a timeout of 0."""
     result = subprocess.run(
         aiodicom_command(*command), capture_output=True, text=True, cwd=tmp_path, timeout=20
     )
     line = assert_one_line_error(result)
     assert result.returncode == USAGE
-    assert "port" in line and "--help" in line, line
+    assert expected in line and "--help" in line, line
     assert not (tmp_path / "out").exists()
 
 

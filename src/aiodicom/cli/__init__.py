@@ -11,8 +11,8 @@ import argparse
 import importlib
 import os
 import sys
-from collections.abc import Sequence
-from typing import Any, NoReturn
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn, TypeVar
 
 from aiodicom.errors import AiodicomError
 
@@ -32,6 +32,8 @@ _COMMANDS = {
 }
 _MODULES = ("echo", "store", "receive", "generate", "data", "factory", "segmentation")
 
+
+N = TypeVar("N", int, float)
 
 #: Exit code after Ctrl-C (128 + SIGINT), as shells report an interrupted command.
 EXIT_INTERRUPTED = 130
@@ -76,6 +78,27 @@ def _terminal_width() -> int:
         return os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
     except (AttributeError, ValueError, OSError):
         return 80
+
+
+def number(
+    kind: Callable[[str], N], low: N, high: N | None = None, *, above: bool = False
+) -> Callable[[str], N]:
+    """An argparse type: ``kind(text)`` no less than ``low`` (more, with ``above``) and
+    at most ``high``; anything else is a one-line usage error, never a silent surprise
+    (a port of 70000 would otherwise become 4464 in the socket layer)."""
+
+    def convert(text: str) -> N:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if value < low or (above and value == low) or (high is not None and value > high):
+            bounds = f"{'more than' if above else 'at least'} {low}"
+            bounds += f" and at most {high}" if high is not None else ""
+            raise argparse.ArgumentTypeError(f"must be {bounds}, not {text}")
+        return value
+
+    return convert
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:

@@ -10,7 +10,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from aiodicom.cli import number
 from aiodicom.synthetic import TRANSFER_SYNTAXES, write_study
+
+#: Counts and sizes of at least 1.
+_positive_int = number(int, 1)
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -22,11 +26,11 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     )
     parser.add_argument("out_dir", metavar="OUT_DIR", type=Path, help="folder to write into")
     parser.add_argument(
-        "--images", type=_positive, default=20, help="images per series (default 20)"
+        "--images", type=_positive_int, default=20, help="images per series (default 20)"
     )
-    parser.add_argument("--series", type=_positive, default=1, help="series (default 1)")
-    parser.add_argument("--rows", type=_positive, default=512, help="rows (default 512)")
-    parser.add_argument("--columns", type=_positive, default=512, help="columns (default 512)")
+    parser.add_argument("--series", type=_positive_int, default=1, help="series (default 1)")
+    parser.add_argument("--rows", type=_positive_int, default=512, help="rows (default 512)")
+    parser.add_argument("--columns", type=_positive_int, default=512, help="columns (default 512)")
     parser.add_argument(
         "--transfer-syntax",
         choices=sorted(TRANSFER_SYNTAXES),
@@ -39,11 +43,6 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     parser.set_defaults(func=run)
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
 
 
 def run(args: argparse.Namespace) -> int:

@@ -6,6 +6,7 @@ import argparse
 import ssl
 from typing import Any
 
+from aiodicom.cli import number
 from aiodicom.errors import AiodicomError
 from aiodicom.transport.address import describe_os_error
 
@@ -14,25 +15,14 @@ class CliError(AiodicomError):
     """A command-line usage problem (bad path, bad option combination)."""
 
 
-def _port_type(low: int) -> Any:
-    """An argparse type for a TCP port from ``low`` to 65535, so 70000 is an error, not 4464."""
-
-    def port(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-        if not low <= value <= 65535:
-            raise argparse.ArgumentTypeError(f"port {value} is outside {low}-65535")
-        return value
-
-    return port
-
-
 #: The peer's port (1-65535).
-port_number = _port_type(1)
+port_number = number(int, 1, 65535)
 #: A port to listen on (0 lets the system pick a free one).
-listen_port = _port_type(0)
+listen_port = number(int, 0, 65535)
+#: A count of something that must exist at least once (associations, operations).
+at_least_one = number(int, 1)
+#: Seconds to wait: more than 0.
+seconds = number(float, 0.0, above=True)
 
 
 def add_ae_options(parser: argparse.ArgumentParser, *, called_default: str = "ANY-SCP") -> None:
@@ -55,8 +45,8 @@ def check_ae_options(args: argparse.Namespace) -> None:
 
 
 def add_timeout_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--timeout", type=float, default=30.0, help="connect/ACSE timeout in seconds [%(default)s]")
-    parser.add_argument("--dimse-timeout", type=float, default=60.0, help="DIMSE timeout in seconds [%(default)s]")
+    parser.add_argument("--timeout", type=seconds, default=30.0, help="connect/ACSE timeout in seconds [%(default)s]")
+    parser.add_argument("--dimse-timeout", type=seconds, default=60.0, help="DIMSE timeout in seconds [%(default)s]")
 
 
 def add_tls_client_options(parser: argparse.ArgumentParser) -> None:

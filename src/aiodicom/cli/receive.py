@@ -15,15 +15,17 @@ from typing import TYPE_CHECKING, Any, TextIO
 import anyio
 import anyio.abc
 
-from aiodicom.cli import EXIT_INTERRUPTED
+from aiodicom.cli import EXIT_INTERRUPTED, number
 from aiodicom.cli.net import (
     LOG_FORMATS,
     LOG_LEVELS,
     CliError,
+    at_least_one,
     check_ae_options,
     configure_cli_logging,
     listen_port,
     load_cert_chain,
+    seconds,
     tls_context,
 )
 from aiodicom.transport.address import describe_os_error
@@ -48,28 +50,28 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     receive.add_argument("--require-called-ae", action="store_true", help="reject other called AE titles")
     receive.add_argument("--allow", action="append", metavar="AE", help="accept only these calling AE titles")
     receive.add_argument("--accept-any-transfer-syntax", action="store_true", help="store compressed data untouched")
-    receive.add_argument("--max-associations", type=int, default=64)
-    receive.add_argument("--max-operations", type=int, default=1, metavar="N",
+    receive.add_argument("--max-associations", type=at_least_one, default=64)
+    receive.add_argument("--max-operations", type=at_least_one, default=1, metavar="N",
                          help="requests served at once on one association when the sender proposes an "
                          "asynchronous operations window [%(default)s]")
     receive.add_argument("--max-pdu", type=int, default=None, help="maximum PDU length we announce")
-    receive.add_argument("--memory-threshold", type=int, default=0,
+    receive.add_argument("--memory-threshold", type=number(int, 0), default=0,
                          help="data sets larger than this many bytes stream to disk as they arrive; "
                          "smaller ones are written once complete [%(default)s: stream everything]")
     receive.add_argument("--fsync", action="store_true",
                          help="flush each file and its folder to disk before answering success "
                          "(survives a power loss; batched across associations) [off: survives a crash]")
-    receive.add_argument("--acse-timeout", type=float, default=30.0, metavar="S",
+    receive.add_argument("--acse-timeout", type=seconds, default=30.0, metavar="S",
                          help="seconds for association set-up and release [%(default)s]")
-    receive.add_argument("--dimse-timeout", type=float, default=60.0, metavar="S",
+    receive.add_argument("--dimse-timeout", type=seconds, default=60.0, metavar="S",
                          help="seconds for a sender to take our responses [%(default)s]")
-    receive.add_argument("--idle-timeout", type=float, default=120.0, metavar="S",
+    receive.add_argument("--idle-timeout", type=seconds, default=120.0, metavar="S",
                          help="seconds an association may stay silent [%(default)s]")
     receive.add_argument("--tls-cert", help="serve TLS with this certificate (PEM)")
     receive.add_argument("--tls-key", help="private key for --tls-cert (PEM)")
     receive.add_argument("--tls-ca", help="CA for client certificates")
     receive.add_argument("--tls-require-client-cert", action="store_true")
-    receive.add_argument("--grace", type=float, default=10.0,
+    receive.add_argument("--grace", type=number(float, 0.0), default=10.0,
                          help="seconds to finish associations on SIGTERM or a first Ctrl-C "
                          "(a second Ctrl-C stops at once) [%(default)s]")
     receive.add_argument("--metrics-port", type=listen_port, default=None, metavar="P",
