@@ -31,7 +31,6 @@ from aiodicom.codec.uids import (
 from aiodicom.codec.walk import walk_dataset, walk_file
 from aiodicom.dimse import command as C
 from aiodicom.dimse.status import Status
-from aiodicom.dimse.store import BoundedMemorySink
 from aiodicom.errors import (
     AiodicomError,
     AssociationError,
@@ -51,7 +50,7 @@ from aiodicom.transport.association import (
     Timeouts,
 )
 from aiodicom.ul import pdu as P
-from aiodicom.ul.assembly import CommandDecoder, DataSink
+from aiodicom.ul.assembly import BoundedMemorySink, CommandDecoder, DataSink
 from aiodicom.ul.machine import Role
 from aiodicom.ul.negotiation import DEFAULT_MAX_PDU_LENGTH, build_request
 

@@ -32,7 +32,6 @@ from aiodicom.dimse.store import (
     SOP_CLASS_UID,
     SOP_INSTANCE_UID,
     AssociationInfo,
-    BoundedMemorySink,
     GroupSync,
     InstanceSink,
     ReceivedInstance,
@@ -57,7 +56,7 @@ from aiodicom.transport.association import (
     Timeouts,
 )
 from aiodicom.ul import pdu as P
-from aiodicom.ul.assembly import AssembledMessage, CommandDecoder, DataSink
+from aiodicom.ul.assembly import AssembledMessage, BoundedMemorySink, CommandDecoder, DataSink
 from aiodicom.ul.machine import Role
 from aiodicom.ul.negotiation import (
     DEFAULT_MAX_PDU_LENGTH,

@@ -33,8 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiodicom.codec.part10 import encode_file_meta
 from aiodicom.codec.walk import DatasetWalker
-from aiodicom.errors import AiodicomError, DicomFileError, MalformedDatasetError, ProtocolError
-from aiodicom.ul.pdu import REASON_INVALID_PARAMETER
+from aiodicom.errors import AiodicomError, DicomFileError, MalformedDatasetError
 
 if TYPE_CHECKING:
     import pydicom
@@ -104,35 +103,6 @@ def _write_all(fd: int, buffers: Iterable[bytes | bytearray | memoryview]) -> No
             else:
                 pending[0] = first[written:]
                 written = 0
-
-
-class BoundedMemorySink:
-    """Holds a small data set in memory: identifiers, queries, a response's matches.
-
-    More than 16 MiB is not a query: the association is aborted rather than
-    letting a peer grow our memory without bound.
-    """
-
-    limit = 16 * 1024 * 1024
-
-    def __init__(self) -> None:
-        self.parts: list[bytes] = []
-        self.size = 0
-
-    def write(self, data: memoryview) -> None:
-        self.size += len(data)
-        if self.size > self.limit:
-            raise ProtocolError("a non-storage data set exceeds 16 MiB", REASON_INVALID_PARAMETER)
-        self.parts.append(bytes(data))
-
-    def finish(self) -> None:
-        pass
-
-    def discard(self) -> None:
-        self.parts = []
-
-    def data(self) -> bytes:
-        return b"".join(self.parts)
 
 
 class SpoolFiles:

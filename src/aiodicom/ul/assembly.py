@@ -33,6 +33,36 @@ class DataSink(Protocol):
         """The message will never complete (abort, protocol error); drop what was kept."""
 
 
+class BoundedMemorySink:
+    """A :class:`DataSink` holding a small data set in memory: identifiers, queries, a
+    response's matches (here, beside the protocol, so a client needs no storage code).
+
+    More than 16 MiB is not a query: the association is aborted rather than
+    letting a peer grow our memory without bound.
+    """
+
+    limit = 16 * 1024 * 1024
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+        self.size = 0
+
+    def write(self, data: memoryview) -> None:
+        self.size += len(data)
+        if self.size > self.limit:
+            raise ProtocolError("a non-storage data set exceeds 16 MiB", REASON_INVALID_PARAMETER)
+        self.parts.append(bytes(data))
+
+    def finish(self) -> None:
+        pass
+
+    def discard(self) -> None:
+        self.parts = []
+
+    def data(self) -> bytes:
+        return b"".join(self.parts)
+
+
 C = TypeVar("C")
 
 
