@@ -209,8 +209,10 @@ class RawPeer:
         self.writer = writer
 
     @classmethod
-    async def connect(cls, port: int) -> RawPeer:
-        reader, writer = await asyncio.open_connection(HOST, port)
+    async def connect(cls, port: int, source: str | None = None) -> RawPeer:
+        """Connect from ``source`` (another loopback address, e.g. 127.0.0.2) if given."""
+        local = (source, 0) if source is not None else None
+        reader, writer = await asyncio.open_connection(HOST, port, local_addr=local)
         return cls(reader, writer)
 
     async def send(self, data: bytes) -> None:
@@ -276,8 +278,8 @@ class RawPeer:
 
 
 @asynccontextmanager
-async def raw_peer(port: int) -> AsyncIterator[RawPeer]:
-    peer = await RawPeer.connect(port)
+async def raw_peer(port: int, source: str | None = None) -> AsyncIterator[RawPeer]:
+    peer = await RawPeer.connect(port, source)
     try:
         yield peer
     finally:

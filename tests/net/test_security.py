@@ -210,8 +210,12 @@ async def test_many_quick_connections_leave_nothing_behind(server: RunningServer
 
 
 async def test_flood_of_idle_connections_is_capped_and_expires(tmp_path: Path) -> None:
-    """Connections that never associate are bounded (and refused at once beyond the cap)."""
-    async with running_server(tmp_path, max_associations=2) as running:
+    """Connections that never associate are bounded (and refused at once beyond the cap).
+
+    The per-host limit is lifted here so that the global cap is what binds; the
+    per-host limit has tests of its own (test_resource_limits.py).
+    """
+    async with running_server(tmp_path, max_associations=2, max_connections_per_host=100) as running:
         cap = running.server.max_connections
         with anyio.fail_after(TEST_TIMEOUT):
             peers = [await RawPeer.connect(running.port) for _ in range(cap + 10)]

@@ -11,7 +11,14 @@ import pytest
 
 from aiodicom.errors import ProtocolError
 from aiodicom.ul import pdu as P
-from aiodicom.ul.assembly import MAX_COMMAND_LENGTH, AssembledMessage, DataSink, MessageAssembler
+from aiodicom.ul.assembly import (
+    FREE_FRAGMENTS,
+    MAX_COMMAND_LENGTH,
+    MIN_FRAGMENT_AVERAGE,
+    AssembledMessage,
+    DataSink,
+    MessageAssembler,
+)
 
 
 class RecordingSink:
@@ -223,3 +230,31 @@ def test_completed_sink_is_not_discarded_by_abandon() -> None:
     assembler.feed([cmd(1, b"CMD:s:1"), ds(1, b"all")])
     assembler.abandon()
     assert decoder.sinks[0].finished and not decoder.sinks[0].discarded
+
+
+# --- fragments that bring too little: cost per fragment, not per byte ----------------------------
+
+
+@pytest.mark.parametrize("size", [0, 1, MIN_FRAGMENT_AVERAGE // 4])
+@pytest.mark.parametrize("part", ["command", "data set"])
+def test_a_message_of_tiny_fragments_is_refused_after_the_free_ones(size: int, part: str) -> None:
+    assembler, decoder = make()
+    if part == "data set":
+        assembler.feed([cmd(1, b"CMD:s:1")])
+    make_pdv = cmd if part == "command" else ds
+    free = [make_pdv(1, bytes(size), last=False) for _ in range(FREE_FRAGMENTS - 1)]
+    assert assembler.feed(free) == []
+    error = _error(assembler, [make_pdv(1, bytes(size), last=False) for _ in range(FREE_FRAGMENTS)])
+    assert error.abort_reason == P.REASON_INVALID_PARAMETER
+
+
+def test_fragments_at_the_average_never_run_out_and_each_message_starts_afresh() -> None:
+    assembler, decoder = make()
+    for _ in range(3):
+        assembler.feed([cmd(1, b"CMD:s:1")])
+        fragments = [ds(1, bytes(MIN_FRAGMENT_AVERAGE), last=False) for _ in range(10 * FREE_FRAGMENTS)]
+        assert assembler.feed([*fragments, ds(1, b"")]) != []
+        # Then a message of tiny fragments gets its free allowance again.
+        pieces = [cmd(1, b"", last=False) for _ in range(FREE_FRAGMENTS - 2)]
+        (echo,) = assembler.feed([*pieces, cmd(1, b"CMD:e:0")])
+        assert echo.command == "e"

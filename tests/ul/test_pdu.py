@@ -950,3 +950,14 @@ def test_max_length_values_that_can_carry_data_are_accepted(max_length: int) -> 
     assert decoded.user_information.max_pdu_length == max_length
     if max_length:
         assert len(list(P.fragment(1, False, b"abc", max_length))) >= 1
+
+
+@pytest.mark.parametrize("size", [0, 1, P.SMALL_PDV - 3])
+def test_a_pdu_packed_with_small_pdvs_is_refused_while_decoding(size: int) -> None:
+    """One object per 6 bytes on the wire is refused past MAX_SMALL_PDVS, however large the PDU."""
+    small = _pdv(size + 2, 1, 0, bytes(size))
+    assert len(P.decode_pdata(_pdata(small * P.MAX_SMALL_PDVS)[6:])) == P.MAX_SMALL_PDVS
+    expect_error(_pdata(small * (P.MAX_SMALL_PDVS + 1)), P.REASON_INVALID_PARAMETER)
+    # Larger PDVs do not count towards it.
+    large = _pdv(P.SMALL_PDV, 1, 0, bytes(P.SMALL_PDV - 2))
+    assert len(P.decode_pdata(_pdata(large * (P.MAX_SMALL_PDVS + 1))[6:])) == P.MAX_SMALL_PDVS + 1

@@ -55,6 +55,7 @@ from aiodicom.transport.association import (
     ReleaseRequest,
     Timeouts,
 )
+from aiodicom.transport.budget import MemoryBudget
 from aiodicom.ul import pdu as P
 from aiodicom.ul.assembly import AssembledMessage, BoundedMemorySink, CommandDecoder, DataSink
 from aiodicom.ul.machine import Role
@@ -144,6 +145,9 @@ class Server:
         require_called_ae: bool = False,
         calling_ae_allowlist: Collection[str] | None = None,
         max_associations: int = 64,
+        max_connections: int | None = None,
+        max_connections_per_host: int | None = None,
+        max_memory: int = 512 * 1024 * 1024,
         max_pdu_length: int = DEFAULT_MAX_PDU_LENGTH,
         max_pdu_cap: int | None = None,
         max_operations: int = 1,
@@ -176,9 +180,21 @@ class Server:
         #: Our title without insignificant spaces (an invalid one raised InvalidAETitleError).
         self.ae_title = self.policy.ae_title
         self.max_associations = max_associations
-        self.max_connections = max_associations * 2 + 8
+        #: Open connections, associated or not (TLS handshakes included).
+        self.max_connections = max_connections or max_associations * 2 + 8
+        #: Open connections from one peer address: one host cannot take every slot. The
+        #: default lets one host use every association (and get A-ASSOCIATE-RJ, not a
+        #: reset, beyond them) while leaving as many connections to everyone else.
+        self.max_connections_per_host = max_connections_per_host or max_associations + 8
         # Lenient with peers exceeding our maximum, within a hard cap.
         self.max_pdu_cap = max_pdu_cap or max(2 * max_pdu_length, 1024 * 1024)
+        if max_memory < 2 * self.max_pdu_cap:
+            raise ValueError(
+                f"max_memory ({max_memory}) must be at least twice the PDU cap ({self.max_pdu_cap})"
+            )
+        #: PDU buffers and in-memory data sets of all connections, together.
+        self.memory = MemoryBudget(max_memory)
+        self._per_host: dict[str, int] = {}
         self.ssl = ssl
         self.timeouts = timeouts
         self.memory_threshold = memory_threshold
@@ -219,7 +235,6 @@ class Server:
                 self._protocol_factory,
                 self.host,
                 self.port,
-                ssl=self.ssl,
                 backlog=self.backlog,
                 reuse_address=True,
             )
@@ -293,18 +308,39 @@ class Server:
             max_pdu_cap=self.max_pdu_cap,
             negotiate=self._negotiate,
             on_established=self._on_established,
-            on_closed=self._connections.discard,
+            on_closed=self._on_closed,
             admit=self._admit,
             log=self.log,
+            budget=self.memory,
+            tls=self.ssl,  # the handshake runs once admitted, so it counts as a connection
         )
 
     def _admit(self, protocol: DicomProtocol) -> bool:
+        host = protocol.peer[0]
+        from_host = self._per_host.get(host, 0)
         if len(self._connections) >= self.max_connections:
-            if self.observer is not None:
-                self.observer.association_rejected("connection_limit")
-            return False
-        self._connections.add(protocol)
-        return True
+            reason = "connection_limit"
+        elif from_host >= self.max_connections_per_host:
+            reason = "connection_limit_per_host"
+        else:
+            self._connections.add(protocol)
+            self._per_host[host] = from_host + 1
+            return True
+        protocol.log.warning("connection_refused", reason=reason)
+        if self.observer is not None:
+            self.observer.association_rejected(reason)
+        return False
+
+    def _on_closed(self, protocol: DicomProtocol) -> None:
+        if protocol not in self._connections:
+            return
+        self._connections.discard(protocol)
+        host = protocol.peer[0]
+        left = self._per_host.get(host, 1) - 1
+        if left > 0:
+            self._per_host[host] = left
+        else:
+            self._per_host.pop(host, None)
 
     def _negotiate(
         self, rq: P.AssociateRQ
@@ -340,6 +376,7 @@ class Server:
     def _command_decoder(self, association: Association) -> CommandDecoder[Any]:
         spool = self._spool
         threshold = self.memory_threshold
+        budget = self.memory
         contexts = association.contexts
 
         def decode(context_id: int, data: bytes) -> tuple[Any, DataSink | None]:
@@ -358,6 +395,7 @@ class Server:
                     spool=spool,
                     memory_threshold=threshold,
                     source_ae=association.calling_ae.strip() or None,
+                    budget=budget,
                 )
             return message, BoundedMemorySink()
 

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 from aiodicom.codec.part10 import encode_file_meta
 from aiodicom.codec.walk import DatasetWalker
 from aiodicom.errors import AiodicomError, DicomFileError, MalformedDatasetError
+from aiodicom.transport.budget import MemoryBudget
 
 if TYPE_CHECKING:
     import pydicom
@@ -64,6 +65,14 @@ LAYOUT_FIELDS: dict[str, tuple[int, bool]] = {
     "InstanceNumber": (0x00200013, False),
 }
 _HEAD_BYTES = 64 * 1024
+#: A fragment is kept as a view into its PDU only when it is at least this large
+#: and fills at least half of that PDU; smaller ones are copied into a shared
+#: buffer. A view keeps its whole PDU alive and costs a few hundred bytes of
+#: objects however little data it holds, so keeping every fragment as a view
+#: let empty or one-byte fragments hold memory without bound.
+_MIN_VIEW = 4096
+#: In-memory data sets charge the server's memory budget in steps of this size.
+_BUDGET_STEP = 256 * 1024
 
 
 class StorageError(AiodicomError):
@@ -89,6 +98,19 @@ class AssociationInfo:
     #: C-STORE status code -> how many times the server answered it on this association,
     #: so an ``on_released``/``on_aborted`` hook can report stored and failed instances.
     store_statuses: Counter[int] = field(default_factory=Counter, compare=False)
+
+
+def _keep(parts: list[bytes | bytearray | memoryview], data: memoryview) -> None:
+    """Append ``data`` to ``parts`` as a view, or copied onto the trailing bytearray (see :data:`_MIN_VIEW`)."""
+    n = len(data)
+    if n >= _MIN_VIEW and 2 * n >= len(data.obj):  # type: ignore[arg-type]  # bytes or bytearray
+        parts.append(data)
+    elif n:
+        last = parts[-1] if parts else None
+        if type(last) is bytearray:
+            last += data
+        else:
+            parts.append(bytearray(data))
 
 
 def _write_all(fd: int, buffers: Iterable[bytes | bytearray | memoryview]) -> None:
@@ -408,6 +430,8 @@ class InstanceSink:
         "source_ae",
         "_spool",
         "_threshold",
+        "_budget",
+        "_reserved",
         "_parts",
         "_head",
         "_head_size",
@@ -430,6 +454,7 @@ class InstanceSink:
         spool: SpoolFiles,
         memory_threshold: int,
         source_ae: str | None = None,
+        budget: MemoryBudget | None = None,
     ) -> None:
         self.sop_class_uid = sop_class_uid
         self.sop_instance_uid = sop_instance_uid
@@ -437,8 +462,11 @@ class InstanceSink:
         self.source_ae = source_ae
         self._spool = spool
         self._threshold = memory_threshold
-        self._parts: list[memoryview] = []
-        self._head: list[memoryview] = []
+        self._budget = budget
+        #: Bytes charged to the budget for the in-memory fragments.
+        self._reserved = 0
+        self._parts: list[bytes | bytearray | memoryview] = []
+        self._head: list[bytes | bytearray | memoryview] = []
         self._head_size = 0
         self.size = 0
         self._fd = -1
@@ -472,7 +500,8 @@ class InstanceSink:
             return
         self.size += len(data)
         if self._head_size < _HEAD_BYTES:
-            self._head.append(data)
+            # Only the first 64 KiB: a view of more would keep a whole large PDU alive.
+            _keep(self._head, data[: _HEAD_BYTES - self._head_size])
             self._head_size += len(data)
         if self._fd >= 0:
             try:
@@ -482,9 +511,14 @@ class InstanceSink:
             except OSError as exc:
                 self._fail(exc)
             return
-        self._parts.append(data)
+        _keep(self._parts, data)
         if self.size > self._threshold:
             self._spill()
+        elif self.size > self._reserved and self._budget is not None:
+            if self._budget.take(_BUDGET_STEP):
+                self._reserved += _BUDGET_STEP
+            else:
+                self._spill()  # the server holds all it may: this one goes to disk now
 
     def _spill(self) -> None:
         try:
@@ -492,11 +526,18 @@ class InstanceSink:
             _write_all(self._fd, [self._meta(), *self._parts])
         except OSError as exc:
             self._fail(exc)
+        self._drop_parts()
+
+    def _drop_parts(self) -> None:
         self._parts = []
+        if self._reserved:
+            assert self._budget is not None
+            self._budget.give(self._reserved)
+            self._reserved = 0
 
     def _fail(self, exc: Exception) -> None:
         self.error = exc
-        self._parts = []
+        self._drop_parts()
         self._close_fd()
         self._unlink()
 
@@ -530,14 +571,14 @@ class InstanceSink:
     def discard(self) -> None:
         self._close_fd()
         self._unlink()
-        self._parts = []
+        self._drop_parts()
 
-    def head(self) -> bytes | memoryview:
+    def head(self) -> bytes | bytearray | memoryview:
         if len(self._head) == 1:
             return self._head[0]
         return b"".join(self._head)
 
-    def memory_parts(self) -> list[memoryview]:
+    def memory_parts(self) -> list[bytes | bytearray | memoryview]:
         return self._parts
 
 

@@ -14,10 +14,11 @@ from __future__ import annotations
 import asyncio
 import itertools
 import socket
+import ssl as _ssl
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from aiodicom._log import get_logger
 from aiodicom.errors import (
@@ -27,6 +28,7 @@ from aiodicom.errors import (
     DicomTimeoutError,
     ProtocolError,
 )
+from aiodicom.transport.budget import MemoryBudget
 from aiodicom.ul import pdu as P
 from aiodicom.ul.assembly import AssembledMessage, CommandDecoder, MessageAssembler
 from aiodicom.ul.machine import (
@@ -50,6 +52,14 @@ _STAGING_SIZE = 256 * 1024
 #: PDUs larger than this get a buffer of their own that the kernel fills
 #: directly, instead of being read into staging and copied out.
 _DIRECT_PDU_SIZE = 32 * 1024
+#: A large PDU's body buffer starts at this size (or the PDU's, if smaller) and
+#: doubles as its bytes arrive: a 6-byte header alone never reserves more.
+_FIRST_BODY_SIZE = 1024 * 1024
+#: PDUs decoded from one read before the connection lets the loop serve others.
+_PDUS_PER_TURN = 64
+#: Why reading is paused (a bit mask): the queue of complete messages is full,
+#: the connection yielded the loop, or the server's memory budget is spent.
+_INBOX, _YIELD, _BUDGET = 1, 2, 4
 _ids = itertools.count(1)
 
 
@@ -67,6 +77,12 @@ class Timeouts:
     network_idle: float | None = 120.0
     #: ARTIM: a connection that sends no A-ASSOCIATE-RQ, or does not close after release/abort.
     artim: float = 30.0
+    #: A PDU or DIMSE message in progress: every window of this many seconds must
+    #: bring at least ``pdu * min_rate`` bytes, or the association is aborted. This
+    #: is what ends peers that trickle bytes to keep an association from being idle.
+    pdu: float | None = 30.0
+    #: Bytes per second a PDU or message in progress must average (see ``pdu``).
+    min_rate: float = 16 * 1024
 
 
 DEFAULT_TIMEOUTS = Timeouts()
@@ -96,6 +112,8 @@ class DicomProtocol(asyncio.BufferedProtocol):
         on_closed: Callable[[DicomProtocol], None] | None = None,
         admit: Callable[[DicomProtocol], bool] | None = None,
         log: Any = None,
+        budget: MemoryBudget | None = None,
+        tls: _ssl.SSLContext | None = None,
     ) -> None:
         self.loop = asyncio.get_running_loop()
         self.machine = UpperLayer(role, max_pdu_cap=max_pdu_cap)
@@ -118,9 +136,22 @@ class DicomProtocol(asyncio.BufferedProtocol):
         self._body_view: memoryview | None = None
         self._body_filled = 0
         self._body_type = 0
+        #: The full length of the body in progress (its buffer may still be smaller).
+        self._body_length = 0
+        self._budget = budget
+        #: Bytes this connection holds charged to the budget, and bytes granted ahead.
+        self._charged = 0
+        self._prepaid = 0
+        #: The size of the pending budget request (granted bytes become prepaid).
+        self._budget_waiting = 0
+        #: Server side TLS: the handshake runs after admission, counted as a connection.
+        self._tls = tls
+        self._tls_task: asyncio.Task[None] | None = None
+        self._progress_timer: asyncio.TimerHandle | None = None
+        self._progress_base = 0
         self._inbox: deque[AssembledMessage[Any] | ReleaseRequest] = deque()
         self._waiter: asyncio.Future[None] | None = None
-        self._reading_paused = False
+        self._paused = 0
         self._write_paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._artim: asyncio.TimerHandle | None = None
@@ -149,11 +180,60 @@ class DicomProtocol(asyncio.BufferedProtocol):
         self.log = self.log.bind(peer=f"{self.peer[0]}:{self.peer[1]}")
         if self._admit is not None and not self._admit(self):
             # Too many connections: refuse before spending anything on this one.
-            self.log.warning("connection_refused", reason="connection limit")
             transport.abort()  # type: ignore[attr-defined]
             return
+        if self._tls is not None:
+            # The handshake starts only now, once the connection is admitted and counted
+            # (a TLS listener would run it before any protocol callback, uncounted).
+            transport.pause_reading()  # type: ignore[attr-defined]  # a no-op under uvloop, see _handshake
+            self._tls_task = self.loop.create_task(self._handshake(self._tls))
+            return
+        self._start_machine()
+
+    def _start_machine(self) -> None:
         self.machine.connection_made()
         self._sync()
+
+    async def _handshake(self, context: _ssl.SSLContext) -> None:
+        raw = self.transport
+        assert raw is not None
+        handshake = asyncio.ensure_future(
+            self.loop.start_tls(raw, self, context, server_side=True, ssl_handshake_timeout=self.timeouts.connect)
+        )
+        try:
+            # uvloop starts reading right after connection_made, so the start of the
+            # ClientHello may already sit in staging. start_tls's first step (which runs
+            # before this one resumes) schedules the TLS protocol's connection_made and
+            # its first read; a callback scheduled now runs right after them, before the
+            # loop polls the socket again, and replays those bytes in order.
+            await asyncio.sleep(0)
+            self.loop.call_soon(self._replay_early_bytes, raw)
+            secure = await handshake
+        except OSError as exc:  # ssl.SSLError, resets, and the handshake timeout (ConnectionAbortedError)
+            self.log.info("tls_handshake_failed", error=str(exc) or type(exc).__name__)
+            raw.abort()
+            # asyncio tells the application protocol nothing about a failed handshake.
+            self.connection_lost(exc)
+            return
+        finally:
+            self._tls_task = None
+        self.transport = secure
+        self._start_machine()
+        # What arrived with the end of the handshake waited in staging for the machine.
+        self._drain_staging()
+
+    def _replay_early_bytes(self, raw: asyncio.Transport) -> None:
+        early = memoryview(bytes(self._view[self._start : self._end]))
+        self._start = self._end = 0
+        tls_protocol = cast(asyncio.BufferedProtocol, raw.get_protocol())
+        if tls_protocol is self:  # pragma: no cover - start_tls failed before taking over
+            return
+        while early:
+            buffer = memoryview(tls_protocol.get_buffer(len(early)))
+            n = min(len(buffer), len(early))
+            buffer[:n] = early[:n]
+            tls_protocol.buffer_updated(n)
+            early = early[n:]
 
     def get_buffer(self, sizehint: int) -> memoryview:
         if self._body_view is not None:
@@ -164,22 +244,39 @@ class DicomProtocol(asyncio.BufferedProtocol):
 
     def buffer_updated(self, nbytes: int) -> None:
         self.bytes_received += nbytes
-        if self._body is not None:
+        body = self._body
+        if body is not None:
             self._body_filled += nbytes
-            if self._body_filled == len(self._body):
-                body, pdu_type = self._body, self._body_type
-                self._body = self._body_view = None
-                self._deliver(pdu_type, body)
-            return
-        self._end += nbytes
-        self._drain_staging()
+            if self._body_filled == len(body):
+                if len(body) < self._body_length:
+                    self._grow_body()
+                else:
+                    pdu_type = self._body_type
+                    self._body = self._body_view = None
+                    self._release_charge()
+                    self._deliver(pdu_type, body)
+        else:
+            self._end += nbytes
+            self._drain_staging()
+        if self._progress_timer is None and self.timeouts.pdu is not None and self._busy():
+            self._progress_base = self.bytes_received - nbytes
+            self._progress_timer = self.loop.call_later(self.timeouts.pdu, self._check_progress)
 
     def eof_received(self) -> bool | None:
         return None  # close the transport; connection_lost follows
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.closed.done():
+            return  # a failed TLS handshake may report twice
         events = self.machine.connection_lost()
         self._cancel_artim()
+        if self._progress_timer is not None:
+            self._progress_timer.cancel()
+            self._progress_timer = None
+        self._body = self._body_view = None
+        if self._budget is not None:
+            self._budget.cancel(self._budget_granted)
+        self._release_charge()
         self._handle(events)
         if self.assembler is not None:
             self.assembler.abandon()
@@ -205,6 +302,107 @@ class DicomProtocol(asyncio.BufferedProtocol):
                 waiter.set_result(None)
         self._drain_waiters.clear()
 
+    # --- reading: pausing, fairness, progress ----------------------------------------------
+
+    def _pause(self, reason: int) -> None:
+        if not self._paused and self.transport is not None and not self.transport.is_closing():
+            self.transport.pause_reading()
+        self._paused |= reason
+
+    def _resume(self, reason: int) -> None:
+        """Clear one pause reason; read again (and decode what waits in staging) when none is left."""
+        if not self._paused & reason:
+            return
+        self._paused &= ~reason
+        transport = self.transport
+        if self._paused or transport is None or transport.is_closing():
+            return
+        transport.resume_reading()
+        if reason != _YIELD and self._progress_timer is not None:
+            # We stopped reading, not the peer: its rate is measured afresh.
+            self._progress_timer.cancel()
+            self._progress_timer = None
+        if self._end > self._start and self._body is None:
+            self.loop.call_soon(self._drain_staging)
+
+    def _end_turn(self) -> None:
+        self._resume(_YIELD)
+
+    def _busy(self) -> bool:
+        """True while a PDU or a DIMSE message is partially received."""
+        assembler = self.assembler
+        return (
+            self._body is not None
+            or self._end > self._start
+            or (assembler is not None and not assembler.idle)
+        )
+
+    def _check_progress(self) -> None:
+        """The ``Timeouts.pdu`` window ended: abort a peer that sent too little in it."""
+        self._progress_timer = None
+        window = self.timeouts.pdu
+        if window is None or self.closed.done() or self.machine.should_close or not self._busy():
+            return
+        received = self.bytes_received - self._progress_base
+        if received < window * self.timeouts.min_rate and not self._paused & (_INBOX | _BUDGET):
+            self._too_slow(received, window)
+            return
+        self._progress_base = self.bytes_received
+        self._progress_timer = self.loop.call_later(window, self._check_progress)
+
+    def _too_slow(self, received: int, window: float) -> None:
+        self.log.warning("peer_too_slow", received=received, seconds=window, state=self.machine.state.value)
+        if self.error is None:
+            self.error = AssociationAborted(
+                f"peer sent {received} bytes in {window:g} s inside a PDU or message "
+                f"(minimum {self.timeouts.min_rate:g} bytes/s)"
+            )
+        if self.assembler is not None:
+            self.assembler.abandon()  # the partial message goes now, not when the socket closes
+        if self.association is not None:
+            self.association.abort()
+        elif self.transport is not None:
+            self.transport.abort()
+
+    # --- memory budget ------------------------------------------------------------------
+
+    def _reserve(self, nbytes: int) -> bool:
+        """Charge ``nbytes`` to the server's budget, or queue for them and pause reading."""
+        budget = self._budget
+        if budget is None:
+            return True
+        if self._prepaid >= nbytes or budget.take(nbytes - self._prepaid):
+            self._prepaid = max(self._prepaid - nbytes, 0)
+            self._charged += nbytes
+            return True
+        if self._prepaid:
+            budget.give(self._prepaid)
+            self._prepaid = 0
+        self._pause(_BUDGET)
+        budget.wait(nbytes, self._budget_granted)
+        return False
+
+    def _budget_granted(self) -> None:
+        # Called from inside MemoryBudget.give(), wherever that runs: act on the next turn.
+        self.loop.call_soon(self._after_grant, self._budget_waiting)
+
+    def _after_grant(self, nbytes: int) -> None:
+        self._prepaid += nbytes
+        if self.closed.done():
+            self._release_charge()
+            return
+        if self._body is not None:
+            self._grow_body()
+        self._resume(_BUDGET)
+
+    def _release_charge(self) -> None:
+        budget = self._budget
+        if budget is None:
+            return
+        held, self._charged, self._prepaid = self._charged + self._prepaid, 0, 0
+        if held:
+            budget.give(held)
+
     # --- framing -----------------------------------------------------------------------
 
     def _compact(self) -> None:
@@ -213,9 +411,23 @@ class DicomProtocol(asyncio.BufferedProtocol):
             self._staging[:n] = bytes(self._view[self._start : self._end])
         self._start, self._end = 0, n
 
+    def _grow_body(self) -> None:
+        """The body buffer is full but the PDU is not: double it, as its bytes arrive."""
+        assert self._body is not None
+        old = self._body
+        size = min(self._body_length, 2 * len(old))
+        self._budget_waiting = size - len(old)
+        if not self._reserve(size - len(old)):
+            return  # reading is paused until the budget allows it
+        body = bytearray(size)
+        body[: len(old)] = old
+        self._body = body
+        self._body_view = memoryview(body)
+
     def _drain_staging(self) -> None:
         view = self._view
-        while self.machine.state.value != "Sta1" and not self.machine.should_close:
+        turn = 0
+        while self.machine.state.value != "Sta1" and not self.machine.should_close and not self._paused:
             available = self._end - self._start
             if available < 6:
                 break
@@ -229,18 +441,29 @@ class DicomProtocol(asyncio.BufferedProtocol):
                 self._protocol_error(exc)
                 return
             if available >= 6 + length:
+                turn += 1
+                if turn > _PDUS_PER_TURN:
+                    # Many small PDUs in one read: let other connections run first.
+                    self._pause(_YIELD)
+                    self.loop.call_soon(self._end_turn)
+                    return
                 body = bytes(view[self._start + 6 : self._start + 6 + length])
                 self._start += 6 + length
                 self._deliver(pdu_type, body)
                 continue
             if length > _DIRECT_PDU_SIZE:
-                # A large PDU: the kernel fills an exact-size buffer from here on.
+                # A large PDU: the kernel fills a buffer of its own from here on.
                 have = available - 6
-                body_buffer = bytearray(length)
+                size = min(length, max(_FIRST_BODY_SIZE, have))
+                self._budget_waiting = size
+                if not self._reserve(size):
+                    return  # the header stays in staging until the budget allows it
+                body_buffer = bytearray(size)
                 body_buffer[:have] = view[self._start + 6 : self._end]
                 self._body = body_buffer
                 self._body_view = memoryview(body_buffer)
                 self._body_filled = have
+                self._body_length = length
                 self._body_type = pdu_type
                 self._start = self._end = 0
                 return
@@ -335,10 +558,8 @@ class DicomProtocol(asyncio.BufferedProtocol):
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
-        if len(self._inbox) >= self._max_queued and not self._reading_paused:
-            assert self.transport is not None
-            self.transport.pause_reading()
-            self._reading_paused = True
+        if len(self._inbox) >= self._max_queued:
+            self._pause(_INBOX)
 
     def _on_request(self, rq: P.AssociateRQ) -> None:
         assert self._negotiate is not None
@@ -443,10 +664,8 @@ class DicomProtocol(asyncio.BufferedProtocol):
     def _take(self) -> AssembledMessage[Any] | ReleaseRequest:
         """Pop the oldest queued item, reading from the socket again once the queue drains."""
         item = self._inbox.popleft()
-        if self._reading_paused and len(self._inbox) < self._max_queued // 2 + 1:
-            self._reading_paused = False
-            if self.transport is not None and not self.transport.is_closing():
-                self.transport.resume_reading()
+        if self._paused & _INBOX and len(self._inbox) < self._max_queued // 2 + 1:
+            self._resume(_INBOX)
         return item
 
     def write_pdus(self, buffers: list[bytes | bytearray | memoryview]) -> None:

@@ -19,6 +19,13 @@ from aiodicom.ul.pdu import PDV, REASON_INVALID_PARAMETER, REASON_UNEXPECTED_PAR
 #: A command set larger than this is not a command set.
 MAX_COMMAND_LENGTH = 1024 * 1024
 
+#: Fragments a message may have for free, and the bytes each further fragment
+#: must bring on average. Real peers fragment at their maximum PDU length (4 KiB
+#: or more); a stream of empty or one-byte PDVs costs a Python object and a few
+#: microseconds per fragment for no data, so such a message is aborted early.
+FREE_FRAGMENTS = 128
+MIN_FRAGMENT_AVERAGE = 256
+
 
 class DataSink(Protocol):
     """Receives one data set's fragments."""
@@ -44,23 +51,26 @@ class BoundedMemorySink:
     limit = 16 * 1024 * 1024
 
     def __init__(self) -> None:
-        self.parts: list[bytes] = []
-        self.size = 0
+        # One buffer, not one object per fragment: tiny fragments cost only their bytes.
+        self.buffer = bytearray()
+
+    @property
+    def size(self) -> int:
+        return len(self.buffer)
 
     def write(self, data: memoryview) -> None:
-        self.size += len(data)
-        if self.size > self.limit:
+        if len(self.buffer) + len(data) > self.limit:
             raise ProtocolError("a non-storage data set exceeds 16 MiB", REASON_INVALID_PARAMETER)
-        self.parts.append(bytes(data))
+        self.buffer += data
 
     def finish(self) -> None:
         pass
 
     def discard(self) -> None:
-        self.parts = []
+        self.buffer = bytearray()
 
     def data(self) -> bytes:
-        return b"".join(self.parts)
+        return bytes(self.buffer)
 
 
 C = TypeVar("C")
@@ -83,8 +93,9 @@ class MessageAssembler(Generic[C]):
     def __init__(self, accepted_context_ids: Container[int], decode_command: CommandDecoder[C]) -> None:
         self._accepted = accepted_context_ids
         self._decode = decode_command
-        self._command_parts: list[bytes] = []
-        self._command_length = 0
+        self._command_parts = bytearray()
+        #: Bytes the current message may still fall short of the fragment average.
+        self._credit = FREE_FRAGMENTS * MIN_FRAGMENT_AVERAGE
         self._context_id: int | None = None
         self._command: C | None = None
         self._sink: DataSink | None = None
@@ -116,13 +127,20 @@ class MessageAssembler(Generic[C]):
                     f"{self._context_id}",
                     REASON_UNEXPECTED_PARAMETER,
                 )
+            data = pdv.data
+            self._credit += len(data) - MIN_FRAGMENT_AVERAGE
+            if self._credit < 0:
+                raise ProtocolError(
+                    f"message fragments average under {MIN_FRAGMENT_AVERAGE} bytes",
+                    REASON_INVALID_PARAMETER,
+                )
             if self._in_dataset:
                 if pdv.is_command:
                     raise ProtocolError(
                         "command fragment arrived inside a data set", REASON_UNEXPECTED_PARAMETER
                     )
                 assert self._sink is not None
-                self._sink.write(pdv.data)  # type: ignore[arg-type]
+                self._sink.write(data)  # type: ignore[arg-type]
                 if pdv.is_last:
                     self._sink.finish()
                     done.append(AssembledMessage(context_id, self._command, self._sink))  # type: ignore[arg-type]
@@ -133,14 +151,14 @@ class MessageAssembler(Generic[C]):
                     "data set fragment arrived before the command was complete",
                     REASON_UNEXPECTED_PARAMETER,
                 )
-            self._command_length += len(pdv.data)
-            if self._command_length > MAX_COMMAND_LENGTH:
+            if len(self._command_parts) + len(data) > MAX_COMMAND_LENGTH:
                 raise ProtocolError("command set exceeds 1 MiB", REASON_INVALID_PARAMETER)
-            self._command_parts.append(bytes(pdv.data))
+            # Joined as they come, into one buffer: no object per fragment.
+            self._command_parts += data
             if not pdv.is_last:
                 continue
-            command, sink = self._decode(context_id, b"".join(self._command_parts))
-            self._command_parts = []
+            command, sink = self._decode(context_id, bytes(self._command_parts))
+            self._command_parts = bytearray()
             if sink is None:
                 done.append(AssembledMessage(context_id, command, None))
                 self._reset()
@@ -161,5 +179,5 @@ class MessageAssembler(Generic[C]):
         self._command = None
         self._sink = None
         self._in_dataset = False
-        self._command_parts = []
-        self._command_length = 0
+        self._command_parts = bytearray()
+        self._credit = FREE_FRAGMENTS * MIN_FRAGMENT_AVERAGE

@@ -666,6 +666,14 @@ def _decode_associate(pdu_type: int, body: memoryview) -> AssociateRQ | Associat
     return AssociateAC(called, calling, ac_contexts, user_info, app_context, version)
 
 
+#: A P-DATA-TF may hold at most this many PDVs of under :data:`SMALL_PDV` bytes.
+#: Real peers send one or two PDVs per PDU; a large PDU packed with empty or
+#: one-byte PDVs would cost a Python object per 6 or 7 bytes on the wire (CPU
+#: and memory far beyond its size), so it is refused as it is decoded.
+MAX_SMALL_PDVS = 256
+SMALL_PDV = 256
+
+
 def decode_pdata(body: bytes | bytearray | memoryview) -> list[PDV]:
     """Split a P-DATA-TF body into PDVs whose data are views into ``body`` (no copy)."""
     view = memoryview(body)
@@ -674,13 +682,21 @@ def decode_pdata(body: bytes | bytearray | memoryview) -> list[PDV]:
         raise ProtocolError("P-DATA-TF PDU carries no PDV", REASON_INVALID_PARAMETER)
     pdvs: list[PDV] = []
     offset = 0
+    small = 0
     unpack = _PDV_HEADER.unpack_from
     while offset < end:
         if end - offset < 6:
             raise ProtocolError("truncated PDV header", REASON_INVALID_PARAMETER)
         length, context_id, control = unpack(view, offset)
-        if length < 2:
-            raise ProtocolError(f"PDV length {length} is too short", REASON_INVALID_PARAMETER)
+        if length < SMALL_PDV:
+            if length < 2:
+                raise ProtocolError(f"PDV length {length} is too short", REASON_INVALID_PARAMETER)
+            small += 1
+            if small > MAX_SMALL_PDVS:
+                raise ProtocolError(
+                    f"P-DATA-TF PDU packs more than {MAX_SMALL_PDVS} PDVs of under {SMALL_PDV} bytes",
+                    REASON_INVALID_PARAMETER,
+                )
         stop = offset + 4 + length
         if stop > end:
             raise ProtocolError(
