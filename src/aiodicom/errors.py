@@ -80,6 +80,10 @@ class InvalidAETitleError(AiodicomError, ValueError):
 # --- DIMSE --------------------------------------------------------------------
 
 
+class ConfigurationError(AiodicomError, ValueError):
+    """Options that cannot work together (e.g. a memory budget below the PDU cap), found at start."""
+
+
 class DimseError(AiodicomError):
     """A DIMSE message was malformed or could not be exchanged."""
 

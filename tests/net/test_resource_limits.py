@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import struct
+import subprocess
 import time
 import tracemalloc
 from collections.abc import AsyncIterator
@@ -31,9 +32,11 @@ from aiodicom.codec.uids import (
 )
 from aiodicom.dimse import command as C
 from aiodicom.dimse import status as S
+from aiodicom.dimse.server import Server
 from aiodicom.synthetic import CT_IMAGE_STORAGE, make_dataset
 from aiodicom.transport.association import Timeouts
 from aiodicom.ul import pdu as P
+from peers import aiodicom_command, aiodicom_receive, peer_env
 
 from .conftest import (
     CT_CONTEXT,
@@ -167,17 +170,25 @@ async def test_pdu_headers_alone_reserve_little_on_established_associations(tmp_
         await assert_still_serving(running)
 
 
-async def test_large_pdus_wait_for_the_server_memory_budget_then_complete(tmp_path: Path) -> None:
+@pytest.mark.parametrize("threshold", [0, 2 * MIB], ids=["spool", "memory"])
+async def test_large_pdus_wait_for_the_server_memory_budget_then_complete(
+    tmp_path: Path, threshold: int
+) -> None:
     """Many associations sending large PDUs at once share ``max_memory``; none is lost.
 
     With a budget of 4 MiB and 1 MiB PDUs on six associations, the buffers of some
-    wait (their connections stop reading) until others are delivered; memory never
-    goes past the budget, and every instance is stored.
+    wait (their connections stop reading) until others are delivered, and data sets
+    that would stay in memory spill to the spool instead; memory never goes past the
+    budget, and every instance is stored.
     """
     data = encode_dataset(make_dataset(rows=700, columns=700))  # ~1 MiB: one PDU each
     associations = 6
     async with running_server(
-        tmp_path, max_pdu_length=2 * MIB, max_pdu_cap=2 * MIB, max_memory=4 * MIB
+        tmp_path,
+        max_pdu_length=2 * MIB,
+        max_pdu_cap=2 * MIB,
+        max_memory=4 * MIB,
+        memory_threshold=threshold,
     ) as running:
         budget = running.server.memory
         with anyio.fail_after(TEST_TIMEOUT):
@@ -377,6 +388,9 @@ def _tls_contexts() -> tuple[ssl.SSLContext, ssl.SSLContext]:
     return server, client
 
 
+@pytest.mark.parametrize(
+    "anyio_backend", [("asyncio", {}), ("asyncio", {"use_uvloop": True})], ids=["asyncio", "uvloop"]
+)
 async def test_unfinished_tls_handshakes_are_counted_and_timed_out(tmp_path: Path) -> None:
     """Sockets that never send a ClientHello count against the limits and expire.
 
@@ -444,3 +458,33 @@ def test_memory_budget_grants_waiters_in_order_and_never_overcommits() -> None:
     assert granted == ["a", "b"] and budget.used == 0
     with pytest.raises(ValueError):
         MemoryBudget(0)
+
+
+def test_a_memory_budget_below_the_pdu_cap_is_refused_at_start(tmp_path: Path) -> None:
+    from aiodicom.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="twice the PDU cap"):
+        Server("SCP", max_pdu_cap=4 * MIB, max_memory=4 * MIB)
+    done = subprocess.run(
+        aiodicom_command("receive", "--output-dir", str(tmp_path), "--port", "0", "--max-memory", "1"),
+        capture_output=True, text=True, timeout=30, env=peer_env(),
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        "aiodicom receive: error: max_memory (1048576 bytes) must be at least twice the PDU cap (8388608 bytes)"
+    ]
+
+
+async def test_receive_command_applies_its_per_host_limit(tmp_path: Path) -> None:
+    with aiodicom_receive(tmp_path / "out", aet=SERVER_AE, args=["--max-connections-per-host", "2"]) as receiver:
+        with anyio.fail_after(TEST_TIMEOUT):
+            async with AsyncExitStack() as stack:
+                held = [
+                    await stack.enter_async_context(raw_peer(receiver.port, "127.0.0.2")) for _ in range(2)
+                ]
+                refused = await stack.enter_async_context(raw_peer(receiver.port, "127.0.0.2"))
+                assert await refused.reader.read(1) == b""
+                await _echo_within(receiver.port, 3.0)
+                for peer in held:
+                    await peer.associate()
+    assert receiver.returncode == 0, receiver.output()

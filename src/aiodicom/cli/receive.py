@@ -54,6 +54,10 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     receive.add_argument("--max-operations", type=at_least_one, default=1, metavar="N",
                          help="requests served at once on one association when the sender proposes an "
                          "asynchronous operations window [%(default)s]")
+    receive.add_argument("--max-connections-per-host", type=at_least_one, default=None, metavar="N",
+                         help="open connections one peer address may hold [max-associations + 8]")
+    receive.add_argument("--max-memory", type=at_least_one, default=512, metavar="MIB",
+                         help="memory for PDU buffers and in-memory data sets, all associations [%(default)s]")
     receive.add_argument("--max-pdu", type=int, default=None, help="maximum PDU length we announce")
     receive.add_argument("--memory-threshold", type=number(int, 0), default=0,
                          help="data sets larger than this many bytes stream to disk as they arrive; "
@@ -247,6 +251,8 @@ def _receive(args: argparse.Namespace) -> int:
         calling_ae_allowlist=args.allow,
         max_associations=args.max_associations,
         max_operations=args.max_operations,
+        max_connections_per_host=args.max_connections_per_host,
+        max_memory=args.max_memory * 1024 * 1024,
         max_pdu_length=args.max_pdu or DEFAULT_MAX_PDU_LENGTH,
         ssl=_server_ssl(args),
         timeouts=Timeouts(

@@ -41,6 +41,7 @@ from aiodicom.dimse.store import (
 from aiodicom.errors import (
     AiodicomError,
     AssociationError,
+    ConfigurationError,
     DicomFileError,
     DicomTimeoutError,
     DimseError,
@@ -189,8 +190,9 @@ class Server:
         # Lenient with peers exceeding our maximum, within a hard cap.
         self.max_pdu_cap = max_pdu_cap or max(2 * max_pdu_length, 1024 * 1024)
         if max_memory < 2 * self.max_pdu_cap:
-            raise ValueError(
-                f"max_memory ({max_memory}) must be at least twice the PDU cap ({self.max_pdu_cap})"
+            raise ConfigurationError(
+                f"max_memory ({max_memory} bytes) must be at least twice the PDU cap "
+                f"({self.max_pdu_cap} bytes)"
             )
         #: PDU buffers and in-memory data sets of all connections, together.
         self.memory = MemoryBudget(max_memory)
