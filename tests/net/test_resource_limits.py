@@ -97,6 +97,11 @@ async def _stream_until_cut(peer: RawPeer, chunk: bytes, limit: int) -> tuple[P.
     return (None if got is None else P.decode(*got)), written
 
 
+async def _peers(stack: AsyncExitStack, port: int, sources: list[str | None]) -> list[RawPeer]:
+    """One raw connection per entry of ``sources`` (a loopback address, or None: 127.0.0.1)."""
+    return [await stack.enter_async_context(raw_peer(port, source)) for source in sources]
+
+
 # --- 4. memory: fragments, not only bytes ------------------------------------------------------
 
 #: (what the tiny fragments belong to, the command that opens the message)
@@ -153,7 +158,7 @@ async def test_pdu_headers_alone_reserve_little_on_established_associations(tmp_
         assert cap >= 8 * MIB
         with anyio.fail_after(TEST_TIMEOUT):
             async with AsyncExitStack() as stack:
-                peers = [await stack.enter_async_context(raw_peer(running.port)) for _ in range(associations)]
+                peers = await _peers(stack, running.port, [None] * associations)
                 for peer in peers:
                     await peer.associate()
                 tracemalloc.start()
@@ -193,7 +198,7 @@ async def test_large_pdus_wait_for_the_server_memory_budget_then_complete(
         budget = running.server.memory
         with anyio.fail_after(TEST_TIMEOUT):
             async with AsyncExitStack() as stack:
-                peers = [await stack.enter_async_context(raw_peer(running.port)) for _ in range(associations)]
+                peers = await _peers(stack, running.port, [None] * associations)
                 uids = [new_uid() for _ in peers]
                 for peer, uid in zip(peers, uids, strict=True):
                     await peer.associate()
@@ -323,10 +328,7 @@ async def test_trickling_peers_cannot_hold_association_slots(tmp_path: Path, tri
     async with running_server(tmp_path, max_associations=2, timeouts=_slow()) as running:
         with anyio.fail_after(TEST_TIMEOUT):
             async with AsyncExitStack() as stack:
-                peers = [
-                    await stack.enter_async_context(raw_peer(running.port, f"127.0.0.{n + 2}"))
-                    for n in range(2)
-                ]
+                peers = await _peers(stack, running.port, ["127.0.0.2", "127.0.0.3"])
                 for peer in peers:
                     await peer.associate()
                 assert running.server.active_associations == 2
@@ -360,10 +362,7 @@ async def test_idle_sockets_from_one_host_leave_room_for_others(tmp_path: Path) 
         server = running.server
         with anyio.fail_after(TEST_TIMEOUT):
             async with AsyncExitStack() as stack:
-                peers = [
-                    await stack.enter_async_context(raw_peer(running.port, "127.0.0.2"))
-                    for _ in range(server.max_connections + 10)
-                ]
+                peers = await _peers(stack, running.port, ["127.0.0.2"] * (server.max_connections + 10))
                 await anyio.sleep(0.3)  # every one accepted (or refused) by now
                 await _echo_within(running.port, 2.0)
                 per_host = server.max_connections_per_host
@@ -402,10 +401,7 @@ async def test_unfinished_tls_handshakes_are_counted_and_timed_out(tmp_path: Pat
         server = running.server
         with anyio.fail_after(TEST_TIMEOUT):
             async with AsyncExitStack() as stack:
-                peers = [
-                    await stack.enter_async_context(raw_peer(running.port, "127.0.0.2"))
-                    for _ in range(server.max_connections + 10)
-                ]
+                peers = await _peers(stack, running.port, ["127.0.0.2"] * (server.max_connections + 10))
                 await anyio.sleep(0.3)
                 # Counted while they handshake (or rather, never do) ...
                 assert open_connections(server) > 0
@@ -479,9 +475,7 @@ async def test_receive_command_applies_its_per_host_limit(tmp_path: Path) -> Non
     with aiodicom_receive(tmp_path / "out", aet=SERVER_AE, args=["--max-connections-per-host", "2"]) as receiver:
         with anyio.fail_after(TEST_TIMEOUT):
             async with AsyncExitStack() as stack:
-                held = [
-                    await stack.enter_async_context(raw_peer(receiver.port, "127.0.0.2")) for _ in range(2)
-                ]
+                held = await _peers(stack, receiver.port, ["127.0.0.2"] * 2)
                 refused = await stack.enter_async_context(raw_peer(receiver.port, "127.0.0.2"))
                 assert await refused.reader.read(1) == b""
                 await _echo_within(receiver.port, 3.0)
