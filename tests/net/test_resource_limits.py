@@ -68,6 +68,10 @@ CONTEXTS = [
 ]
 SOP_CLASSES = [VERIFICATION_SOP_CLASS, CT_IMAGE_STORAGE, STUDY_ROOT_FIND]
 MIB = 1024 * 1024
+#: The transport relies on loop details (buffered reading, pausing, TLS): run on both.
+BOTH_LOOPS = pytest.mark.parametrize(
+    "anyio_backend", [("asyncio", {}), ("asyncio", {"use_uvloop": True})], ids=["asyncio", "uvloop"]
+)
 
 
 def _raw_pdu_of_pdvs(context_id: int, control: int, size: int, count: int) -> bytes:
@@ -146,6 +150,7 @@ async def test_streams_of_tiny_fragments_are_cut_with_bounded_memory(
         await assert_still_serving(running)
 
 
+@BOTH_LOOPS
 async def test_pdu_headers_alone_reserve_little_on_established_associations(tmp_path: Path) -> None:
     """A 6-byte header announcing the largest PDU allowed reserves at most 1 MiB until bytes come.
 
@@ -175,6 +180,7 @@ async def test_pdu_headers_alone_reserve_little_on_established_associations(tmp_
         await assert_still_serving(running)
 
 
+@BOTH_LOOPS
 @pytest.mark.parametrize("threshold", [0, 2 * MIB], ids=["spool", "memory"])
 async def test_large_pdus_wait_for_the_server_memory_budget_then_complete(
     tmp_path: Path, threshold: int
@@ -251,6 +257,7 @@ async def _echo_prober(port: int) -> AsyncIterator[list[float]]:
             stop.set()
 
 
+@BOTH_LOOPS
 @pytest.mark.parametrize("per_pdu", [1, 200], ids=["one-per-pdu", "packed"])
 async def test_one_byte_fragments_neither_starve_others_nor_run_on(tmp_path: Path, per_pdu: int) -> None:
     """Four peers stream 1-byte PDVs (~0.5 s of CPU per MiB before): cut quickly, others unharmed."""
@@ -321,6 +328,7 @@ async def _trickle_whole_pdus(peer: RawPeer) -> None:
         await anyio.sleep(0.33)
 
 
+@BOTH_LOOPS
 @pytest.mark.parametrize("trickle", [_trickle_into_a_pdu, _trickle_whole_pdus], ids=["inside-a-pdu", "whole-pdus"])
 async def test_trickling_peers_cannot_hold_association_slots(tmp_path: Path, trickle: object) -> None:
     """Bytes that keep coming, too slowly, no longer keep an association alive."""
@@ -387,9 +395,7 @@ def _tls_contexts() -> tuple[ssl.SSLContext, ssl.SSLContext]:
     return server, client
 
 
-@pytest.mark.parametrize(
-    "anyio_backend", [("asyncio", {}), ("asyncio", {"use_uvloop": True})], ids=["asyncio", "uvloop"]
-)
+@BOTH_LOOPS
 async def test_unfinished_tls_handshakes_are_counted_and_timed_out(tmp_path: Path) -> None:
     """Sockets that never send a ClientHello count against the limits and expire.
 

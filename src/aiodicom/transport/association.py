@@ -65,9 +65,13 @@ _ids = itertools.count(1)
 
 @dataclass(frozen=True, slots=True)
 class Timeouts:
-    """Seconds to wait at each stage; ``None`` waits forever (not recommended)."""
+    """Seconds to wait at each stage; ``None`` waits forever (not recommended).
 
-    #: TCP (and TLS) connection set-up.
+    ``min_rate`` (bytes per second) goes with ``pdu``: together they bound how long a
+    PDU or message may take to arrive once it has started.
+    """
+
+    #: TCP (and TLS) connection set-up; on a server, the TLS handshake of an accepted connection.
     connect: float | None = 30.0
     #: A-ASSOCIATE and A-RELEASE exchanges.
     acse: float | None = 30.0
