@@ -100,6 +100,9 @@ async def _stream_until_cut(peer: RawPeer, chunk: bytes, limit: int) -> tuple[P.
             except ConnectionError:
                 break
             written += len(chunk)
+            # In-process attackers must not hog the loop the server and the prober share:
+            # a real one is another process.
+            await asyncio.sleep(0)
         got = await answer
     finally:
         answer.cancel()
@@ -287,12 +290,32 @@ async def test_one_byte_fragments_neither_starve_others_nor_run_on(tmp_path: Pat
                 async with anyio.create_task_group() as attackers:
                     for n in range(4):
                         attackers.start_soon(attack, f"127.0.0.{n + 2}", results)
-                await anyio.sleep(0.2)
+                await anyio.sleep(0.5)  # probes after the attack too: their count is asserted
         for answer, written, seconds in results:
             assert answer == P.Abort(PROVIDER, P.REASON_INVALID_PARAMETER), f"{answer} after {written} bytes"
             assert seconds < 3.0, f"aborted only after {seconds:.1f} s and {written} bytes"
-        assert len(times) >= 5
+        assert len(times) >= 5, times
         assert max(times) < 1.0, f"C-ECHO round trips up to {max(times):.2f} s during the attack"
+        await assert_still_serving(running)
+
+
+async def test_data_after_the_servers_abort_is_not_even_read(tmp_path: Path) -> None:
+    """After its A-ABORT the server waits (ARTIM) for the peer to close; it no longer
+    decodes whatever the peer keeps sending meanwhile, which was CPU for the taking."""
+    chunk = pdata((CT_CONTEXT, False, False, bytes(60000))) * 16
+    async with running_server(tmp_path, timeouts=ABORT_THEN_WAIT) as running:
+        with anyio.fail_after(TEST_TIMEOUT):
+            async with raw_peer(running.port) as peer:
+                await peer.associate()
+                await peer.send(pdata((CT_CONTEXT, False, True, b"data before any command")))
+                await peer.expect_abort(PROVIDER, P.REASON_UNEXPECTED_PARAMETER)
+                written = 0
+                with anyio.move_on_after(2):
+                    while written < 64 * MIB:
+                        await peer.send(chunk)
+                        written += len(chunk)
+        # Socket buffers take a few MiB; a server still reading would have taken all 64.
+        assert written < 32 * MIB, f"{written / MIB:.0f} MiB taken after the abort"
         await assert_still_serving(running)
 
 

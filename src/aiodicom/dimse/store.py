@@ -71,8 +71,10 @@ _HEAD_BYTES = 64 * 1024
 #: objects however little data it holds, so keeping every fragment as a view
 #: let empty or one-byte fragments hold memory without bound.
 _MIN_VIEW = 4096
-#: In-memory data sets charge the server's memory budget in steps of this size.
+#: In-memory data sets charge the server's memory budget in steps of this size, beyond
+#: their first :data:`_UNCHARGED` bytes (small data sets cost no budget bookkeeping).
 _BUDGET_STEP = 256 * 1024
+_UNCHARGED = 64 * 1024
 
 
 class StorageError(AiodicomError):
@@ -100,17 +102,22 @@ class AssociationInfo:
     store_statuses: Counter[int] = field(default_factory=Counter, compare=False)
 
 
-def _keep(parts: list[bytes | bytearray | memoryview], data: memoryview) -> None:
-    """Append ``data`` to ``parts`` as a view, or copied onto the trailing bytearray (see :data:`_MIN_VIEW`)."""
+def _keep(parts: list[bytes | bytearray | memoryview], data: memoryview, limit: int = 1 << 62) -> None:
+    """Append the first ``limit`` bytes of ``data`` to ``parts``.
+
+    As a view when the whole fragment deserves one (see :data:`_MIN_VIEW`), else
+    copied onto the trailing bytearray.
+    """
     n = len(data)
     if n >= _MIN_VIEW and 2 * n >= len(data.obj):  # type: ignore[arg-type]  # bytes or bytearray
-        parts.append(data)
+        parts.append(data if n <= limit else data[:limit])
     elif n:
         last = parts[-1] if parts else None
+        piece = data if n <= limit else data[:limit]
         if type(last) is bytearray:
-            last += data
+            last += piece
         else:
-            parts.append(bytearray(data))
+            parts.append(bytearray(piece))
 
 
 def _write_all(fd: int, buffers: Iterable[bytes | bytearray | memoryview]) -> None:
@@ -500,8 +507,7 @@ class InstanceSink:
             return
         self.size += len(data)
         if self._head_size < _HEAD_BYTES:
-            # Only the first 64 KiB: a view of more would keep a whole large PDU alive.
-            _keep(self._head, data[: _HEAD_BYTES - self._head_size])
+            _keep(self._head, data, _HEAD_BYTES - self._head_size)
             self._head_size += len(data)
         if self._fd >= 0:
             try:
@@ -514,7 +520,7 @@ class InstanceSink:
         _keep(self._parts, data)
         if self.size > self._threshold:
             self._spill()
-        elif self.size > self._reserved and self._budget is not None:
+        elif self.size > self._reserved + _UNCHARGED and self._budget is not None:
             if self._budget.take(_BUDGET_STEP):
                 self._reserved += _BUDGET_STEP
             else:

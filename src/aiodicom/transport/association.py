@@ -31,6 +31,7 @@ from aiodicom.errors import (
 from aiodicom.transport.budget import MemoryBudget
 from aiodicom.ul import pdu as P
 from aiodicom.ul.assembly import AssembledMessage, CommandDecoder, MessageAssembler
+from aiodicom.ul.fsm import State
 from aiodicom.ul.machine import (
     Aborted,
     AssociationAccepted,
@@ -56,10 +57,12 @@ _DIRECT_PDU_SIZE = 32 * 1024
 #: doubles as its bytes arrive: a 6-byte header alone never reserves more.
 _FIRST_BODY_SIZE = 1024 * 1024
 #: PDUs decoded from one read before the connection lets the loop serve others.
-_PDUS_PER_TURN = 64
+_PDUS_PER_TURN = 128
 #: Why reading is paused (a bit mask): the queue of complete messages is full,
-#: the connection yielded the loop, or the server's memory budget is spent.
-_INBOX, _YIELD, _BUDGET = 1, 2, 4
+#: the connection yielded the loop, the server's memory budget is spent, or the
+#: association is over and the peer still sends data (ARTIM closes it).
+_INBOX, _YIELD, _BUDGET, _CLOSING = 1, 2, 4, 8
+_STOP_DECODING = _YIELD | _BUDGET | _CLOSING
 _ids = itertools.count(1)
 
 
@@ -319,14 +322,16 @@ class DicomProtocol(asyncio.BufferedProtocol):
             return
         self._paused &= ~reason
         transport = self.transport
-        if self._paused or transport is None or transport.is_closing():
+        if transport is None or transport.is_closing():
             return
-        transport.resume_reading()
-        if reason != _YIELD and self._progress_timer is not None:
-            # We stopped reading, not the peer: its rate is measured afresh.
-            self._progress_timer.cancel()
-            self._progress_timer = None
-        if self._end > self._start and self._body is None:
+        if not self._paused:
+            transport.resume_reading()
+            if reason != _YIELD and self._progress_timer is not None:
+                # We stopped reading, not the peer: its rate is measured afresh.
+                self._progress_timer.cancel()
+                self._progress_timer = None
+        # Decoding stops for a turn or for the budget (not for a full queue: staging bounds it).
+        if reason != _INBOX and not self._paused & _STOP_DECODING and self._end > self._start and self._body is None:
             self.loop.call_soon(self._drain_staging)
 
     def _end_turn(self) -> None:
@@ -431,7 +436,11 @@ class DicomProtocol(asyncio.BufferedProtocol):
     def _drain_staging(self) -> None:
         view = self._view
         turn = 0
-        while self.machine.state.value != "Sta1" and not self.machine.should_close and not self._paused:
+        while (
+            self.machine.state.value != "Sta1"
+            and not self.machine.should_close
+            and not self._paused & _STOP_DECODING
+        ):
             available = self._end - self._start
             if available < 6:
                 break
@@ -443,6 +452,12 @@ class DicomProtocol(asyncio.BufferedProtocol):
             except ProtocolError as exc:
                 self._start = self._end = 0
                 self._protocol_error(exc)
+                return
+            if pdu_type == P.PDUType.P_DATA_TF and self.machine.state is State.STA13:
+                # Data after our A-ABORT (or release): PS3.8 ignores it, so we do not even
+                # read it. Decoding it until ARTIM ran out was CPU for the taking.
+                self._start = self._end = 0
+                self._pause(_CLOSING)
                 return
             if available >= 6 + length:
                 turn += 1

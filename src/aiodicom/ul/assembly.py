@@ -151,14 +151,19 @@ class MessageAssembler(Generic[C]):
                     "data set fragment arrived before the command was complete",
                     REASON_UNEXPECTED_PARAMETER,
                 )
-            if len(self._command_parts) + len(data) > MAX_COMMAND_LENGTH:
+            parts = self._command_parts
+            if len(parts) + len(data) > MAX_COMMAND_LENGTH:
                 raise ProtocolError("command set exceeds 1 MiB", REASON_INVALID_PARAMETER)
-            # Joined as they come, into one buffer: no object per fragment.
-            self._command_parts += data
             if not pdv.is_last:
+                parts += data  # joined as they come, into one buffer: no object per fragment
                 continue
-            command, sink = self._decode(context_id, bytes(self._command_parts))
-            self._command_parts = bytearray()
+            if parts:
+                parts += data
+                encoded = bytes(parts)
+                self._command_parts = bytearray()
+            else:
+                encoded = bytes(data)  # the usual case: one fragment
+            command, sink = self._decode(context_id, encoded)
             if sink is None:
                 done.append(AssembledMessage(context_id, command, None))
                 self._reset()
@@ -179,5 +184,6 @@ class MessageAssembler(Generic[C]):
         self._command = None
         self._sink = None
         self._in_dataset = False
-        self._command_parts = bytearray()
+        if self._command_parts:
+            self._command_parts = bytearray()
         self._credit = FREE_FRAGMENTS * MIN_FRAGMENT_AVERAGE
