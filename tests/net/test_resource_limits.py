@@ -202,8 +202,10 @@ async def test_large_pdus_wait_for_the_server_memory_budget_then_complete(
     that would stay in memory spill to the spool instead; memory never goes past the
     budget, and every instance is stored.
     """
-    data = encode_dataset(make_dataset(rows=700, columns=700))  # ~1 MiB: one PDU each
     associations = 6
+    datasets = [make_dataset(rows=700, columns=700, index=n, slices=associations) for n in range(associations)]
+    uids = [str(ds.SOPInstanceUID) for ds in datasets]
+    encoded = [encode_dataset(ds) for ds in datasets]  # ~1 MiB: one PDU each
     async with running_server(
         tmp_path,
         max_pdu_length=2 * MIB,
@@ -215,11 +217,10 @@ async def test_large_pdus_wait_for_the_server_memory_budget_then_complete(
         with anyio.fail_after(TEST_TIMEOUT):
             async with AsyncExitStack() as stack:
                 peers = await _peers(stack, running.port, [None] * associations)
-                uids = [new_uid() for _ in peers]
                 for peer, uid in zip(peers, uids, strict=True):
                     await peer.associate()
                     await peer.send(pdata((CT_CONTEXT, True, True, store_rq(uid))))
-                whole = [pdata((CT_CONTEXT, False, True, data)) for _ in peers]
+                whole = [pdata((CT_CONTEXT, False, True, data)) for data in encoded]
                 most = [w[: len(w) - 10] for w in whole]
                 highest = 0
                 for peer, part in zip(peers, most, strict=True):
@@ -236,7 +237,8 @@ async def test_large_pdus_wait_for_the_server_memory_budget_then_complete(
                     assert response.status == S.SUCCESS
         stored = running.stored_files()
         assert sorted(p.stem for p in stored) == sorted(uids)
-        assert all(p.read_bytes().endswith(data) for p in stored)
+        for path in stored:
+            assert path.read_bytes().endswith(encoded[uids.index(path.stem)])
         await wait_idle(running.server)
         assert budget.used == 0
         await assert_still_serving(running)
