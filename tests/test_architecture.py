@@ -117,3 +117,12 @@ def test_only_the_metrics_module_imports_prometheus() -> None:
         if name.split(".")[0] == "prometheus_client"
     ]
     assert not offending, offending
+
+
+def test_errors_module_imports_nothing() -> None:
+    """errors.py is the bottom of every layer: an import there risks a cycle from anywhere."""
+    tree = ast.parse((SRC / "errors.py").read_text())
+    imports = [
+        ast.unparse(node) for node in ast.walk(tree) if isinstance(node, ast.Import | ast.ImportFrom)
+    ]
+    assert imports == []

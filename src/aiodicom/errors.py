@@ -3,9 +3,8 @@
 Every error aiodicom raises on purpose derives from :class:`AiodicomError`, so
 an application can tell our failures (bad peer, refused association, timeout)
 apart from bugs, and the CLI can print them as one line instead of a traceback.
+This module imports nothing, so every layer can import it without cycles.
 """
-
-from __future__ import annotations
 
 
 class AiodicomError(Exception):
@@ -41,12 +40,36 @@ class AssociationError(AiodicomError):
     """The association could not be used (closed, aborted, not established)."""
 
 
+# A-ASSOCIATE-RJ source and reason texts (PS3.8 table 9-21), keyed by (source, reason).
+_RJ_REASONS = {
+    (1, 1): "no reason given",
+    (1, 2): "application context name not supported",
+    (1, 3): "calling AE title not recognized",
+    (1, 7): "called AE title not recognized",
+    (2, 1): "no reason given",
+    (2, 2): "protocol version not supported",
+    (3, 1): "temporary congestion",
+    (3, 2): "local limit exceeded",
+}
+_RJ_SOURCES = {1: "service user", 2: "service provider (ACSE)", 3: "service provider (presentation)"}
+_RJ_RESULTS = {1: "permanently", 2: "transiently"}
+
+
+def describe_rejection(result: int, source: int, reason: int) -> str:
+    """A one-line human explanation of an A-ASSOCIATE-RJ (PS3.8 table 9-21).
+
+    It lives here, not in :mod:`aiodicom.ul.pdu`, so that this module imports nothing
+    and every layer can import it without cycles.
+    """
+    kind = _RJ_RESULTS.get(result, f"(result {result})")
+    why = _RJ_REASONS.get((source, reason), f"reason {reason}")
+    return f"association rejected {kind} by {_RJ_SOURCES.get(source, f'source {source}')}: {why}"
+
+
 class AssociationRejected(AssociationError):
     """The peer answered our A-ASSOCIATE-RQ with A-ASSOCIATE-RJ."""
 
     def __init__(self, result: int, source: int, reason: int) -> None:
-        from aiodicom.ul.pdu import describe_rejection
-
         super().__init__(describe_rejection(result, source, reason))
         self.result = result
         self.source = source

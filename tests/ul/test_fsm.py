@@ -20,21 +20,19 @@ from hypothesis import strategies as st
 from pynetdicom.fsm import TRANSITION_TABLE as PYNETDICOM_TABLE
 
 from aiodicom.ul import pdu as P
-from aiodicom.ul.fsm import ACTIONS, TRANSITIONS, Event, State, action_for
-from aiodicom.ul.machine import (
-    Aborted,
-    AssociationAccepted,
-    AssociationRejected,
-    AssociationRequested,
-    ConnectionClosed,
-    DataReceived,
-    LocalProtocolError,
-    ReleaseConfirmed,
-    ReleaseRequested,
-    Role,
-    UpperLayer,
+from aiodicom.ul.events import (
+    AbortIndication,
+    AssociateAcceptConfirmation,
+    AssociateIndication,
+    AssociateRejectConfirmation,
+    DataIndication,
+    ReleaseConfirmation,
+    ReleaseIndication,
+    TransportClosed,
     UpperLayerEvent,
 )
+from aiodicom.ul.fsm import ACTIONS, TRANSITIONS, Event, State, action_for
+from aiodicom.ul.machine import LocalProtocolError, Role, UpperLayer
 from aiodicom.ul.negotiation import build_request
 
 S = State
@@ -156,7 +154,7 @@ def _acceptor_sta2() -> UpperLayer:
 def _acceptor_sta3() -> UpperLayer:
     ul = _acceptor_sta2()
     (event,) = ul.receive_data(P.encode(RQ))
-    assert isinstance(event, AssociationRequested)
+    assert isinstance(event, AssociateIndication)
     return ul
 
 
@@ -308,38 +306,38 @@ def expected_for(action: str, event: Event) -> Expected:
     table: dict[str, Expected] = {
         "AE-1": Expected(b"", [], False),
         "AE-2": Expected(P.encode(RQ), [], False),
-        "AE-3": Expected(b"", [AssociationAccepted], False),
-        "AE-4": Expected(b"", [AssociationRejected], True),
+        "AE-3": Expected(b"", [AssociateAcceptConfirmation], False),
+        "AE-4": Expected(b"", [AssociateRejectConfirmation], True),
         "AE-5": Expected(b"", [], False),
-        "AE-6": Expected(b"", [AssociationRequested], False),
+        "AE-6": Expected(b"", [AssociateIndication], False),
         "AE-7": Expected(P.encode(AC), [], False),
         "AE-8": Expected(P.encode(RJ), [], False),
         "DT-1": Expected(P.encode(PDATA), [], False),
-        "DT-2": Expected(b"", [DataReceived], False),
+        "DT-2": Expected(b"", [DataIndication], False),
         "AR-1": Expected(P.encode(P.ReleaseRQ()), [], False),
-        "AR-2": Expected(b"", [ReleaseRequested], False),
-        "AR-3": Expected(b"", [ReleaseConfirmed], True),
+        "AR-2": Expected(b"", [ReleaseIndication], False),
+        "AR-3": Expected(b"", [ReleaseConfirmation], True),
         "AR-4": Expected(P.encode(P.ReleaseRP()), [], False),
-        "AR-5": Expected(b"", [ConnectionClosed], False),
-        "AR-6": Expected(b"", [DataReceived], False),
+        "AR-5": Expected(b"", [TransportClosed], False),
+        "AR-6": Expected(b"", [DataIndication], False),
         "AR-7": Expected(P.encode(PDATA), [], False),
-        "AR-8": Expected(b"", [ReleaseRequested], False),
+        "AR-8": Expected(b"", [ReleaseIndication], False),
         "AR-9": Expected(P.encode(P.ReleaseRP()), [], False),
-        "AR-10": Expected(b"", [ReleaseConfirmed], False),
+        "AR-10": Expected(b"", [ReleaseConfirmation], False),
         # AA-1 for a local A-ABORT request: service-user source, reason 0.
         # AA-1 for a PDU received in Sta2: see test_aa1_on_a_received_pdu_names_the_problem.
         "AA-1": (
             Expected(abort_bytes(P.AbortSource.SERVICE_USER, 0), [], False)
             if event is E.EVT15
-            else Expected(provider_abort, [Aborted], False)
+            else Expected(provider_abort, [AbortIndication], False)
         ),
         "AA-2": Expected(b"", [], True),
-        "AA-3": Expected(b"", [Aborted], True),
-        "AA-4": Expected(b"", [Aborted, ConnectionClosed], False),
-        "AA-5": Expected(b"", [ConnectionClosed], False),
+        "AA-3": Expected(b"", [AbortIndication], True),
+        "AA-4": Expected(b"", [AbortIndication, TransportClosed], False),
+        "AA-5": Expected(b"", [TransportClosed], False),
         "AA-6": Expected(b"", [], False),
         "AA-7": Expected(provider_abort, [], False),
-        "AA-8": Expected(provider_abort, [Aborted], False),
+        "AA-8": Expected(provider_abort, [AbortIndication], False),
     }
     return table[action]
 
@@ -409,7 +407,7 @@ def test_evt19_malformed_known_pdu_aborts_with_its_reason(state: State, role: Ro
     indications = ul.receive_data(MALFORMED_PDATA)
     assert state_of(ul) is S.STA13 and ul.artim_running
     assert b"".join(ul.data_to_send()) == abort_bytes(2, P.REASON_INVALID_PARAMETER)
-    assert [type(i) for i in indications] == ([] if action == "AA-7" else [Aborted])
+    assert [type(i) for i in indications] == ([] if action == "AA-7" else [AbortIndication])
     assert ul.trace[-1] == (state, E.EVT19, action, S.STA13)
 
 
@@ -499,7 +497,7 @@ def test_protocol_version_without_bit_0_is_rejected_permanently_by_acse() -> Non
     assert ul.artim_running
     assert ul.trace[-1] == (S.STA2, E.EVT6, "AE-6", S.STA13)
     # The requestor closes; the association never existed.
-    assert ul.connection_lost() == [ConnectionClosed(expected=True)]
+    assert ul.connection_lost() == [TransportClosed(expected=True)]
     assert state_of(ul) is S.STA1
 
 
@@ -508,7 +506,7 @@ def test_protocol_version_with_bit_0_and_others_is_accepted() -> None:
     rq = build_request("SCP", "SCU", [(VERIFICATION, [IMPLICIT])])
     rq.protocol_version = 0x8001
     (event,) = ul.receive_data(P.encode(rq))
-    assert isinstance(event, AssociationRequested) and event.request.protocol_version == 0x8001
+    assert isinstance(event, AssociateIndication) and event.request.protocol_version == 0x8001
     assert state_of(ul) is S.STA3 and not ul.artim_running
 
 
@@ -532,18 +530,18 @@ def test_abort_before_associate_rq_closes_silently() -> None:
 def test_connection_closed_without_any_pdu_is_not_an_abort() -> None:
     """A TCP health check: connect, close. Sta2 + Evt17 is AA-5, nothing to report but the close."""
     ul = reach(S.STA2, Role.ACCEPTOR)
-    assert ul.connection_lost() == [ConnectionClosed(expected=False)]
+    assert ul.connection_lost() == [TransportClosed(expected=False)]
     assert state_of(ul) is S.STA1 and not ul.artim_running
 
 
 def test_pdata_after_we_sent_release_rq_is_still_delivered() -> None:
     ul = reach(S.STA7, Role.REQUESTOR)
     events = ul.receive_data(P.encode(P.PDataTF([P.PDV(1, False, True, b"late")])))
-    assert len(events) == 1 and isinstance(events[0], DataReceived)
+    assert len(events) == 1 and isinstance(events[0], DataIndication)
     assert bytes(events[0].pdvs[0].data) == b"late"
     assert state_of(ul) is S.STA7
     assert ul.trace[-1] == (S.STA7, E.EVT10, "AR-6", S.STA7)
-    assert ul.receive_data(P.encode(P.ReleaseRP())) == [ReleaseConfirmed()]
+    assert ul.receive_data(P.encode(P.ReleaseRP())) == [ReleaseConfirmation()]
     assert state_of(ul) is S.STA1 and ul.should_close
 
 
@@ -569,7 +567,7 @@ def test_aa1_on_a_received_pdu_names_the_problem() -> None:
     ul = reach(S.STA2, Role.ACCEPTOR)
     events = ul.receive_data(P.encode(P.ReleaseRQ()))
     assert b"".join(ul.data_to_send()) == abort_bytes(2, P.REASON_UNEXPECTED_PDU)
-    assert isinstance(events[0], Aborted) and not events[0].by_peer
+    assert isinstance(events[0], AbortIndication) and not events[0].by_peer
     assert state_of(ul) is S.STA13 and ul.artim_running
 
 
@@ -579,7 +577,7 @@ def test_oversized_pdu_header_aborts_without_waiting_for_the_body(state: State, 
     events = ul.receive_data(struct.pack(">BxI", 0x04, 0xFFFFFFFF))
     assert b"".join(ul.data_to_send()) == abort_bytes(2, P.REASON_INVALID_PARAMETER)
     assert state_of(ul) is S.STA13 and ul.artim_running
-    assert [type(e) for e in events] == [Aborted]
+    assert [type(e) for e in events] == [AbortIndication]
     # What follows is not buffered as part of that PDU.
     ul.receive_data(b"\x00" * 4096)
     assert len(ul._rx) < 4096  # noqa: SLF001 - the point is that nothing is accumulated
@@ -589,7 +587,7 @@ def test_max_pdu_cap_is_configurable() -> None:
     ul = UpperLayer(Role.ACCEPTOR, max_pdu_cap=1024)
     ul.connection_made()
     (event,) = ul.receive_data(struct.pack(">BxI", 0x01, 1025))
-    assert isinstance(event, Aborted)
+    assert isinstance(event, AbortIndication)
     assert b"".join(ul.data_to_send()) == abort_bytes(2, P.REASON_INVALID_PARAMETER)
 
 
@@ -599,7 +597,7 @@ def test_malformed_known_pdu_in_sta6_gives_its_own_reason() -> None:
         ">IBB", 2, 1, 0x10
     )  # reserved control bit
     (event,) = ul.receive_data(bad_pdata)
-    assert isinstance(event, Aborted) and event.reason == P.REASON_INVALID_PARAMETER
+    assert isinstance(event, AbortIndication) and event.reason == P.REASON_INVALID_PARAMETER
     assert b"".join(ul.data_to_send()) == abort_bytes(2, P.REASON_INVALID_PARAMETER)
     assert state_of(ul) is S.STA13
     assert ul.trace[-1] == (S.STA6, E.EVT19, "AA-8", S.STA13)
@@ -611,17 +609,17 @@ def test_bytes_may_arrive_in_any_split() -> None:
     events: list[UpperLayerEvent] = []
     for i in range(len(P.encode(RQ))):
         events += ul.receive_data(stream[i : i + 1])
-    assert [type(e) for e in events] == [AssociationRequested]
+    assert [type(e) for e in events] == [AssociateIndication]
     ul.accept(AC)
     events = ul.receive_data(stream[len(P.encode(RQ)) :])
-    assert events == [ReleaseRequested(collision=False)]
+    assert events == [ReleaseIndication(collision=False)]
 
 
 def test_several_pdus_in_one_chunk() -> None:
     ul = reach(S.STA6, Role.ACCEPTOR)
     chunk = P.encode(PDATA) * 3 + P.encode(P.ReleaseRQ())
     events = ul.receive_data(chunk)
-    assert [type(e) for e in events] == [DataReceived] * 3 + [ReleaseRequested]
+    assert [type(e) for e in events] == [DataIndication] * 3 + [ReleaseIndication]
     assert state_of(ul) is S.STA8
 
 
@@ -638,25 +636,25 @@ def test_full_association_between_two_machines() -> None:
     scp.connection_made()
     scu.connection_made()
     (indication,) = pump(scu, scp)
-    assert isinstance(indication, AssociationRequested) and indication.request == RQ
+    assert isinstance(indication, AssociateIndication) and indication.request == RQ
     scp.accept(AC)
     (confirmation,) = pump(scp, scu)
-    assert isinstance(confirmation, AssociationAccepted) and confirmation.response == AC
+    assert isinstance(confirmation, AssociateAcceptConfirmation) and confirmation.response == AC
     assert scu.is_established and scp.is_established
     for parts in P.fragment(1, False, b"d" * 1000, 300):
         scu.send_pdata(parts)
     received = pump(scu, scp)
     assert (
-        b"".join(bytes(e.pdvs[0].data) for e in received if isinstance(e, DataReceived))
+        b"".join(bytes(e.pdvs[0].data) for e in received if isinstance(e, DataIndication))
         == b"d" * 1000
     )
     scu.release()
-    assert pump(scu, scp) == [ReleaseRequested(collision=False)]
+    assert pump(scu, scp) == [ReleaseIndication(collision=False)]
     scp.release_response()
-    assert pump(scp, scu) == [ReleaseConfirmed()]
+    assert pump(scp, scu) == [ReleaseConfirmation()]
     assert state_of(scu) is S.STA1 and scu.should_close
     assert state_of(scp) is S.STA13 and scp.artim_running
-    assert scp.connection_lost() == [ConnectionClosed(expected=True)]
+    assert scp.connection_lost() == [TransportClosed(expected=True)]
 
 
 def test_release_collision_between_two_machines() -> None:
@@ -665,19 +663,19 @@ def test_release_collision_between_two_machines() -> None:
     scu.release()
     scp.release()
     assert (scu.state, scp.state) == (S.STA7, S.STA7)
-    assert pump(scu, scp) == [ReleaseRequested(collision=True)]
-    assert pump(scp, scu) == [ReleaseRequested(collision=True)]
+    assert pump(scu, scp) == [ReleaseIndication(collision=True)]
+    assert pump(scp, scu) == [ReleaseIndication(collision=True)]
     assert (scu.state, scp.state) == (S.STA9, S.STA10)
     # PS3.8 9.2.4 (AR-8): the requestor answers first.
     scu.release_response()
     assert state_of(scu) is S.STA11 and not scu.artim_running
-    assert pump(scu, scp) == [ReleaseConfirmed()]
+    assert pump(scu, scp) == [ReleaseConfirmation()]
     assert state_of(scp) is S.STA12
     scp.release_response()
     assert state_of(scp) is S.STA13 and scp.artim_running
-    assert pump(scp, scu) == [ReleaseConfirmed()]
+    assert pump(scp, scu) == [ReleaseConfirmation()]
     assert state_of(scu) is S.STA1 and scu.should_close
-    assert scp.connection_lost() == [ConnectionClosed(expected=True)]
+    assert scp.connection_lost() == [TransportClosed(expected=True)]
     assert [t[2] for t in scu.trace[-3:]] == ["AR-8", "AR-9", "AR-3"]
     assert [t[2] for t in scp.trace[-4:]] == ["AR-8", "AR-10", "AR-4", "AR-5"]
 
@@ -686,8 +684,8 @@ def test_abort_between_two_machines() -> None:
     scu, scp = reach(S.STA6, Role.REQUESTOR), reach(S.STA6, Role.ACCEPTOR)
     scp.abort(reason=0)
     (event,) = pump(scp, scu)
-    assert isinstance(event, Aborted)
-    assert event == Aborted(0, 0, True, event.description)
+    assert isinstance(event, AbortIndication)
+    assert event == AbortIndication(0, 0, True, event.description)
     assert "service user" in event.description
     assert state_of(scu) is S.STA1 and scu.should_close
     assert state_of(scp) is S.STA13 and scp.artim_running
@@ -699,7 +697,7 @@ def test_rejection_between_two_machines() -> None:
     scp.receive_data(scu_rq)
     scp.reject(RJ)
     (event,) = pump(scp, scu)
-    assert event == AssociationRejected(RJ)
+    assert event == AssociateRejectConfirmation(RJ)
     assert state_of(scu) is S.STA1 and scu.should_close
     assert state_of(scp) is S.STA13 and scp.artim_running
 
@@ -824,7 +822,7 @@ def test_peer_abort_is_reported_with_its_source_and_reason(
 ) -> None:
     ul = reach(S.STA6, Role.REQUESTOR)
     (event,) = ul.receive_data(P.encode(P.Abort(source, reason)))
-    assert isinstance(event, Aborted)
+    assert isinstance(event, AbortIndication)
     assert (event.source, event.reason, event.by_peer) == (source, reason, True)
     assert words in event.description
 
@@ -838,7 +836,7 @@ def test_pdus_above_our_announced_maximum_are_accepted_up_to_the_cap() -> None:
     ul.accept(AC)  # we announced 16384
     big = P.encode(P.PDataTF([P.PDV(1, False, True, b"x" * 200_000)]))
     (event,) = ul.receive_data(big)
-    assert isinstance(event, DataReceived) and len(event.pdvs[0].data) == 200_000
+    assert isinstance(event, DataIndication) and len(event.pdvs[0].data) == 200_000
     assert state_of(ul) is S.STA6
 
 
@@ -859,7 +857,7 @@ def test_answering_an_association_that_ended_meanwhile_is_ignored(ending: bytes,
     sends nothing and raises nothing (found by fuzz/fuzz_pdu.py)."""
     ul = _acceptor_sta2()
     events = ul.receive_data(P.encode(RQ) + ending)
-    assert isinstance(events[0], AssociationRequested)
+    assert isinstance(events[0], AssociateIndication)
     sent = ul.data_to_send()
     getattr(ul, answer)(AC if answer == "accept" else RJ)
     assert ul.data_to_send() == [] and ul.state in (S.STA1, S.STA13)
@@ -873,7 +871,7 @@ def test_answering_a_release_after_the_association_ended_is_ignored(ending: byte
     aborted or closed by then. That answer must not raise (it would end the server task)."""
     ul = _sta6(role)
     (event,) = ul.receive_data(P.encode(P.ReleaseRQ()))
-    assert isinstance(event, ReleaseRequested)
+    assert isinstance(event, ReleaseIndication)
     if ending is None:
         ul.connection_lost()
     else:

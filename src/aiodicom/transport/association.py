@@ -31,22 +31,19 @@ from aiodicom.errors import (
 from aiodicom.transport.budget import MemoryBudget
 from aiodicom.ul import pdu as P
 from aiodicom.ul.assembly import AssembledMessage, CommandDecoder, MessageAssembler
-from aiodicom.ul.fsm import State
-from aiodicom.ul.machine import (
-    Aborted,
-    AssociationAccepted,
-    AssociationRequested,
-    ConnectionClosed,
-    DataReceived,
-    ReleaseConfirmed,
-    ReleaseRequested,
-    Role,
-    UpperLayer,
+from aiodicom.ul.events import (
+    AbortIndication,
+    AssociateAcceptConfirmation,
+    AssociateIndication,
+    AssociateRejectConfirmation,
+    DataIndication,
+    ReleaseConfirmation,
+    ReleaseIndication,
+    TransportClosed,
     UpperLayerEvent,
 )
-from aiodicom.ul.machine import (
-    AssociationRejected as RejectedEvent,
-)
+from aiodicom.ul.fsm import State
+from aiodicom.ul.machine import Role, UpperLayer
 from aiodicom.ul.negotiation import AcceptedContext, accepted_contexts
 
 _STAGING_SIZE = 256 * 1024
@@ -538,28 +535,28 @@ class DicomProtocol(asyncio.BufferedProtocol):
 
     def _handle(self, events: list[UpperLayerEvent]) -> None:
         for event in events:
-            if isinstance(event, DataReceived):
+            if isinstance(event, DataIndication):
                 self._on_data(event)
-            elif isinstance(event, AssociationRequested):
+            elif isinstance(event, AssociateIndication):
                 self._on_request(event.request)
-            elif isinstance(event, AssociationAccepted):
+            elif isinstance(event, AssociateAcceptConfirmation):
                 self._on_accepted(event.response)
-            elif isinstance(event, RejectedEvent):
+            elif isinstance(event, AssociateRejectConfirmation):
                 rj = event.rejection
                 self.error = AssociationRejected(rj.result, rj.source, rj.reason)
                 if not self.established.done():
                     self._fail_established(self.error)
-            elif isinstance(event, ReleaseRequested):
+            elif isinstance(event, ReleaseIndication):
                 self._push(ReleaseRequest(event.collision))
-            elif isinstance(event, ReleaseConfirmed):
+            elif isinstance(event, ReleaseConfirmation):
                 if not self.released.done():
                     self.released.set_result(None)
-            elif isinstance(event, Aborted):
+            elif isinstance(event, AbortIndication):
                 self._on_aborted(event)
-            elif isinstance(event, ConnectionClosed):
+            elif isinstance(event, TransportClosed):
                 pass
 
-    def _on_data(self, event: DataReceived) -> None:
+    def _on_data(self, event: DataIndication) -> None:
         assembler = self.assembler
         if assembler is None:  # pragma: no cover - the machine only delivers data once established
             return
@@ -624,7 +621,7 @@ class DicomProtocol(asyncio.BufferedProtocol):
         if self._on_established is not None:
             self._on_established(association)
 
-    def _on_aborted(self, event: Aborted) -> None:
+    def _on_aborted(self, event: AbortIndication) -> None:
         if self.error is None:
             self.error = AssociationAborted(event.description, event.source, event.reason)
         self.log.info("association_aborted", by_peer=event.by_peer, description=event.description)

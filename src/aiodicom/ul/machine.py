@@ -16,11 +16,37 @@ are the standard's, so a trace can be read against PS3.8 table 9-10.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from enum import Enum
 
 from aiodicom.errors import ProtocolError
 from aiodicom.ul import pdu as P
+from aiodicom.ul.events import (
+    AbortIndication as AbortIndication,
+)
+from aiodicom.ul.events import (
+    AssociateAcceptConfirmation as AssociateAcceptConfirmation,
+)
+from aiodicom.ul.events import (
+    AssociateIndication as AssociateIndication,
+)
+from aiodicom.ul.events import (
+    AssociateRejectConfirmation as AssociateRejectConfirmation,
+)
+from aiodicom.ul.events import (
+    DataIndication as DataIndication,
+)
+from aiodicom.ul.events import (
+    ReleaseConfirmation as ReleaseConfirmation,
+)
+from aiodicom.ul.events import (
+    ReleaseIndication as ReleaseIndication,
+)
+from aiodicom.ul.events import (
+    TransportClosed as TransportClosed,
+)
+from aiodicom.ul.events import (
+    UpperLayerEvent as UpperLayerEvent,
+)
 from aiodicom.ul.fsm import ACTIONS, Event, State, action_for
 
 
@@ -29,70 +55,15 @@ class Role(Enum):
     ACCEPTOR = "acceptor"
 
 
-# --- what the machine reports to its user -------------------------------------------
-
-
-@dataclass(slots=True)
-class AssociationRequested:
-    """A-ASSOCIATE indication: answer with :meth:`UpperLayer.accept` or ``reject``."""
-
-    request: P.AssociateRQ
-
-
-@dataclass(slots=True)
-class AssociationAccepted:
-    response: P.AssociateAC
-
-
-@dataclass(slots=True)
-class AssociationRejected:
-    rejection: P.AssociateRJ
-
-
-@dataclass(slots=True)
-class DataReceived:
-    pdvs: list[P.PDV]
-
-
-@dataclass(slots=True)
-class ReleaseRequested:
-    """A-RELEASE indication: answer with :meth:`UpperLayer.release_response`."""
-
-    collision: bool = False
-
-
-@dataclass(slots=True)
-class ReleaseConfirmed:
-    pass
-
-
-@dataclass(slots=True)
-class Aborted:
-    """The association is gone: A-ABORT from the peer, or A-P-ABORT from the provider."""
-
-    source: int
-    reason: int
-    by_peer: bool
-    description: str
-
-
-@dataclass(slots=True)
-class ConnectionClosed:
-    """The transport closed; ``expected`` when it ended a release or abort we sent."""
-
-    expected: bool
-
-
-UpperLayerEvent = (
-    AssociationRequested
-    | AssociationAccepted
-    | AssociationRejected
-    | DataReceived
-    | ReleaseRequested
-    | ReleaseConfirmed
-    | Aborted
-    | ConnectionClosed
-)
+# The events live in aiodicom.ul.events; re-exported here, where they were first defined.
+# The old names below are aliases kept for callers written before the rename (issue 7);
+# ``AssociationRejected`` is gone from here: it is the exception in aiodicom.errors.
+DataReceived = DataIndication
+AssociationRequested = AssociateIndication
+AssociationAccepted = AssociateAcceptConfirmation
+ReleaseConfirmed = ReleaseConfirmation
+Aborted = AbortIndication
+ConnectionClosed = TransportClosed
 
 
 class LocalProtocolError(RuntimeError):
@@ -114,7 +85,7 @@ class UpperLayer:
         self._pending_rq: P.AssociateRQ | None = None
         self._rx = bytearray()
         #: The indication the local user still has to answer (see ``_answer_is_stale``).
-        self._unanswered: type[AssociationRequested] | type[ReleaseRequested] | None = None
+        self._unanswered: type[AssociateIndication] | type[ReleaseIndication] | None = None
 
     # --- output -----------------------------------------------------------------
 
@@ -150,7 +121,7 @@ class UpperLayer:
         self.artim_running = True
         if action == "AA-7":
             return []
-        return [Aborted(P.AbortSource.SERVICE_PROVIDER, reason, False, why)]
+        return [AbortIndication(P.AbortSource.SERVICE_PROVIDER, reason, False, why)]
 
     # --- transport events -------------------------------------------------------------
 
@@ -178,15 +149,15 @@ class UpperLayer:
         action = self._step(Event.EVT17)
         self.artim_running = False
         if action in ("AR-5", "AA-5"):
-            return [ConnectionClosed(expected=action == "AR-5")]
+            return [TransportClosed(expected=action == "AR-5")]
         return [
-            Aborted(
+            AbortIndication(
                 P.AbortSource.SERVICE_PROVIDER,
                 P.REASON_NOT_SPECIFIED,
                 False,
                 "transport connection closed unexpectedly",
             ),
-            ConnectionClosed(expected=False),
+            TransportClosed(expected=False),
         ]
 
     def artim_expired(self) -> None:
@@ -241,7 +212,7 @@ class UpperLayer:
         """Process one decoded PDU."""
         if isinstance(pdu, P.PDataTF):
             if self.state is State.STA6:  # the hot path: DT-2 without the table lookup
-                return [DataReceived(pdu.pdvs)]
+                return [DataIndication(pdu.pdvs)]
             return self._on_pdu(Event.EVT10, pdu)
         if isinstance(pdu, P.AssociateRQ):
             return self._on_pdu(Event.EVT6, pdu)
@@ -282,43 +253,43 @@ class UpperLayer:
                 self.artim_running = True
                 return []
             self._goto(event, action, State.STA3)
-            self._unanswered = AssociationRequested
-            return [AssociationRequested(pdu)]
+            self._unanswered = AssociateIndication
+            return [AssociateIndication(pdu)]
         self._step(event)
         if action == "AE-3":
             assert isinstance(pdu, P.AssociateAC)
-            return [AssociationAccepted(pdu)]
+            return [AssociateAcceptConfirmation(pdu)]
         if action == "AE-4":
             assert isinstance(pdu, P.AssociateRJ)
             self.should_close = True
-            return [AssociationRejected(pdu)]
+            return [AssociateRejectConfirmation(pdu)]
         if action in ("DT-2", "AR-6"):
             assert isinstance(pdu, P.PDataTF)
-            return [DataReceived(pdu.pdvs)]
+            return [DataIndication(pdu.pdvs)]
         if action == "AR-2":
-            self._unanswered = ReleaseRequested
-            return [ReleaseRequested()]
+            self._unanswered = ReleaseIndication
+            return [ReleaseIndication()]
         if action == "AR-8":
             self._goto(event, action, State.STA9 if self.role is Role.REQUESTOR else State.STA10)
-            self._unanswered = ReleaseRequested
-            return [ReleaseRequested(collision=True)]
+            self._unanswered = ReleaseIndication
+            return [ReleaseIndication(collision=True)]
         if action == "AR-3":
             self.should_close = True
-            return [ReleaseConfirmed()]
+            return [ReleaseConfirmation()]
         if action == "AR-10":
-            return [ReleaseConfirmed()]
+            return [ReleaseConfirmation()]
         if action in ("AA-2", "AA-3"):
             self.artim_running = False
             self.should_close = True
             if action == "AA-2":
                 return []
             assert isinstance(pdu, P.Abort)
-            return [Aborted(pdu.source, pdu.reason, True, _describe_abort(pdu))]
+            return [AbortIndication(pdu.source, pdu.reason, True, _describe_abort(pdu))]
         raise AssertionError(f"unhandled action {action}")  # pragma: no cover
 
     # --- local primitives ------------------------------------------------------------------
 
-    def _answer_is_stale(self, indication: type[AssociationRequested] | type[ReleaseRequested]) -> bool:
+    def _answer_is_stale(self, indication: type[AssociateIndication] | type[ReleaseIndication]) -> bool:
         """True when the association ended (A-ABORT sent or received, connection lost)
         before the local user answered an A-ASSOCIATE or A-RELEASE indication.
 
@@ -337,14 +308,14 @@ class UpperLayer:
 
     def accept(self, ac: P.AssociateAC) -> None:
         """Evt7: answer an A-ASSOCIATE indication with acceptance."""
-        if self._answer_is_stale(AssociationRequested):
+        if self._answer_is_stale(AssociateIndication):
             return
         self._step(Event.EVT7)
         self._out.append(P.encode(ac))
 
     def reject(self, rj: P.AssociateRJ) -> None:
         """Evt8: answer an A-ASSOCIATE indication with rejection."""
-        if self._answer_is_stale(AssociationRequested):
+        if self._answer_is_stale(AssociateIndication):
             return
         self._step(Event.EVT8)
         self._out.append(P.encode(rj))
@@ -363,7 +334,7 @@ class UpperLayer:
 
     def release_response(self) -> list[UpperLayerEvent]:
         """Evt14: answer an A-RELEASE indication."""
-        if self._answer_is_stale(ReleaseRequested):
+        if self._answer_is_stale(ReleaseIndication):
             return []
         action = self._step(Event.EVT14)
         self._out.append(P.encode(P.ReleaseRP()))

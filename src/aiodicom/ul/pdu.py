@@ -15,6 +15,7 @@ from enum import IntEnum
 
 from aiodicom.codec.ae import AE_TITLE_LENGTH, normalize_ae_title
 from aiodicom.errors import PDUTooLargeError, ProtocolError
+from aiodicom.errors import describe_rejection as describe_rejection  # re-exported
 
 # A-ABORT reasons (PS3.8 table 9-26), used as ProtocolError.abort_reason.
 REASON_NOT_SPECIFIED = 0
@@ -80,25 +81,6 @@ RJ_ACSE_NO_REASON = 1
 RJ_ACSE_PROTOCOL_VERSION_NOT_SUPPORTED = 2
 RJ_PRESENTATION_TEMPORARY_CONGESTION = 1
 RJ_PRESENTATION_LOCAL_LIMIT_EXCEEDED = 2
-
-_RJ_REASONS = {
-    (RJ_SOURCE_USER, 1): "no reason given",
-    (RJ_SOURCE_USER, 2): "application context name not supported",
-    (RJ_SOURCE_USER, 3): "calling AE title not recognized",
-    (RJ_SOURCE_USER, 7): "called AE title not recognized",
-    (RJ_SOURCE_ACSE, 1): "no reason given",
-    (RJ_SOURCE_ACSE, 2): "protocol version not supported",
-    (RJ_SOURCE_PRESENTATION, 1): "temporary congestion",
-    (RJ_SOURCE_PRESENTATION, 2): "local limit exceeded",
-}
-_RJ_SOURCES = {1: "service user", 2: "service provider (ACSE)", 3: "service provider (presentation)"}
-
-
-def describe_rejection(result: int, source: int, reason: int) -> str:
-    """A one-line human explanation of an A-ASSOCIATE-RJ."""
-    kind = {1: "permanently", 2: "transiently"}.get(result, f"(result {result})")
-    why = _RJ_REASONS.get((source, reason), f"reason {reason}")
-    return f"association rejected {kind} by {_RJ_SOURCES.get(source, f'source {source}')}: {why}"
 
 
 # --- items ---------------------------------------------------------------------
