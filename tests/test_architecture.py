@@ -126,3 +126,53 @@ def test_errors_module_imports_nothing() -> None:
         ast.unparse(node) for node in ast.walk(tree) if isinstance(node, ast.Import | ast.ImportFrom)
     ]
     assert imports == []
+
+
+def _is_vr_literal(node: ast.AST, names: set[object]) -> bool:
+    if isinstance(node, ast.Set | ast.Tuple | ast.List):
+        elements = node.elts
+    elif isinstance(node, ast.Dict):
+        elements = [key for key in node.keys if key is not None]
+    else:
+        return False
+    values = [e.value for e in elements if isinstance(e, ast.Constant)]
+    return len(values) >= 3 and len(values) == len(elements) and all(v in names for v in values)
+
+
+def _vr_literals(path: Path) -> list[str]:
+    """Set/tuple/list/dict literals of three or more VR names (str or bytes) in ``path``,
+    as ``path:line``, or ``path:NAME`` for one assigned at module level."""
+    from aiodicom.codec.vr import VR_TABLE
+
+    names: set[object] = set(VR_TABLE) | {vr.encode("ascii") for vr in VR_TABLE}
+    tree = ast.parse(path.read_text(), filename=str(path))
+    owner: dict[int, str] = {}
+    for statement in tree.body:
+        if isinstance(statement, ast.Assign | ast.AnnAssign):
+            targets = statement.targets if isinstance(statement, ast.Assign) else [statement.target]
+            for node in ast.walk(statement):
+                owner[id(node)] = ",".join(ast.unparse(t) for t in targets)
+    where = path.relative_to(SRC)
+    found = [
+        f"{where}:{owner.get(id(node), node.lineno)}"
+        for node in ast.walk(tree)
+        if _is_vr_literal(node, names)
+    ]
+    return [hit for hit in found if hit not in _VR_POLICIES]
+
+
+#: Tables keyed by VR that hold a policy, not a fact about the VR: allowed outside codec/vr.py.
+_VR_POLICIES = {"data/anonymize.py:_DUMMY"}  # the dummy value de-identification writes
+
+
+def test_the_vr_table_is_the_only_one() -> None:
+    """VR facts (header size, padding, undefined length...) live in codec/vr.py alone:
+    three hand-written copies once disagreed about SV and UV."""
+    offending = [
+        hit
+        for path in sorted(SRC.rglob("*.py"))
+        if path != SRC / "codec" / "vr.py"
+        for hit in _vr_literals(path)
+    ]
+    assert not offending, offending
+    assert _vr_literals(SRC / "codec" / "vr.py"), "the check must see the table itself"

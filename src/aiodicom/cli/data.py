@@ -19,6 +19,7 @@ from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
+from aiodicom.codec.vr import BULK_VRS
 from aiodicom.errors import DataConversionError, DicomFileError
 
 _INDENT = "  "
@@ -62,7 +63,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
 
 
 def _value_text(element: DataElement) -> str:
-    if element.VR in ("OB", "OW", "OF", "OD", "OL", "OV", "UN") or element.tag == 0x7FE00010:
+    if element.VR in BULK_VRS or element.tag == 0x7FE00010:
         length = len(element.value) if element.value is not None else 0
         return f"<{length} bytes>"
     value = element.value

@@ -36,6 +36,7 @@ from aiodicom.codec.uids import (
     LOSSLESS_COMPRESSED_TRANSFER_SYNTAXES,
     transfer_syntax_name,
 )
+from aiodicom.codec.vr import LONG_VRS, WORD_VRS
 from aiodicom.errors import DicomFileError
 
 if TYPE_CHECKING:
@@ -230,7 +231,7 @@ def _parse_meta(src: _Source, start: int) -> tuple[dict[int, bytes], int]:
             break
         if explicit:
             _, elem, vr, length = _unpack_meta_short(data, pos)
-            if vr in (b"OB", b"OW", b"OF", b"SQ", b"UT", b"UN", b"UC", b"UR", b"OD", b"OL", b"OV"):
+            if vr in LONG_VRS:
                 if len(data) < pos + 12:
                     raise DicomFileError(f"{src.name}: ends inside the file meta at offset {pos}")
                 (length,) = _unpack_ul(data, pos + 8)
@@ -331,7 +332,7 @@ _TRANSCODABLE: Final = frozenset(
 )
 # Word size of the "other" VRs whose bytes pydicom keeps as they are, so a
 # change of byte order must swap them by hand.
-_WORD_VRS: Final = {"OW": "H", "OF": "f", "OL": "I", "OD": "d", "OV": "Q"}
+_WORD_VRS: Final = WORD_VRS
 
 
 def _swap_words(dataset: Dataset) -> None:

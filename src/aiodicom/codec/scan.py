@@ -22,6 +22,7 @@ from aiodicom.codec.uids import (
     EXPLICIT_VR_BIG_ENDIAN,
     IMPLICIT_VR_LITTLE_ENDIAN,
 )
+from aiodicom.codec.vr import LONG_VRS, SHORT_VRS
 from aiodicom.errors import DicomFileError
 
 __all__ = ["ScanResult", "dataset_end", "odd_length_elements", "scan_elements", "text"]
@@ -55,17 +56,6 @@ def text(value: bytes) -> str:
         decoded = value.decode("latin-1")
     return decoded.rstrip(" \0")
 
-
-# VRs whose explicit encoding has 2 reserved bytes and a 4-byte length (PS3.5 7.1.2).
-_LONG_VRS: Final = frozenset(
-    {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
-)
-_SHORT_VRS: Final = frozenset(
-    {
-        b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FD", b"FL", b"IS", b"LO",
-        b"LT", b"PN", b"SH", b"SL", b"SS", b"ST", b"TM", b"UI", b"UL", b"US",
-    }
-)  # fmt: skip
 
 _UNDEFINED: Final = 0xFFFFFFFF
 _ITEM: Final = 0xFFFEE000
@@ -148,12 +138,12 @@ def _skip_sequence(buf: _Buffer, pos: int, implicit: bool, big: bool) -> tuple[i
             vr = b""
         else:
             vr = bytes(buf[pos + 4 : pos + 6])
-            if vr in _LONG_VRS:
+            if vr in LONG_VRS:
                 if pos + 12 > n:
                     raise _Need
                 (length,) = (_BE_UL if be else _LE_UL)(buf, pos + 8)
                 pos += 12
-            elif vr in _SHORT_VRS:
+            elif vr in SHORT_VRS:
                 (length,) = (_BE_US if be else _LE_US)(buf, pos + 6)
                 pos += 8
             else:
@@ -225,9 +215,9 @@ def _walk(
         tag = (group << 16) | elem
         if tag > max_tag:
             return pos, True
-        if vr in _SHORT_VRS:
+        if vr in SHORT_VRS:
             value_pos = pos + 8
-        elif vr in _LONG_VRS:
+        elif vr in LONG_VRS:
             if pos + 12 > n:
                 return pos, _passed(wanted, found, tag)
             (length,) = unpack_ul(buf, pos + 8)
@@ -388,7 +378,7 @@ def odd_length_elements(data: bytes | bytearray | memoryview, transfer_syntax: s
     odd: list[int] = []
     unpack_ul = _BE_UL if big else _LE_UL
     unpack = _LE_IMPLICIT if implicit else _BE_EXPLICIT if big else _LE_EXPLICIT
-    short_vrs, long_vrs, undefined = _SHORT_VRS, _LONG_VRS, _UNDEFINED
+    short_vrs, long_vrs, undefined = SHORT_VRS, LONG_VRS, _UNDEFINED
     # One unpack per element; this runs on every file a client sends.
     while pos + 8 <= n:
         if implicit:

@@ -32,13 +32,12 @@ from aiodicom.codec.scan import (
     _LE_EXPLICIT,
     _LE_IMPLICIT,
     _LE_UL,
-    _LONG_VRS,
     _SEQ_END,
-    _SHORT_VRS,
     _UNDEFINED,
     _syntax,
 )
 from aiodicom.codec.uids import DEFLATED_DATA_SET_SYNTAXES
+from aiodicom.codec.vr import LONG_VRS, SHORT_VRS, UNDEFINED_LENGTH_VRS
 from aiodicom.errors import MalformedDatasetError
 
 __all__ = ["DatasetWalker", "walk_dataset", "walk_file"]
@@ -49,8 +48,6 @@ _MAX_KEPT: Final = 64 * 1024
 _MAX_DEPTH: Final = 64
 #: Inflated bytes produced per step, so a small deflated bomb never sits whole in memory.
 _INFLATE_STEP: Final = 256 * 1024
-#: VRs that may have an undefined length (sequences, encapsulated pixel data, UN holding a sequence).
-_UNDEFINED_OK: Final = frozenset({b"SQ", b"UN", b"OB", b"OW"})
 
 _BE_IMPLICIT = struct.Struct(">HHI").unpack_from  # tag and 32-bit length, big endian (items)
 
@@ -223,8 +220,8 @@ class DatasetWalker:
             else (_BE_EXPLICIT if big else _LE_EXPLICIT)
         )
         unpack_ul = _BE_UL if big else _LE_UL
-        short_vrs = _SHORT_VRS
-        long_vrs = _LONG_VRS
+        short_vrs = SHORT_VRS
+        long_vrs = LONG_VRS
         tag = -1
         while pos + 8 <= n:
             if frames:
@@ -270,7 +267,7 @@ class DatasetWalker:
 
     def _open_sequence(self, vr: bytes, tag: int, offset: int) -> None:
         """A top-level element of undefined length: a sequence, or encapsulated pixel data."""
-        if vr not in _UNDEFINED_OK:
+        if vr not in UNDEFINED_LENGTH_VRS:
             raise MalformedDatasetError(
                 f"{_name(tag)} {vr.decode('latin-1')} has an undefined length at offset {offset}",
                 offset,
@@ -329,10 +326,10 @@ class DatasetWalker:
             vr = b""
         else:
             vr = bytes(buf[pos + 4 : pos + 6])
-            if vr in _SHORT_VRS:
+            if vr in SHORT_VRS:
                 header = 8
                 length = length & 0xFFFF if big else length >> 16
-            elif vr in _LONG_VRS:
+            elif vr in LONG_VRS:
                 if pos + 12 > len(buf):
                     return -pos - 1
                 (length,) = (_BE_UL if big else _LE_UL)(buf, pos + 8)

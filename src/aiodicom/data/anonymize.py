@@ -37,6 +37,7 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import UID
 
+from aiodicom.codec.vr import NUMERIC_VR_NAMES, TEMPORAL_VR_NAMES
 from aiodicom.errors import DeidentificationError
 
 __all__ = ["BASIC_PROFILE", "IdentityMapping", "deidentify"]
@@ -120,7 +121,7 @@ BASIC_PROFILE: Final[dict[str, str]] = {
     **{keyword: "D" for keyword in _D.split()},
 }
 
-_TEMPORAL_VRS = frozenset({"DA", "DT", "TM"})
+_TEMPORAL_VRS = TEMPORAL_VR_NAMES
 _DUMMY: Final[dict[str, Any]] = {
     "DA": "19000101",
     "TM": "000000",
@@ -251,7 +252,7 @@ class _Deidentifier:
             element.value = Sequence([])
         elif element.VR in _DUMMY:
             element.value = _DUMMY[element.VR]
-        elif element.VR in ("IS", "DS", "US", "SS", "UL", "SL", "FL", "FD"):
+        elif element.VR in NUMERIC_VR_NAMES:
             element.value = 0
         else:
             element.value = "ANONYMIZED"

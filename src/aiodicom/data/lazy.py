@@ -22,6 +22,7 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
 
+from aiodicom.codec.vr import LONG_VRS
 from aiodicom.errors import DicomFileError
 
 __all__ = ["Instance", "LazyDataset", "PixelLocation", "header_of", "read_header"]
@@ -31,7 +32,6 @@ _PIXEL_NAMES = frozenset(
     {"PixelData", "FloatPixelData", "DoubleFloatPixelData", "pixel_array", "pixel_array_options"}
 )
 _PIXEL_TAGS = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})
-_LONG_VRS = frozenset({b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"UN", b"SQ", b"UT", b"UC", b"UR"})
 _DEFLATED = "1.2.840.10008.1.2.1.99"
 
 
@@ -63,7 +63,7 @@ def _locate_pixels(fp: Any, path: Path, transfer_syntax: UID | None) -> PixelLoc
     if transfer_syntax.is_implicit_VR:
         (length,) = struct.unpack(order + "I", head[4:8])
         offset = start + 8
-    elif head[4:6] in _LONG_VRS:
+    elif head[4:6] in LONG_VRS:
         if len(head) < 12:
             return None
         (length,) = struct.unpack(order + "I", head[8:12])

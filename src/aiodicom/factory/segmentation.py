@@ -38,6 +38,7 @@ from pydicom.dataset import Dataset
 from pydicom.tag import Tag
 
 from aiodicom.codec.uids import IMPLEMENTATION_VERSION_NAME, new_uid
+from aiodicom.codec.vr import LONG_VR_NAMES, pad_byte
 from aiodicom.data.colour import rgb_to_dicom_lab
 from aiodicom.data.contours import trace
 from aiodicom.data.lazy import Instance
@@ -292,22 +293,20 @@ def _context(env: SeriesEnvironment, key: str) -> Any:
 # write) and handed to pydicom as raw elements of an item that says it is encoded so:
 # pydicom writes them as they are, and parses them like a file's if anyone reads them.
 
-_LONG_VRS = frozenset({"SQ", "OB", "OW", "UN", "UT", "UC", "UR", "OD", "OF", "OL", "OV"})
 _ITEM = struct.Struct("<HHI")
 _SHORT_HEADER = struct.Struct("<HH2sH")
 _LONG_HEADER = struct.Struct("<HH2s2xI")
-_TEXT_PAD = {"UI": b"\0"}
 
 
 def _element(tag: int, vr: str, value: bytes) -> bytes:
     """One explicit VR little endian element (value already even-length)."""
-    header = _LONG_HEADER if vr in _LONG_VRS else _SHORT_HEADER
+    header = _LONG_HEADER if vr in LONG_VR_NAMES else _SHORT_HEADER
     return header.pack(tag >> 16, tag & 0xFFFF, vr.encode("ascii"), len(value)) + value
 
 
 def _text(vr: str, value: str) -> bytes:
     raw = value.encode("ascii")
-    return raw + _TEXT_PAD.get(vr, b" ") if len(raw) % 2 else raw
+    return raw + pad_byte(vr) if len(raw) % 2 else raw
 
 
 def _sequence(tag: int, *items: bytes) -> bytes:
@@ -349,7 +348,7 @@ def _encoded_item(elements: Sequence[tuple[int, str, bytes]]) -> Dataset:
     item = Dataset()
     item.set_original_encoding(False, True, "iso8859")
     for tag, vr, encoded in elements:
-        header = (_LONG_HEADER if vr in _LONG_VRS else _SHORT_HEADER).size
+        header = (_LONG_HEADER if vr in LONG_VR_NAMES else _SHORT_HEADER).size
         value = encoded[header:]
         item[tag] = RawDataElement(Tag(tag), vr, len(value), value, 0, False, True)
     return item
