@@ -45,6 +45,7 @@ def load() -> tuple[Check, Sequence[bytes]]:
     from aiodicom.dimse import command as C
     from aiodicom.dimse.client import _client_decoder
     from aiodicom.errors import ProtocolError
+    from aiodicom.ul import events as E
     from aiodicom.ul import machine as M
     from aiodicom.ul import pdu as P
     from aiodicom.ul.assembly import MessageAssembler
@@ -96,27 +97,27 @@ def load() -> tuple[Check, Sequence[bytes]]:
         machine.connection_lost()
 
     def handle(machine: M.UpperLayer, event: object, assembler: MessageAssembler[Any] | None) -> Any:
-        if isinstance(event, M.AssociationRequested):
+        if isinstance(event, E.AssociateIndication):
             answer, contexts = negotiate(event.request, policy)
             if isinstance(answer, P.AssociateRJ):
                 machine.reject(answer)
                 return None
             machine.accept(answer)
             return MessageAssembler({c.id for c in contexts}, decode_command)
-        if isinstance(event, M.AssociationAccepted):
+        if isinstance(event, E.AssociateAcceptConfirmation):
             try:
                 contexts = accepted_contexts(our_rq, event.response)
             except ProtocolError as exc:
                 machine.invalid_pdu(exc)
                 return None
             return MessageAssembler({c.id for c in contexts}, decode_command)
-        if isinstance(event, M.DataReceived) and assembler is not None:
+        if isinstance(event, E.DataIndication) and assembler is not None:
             try:
                 assembler.feed(event.pdvs)
             except ProtocolError as exc:
                 assembler.abandon()
                 machine.invalid_pdu(exc)
-        elif isinstance(event, M.ReleaseRequested) and not event.collision:
+        elif isinstance(event, E.ReleaseIndication) and not event.collision:
             machine.release_response()
         return assembler
 

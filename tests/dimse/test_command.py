@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import random
 import struct
 from io import BytesIO
@@ -34,6 +33,7 @@ from aiodicom.dimse.command import (
     Priority,
     decode_command,
     encode_command,
+    message_fields,
 )
 from aiodicom.dimse.status import SUCCESS, Status
 from aiodicom.errors import DimseError, MalformedCommandError
@@ -112,11 +112,11 @@ def join(elems: list[tuple[int, bytes]]) -> bytes:
 def set_fields(msg: Message) -> dict[str, Any]:
     """The fields of ``msg`` that are encoded (not None; UIDs not empty)."""
     out = {}
-    for f in dataclasses.fields(msg):
-        value = getattr(msg, f.name)
-        if value is None or (value == "" and f.name.endswith("_uid")):
+    for name in message_fields(type(msg)):
+        value = getattr(msg, name)
+        if value is None or (value == "" and name.endswith("_uid")):
             continue
-        out[f.name] = value
+        out[name] = value
     return out
 
 

@@ -14,12 +14,20 @@ other exception. Unknown extra elements of group 0000 are ignored, in any order.
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 import struct
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Final, TypeAlias
+from collections.abc import Callable, Sequence
+from typing import (
+    Any,
+    ClassVar,
+    Final,
+    NamedTuple,
+    Self,
+    TypeAlias,
+    TypeVar,
+    cast,
+    dataclass_transform,
+)
 
 from aiodicom.codec.ae import AE_TITLE_LENGTH, ae_title_problem
 from aiodicom.codec.uids import VERIFICATION_SOP_CLASS
@@ -39,7 +47,11 @@ __all__ = [
     "CStoreRQ",
     "CStoreRSP",
     "CommandField",
+    "FieldSpec",
+    "FrozenMessageError",
     "Message",
+    "MessageSpec",
+    "SCHEMA",
     "NO_DATASET",
     "DATASET_PRESENT",
     "RESPONSE_TYPES",
@@ -48,6 +60,8 @@ __all__ = [
     "encode_command",
     "encode_response",
     "error_comment",
+    "message_fields",
+    "replace",
 ]
 
 
@@ -81,36 +95,129 @@ NO_DATASET: Final = 0x0101
 DATASET_PRESENT: Final = 0x0001
 
 
-def _status(value: int) -> Status:
-    return value if isinstance(value, Status) else Status(value)
-
-
 # --- messages -------------------------------------------------------------------
+#
+# The message classes are plain classes with ``__slots__``, built by a metaclass from
+# their annotations: ``@dataclass`` compiled an ``__init__``, ``__repr__`` and ``__eq__``
+# for each of them at import time, which was a large share of ``aiodicom echo``'s
+# start-up. Type checkers see them as frozen dataclasses (``dataclass_transform``).
+# What goes on the wire is not here but in :data:`_SCHEMA`, one table per message.
 
 
-@dataclass(frozen=True, slots=True)
-class CEchoRQ:
+class FrozenMessageError(AttributeError):
+    """A DIMSE message is immutable (as a frozen dataclass; use :func:`replace`)."""
+
+
+@dataclass_transform(frozen_default=True)
+class _MessageType(type):
+    """Builds a message class: its fields are its annotations, in order; defaults are
+    their class values (moved out of the class so ``__slots__`` can hold the fields)."""
+
+    def __new__(
+        mcls, name: str, bases: tuple[type, ...], namespace: dict[str, object]
+    ) -> _MessageType:
+        annotations = namespace.get("__annotations__", {})
+        assert isinstance(annotations, dict)
+        names = tuple(annotations)
+        defaults = {n: namespace.pop(n) for n in names if n in namespace}
+        namespace["__slots__"] = names
+        namespace["__match_args__"] = names
+        cls = super().__new__(mcls, name, bases, namespace)
+        cls._field_names = names  # type: ignore[attr-defined]
+        cls._required_count = len(names) - len(defaults)  # type: ignore[attr-defined]
+        cls._defaults = tuple(defaults.values())  # type: ignore[attr-defined]
+        return cls
+
+
+class _Message(metaclass=_MessageType):
+    """Value semantics of a frozen dataclass: positional or keyword construction,
+    equality and hash over the fields in order, a readable ``repr``."""
+
+    __slots__ = ()
+    _field_names: ClassVar[tuple[str, ...]]
+    _required_count: ClassVar[int]
+    _defaults: ClassVar[tuple[object, ...]]
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        names = self._field_names
+        if len(args) > len(names):
+            raise TypeError(f"{type(self).__name__} takes at most {len(names)} arguments")
+        values = list(args) + [_UNSET] * (len(names) - len(args))
+        for key, value in kwargs.items():
+            try:
+                index = names.index(key)
+            except ValueError:
+                raise TypeError(f"{type(self).__name__} has no field {key!r}") from None
+            if values[index] is not _UNSET:
+                raise TypeError(f"{type(self).__name__} got {key!r} twice")
+            values[index] = value
+        required = self._required_count
+        for index in range(len(names)):
+            if values[index] is _UNSET:
+                if index < required:
+                    raise TypeError(f"{type(self).__name__} lacks {names[index]!r}")
+                values[index] = self._defaults[index - required]
+        self._set(values)
+
+    def _set(self, values: Sequence[object]) -> None:
+        setter = object.__setattr__
+        for name, value in zip(self._field_names, values, strict=True):
+            # A status is a Status (a code with its meaning), whatever int was given.
+            if name == "status" and not isinstance(value, Status):
+                value = Status(cast(int, value))
+            setter(self, name, value)
+
+    @classmethod
+    def _from_values(cls, values: Sequence[object]) -> Self:
+        """Build from all field values in order, without argument binding (decoding)."""
+        msg = cls.__new__(cls)
+        msg._set(values)
+        return msg
+
+    def _values(self) -> tuple[object, ...]:
+        return tuple(getattr(self, name) for name in self._field_names)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise FrozenMessageError(f"cannot assign to field {name!r}: messages are immutable")
+
+    def __delattr__(self, name: str) -> None:
+        raise FrozenMessageError(f"cannot delete field {name!r}: messages are immutable")
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        assert isinstance(other, _Message)
+        return self._values() == other._values()
+
+    def __hash__(self) -> int:
+        return hash((type(self), self._values()))
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{n}={getattr(self, n)!r}" for n in self._field_names)
+        return f"{type(self).__name__}({fields})"
+
+
+_UNSET: Final = object()
+
+
+class CEchoRQ(_Message):
     """C-ECHO request: is the peer alive and speaking DICOM?"""
 
     message_id: int
     affected_sop_class_uid: str = VERIFICATION_SOP_CLASS
 
 
-@dataclass(frozen=True, slots=True)
-class CEchoRSP:
+class CEchoRSP(_Message):
     """C-ECHO response."""
 
     message_id_being_responded_to: int
     status: Status
     affected_sop_class_uid: str = VERIFICATION_SOP_CLASS
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "status", _status(self.status))
 
-
-@dataclass(frozen=True, slots=True)
-class CStoreRQ:
-    """C-STORE request; the data set to store follows in data PDVs."""
+class CStoreRQ(_Message):
+    """C-STORE request; the data set to store follows in data PDVs. The Move Originator
+    fields are set when the store is a sub-operation of a C-MOVE (PS3.7 9.3.1.1)."""
 
     message_id: int
     affected_sop_class_uid: str
@@ -120,8 +227,7 @@ class CStoreRQ:
     move_originator_message_id: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class CStoreRSP:
+class CStoreRSP(_Message):
     """C-STORE response. The UIDs are optional in the standard: "" when absent."""
 
     message_id_being_responded_to: int
@@ -131,12 +237,8 @@ class CStoreRSP:
     error_comment: str | None = None
     offending_element: tuple[int, ...] | None = None
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "status", _status(self.status))
 
-
-@dataclass(frozen=True, slots=True)
-class CFindRQ:
+class CFindRQ(_Message):
     """C-FIND request; the identifier (query keys) follows as a data set."""
 
     message_id: int
@@ -144,8 +246,7 @@ class CFindRQ:
     priority: int = Priority.MEDIUM
 
 
-@dataclass(frozen=True, slots=True)
-class CFindRSP:
+class CFindRSP(_Message):
     """C-FIND response; pending responses carry a matching identifier."""
 
     message_id_being_responded_to: int
@@ -154,12 +255,8 @@ class CFindRSP:
     error_comment: str | None = None
     offending_element: tuple[int, ...] | None = None
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "status", _status(self.status))
 
-
-@dataclass(frozen=True, slots=True)
-class CGetRQ:
+class CGetRQ(_Message):
     """C-GET request; the identifier follows as a data set."""
 
     message_id: int
@@ -167,9 +264,9 @@ class CGetRQ:
     priority: int = Priority.MEDIUM
 
 
-@dataclass(frozen=True, slots=True)
-class CGetRSP:
-    """C-GET response with the sub-operation counters (None when absent)."""
+class CGetRSP(_Message):
+    """C-GET response with the sub-operation counters (None when absent). The Failed
+    SOP Instance UID List is not a command element: it travels in the data set."""
 
     message_id_being_responded_to: int
     status: Status
@@ -181,12 +278,8 @@ class CGetRSP:
     error_comment: str | None = None
     offending_element: tuple[int, ...] | None = None
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "status", _status(self.status))
 
-
-@dataclass(frozen=True, slots=True)
-class CMoveRQ:
+class CMoveRQ(_Message):
     """C-MOVE request: send the matches to ``move_destination`` (an AE title)."""
 
     message_id: int
@@ -195,9 +288,9 @@ class CMoveRQ:
     priority: int = Priority.MEDIUM
 
 
-@dataclass(frozen=True, slots=True)
-class CMoveRSP:
-    """C-MOVE response with the sub-operation counters (None when absent)."""
+class CMoveRSP(_Message):
+    """C-MOVE response with the sub-operation counters (None when absent). The Failed
+    SOP Instance UID List is not a command element: it travels in the data set."""
 
     message_id_being_responded_to: int
     status: Status
@@ -209,12 +302,8 @@ class CMoveRSP:
     error_comment: str | None = None
     offending_element: tuple[int, ...] | None = None
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "status", _status(self.status))
 
-
-@dataclass(frozen=True, slots=True)
-class CCancelRQ:
+class CCancelRQ(_Message):
     """C-CANCEL request for an outstanding C-FIND/C-MOVE/C-GET."""
 
     message_id_being_responded_to: int
@@ -234,32 +323,150 @@ Message: TypeAlias = (
     | CCancelRQ
 )
 
-# --- element names (for error messages) -------------------------------------------
+_M = TypeVar("_M", bound=_Message)
 
-_NAMES: Final[dict[int, str]] = {
-    0x0000: "Command Group Length",
-    0x0002: "Affected SOP Class UID",
-    0x0100: "Command Field",
-    0x0110: "Message ID",
-    0x0120: "Message ID Being Responded To",
-    0x0600: "Move Destination",
-    0x0700: "Priority",
-    0x0800: "Command Data Set Type",
-    0x0900: "Status",
-    0x0901: "Offending Element",
-    0x0902: "Error Comment",
-    0x1000: "Affected SOP Instance UID",
-    0x1020: "Number of Remaining Sub-operations",
-    0x1021: "Number of Completed Sub-operations",
-    0x1022: "Number of Failed Sub-operations",
-    0x1023: "Number of Warning Sub-operations",
-    0x1030: "Move Originator Application Entity Title",
-    0x1031: "Move Originator Message ID",
+
+def replace(msg: _M, **changes: object) -> _M:
+    """A copy of ``msg`` with ``changes`` applied (as :func:`dataclasses.replace`)."""
+    values = [changes.pop(name, value) for name, value in zip(msg._field_names, msg._values(), strict=True)]
+    if changes:
+        raise TypeError(f"{type(msg).__name__} has no field {next(iter(changes))!r}")
+    return msg._from_values(values)
+
+
+# --- the schema ---------------------------------------------------------------------
+#
+# Two tables, read by both the encoder and the decoder: the elements of group 0000
+# (PS3.7 annex E) with their VR, and for each message the fields of its class, the
+# element each is carried in and whether the standard requires it (PS3.7 9.3, tables
+# 9.3-1 to 9.3-13: "M" required; "U", "C" and "=" optional, absent as "" for a UID
+# and as None for the rest).
+# (0000,0100) Command Field and (0000,0800) Command Data Set Type are added to every
+# message by the encoder.
+
+#: Group 0000 elements: element number -> (name, VR).
+_ELEMENTS: Final[dict[int, tuple[str, str]]] = {
+    0x0000: ("Command Group Length", "UL"),
+    0x0002: ("Affected SOP Class UID", "UI"),
+    0x0100: ("Command Field", "US"),
+    0x0110: ("Message ID", "US"),
+    0x0120: ("Message ID Being Responded To", "US"),
+    0x0600: ("Move Destination", "AE"),
+    0x0700: ("Priority", "US"),
+    0x0800: ("Command Data Set Type", "US"),
+    0x0900: ("Status", "US"),
+    0x0901: ("Offending Element", "AT"),
+    0x0902: ("Error Comment", "LO"),
+    0x1000: ("Affected SOP Instance UID", "UI"),
+    0x1020: ("Number of Remaining Sub-operations", "US"),
+    0x1021: ("Number of Completed Sub-operations", "US"),
+    0x1022: ("Number of Failed Sub-operations", "US"),
+    0x1023: ("Number of Warning Sub-operations", "US"),
+    0x1030: ("Move Originator Application Entity Title", "AE"),
+    0x1031: ("Move Originator Message ID", "US"),
+}
+
+REQUIRED: Final = True
+OPTIONAL: Final = False
+
+
+class FieldSpec(NamedTuple):
+    """One row of a message's schema: which element carries a field of its class."""
+
+    name: str
+    elem: int
+    required: bool
+
+    @property
+    def vr(self) -> str:
+        return _ELEMENTS[self.elem][1]
+
+
+class MessageSpec(NamedTuple):
+    """A message's schema: its Command Field, its name and its fields in class order."""
+
+    command_field: CommandField
+    label: str
+    fields: tuple[FieldSpec, ...]
+
+
+_F = FieldSpec
+_RQ_ID = _F("message_id", 0x0110, REQUIRED)
+_RSP_ID = _F("message_id_being_responded_to", 0x0120, REQUIRED)
+_STATUS = _F("status", 0x0900, REQUIRED)
+_CLASS = _F("affected_sop_class_uid", 0x0002, REQUIRED)
+_CLASS_OPT = _F("affected_sop_class_uid", 0x0002, OPTIONAL)
+_PRIORITY = _F("priority", 0x0700, REQUIRED)
+_COMMENT = _F("error_comment", 0x0902, OPTIONAL)
+_OFFENDING = _F("offending_element", 0x0901, OPTIONAL)
+_SUBOPERATIONS = (
+    _F("remaining_suboperations", 0x1020, OPTIONAL),
+    _F("completed_suboperations", 0x1021, OPTIONAL),
+    _F("failed_suboperations", 0x1022, OPTIONAL),
+    _F("warning_suboperations", 0x1023, OPTIONAL),
+)
+_CF = CommandField
+
+#: The schema of every message type, the only description of its wire form.
+SCHEMA: Final[dict[type[_Message], MessageSpec]] = {
+    CEchoRQ: MessageSpec(_CF.C_ECHO_RQ, "C-ECHO-RQ", (_RQ_ID, _CLASS)),
+    CEchoRSP: MessageSpec(_CF.C_ECHO_RSP, "C-ECHO-RSP", (_RSP_ID, _STATUS, _CLASS_OPT)),
+    CStoreRQ: MessageSpec(
+        _CF.C_STORE_RQ,
+        "C-STORE-RQ",
+        (
+            _RQ_ID,
+            _CLASS,
+            _F("affected_sop_instance_uid", 0x1000, REQUIRED),
+            _PRIORITY,
+            _F("move_originator_ae_title", 0x1030, OPTIONAL),
+            _F("move_originator_message_id", 0x1031, OPTIONAL),
+        ),
+    ),
+    CStoreRSP: MessageSpec(
+        _CF.C_STORE_RSP,
+        "C-STORE-RSP",
+        (
+            _RSP_ID,
+            _STATUS,
+            _CLASS_OPT,
+            _F("affected_sop_instance_uid", 0x1000, OPTIONAL),
+            _COMMENT,
+            _OFFENDING,
+        ),
+    ),
+    CFindRQ: MessageSpec(_CF.C_FIND_RQ, "C-FIND-RQ", (_RQ_ID, _CLASS, _PRIORITY)),
+    CFindRSP: MessageSpec(
+        _CF.C_FIND_RSP, "C-FIND-RSP", (_RSP_ID, _STATUS, _CLASS_OPT, _COMMENT, _OFFENDING)
+    ),
+    CGetRQ: MessageSpec(_CF.C_GET_RQ, "C-GET-RQ", (_RQ_ID, _CLASS, _PRIORITY)),
+    CGetRSP: MessageSpec(
+        _CF.C_GET_RSP,
+        "C-GET-RSP",
+        (_RSP_ID, _STATUS, _CLASS_OPT, *_SUBOPERATIONS, _COMMENT, _OFFENDING),
+    ),
+    CMoveRQ: MessageSpec(
+        _CF.C_MOVE_RQ,
+        "C-MOVE-RQ",
+        (_RQ_ID, _CLASS, _F("move_destination", 0x0600, REQUIRED), _PRIORITY),
+    ),
+    CMoveRSP: MessageSpec(
+        _CF.C_MOVE_RSP,
+        "C-MOVE-RSP",
+        (_RSP_ID, _STATUS, _CLASS_OPT, *_SUBOPERATIONS, _COMMENT, _OFFENDING),
+    ),
+    CCancelRQ: MessageSpec(_CF.C_CANCEL_RQ, "C-CANCEL-RQ", (_RSP_ID,)),
 }
 
 
+def message_fields(message_type: type[_Message]) -> tuple[str, ...]:
+    """The field names of a message class, in constructor order."""
+    return message_type._field_names
+
+
 def _label(elem: int) -> str:
-    return f"(0000,{elem:04X}) {_NAMES.get(elem, 'element')}"
+    entry = _ELEMENTS.get(elem)
+    return f"(0000,{elem:04X}) {entry[0] if entry else 'element'}"
 
 
 # --- encoding ---------------------------------------------------------------------
@@ -319,33 +526,53 @@ def _at(elem: int, tags: tuple[int, ...]) -> bytes:
     return _pack_hdr(0, elem, len(raw)) + raw
 
 
-def _finish(parts: list[bytes]) -> bytes:
-    body = b"".join(parts)
-    return _pack_ul_elem(0, 0, 4, len(body)) + body
+def _lo(elem: int, value: str) -> bytes:
+    return _text(elem, value, 64)
 
 
-def _rsp_tail(
-    parts: list[bytes],
-    status: int,
-    offending_element: tuple[int, ...] | None,
-    error_comment: str | None,
-) -> None:
-    parts.append(_us(0x0900, status))
-    if offending_element is not None:
-        parts.append(_at(0x0901, offending_element))
-    if error_comment is not None:
-        parts.append(_text(0x0902, error_comment, 64))
+#: How group 0000 encodes each VR it uses (its own implicit-VR coder, not a VR fact).
+_ENCODERS: Final[dict[str, Callable[[int, Any], bytes]]] = {
+    "US": _us,
+    "UI": _ui,
+    "AE": _ae,
+    "LO": _lo,
+    "AT": _at,
+}
+
+#: The fixed elements every command carries, as pseudo-field indexes of a plan.
+_COMMAND_FIELD: Final = -1
+_DATA_SET_TYPE: Final = -2
 
 
-def _suboperations(parts: list[bytes], msg: CGetRSP | CMoveRSP) -> None:
-    for elem, value in (
-        (0x1020, msg.remaining_suboperations),
-        (0x1021, msg.completed_suboperations),
-        (0x1022, msg.failed_suboperations),
-        (0x1023, msg.warning_suboperations),
-    ):
-        if value is not None:
-            parts.append(_us(elem, value))
+class _Plan(NamedTuple):
+    """A message's schema compiled for encoding: rows in ascending element order."""
+
+    command_field: bytes
+    #: (field index or a fixed element, encoder, required, the absent value, element)
+    rows: tuple[tuple[int, Callable[[int, Any], bytes], bool, object, int], ...]
+
+
+#: The value of an optional field that is not sent ("" for a UID, None for the rest).
+_ABSENT: Final[dict[str, object]] = {"UI": ""}
+
+
+def _plan(spec: MessageSpec) -> _Plan:
+    rows = [
+        (f.elem, i, _ENCODERS[f.vr], f.required, _ABSENT.get(f.vr))
+        for i, f in enumerate(spec.fields)
+    ]
+    rows += [(0x0100, _COMMAND_FIELD, _us, True, None), (0x0800, _DATA_SET_TYPE, _us, True, None)]
+    # PS3.5 7.1 requires ascending tag order.
+    rows.sort(key=lambda row: row[0])
+    return _Plan(
+        _pack_us(0, 0x0100, 2, spec.command_field),
+        tuple((index, enc, req, absent, elem) for elem, index, enc, req, absent in rows),
+    )
+
+
+_PLANS: Final = {message_type: _plan(spec) for message_type, spec in SCHEMA.items()}
+_DST_PRESENT: Final = _pack_us(0, 0x0800, 2, DATASET_PRESENT)
+_DST_NONE: Final = _pack_us(0, 0x0800, 2, NO_DATASET)
 
 
 def encode_command(msg: Message, *, has_dataset: bool) -> bytes:
@@ -355,85 +582,24 @@ def encode_command(msg: Message, *, has_dataset: bool) -> bytes:
     data set after the command exactly when it says so, so it is explicit here
     rather than guessed from the message type. Values that cannot be encoded
     (a message ID above 65535, a non-ASCII UID, ...) raise
-    :class:`~aiodicom.errors.MalformedCommandError`.
+    :class:`~aiodicom.errors.MalformedCommandError`. Optional fields are left out
+    when absent (None, or "" for a UID).
     """
-    dst = _DST_PRESENT if has_dataset else _DST_NONE
-    # Elements are appended in ascending tag order, as PS3.5 7.1 requires.
-    if type(msg) is CStoreRQ:
-        parts = [
-            _ui(0x0002, msg.affected_sop_class_uid),
-            _CF_STORE_RQ,
-            _us(0x0110, msg.message_id),
-            _us(0x0700, msg.priority),
-            dst,
-            _ui(0x1000, msg.affected_sop_instance_uid),
-        ]
-        if msg.move_originator_ae_title is not None:
-            parts.append(_ae(0x1030, msg.move_originator_ae_title))
-        if msg.move_originator_message_id is not None:
-            parts.append(_us(0x1031, msg.move_originator_message_id))
-        return _finish(parts)
-    if type(msg) is CStoreRSP:
-        parts = []
-        if msg.affected_sop_class_uid:
-            parts.append(_ui(0x0002, msg.affected_sop_class_uid))
-        parts += (_CF_STORE_RSP, _us(0x0120, msg.message_id_being_responded_to), dst)
-        _rsp_tail(parts, msg.status, msg.offending_element, msg.error_comment)
-        if msg.affected_sop_instance_uid:
-            parts.append(_ui(0x1000, msg.affected_sop_instance_uid))
-        return _finish(parts)
-    if type(msg) is CEchoRQ:
-        return _finish(
-            [_ui(0x0002, msg.affected_sop_class_uid), _CF_ECHO_RQ, _us(0x0110, msg.message_id), dst]
-        )
-    if type(msg) is CEchoRSP:
-        parts = []
-        if msg.affected_sop_class_uid:
-            parts.append(_ui(0x0002, msg.affected_sop_class_uid))
-        parts += (_CF_ECHO_RSP, _us(0x0120, msg.message_id_being_responded_to), dst)
-        parts.append(_us(0x0900, msg.status))
-        return _finish(parts)
-    if type(msg) is CFindRQ or type(msg) is CGetRQ:
-        cf = _CF_FIND_RQ if type(msg) is CFindRQ else _CF_GET_RQ
-        return _finish(
-            [
-                _ui(0x0002, msg.affected_sop_class_uid),
-                cf,
-                _us(0x0110, msg.message_id),
-                _us(0x0700, msg.priority),
-                dst,
-            ]
-        )
-    if type(msg) is CMoveRQ:
-        return _finish(
-            [
-                _ui(0x0002, msg.affected_sop_class_uid),
-                _CF_MOVE_RQ,
-                _us(0x0110, msg.message_id),
-                _ae(0x0600, msg.move_destination),
-                _us(0x0700, msg.priority),
-                dst,
-            ]
-        )
-    if type(msg) is CFindRSP:
-        parts = []
-        if msg.affected_sop_class_uid:
-            parts.append(_ui(0x0002, msg.affected_sop_class_uid))
-        parts += (_CF_FIND_RSP, _us(0x0120, msg.message_id_being_responded_to), dst)
-        _rsp_tail(parts, msg.status, msg.offending_element, msg.error_comment)
-        return _finish(parts)
-    if type(msg) is CGetRSP or type(msg) is CMoveRSP:
-        parts = []
-        if msg.affected_sop_class_uid:
-            parts.append(_ui(0x0002, msg.affected_sop_class_uid))
-        cf = _CF_GET_RSP if type(msg) is CGetRSP else _CF_MOVE_RSP
-        parts += (cf, _us(0x0120, msg.message_id_being_responded_to), dst)
-        _rsp_tail(parts, msg.status, msg.offending_element, msg.error_comment)
-        _suboperations(parts, msg)
-        return _finish(parts)
-    if type(msg) is CCancelRQ:
-        return _finish([_CF_CANCEL_RQ, _us(0x0120, msg.message_id_being_responded_to), dst])
-    raise MalformedCommandError(f"cannot encode {type(msg).__name__} as a DIMSE command")
+    plan = _PLANS.get(type(msg))
+    if plan is None:
+        raise MalformedCommandError(f"cannot encode {type(msg).__name__} as a DIMSE command")
+    values = msg._values()
+    fixed = {_COMMAND_FIELD: plan.command_field, _DATA_SET_TYPE: _DST_PRESENT if has_dataset else _DST_NONE}
+    parts: list[bytes] = []
+    for index, encode, required, absent, elem in plan.rows:
+        if index < 0:
+            parts.append(fixed[index])
+            continue
+        value = values[index]
+        if required or value != absent:
+            parts.append(encode(elem, value))
+    body = b"".join(parts)
+    return _pack_ul_elem(0, 0, 4, len(body)) + body
 
 
 def error_comment(text: str) -> str:
@@ -460,7 +626,7 @@ def encode_response(msg: Message) -> bytes:
     except MalformedCommandError:
         if not isinstance(msg, RESPONSE_TYPES):
             raise
-    changes: dict[str, Any] = {}
+    changes: dict[str, object] = {}
     for name, elem in (("affected_sop_class_uid", 0x0002), ("affected_sop_instance_uid", 0x1000)):
         value = getattr(msg, name, "")
         try:
@@ -470,22 +636,7 @@ def encode_response(msg: Message) -> bytes:
     comment = getattr(msg, "error_comment", None)
     if comment is not None:
         changes["error_comment"] = error_comment(comment)
-    return encode_command(dataclasses.replace(msg, **changes), has_dataset=False)
-
-
-_DST_PRESENT: Final = _pack_us(0, 0x0800, 2, DATASET_PRESENT)
-_DST_NONE: Final = _pack_us(0, 0x0800, 2, NO_DATASET)
-_CF_STORE_RQ: Final = _pack_us(0, 0x0100, 2, CommandField.C_STORE_RQ)
-_CF_STORE_RSP: Final = _pack_us(0, 0x0100, 2, CommandField.C_STORE_RSP)
-_CF_ECHO_RQ: Final = _pack_us(0, 0x0100, 2, CommandField.C_ECHO_RQ)
-_CF_ECHO_RSP: Final = _pack_us(0, 0x0100, 2, CommandField.C_ECHO_RSP)
-_CF_FIND_RQ: Final = _pack_us(0, 0x0100, 2, CommandField.C_FIND_RQ)
-_CF_FIND_RSP: Final = _pack_us(0, 0x0100, 2, CommandField.C_FIND_RSP)
-_CF_GET_RQ: Final = _pack_us(0, 0x0100, 2, CommandField.C_GET_RQ)
-_CF_GET_RSP: Final = _pack_us(0, 0x0100, 2, CommandField.C_GET_RSP)
-_CF_MOVE_RQ: Final = _pack_us(0, 0x0100, 2, CommandField.C_MOVE_RQ)
-_CF_MOVE_RSP: Final = _pack_us(0, 0x0100, 2, CommandField.C_MOVE_RSP)
-_CF_CANCEL_RQ: Final = _pack_us(0, 0x0100, 2, CommandField.C_CANCEL_RQ)
+    return encode_command(replace(msg, **changes), has_dataset=False)
 
 
 # --- decoding ---------------------------------------------------------------------
@@ -555,104 +706,38 @@ class _Fields:
             (g << 16) | e for g, e in (_unpack_tag(value, i) for i in range(0, len(value), 4))
         )
 
-    def status(self) -> Status:
+    def status(self, elem: int = 0x0900) -> Status:
         """The status, carrying the peer's Error Comment (0000,0902) when it sent one."""
-        return Status(self.us(0x0900), error_comment=self.text_opt(0x0902))
+        return Status(self.us(elem), error_comment=self.text_opt(0x0902))
 
 
-def _store_rq(f: _Fields) -> CStoreRQ:
-    return CStoreRQ(
-        f.us(0x0110),
-        f.ui(0x0002),
-        f.ui(0x1000),
-        f.us(0x0700),
-        f.text_opt(0x1030),
-        f.us_opt(0x1031),
-    )
-
-
-def _store_rsp(f: _Fields) -> CStoreRSP:
-    return CStoreRSP(
-        f.us(0x0120),
-        f.status(),
-        f.ui_opt(0x0002),
-        f.ui_opt(0x1000),
-        f.text_opt(0x0902),
-        f.at_opt(0x0901),
-    )
-
-
-def _echo_rq(f: _Fields) -> CEchoRQ:
-    return CEchoRQ(f.us(0x0110), f.ui(0x0002))
-
-
-def _echo_rsp(f: _Fields) -> CEchoRSP:
-    return CEchoRSP(f.us(0x0120), f.status(), f.ui_opt(0x0002))
-
-
-def _find_rq(f: _Fields) -> CFindRQ:
-    return CFindRQ(f.us(0x0110), f.ui(0x0002), f.us(0x0700))
-
-
-def _find_rsp(f: _Fields) -> CFindRSP:
-    return CFindRSP(
-        f.us(0x0120), f.status(), f.ui_opt(0x0002), f.text_opt(0x0902), f.at_opt(0x0901)
-    )
-
-
-def _get_rq(f: _Fields) -> CGetRQ:
-    return CGetRQ(f.us(0x0110), f.ui(0x0002), f.us(0x0700))
-
-
-def _move_rq(f: _Fields) -> CMoveRQ:
-    return CMoveRQ(f.us(0x0110), f.ui(0x0002), f.text(0x0600), f.us(0x0700))
-
-
-def _get_rsp(f: _Fields) -> CGetRSP:
-    return CGetRSP(
-        f.us(0x0120),
-        f.status(),
-        f.ui_opt(0x0002),
-        f.us_opt(0x1020),
-        f.us_opt(0x1021),
-        f.us_opt(0x1022),
-        f.us_opt(0x1023),
-        f.text_opt(0x0902),
-        f.at_opt(0x0901),
-    )
-
-
-def _move_rsp(f: _Fields) -> CMoveRSP:
-    return CMoveRSP(
-        f.us(0x0120),
-        f.status(),
-        f.ui_opt(0x0002),
-        f.us_opt(0x1020),
-        f.us_opt(0x1021),
-        f.us_opt(0x1022),
-        f.us_opt(0x1023),
-        f.text_opt(0x0902),
-        f.at_opt(0x0901),
-    )
-
-
-def _cancel_rq(f: _Fields) -> CCancelRQ:
-    return CCancelRQ(f.us(0x0120))
-
-
-_DECODERS: Final[dict[int, tuple[str, Callable[[_Fields], Message]]]] = {
-    CommandField.C_STORE_RQ: ("C-STORE-RQ", _store_rq),
-    CommandField.C_STORE_RSP: ("C-STORE-RSP", _store_rsp),
-    CommandField.C_ECHO_RQ: ("C-ECHO-RQ", _echo_rq),
-    CommandField.C_ECHO_RSP: ("C-ECHO-RSP", _echo_rsp),
-    CommandField.C_FIND_RQ: ("C-FIND-RQ", _find_rq),
-    CommandField.C_FIND_RSP: ("C-FIND-RSP", _find_rsp),
-    CommandField.C_GET_RQ: ("C-GET-RQ", _get_rq),
-    CommandField.C_GET_RSP: ("C-GET-RSP", _get_rsp),
-    CommandField.C_MOVE_RQ: ("C-MOVE-RQ", _move_rq),
-    CommandField.C_MOVE_RSP: ("C-MOVE-RSP", _move_rsp),
-    CommandField.C_CANCEL_RQ: ("C-CANCEL-RQ", _cancel_rq),
+#: How group 0000 decodes each VR it uses: (reader when required, reader when optional).
+_READERS: Final[dict[str, tuple[Callable[[_Fields, int], object], Callable[[_Fields, int], object]]]] = {
+    "US": (_Fields.us, _Fields.us_opt),
+    "UI": (_Fields.ui, _Fields.ui_opt),
+    "AE": (_Fields.text, _Fields.text_opt),
+    "LO": (_Fields.text, _Fields.text_opt),
+    "AT": (_Fields.at_opt, _Fields.at_opt),
 }
+#: Elements read by a reader of their own: the status carries the peer's Error Comment.
+_SPECIAL_READERS: Final[dict[int, Callable[[_Fields, int], object]]] = {0x0900: _Fields.status}
+
+
+class _Decoder(NamedTuple):
+    label: str
+    message_type: type[_Message]
+    readers: tuple[tuple[Callable[[_Fields, int], object], int], ...]
+
+
+def _decoder(message_type: type[_Message], spec: MessageSpec) -> _Decoder:
+    readers = tuple(
+        (_SPECIAL_READERS.get(f.elem) or _READERS[f.vr][0 if f.required else 1], f.elem)
+        for f in spec.fields
+    )
+    return _Decoder(spec.label, message_type, readers)
+
+
+_DECODERS: Final[dict[int, _Decoder]] = {spec.command_field: _decoder(t, spec) for t, spec in SCHEMA.items()}
 
 
 def decode_command(data: bytes | bytearray | memoryview) -> tuple[Message, bool]:
@@ -689,9 +774,10 @@ def decode_command(data: bytes | bytearray | memoryview) -> tuple[Message, bool]
         pos = end
     fields = _Fields(raw, "DIMSE")
     command = fields.us(0x0100)
-    entry = _DECODERS.get(command)
-    if entry is None:
+    decoder = _DECODERS.get(command)
+    if decoder is None:
         raise MalformedCommandError(f"unknown (0000,0100) Command Field 0x{command:04X}")
-    fields.what = entry[0]
-    msg = entry[1](fields)
+    fields.what = decoder.label
+    values = [read(fields, elem) for read, elem in decoder.readers]
+    msg = cast(Message, decoder.message_type._from_values(values))
     return msg, fields.us(0x0800) != NO_DATASET
