@@ -9,9 +9,10 @@ machine turns into the right A-ABORT) but never make us allocate or loop.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import Any
 
 from aiodicom.codec.ae import AE_TITLE_LENGTH, normalize_ae_title
 from aiodicom.errors import PDUTooLargeError, ProtocolError
@@ -50,6 +51,29 @@ class PDUType(IntEnum):
     RELEASE_RQ = 0x05
     RELEASE_RP = 0x06
     ABORT = 0x07
+
+
+class ItemType(IntEnum):
+    """Item and sub-item types of the A-ASSOCIATE PDUs (PS3.8 9.3.2-9.3.3, PS3.7 annex D)."""
+
+    APPLICATION_CONTEXT = 0x10
+    PRESENTATION_CONTEXT_RQ = 0x20
+    PRESENTATION_CONTEXT_AC = 0x21
+    ABSTRACT_SYNTAX = 0x30
+    TRANSFER_SYNTAX = 0x40
+    USER_INFORMATION = 0x50
+    MAXIMUM_LENGTH = 0x51
+    IMPLEMENTATION_CLASS_UID = 0x52
+    ASYNC_OPERATIONS_WINDOW = 0x53
+    ROLE_SELECTION = 0x54
+    IMPLEMENTATION_VERSION_NAME = 0x55
+    SOP_CLASS_EXTENDED = 0x56
+    SOP_CLASS_COMMON_EXTENDED = 0x57
+    USER_IDENTITY_RQ = 0x58
+    USER_IDENTITY_AC = 0x59
+
+
+_I = ItemType
 
 
 class ContextResult(IntEnum):
@@ -246,28 +270,28 @@ def _uid_with_length(uid: str) -> bytes:
 def _encode_user_information(info: UserInformation) -> bytes:
     parts: list[bytes] = []
     if info.max_pdu_length is not None:
-        parts.append(_item(0x51, _U32.pack(info.max_pdu_length)))
-    parts.append(_item(0x52, _uid(info.implementation_class_uid)))
+        parts.append(_item(_I.MAXIMUM_LENGTH, _U32.pack(info.max_pdu_length)))
+    parts.append(_item(_I.IMPLEMENTATION_CLASS_UID, _uid(info.implementation_class_uid)))
     if info.async_ops_window is not None:
         invoked, performed = info.async_ops_window
-        parts.append(_item(0x53, struct.pack(">HH", invoked, performed)))
+        parts.append(_item(_I.ASYNC_OPERATIONS_WINDOW, struct.pack(">HH", invoked, performed)))
     for role in info.role_selections:
         parts.append(
             _item(
-                0x54,
+                _I.ROLE_SELECTION,
                 _uid_with_length(role.sop_class_uid)
                 + bytes((int(role.scu_role), int(role.scp_role))),
             )
         )
     if info.implementation_version_name is not None:
-        parts.append(_item(0x55, info.implementation_version_name.encode("ascii")[:16]))
+        parts.append(_item(_I.IMPLEMENTATION_VERSION_NAME, info.implementation_version_name.encode("ascii")[:16]))
     for ext in info.sop_class_extended:
-        parts.append(_item(0x56, _uid_with_length(ext.sop_class_uid) + ext.application_information))
+        parts.append(_item(_I.SOP_CLASS_EXTENDED, _uid_with_length(ext.sop_class_uid) + ext.application_information))
     for common in info.sop_class_common_extended:
         related = b"".join(_uid_with_length(uid) for uid in common.related_general_sop_classes)
         parts.append(
             _item(
-                0x57,
+                _I.SOP_CLASS_COMMON_EXTENDED,
                 _uid_with_length(common.sop_class_uid)
                 + _uid_with_length(common.service_class_uid)
                 + _U16.pack(len(related))
@@ -278,7 +302,7 @@ def _encode_user_information(info: UserInformation) -> bytes:
         ident = info.user_identity_rq
         parts.append(
             _item(
-                0x58,
+                _I.USER_IDENTITY_RQ,
                 bytes((ident.identity_type, int(ident.positive_response_requested)))
                 + _U16.pack(len(ident.primary))
                 + ident.primary
@@ -288,25 +312,25 @@ def _encode_user_information(info: UserInformation) -> bytes:
         )
     if info.user_identity_ac is not None:
         response = info.user_identity_ac.server_response
-        parts.append(_item(0x59, _U16.pack(len(response)) + response))
+        parts.append(_item(_I.USER_IDENTITY_AC, _U16.pack(len(response)) + response))
     for item_type, value in info.unknown:
         parts.append(_item(item_type, value))
-    return _item(0x50, b"".join(parts))
+    return _item(_I.USER_INFORMATION, b"".join(parts))
 
 
 def _encode_associate(pdu: AssociateRQ | AssociateAC) -> bytes:
-    items = [_item(0x10, _uid(pdu.application_context))]
+    items = [_item(_I.APPLICATION_CONTEXT, _uid(pdu.application_context))]
     if isinstance(pdu, AssociateRQ):
         for rq in pdu.presentation_contexts:
-            sub = _item(0x30, _uid(rq.abstract_syntax)) + b"".join(
-                _item(0x40, _uid(ts)) for ts in rq.transfer_syntaxes
+            sub = _item(_I.ABSTRACT_SYNTAX, _uid(rq.abstract_syntax)) + b"".join(
+                _item(_I.TRANSFER_SYNTAX, _uid(ts)) for ts in rq.transfer_syntaxes
             )
-            items.append(_item(0x20, bytes((rq.id, 0, 0, 0)) + sub))
+            items.append(_item(_I.PRESENTATION_CONTEXT_RQ, bytes((rq.id, 0, 0, 0)) + sub))
         pdu_type = PDUType.ASSOCIATE_RQ
     else:
         for ac in pdu.presentation_contexts:
-            sub = _item(0x40, _uid(ac.transfer_syntax)) if ac.transfer_syntax else b""
-            items.append(_item(0x21, bytes((ac.id, 0, ac.result, 0)) + sub))
+            sub = _item(_I.TRANSFER_SYNTAX, _uid(ac.transfer_syntax)) if ac.transfer_syntax else b""
+            items.append(_item(_I.PRESENTATION_CONTEXT_AC, bytes((ac.id, 0, ac.result, 0)) + sub))
         pdu_type = PDUType.ASSOCIATE_AC
     items.append(_encode_user_information(pdu.user_information))
     body = (
@@ -320,21 +344,44 @@ def _encode_associate(pdu: AssociateRQ | AssociateAC) -> bytes:
     return HEADER.pack(pdu_type, len(body)) + body
 
 
+def _encode_pdata_pdu(pdu: PDataTF) -> bytes:
+    return b"".join(bytes(part) for part in encode_pdata(pdu.pdvs))
+
+
+def _encode_rj(pdu: AssociateRJ) -> bytes:
+    return HEADER.pack(PDUType.ASSOCIATE_RJ, 4) + bytes((0, pdu.result, pdu.source, pdu.reason))
+
+
+def _encode_release_rq(pdu: ReleaseRQ) -> bytes:
+    return HEADER.pack(PDUType.RELEASE_RQ, 4) + bytes(4)
+
+
+def _encode_release_rp(pdu: ReleaseRP) -> bytes:
+    return HEADER.pack(PDUType.RELEASE_RP, 4) + bytes(4)
+
+
+def _encode_abort(pdu: Abort) -> bytes:
+    return HEADER.pack(PDUType.ABORT, 4) + bytes((0, 0, pdu.source, pdu.reason))
+
+
+#: PDU class -> its encoder.
+_PDU_ENCODERS: dict[type, Callable[[Any], bytes]] = {
+    PDataTF: _encode_pdata_pdu,
+    AssociateRQ: _encode_associate,
+    AssociateAC: _encode_associate,
+    AssociateRJ: _encode_rj,
+    ReleaseRQ: _encode_release_rq,
+    ReleaseRP: _encode_release_rp,
+    Abort: _encode_abort,
+}
+
+
 def encode(pdu: PDU) -> bytes:
     """Encode any PDU to its bytes on the wire (header included)."""
-    if isinstance(pdu, PDataTF):
-        return b"".join(bytes(part) for part in encode_pdata(pdu.pdvs))
-    if isinstance(pdu, AssociateRQ | AssociateAC):
-        return _encode_associate(pdu)
-    if isinstance(pdu, AssociateRJ):
-        return HEADER.pack(PDUType.ASSOCIATE_RJ, 4) + bytes((0, pdu.result, pdu.source, pdu.reason))
-    if isinstance(pdu, ReleaseRQ):
-        return HEADER.pack(PDUType.RELEASE_RQ, 4) + bytes(4)
-    if isinstance(pdu, ReleaseRP):
-        return HEADER.pack(PDUType.RELEASE_RP, 4) + bytes(4)
-    if isinstance(pdu, Abort):
-        return HEADER.pack(PDUType.ABORT, 4) + bytes((0, 0, pdu.source, pdu.reason))
-    raise TypeError(f"not a PDU: {pdu!r}")
+    encoder = _PDU_ENCODERS.get(type(pdu))
+    if encoder is None:
+        raise TypeError(f"not a PDU: {pdu!r}")
+    return encoder(pdu)
 
 
 def encode_pdata(pdvs: Sequence[PDV]) -> list[bytes | bytearray | memoryview]:
@@ -487,80 +534,117 @@ def _read_uid_with_length(value: memoryview, offset: int, what: str) -> tuple[st
     return _text(value[offset : offset + n], what), offset + n
 
 
+def _read_maximum_length(info: UserInformation, value: memoryview) -> None:
+    if len(value) != 4:
+        raise ProtocolError("maximum length sub-item must be 4 bytes", REASON_INVALID_PARAMETER)
+    (info.max_pdu_length,) = _U32.unpack_from(value)
+    if 0 < info.max_pdu_length <= 6:
+        # Not even one byte of PDV data would fit: a peer announcing this could
+        # never be sent anything, so refuse it here rather than fail later.
+        raise ProtocolError(
+            f"maximum length {info.max_pdu_length} leaves no room for data",
+            REASON_INVALID_PARAMETER,
+        )
+
+
+def _read_implementation_class(info: UserInformation, value: memoryview) -> None:
+    info.implementation_class_uid = _text(value, "implementation class UID")
+
+
+def _read_async_window(info: UserInformation, value: memoryview) -> None:
+    if len(value) != 4:
+        raise ProtocolError("asynchronous operations window must be 4 bytes", REASON_INVALID_PARAMETER)
+    invoked, performed = struct.unpack_from(">HH", value)
+    info.async_ops_window = (invoked, performed)
+
+
+def _read_role_selection(info: UserInformation, value: memoryview) -> None:
+    uid, offset = _read_uid_with_length(value, 0, "role selection")
+    if offset + 2 != len(value):
+        raise ProtocolError("role selection sub-item has a bad length", REASON_INVALID_PARAMETER)
+    info.role_selections.append(RoleSelection(uid, bool(value[offset]), bool(value[offset + 1])))
+
+
+def _read_implementation_version(info: UserInformation, value: memoryview) -> None:
+    info.implementation_version_name = _text(value, "implementation version name")
+
+
+def _read_extended(info: UserInformation, value: memoryview) -> None:
+    uid, offset = _read_uid_with_length(value, 0, "SOP class extended negotiation")
+    info.sop_class_extended.append(SOPClassExtendedNegotiation(uid, bytes(value[offset:])))
+
+
+def _read_common_extended(info: UserInformation, value: memoryview) -> None:
+    uid, offset = _read_uid_with_length(value, 0, "SOP class common extended negotiation")
+    service, offset = _read_uid_with_length(value, offset, "service class")
+    if offset + 2 > len(value):
+        raise ProtocolError("truncated common extended negotiation", REASON_INVALID_PARAMETER)
+    (n,) = _U16.unpack_from(value, offset)
+    offset += 2
+    if offset + n != len(value):
+        raise ProtocolError("related SOP class list has a bad length", REASON_INVALID_PARAMETER)
+    related = []
+    while offset < len(value):
+        rel, offset = _read_uid_with_length(value, offset, "related general SOP class")
+        related.append(rel)
+    info.sop_class_common_extended.append(SOPClassCommonExtendedNegotiation(uid, service, related))
+
+
+def _read_user_identity_rq(info: UserInformation, value: memoryview) -> None:
+    if len(value) < 6:
+        raise ProtocolError("truncated user identity", REASON_INVALID_PARAMETER)
+    identity_type, wants_response = value[0], value[1]
+    (n,) = _U16.unpack_from(value, 2)
+    if 4 + n + 2 > len(value):
+        raise ProtocolError("user identity primary field overruns", REASON_INVALID_PARAMETER)
+    primary = bytes(value[4 : 4 + n])
+    (m,) = _U16.unpack_from(value, 4 + n)
+    if 6 + n + m != len(value):
+        raise ProtocolError("user identity secondary field has a bad length", REASON_INVALID_PARAMETER)
+    secondary = bytes(value[6 + n : 6 + n + m])
+    info.user_identity_rq = UserIdentityRQ(identity_type, bool(wants_response), primary, secondary)
+
+
+def _read_user_identity_ac(info: UserInformation, value: memoryview) -> None:
+    if len(value) < 2:
+        raise ProtocolError("truncated user identity response", REASON_INVALID_PARAMETER)
+    (n,) = _U16.unpack_from(value)
+    if 2 + n != len(value):
+        raise ProtocolError("user identity response has a bad length", REASON_INVALID_PARAMETER)
+    info.user_identity_ac = UserIdentityAC(bytes(value[2:]))
+
+
+#: User information sub-items: type -> (at most one per PDU, decoder). Types not
+#: here are kept in ``UserInformation.unknown``.
+_USER_SUB_ITEMS: dict[int, tuple[bool, Callable[[UserInformation, memoryview], None]]] = {
+    _I.MAXIMUM_LENGTH: (True, _read_maximum_length),
+    _I.IMPLEMENTATION_CLASS_UID: (True, _read_implementation_class),
+    _I.ASYNC_OPERATIONS_WINDOW: (True, _read_async_window),
+    _I.ROLE_SELECTION: (False, _read_role_selection),
+    _I.IMPLEMENTATION_VERSION_NAME: (True, _read_implementation_version),
+    _I.SOP_CLASS_EXTENDED: (False, _read_extended),
+    _I.SOP_CLASS_COMMON_EXTENDED: (False, _read_common_extended),
+    _I.USER_IDENTITY_RQ: (True, _read_user_identity_rq),
+    _I.USER_IDENTITY_AC: (True, _read_user_identity_ac),
+}
+
+
 def _decode_user_information(body: memoryview) -> UserInformation:
     info = UserInformation()
     seen: set[int] = set()
     for item_type, value in _iter_items(body, "user information"):
-        if item_type in seen and item_type in (0x51, 0x52, 0x53, 0x55, 0x58, 0x59):
+        entry = _USER_SUB_ITEMS.get(item_type)
+        if entry is None:
+            info.unknown.append((item_type, bytes(value)))
+            continue
+        single, read = entry
+        if single and item_type in seen:
             raise ProtocolError(
                 f"duplicate user information sub-item 0x{item_type:02X}", REASON_UNEXPECTED_PARAMETER
             )
         seen.add(item_type)
-        if item_type == 0x51:
-            if len(value) != 4:
-                raise ProtocolError("maximum length sub-item must be 4 bytes", REASON_INVALID_PARAMETER)
-            (info.max_pdu_length,) = _U32.unpack_from(value)
-            if 0 < info.max_pdu_length <= 6:
-                # Not even one byte of PDV data would fit: a peer announcing this could
-                # never be sent anything, so refuse it here rather than fail later.
-                raise ProtocolError(
-                    f"maximum length {info.max_pdu_length} leaves no room for data",
-                    REASON_INVALID_PARAMETER,
-                )
-        elif item_type == 0x52:
-            info.implementation_class_uid = _text(value, "implementation class UID")
-        elif item_type == 0x53:
-            if len(value) != 4:
-                raise ProtocolError("asynchronous operations window must be 4 bytes", REASON_INVALID_PARAMETER)
-            invoked, performed = struct.unpack_from(">HH", value)
-            info.async_ops_window = (invoked, performed)
-        elif item_type == 0x54:
-            uid, offset = _read_uid_with_length(value, 0, "role selection")
-            if offset + 2 != len(value):
-                raise ProtocolError("role selection sub-item has a bad length", REASON_INVALID_PARAMETER)
-            info.role_selections.append(RoleSelection(uid, bool(value[offset]), bool(value[offset + 1])))
-        elif item_type == 0x55:
-            info.implementation_version_name = _text(value, "implementation version name")
-        elif item_type == 0x56:
-            uid, offset = _read_uid_with_length(value, 0, "SOP class extended negotiation")
-            info.sop_class_extended.append(SOPClassExtendedNegotiation(uid, bytes(value[offset:])))
-        elif item_type == 0x57:
-            uid, offset = _read_uid_with_length(value, 0, "SOP class common extended negotiation")
-            service, offset = _read_uid_with_length(value, offset, "service class")
-            if offset + 2 > len(value):
-                raise ProtocolError("truncated common extended negotiation", REASON_INVALID_PARAMETER)
-            (n,) = _U16.unpack_from(value, offset)
-            offset += 2
-            if offset + n != len(value):
-                raise ProtocolError("related SOP class list has a bad length", REASON_INVALID_PARAMETER)
-            related = []
-            while offset < len(value):
-                rel, offset = _read_uid_with_length(value, offset, "related general SOP class")
-                related.append(rel)
-            info.sop_class_common_extended.append(SOPClassCommonExtendedNegotiation(uid, service, related))
-        elif item_type == 0x58:
-            if len(value) < 6:
-                raise ProtocolError("truncated user identity", REASON_INVALID_PARAMETER)
-            identity_type, wants_response = value[0], value[1]
-            (n,) = _U16.unpack_from(value, 2)
-            if 4 + n + 2 > len(value):
-                raise ProtocolError("user identity primary field overruns", REASON_INVALID_PARAMETER)
-            primary = bytes(value[4 : 4 + n])
-            (m,) = _U16.unpack_from(value, 4 + n)
-            if 6 + n + m != len(value):
-                raise ProtocolError("user identity secondary field has a bad length", REASON_INVALID_PARAMETER)
-            secondary = bytes(value[6 + n : 6 + n + m])
-            info.user_identity_rq = UserIdentityRQ(identity_type, bool(wants_response), primary, secondary)
-        elif item_type == 0x59:
-            if len(value) < 2:
-                raise ProtocolError("truncated user identity response", REASON_INVALID_PARAMETER)
-            (n,) = _U16.unpack_from(value)
-            if 2 + n != len(value):
-                raise ProtocolError("user identity response has a bad length", REASON_INVALID_PARAMETER)
-            info.user_identity_ac = UserIdentityAC(bytes(value[2:]))
-        else:
-            info.unknown.append((item_type, bytes(value)))
-    if 0x52 not in seen:
+        read(info, value)
+    if _I.IMPLEMENTATION_CLASS_UID not in seen:
         raise ProtocolError("user information lacks the implementation class UID", REASON_INVALID_PARAMETER)
     return info
 
@@ -579,11 +663,11 @@ def _decode_associate(pdu_type: int, body: memoryview) -> AssociateRQ | Associat
     ac_contexts: list[PresentationContextAC] = []
     ids: set[int] = set()
     for item_type, value in _iter_items(body[68:], name):
-        if item_type == 0x10:
+        if item_type == _I.APPLICATION_CONTEXT:
             if app_context is not None:
                 raise ProtocolError("duplicate application context item", REASON_UNEXPECTED_PARAMETER)
             app_context = _text(value, "application context name")
-        elif item_type == (0x20 if is_rq else 0x21):
+        elif item_type == (_I.PRESENTATION_CONTEXT_RQ if is_rq else _I.PRESENTATION_CONTEXT_AC):
             if len(value) < 4:
                 raise ProtocolError("truncated presentation context item", REASON_INVALID_PARAMETER)
             context_id = value[0]
@@ -599,11 +683,11 @@ def _decode_associate(pdu_type: int, body: memoryview) -> AssociateRQ | Associat
             abstract: str | None = None
             syntaxes: list[str] = []
             for sub_type, sub in _iter_items(value[4:], "presentation context"):
-                if sub_type == 0x30 and is_rq:
+                if sub_type == _I.ABSTRACT_SYNTAX and is_rq:
                     if abstract is not None:
                         raise ProtocolError("two abstract syntaxes in one context", REASON_UNEXPECTED_PARAMETER)
                     abstract = _text(sub, "abstract syntax")
-                elif sub_type == 0x40:
+                elif sub_type == _I.TRANSFER_SYNTAX:
                     syntaxes.append(_text(sub, "transfer syntax"))
                 else:
                     raise ProtocolError(
@@ -627,7 +711,7 @@ def _decode_associate(pdu_type: int, body: memoryview) -> AssociateRQ | Associat
                         REASON_INVALID_PARAMETER,
                     )
                 ac_contexts.append(PresentationContextAC(context_id, result, syntaxes[0] if syntaxes else ""))
-        elif item_type == 0x50:
+        elif item_type == _I.USER_INFORMATION:
             if user_info is not None:
                 raise ProtocolError("duplicate user information item", REASON_UNEXPECTED_PARAMETER)
             user_info = _decode_user_information(value)
@@ -694,24 +778,51 @@ def decode_pdata(body: bytes | bytearray | memoryview) -> list[PDV]:
     return pdvs
 
 
-def decode(pdu_type: int, body: bytes | bytearray | memoryview) -> PDU:
-    """Decode a PDU body (the bytes after the 6-byte header)."""
-    view = memoryview(body)
-    if pdu_type == PDUType.P_DATA_TF:
-        return PDataTF(decode_pdata(view))
-    if pdu_type in (PDUType.ASSOCIATE_RQ, PDUType.ASSOCIATE_AC):
-        return _decode_associate(pdu_type, view)
-    if pdu_type not in _KNOWN_TYPES:
-        raise ProtocolError(f"unrecognized PDU type 0x{pdu_type:02X}", REASON_UNRECOGNIZED_PDU)
+def _fixed(pdu_type: int, view: memoryview) -> memoryview:
+    """The 4-byte body of a fixed-length PDU (longer bodies tolerated, see parse_header)."""
     if len(view) < 4:
         raise ProtocolError(f"PDU type 0x{pdu_type:02X} shorter than 4 bytes", REASON_INVALID_PARAMETER)
-    if pdu_type == PDUType.ASSOCIATE_RJ:
-        return AssociateRJ(view[1], view[2], view[3])
-    if pdu_type == PDUType.RELEASE_RQ:
-        return ReleaseRQ()
-    if pdu_type == PDUType.RELEASE_RP:
-        return ReleaseRP()
+    return view
+
+
+def _decode_rj(view: memoryview) -> AssociateRJ:
+    view = _fixed(PDUType.ASSOCIATE_RJ, view)
+    return AssociateRJ(view[1], view[2], view[3])
+
+
+def _decode_release_rq(view: memoryview) -> ReleaseRQ:
+    _fixed(PDUType.RELEASE_RQ, view)
+    return ReleaseRQ()
+
+
+def _decode_release_rp(view: memoryview) -> ReleaseRP:
+    _fixed(PDUType.RELEASE_RP, view)
+    return ReleaseRP()
+
+
+def _decode_abort(view: memoryview) -> Abort:
+    view = _fixed(PDUType.ABORT, view)
     return Abort(view[2], view[3])
+
+
+#: PDU type -> decoder of its body (PS3.8 table 9-11).
+_PDU_DECODERS: dict[int, Callable[[memoryview], PDU]] = {
+    PDUType.ASSOCIATE_RQ: lambda view: _decode_associate(PDUType.ASSOCIATE_RQ, view),
+    PDUType.ASSOCIATE_AC: lambda view: _decode_associate(PDUType.ASSOCIATE_AC, view),
+    PDUType.ASSOCIATE_RJ: _decode_rj,
+    PDUType.P_DATA_TF: lambda view: PDataTF(decode_pdata(view)),
+    PDUType.RELEASE_RQ: _decode_release_rq,
+    PDUType.RELEASE_RP: _decode_release_rp,
+    PDUType.ABORT: _decode_abort,
+}
+
+
+def decode(pdu_type: int, body: bytes | bytearray | memoryview) -> PDU:
+    """Decode a PDU body (the bytes after the 6-byte header)."""
+    decoder = _PDU_DECODERS.get(pdu_type)
+    if decoder is None:
+        raise ProtocolError(f"unrecognized PDU type 0x{pdu_type:02X}", REASON_UNRECOGNIZED_PDU)
+    return decoder(memoryview(body))
 
 
 def decode_bytes(data: bytes | bytearray | memoryview) -> PDU:
