@@ -16,7 +16,7 @@ from aiodicom.dimse.command import (
     SCHEMA,
     CommandField,
     FieldSpec,
-    FrozenMessageError,
+    FrozenRecordError,
     Message,
     decode_command,
     encode_command,
@@ -144,7 +144,7 @@ def test_messages_are_values(message_type: type) -> None:
     ))
     first = message_fields(message_type)[0]
     assert f"{first}=" in repr(msg) and repr(msg).startswith(message_type.__name__ + "(")
-    with pytest.raises(FrozenMessageError):
+    with pytest.raises(FrozenRecordError):
         setattr(msg, first, 1)
     changed = replace(msg, **{first: 9})
     assert getattr(changed, first) == 9 and getattr(msg, first) != 9

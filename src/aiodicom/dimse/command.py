@@ -19,16 +19,15 @@ import struct
 from collections.abc import Callable, Sequence
 from typing import (
     Any,
-    ClassVar,
     Final,
     NamedTuple,
-    Self,
     TypeAlias,
-    TypeVar,
     cast,
-    dataclass_transform,
 )
 
+from aiodicom._record import FrozenRecord
+from aiodicom._record import FrozenRecordError as FrozenRecordError
+from aiodicom._record import replace as replace
 from aiodicom.codec.ae import AE_TITLE_LENGTH, ae_title_problem
 from aiodicom.codec.uids import VERIFICATION_SOP_CLASS
 from aiodicom.dimse.status import Status
@@ -48,7 +47,7 @@ __all__ = [
     "CStoreRSP",
     "CommandField",
     "FieldSpec",
-    "FrozenMessageError",
+    "FrozenRecordError",
     "Message",
     "MessageSpec",
     "SCHEMA",
@@ -97,67 +96,15 @@ DATASET_PRESENT: Final = 0x0001
 
 # --- messages -------------------------------------------------------------------
 #
-# The message classes are plain classes with ``__slots__``, built by a metaclass from
-# their annotations: ``@dataclass`` compiled an ``__init__``, ``__repr__`` and ``__eq__``
-# for each of them at import time, which was a large share of ``aiodicom echo``'s
-# start-up. Type checkers see them as frozen dataclasses (``dataclass_transform``).
-# What goes on the wire is not here but in :data:`_SCHEMA`, one table per message.
+# The message classes are records (:mod:`aiodicom._record`: frozen dataclasses to a
+# type checker, no code generated at import). What goes on the wire is not here but
+# in :data:`SCHEMA`, one table per message.
 
 
-class FrozenMessageError(AttributeError):
-    """A DIMSE message is immutable (as a frozen dataclass; use :func:`replace`)."""
-
-
-@dataclass_transform(frozen_default=True)
-class _MessageType(type):
-    """Builds a message class: its fields are its annotations, in order; defaults are
-    their class values (moved out of the class so ``__slots__`` can hold the fields)."""
-
-    def __new__(
-        mcls, name: str, bases: tuple[type, ...], namespace: dict[str, object]
-    ) -> _MessageType:
-        annotations = namespace.get("__annotations__", {})
-        assert isinstance(annotations, dict)
-        names = tuple(annotations)
-        defaults = {n: namespace.pop(n) for n in names if n in namespace}
-        namespace["__slots__"] = names
-        namespace["__match_args__"] = names
-        cls = super().__new__(mcls, name, bases, namespace)
-        cls._field_names = names  # type: ignore[attr-defined]
-        cls._required_count = len(names) - len(defaults)  # type: ignore[attr-defined]
-        cls._defaults = tuple(defaults.values())  # type: ignore[attr-defined]
-        return cls
-
-
-class _Message(metaclass=_MessageType):
-    """Value semantics of a frozen dataclass: positional or keyword construction,
-    equality and hash over the fields in order, a readable ``repr``."""
+class _Message(FrozenRecord):
+    """A DIMSE message: an immutable record whose ``status`` is always a Status."""
 
     __slots__ = ()
-    _field_names: ClassVar[tuple[str, ...]]
-    _required_count: ClassVar[int]
-    _defaults: ClassVar[tuple[object, ...]]
-
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        names = self._field_names
-        if len(args) > len(names):
-            raise TypeError(f"{type(self).__name__} takes at most {len(names)} arguments")
-        values = list(args) + [_UNSET] * (len(names) - len(args))
-        for key, value in kwargs.items():
-            try:
-                index = names.index(key)
-            except ValueError:
-                raise TypeError(f"{type(self).__name__} has no field {key!r}") from None
-            if values[index] is not _UNSET:
-                raise TypeError(f"{type(self).__name__} got {key!r} twice")
-            values[index] = value
-        required = self._required_count
-        for index in range(len(names)):
-            if values[index] is _UNSET:
-                if index < required:
-                    raise TypeError(f"{type(self).__name__} lacks {names[index]!r}")
-                values[index] = self._defaults[index - required]
-        self._set(values)
 
     def _set(self, values: Sequence[object]) -> None:
         setter = object.__setattr__
@@ -166,38 +113,6 @@ class _Message(metaclass=_MessageType):
             if name == "status" and not isinstance(value, Status):
                 value = Status(cast(int, value))
             setter(self, name, value)
-
-    @classmethod
-    def _from_values(cls, values: Sequence[object]) -> Self:
-        """Build from all field values in order, without argument binding (decoding)."""
-        msg = cls.__new__(cls)
-        msg._set(values)
-        return msg
-
-    def _values(self) -> tuple[object, ...]:
-        return tuple(getattr(self, name) for name in self._field_names)
-
-    def __setattr__(self, name: str, value: object) -> None:
-        raise FrozenMessageError(f"cannot assign to field {name!r}: messages are immutable")
-
-    def __delattr__(self, name: str) -> None:
-        raise FrozenMessageError(f"cannot delete field {name!r}: messages are immutable")
-
-    def __eq__(self, other: object) -> bool:
-        if type(other) is not type(self):
-            return NotImplemented
-        assert isinstance(other, _Message)
-        return self._values() == other._values()
-
-    def __hash__(self) -> int:
-        return hash((type(self), self._values()))
-
-    def __repr__(self) -> str:
-        fields = ", ".join(f"{n}={getattr(self, n)!r}" for n in self._field_names)
-        return f"{type(self).__name__}({fields})"
-
-
-_UNSET: Final = object()
 
 
 class CEchoRQ(_Message):
@@ -322,17 +237,6 @@ Message: TypeAlias = (
     | CMoveRSP
     | CCancelRQ
 )
-
-_M = TypeVar("_M", bound=_Message)
-
-
-def replace(msg: _M, **changes: object) -> _M:
-    """A copy of ``msg`` with ``changes`` applied (as :func:`dataclasses.replace`)."""
-    values = [changes.pop(name, value) for name, value in zip(msg._field_names, msg._values(), strict=True)]
-    if changes:
-        raise TypeError(f"{type(msg).__name__} has no field {next(iter(changes))!r}")
-    return msg._from_values(values)
-
 
 # --- the schema ---------------------------------------------------------------------
 #

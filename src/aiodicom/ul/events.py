@@ -6,14 +6,15 @@ exception of :mod:`aiodicom.errors` (``AssociationRejected`` is the exception a
 caller sees; :class:`AssociateRejectConfirmation` is what the state machine reports)
 or with the items the transport queues for DIMSE.
 
-Plain classes with ``__slots__`` rather than dataclasses: they are created once
-per PDU and decorated never, which keeps import time down (``aiodicom echo``
-starts in a few tens of milliseconds).
+Records (:mod:`aiodicom._record`) rather than dataclasses, which keeps import time
+down.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, TypeAlias
+
+from aiodicom._record import Record
 
 if TYPE_CHECKING:
     from aiodicom.ul.pdu import PDV, AssociateAC, AssociateRJ, AssociateRQ
@@ -31,102 +32,57 @@ __all__ = [
 ]
 
 
-class _Event:
-    """Value semantics (equality, repr) over ``__slots__``, without dataclass decoration."""
-
-    __slots__: tuple[str, ...] = ()
-
-    def _values(self) -> tuple[object, ...]:
-        return tuple(getattr(self, name) for name in self.__slots__)
-
-    def __eq__(self, other: object) -> bool:
-        if type(other) is not type(self):
-            return NotImplemented
-        assert isinstance(other, _Event)
-        return self._values() == other._values()
-
-    def __hash__(self) -> int:
-        return hash((type(self), self._values()))
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
-        return f"{type(self).__name__}({args})"
-
-
-class AssociateIndication(_Event):
+class AssociateIndication(Record):
     """A-ASSOCIATE indication (an A-ASSOCIATE-RQ arrived): answer with
     :meth:`~aiodicom.ul.machine.UpperLayer.accept` or ``reject``."""
 
-    __slots__ = ("request",)
-
-    def __init__(self, request: AssociateRQ) -> None:
-        self.request = request
+    request: AssociateRQ
 
 
-class AssociateAcceptConfirmation(_Event):
+class AssociateAcceptConfirmation(Record):
     """A-ASSOCIATE confirmation, accepted (an A-ASSOCIATE-AC arrived)."""
 
-    __slots__ = ("response",)
-
-    def __init__(self, response: AssociateAC) -> None:
-        self.response = response
+    response: AssociateAC
 
 
-class AssociateRejectConfirmation(_Event):
+class AssociateRejectConfirmation(Record):
     """A-ASSOCIATE confirmation, rejected (an A-ASSOCIATE-RJ arrived)."""
 
-    __slots__ = ("rejection",)
-
-    def __init__(self, rejection: AssociateRJ) -> None:
-        self.rejection = rejection
+    rejection: AssociateRJ
 
 
-class DataIndication(_Event):
+class DataIndication(Record):
     """P-DATA indication: the PDVs of one P-DATA-TF."""
 
-    __slots__ = ("pdvs",)
-
-    def __init__(self, pdvs: list[PDV]) -> None:
-        self.pdvs = pdvs
+    pdvs: list[PDV]
 
 
-class ReleaseIndication(_Event):
+class ReleaseIndication(Record):
     """A-RELEASE indication: answer with :meth:`~aiodicom.ul.machine.UpperLayer.release_response`.
 
     ``collision`` when both sides asked to release at once (PS3.8 9.2.1).
     """
 
-    __slots__ = ("collision",)
-
-    def __init__(self, collision: bool = False) -> None:
-        self.collision = collision
+    collision: bool = False
 
 
-class ReleaseConfirmation(_Event):
+class ReleaseConfirmation(Record):
     """A-RELEASE confirmation: the peer answered our A-RELEASE-RQ."""
 
-    __slots__ = ()
 
-
-class AbortIndication(_Event):
+class AbortIndication(Record):
     """A-ABORT (from the peer) or A-P-ABORT (from the provider) indication: the association is gone."""
 
-    __slots__ = ("source", "reason", "by_peer", "description")
-
-    def __init__(self, source: int, reason: int, by_peer: bool, description: str) -> None:
-        self.source = source
-        self.reason = reason
-        self.by_peer = by_peer
-        self.description = description
+    source: int
+    reason: int
+    by_peer: bool
+    description: str
 
 
-class TransportClosed(_Event):
+class TransportClosed(Record):
     """The transport connection closed; ``expected`` when it ended a release or abort we sent."""
 
-    __slots__ = ("expected",)
-
-    def __init__(self, expected: bool) -> None:
-        self.expected = expected
+    expected: bool
 
 
 UpperLayerEvent: TypeAlias = (

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
+from aiodicom._record import Record, field
 from aiodicom.codec.ae import AE_TITLE_LENGTH, normalize_ae_title
 from aiodicom.errors import PDUTooLargeError, ProtocolError
 from aiodicom.errors import describe_rejection as describe_rejection  # re-exported
@@ -110,29 +110,25 @@ RJ_PRESENTATION_LOCAL_LIMIT_EXCEEDED = 2
 # --- items ---------------------------------------------------------------------
 
 
-@dataclass(slots=True)
-class PresentationContextRQ:
+class PresentationContextRQ(Record):
     id: int
     abstract_syntax: str
     transfer_syntaxes: list[str]
 
 
-@dataclass(slots=True)
-class PresentationContextAC:
+class PresentationContextAC(Record):
     id: int
     result: int
     transfer_syntax: str = ""
 
 
-@dataclass(slots=True)
-class RoleSelection:
+class RoleSelection(Record):
     sop_class_uid: str
     scu_role: bool
     scp_role: bool
 
 
-@dataclass(slots=True)
-class UserIdentityRQ:
+class UserIdentityRQ(Record):
     """PS3.7 D.3.3.7: 1 username, 2 username+passcode, 3 Kerberos, 4 SAML, 5 JWT."""
 
     identity_type: int
@@ -141,26 +137,22 @@ class UserIdentityRQ:
     secondary: bytes = b""
 
 
-@dataclass(slots=True)
-class UserIdentityAC:
+class UserIdentityAC(Record):
     server_response: bytes
 
 
-@dataclass(slots=True)
-class SOPClassExtendedNegotiation:
+class SOPClassExtendedNegotiation(Record):
     sop_class_uid: str
     application_information: bytes
 
 
-@dataclass(slots=True)
-class SOPClassCommonExtendedNegotiation:
+class SOPClassCommonExtendedNegotiation(Record):
     sop_class_uid: str
     service_class_uid: str
     related_general_sop_classes: list[str] = field(default_factory=list)
 
 
-@dataclass(slots=True)
-class UserInformation:
+class UserInformation(Record):
     max_pdu_length: int | None = None
     implementation_class_uid: str = ""
     implementation_version_name: str | None = None
@@ -180,8 +172,7 @@ class UserInformation:
 # --- PDUs ------------------------------------------------------------------------
 
 
-@dataclass(slots=True)
-class AssociateRQ:
+class AssociateRQ(Record):
     called_ae: str
     calling_ae: str
     presentation_contexts: list[PresentationContextRQ]
@@ -190,8 +181,7 @@ class AssociateRQ:
     protocol_version: int = 1
 
 
-@dataclass(slots=True)
-class AssociateAC:
+class AssociateAC(Record):
     called_ae: str
     calling_ae: str
     presentation_contexts: list[PresentationContextAC]
@@ -200,15 +190,13 @@ class AssociateAC:
     protocol_version: int = 1
 
 
-@dataclass(slots=True)
-class AssociateRJ:
+class AssociateRJ(Record):
     result: int
     source: int
     reason: int
 
 
-@dataclass(slots=True)
-class PDV:
+class PDV(Record):
     """One presentation data value: a command or data set fragment."""
 
     context_id: int
@@ -217,23 +205,19 @@ class PDV:
     data: bytes | bytearray | memoryview
 
 
-@dataclass(slots=True)
-class PDataTF:
+class PDataTF(Record):
     pdvs: list[PDV]
 
 
-@dataclass(slots=True)
-class ReleaseRQ:
+class ReleaseRQ(Record):
     pass
 
 
-@dataclass(slots=True)
-class ReleaseRP:
+class ReleaseRP(Record):
     pass
 
 
-@dataclass(slots=True)
-class Abort:
+class Abort(Record):
     source: int = AbortSource.SERVICE_USER
     reason: int = REASON_NOT_SPECIFIED
 

@@ -1,0 +1,164 @@
+"""Records: classes with fields declared by annotations, without ``@dataclass``.
+
+``@dataclass`` compiles an ``__init__``, ``__repr__`` and ``__eq__`` per class when the
+module is imported; for the ~40 PDU, event and message classes of the network path that
+was about a quarter of ``aiodicom echo``'s start-up. A record class is built by a
+metaclass that only reads its annotations (no code generation): ``__slots__`` hold the
+fields, one generic ``__init__`` binds positional and keyword arguments, and equality,
+hash and ``repr`` go over the fields in order. Type checkers see dataclasses
+(``dataclass_transform``), so constructors and attributes stay statically typed.
+
+:class:`Record` is mutable (as ``@dataclass(slots=True)``), :class:`FrozenRecord`
+immutable and hashable (as ``@dataclass(frozen=True, slots=True)``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import ClassVar, Final, Self, TypeVar, cast, dataclass_transform
+
+__all__ = ["FrozenRecord", "FrozenRecordError", "Record", "field", "replace"]
+
+_T = TypeVar("_T")
+
+
+class FrozenRecordError(AttributeError):
+    """A frozen record's field was assigned or deleted (use :func:`replace`)."""
+
+
+class _Factory:
+    """A default built anew for each record (a list, say), as ``default_factory``."""
+
+    __slots__ = ("make",)
+
+    def __init__(self, make: Callable[[], object]) -> None:
+        self.make = make
+
+
+def field(*, default_factory: Callable[[], _T]) -> _T:
+    """A field whose default is ``default_factory()``, made for each record."""
+    return cast(_T, _Factory(default_factory))
+
+
+_UNSET: Final = object()
+
+
+class _RecordType(type):
+    def __new__(
+        mcls, name: str, bases: tuple[type, ...], namespace: dict[str, object]
+    ) -> _RecordType:
+        annotations = namespace.get("__annotations__", {})
+        assert isinstance(annotations, dict)
+        names = tuple(n for n, kind in annotations.items() if not str(kind).startswith("ClassVar"))
+        with_default = [n in namespace for n in names]
+        if with_default != sorted(with_default):
+            raise TypeError(f"{name}: a field without a default follows one with a default")
+        defaults = [namespace.pop(n) for n in names if n in namespace]
+        namespace["__slots__"] = names
+        namespace["__match_args__"] = names
+        cls = super().__new__(mcls, name, bases, namespace)
+        cls._field_names = names  # type: ignore[attr-defined]
+        cls._required_count = len(names) - len(defaults)  # type: ignore[attr-defined]
+        cls._defaults = tuple(defaults)  # type: ignore[attr-defined]
+        return cls
+
+
+@dataclass_transform(field_specifiers=(field,))
+class _MutableRecordType(_RecordType):
+    """Metaclass of :class:`Record` (what type checkers read as ``@dataclass``)."""
+
+
+@dataclass_transform(frozen_default=True, field_specifiers=(field,))
+class _FrozenRecordType(_RecordType):
+    """Metaclass of :class:`FrozenRecord` (read as ``@dataclass(frozen=True)``)."""
+
+
+class _Base:
+    __slots__ = ()
+    _field_names: ClassVar[tuple[str, ...]] = ()
+    _required_count: ClassVar[int] = 0
+    _defaults: ClassVar[tuple[object, ...]] = ()
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        names = self._field_names
+        if len(args) > len(names):
+            raise TypeError(f"{type(self).__name__} takes at most {len(names)} arguments")
+        values = list(args) + [_UNSET] * (len(names) - len(args))
+        for key, value in kwargs.items():
+            try:
+                index = names.index(key)
+            except ValueError:
+                raise TypeError(f"{type(self).__name__} has no field {key!r}") from None
+            if values[index] is not _UNSET:
+                raise TypeError(f"{type(self).__name__} got {key!r} twice")
+            values[index] = value
+        required = self._required_count
+        for index in range(len(names)):
+            if values[index] is _UNSET:
+                if index < required:
+                    raise TypeError(f"{type(self).__name__} lacks {names[index]!r}")
+                default = self._defaults[index - required]
+                values[index] = default.make() if isinstance(default, _Factory) else default
+        self._set(values)
+
+    def _set(self, values: Sequence[object]) -> None:
+        """Store all field values, in order (subclasses may convert them here)."""
+        setter = object.__setattr__
+        for name, value in zip(self._field_names, values, strict=True):
+            setter(self, name, value)
+
+    @classmethod
+    def _from_values(cls, values: Sequence[object]) -> Self:
+        """Build from all field values in order, without argument binding (decoders)."""
+        record = cls.__new__(cls)
+        record._set(values)
+        return record
+
+    def _values(self) -> tuple[object, ...]:
+        return tuple(getattr(self, name) for name in self._field_names)
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        assert isinstance(other, _Base)
+        return self._values() == other._values()
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{n}={getattr(self, n)!r}" for n in self._field_names)
+        return f"{type(self).__name__}({fields})"
+
+
+class Record(_Base, metaclass=_MutableRecordType):
+    """A mutable record (unhashable, as a mutable dataclass)."""
+
+    __slots__ = ()
+    __hash__ = None  # type: ignore[assignment]
+
+
+class FrozenRecord(_Base, metaclass=_FrozenRecordType):
+    """An immutable, hashable record."""
+
+    __slots__ = ()
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise FrozenRecordError(f"cannot assign to field {name!r} of a {type(self).__name__}")
+
+    def __delattr__(self, name: str) -> None:
+        raise FrozenRecordError(f"cannot delete field {name!r} of a {type(self).__name__}")
+
+    def __hash__(self) -> int:
+        return hash((type(self), self._values()))
+
+
+_R = TypeVar("_R", bound=_Base)
+
+
+def replace(record: _R, **changes: object) -> _R:
+    """A copy of ``record`` with ``changes`` applied (as :func:`dataclasses.replace`)."""
+    values = [
+        changes.pop(name, value)
+        for name, value in zip(record._field_names, record._values(), strict=True)
+    ]
+    if changes:
+        raise TypeError(f"{type(record).__name__} has no field {next(iter(changes))!r}")
+    return record._from_values(values)
