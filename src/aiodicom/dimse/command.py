@@ -531,12 +531,12 @@ def encode_response(msg: Message) -> bytes:
         if not isinstance(msg, RESPONSE_TYPES):
             raise
     changes: dict[str, object] = {}
-    for name, elem in (("affected_sop_class_uid", 0x0002), ("affected_sop_instance_uid", 0x1000)):
-        value = getattr(msg, name, "")
-        try:
-            _ui(elem, value)
-        except MalformedCommandError:
-            changes[name] = ""
+    for field in SCHEMA[type(msg)].fields:
+        if field.vr == "UI" and not field.required:
+            try:
+                _ui(field.elem, getattr(msg, field.name))
+            except MalformedCommandError:
+                changes[field.name] = ""
     comment = getattr(msg, "error_comment", None)
     if comment is not None:
         changes["error_comment"] = error_comment(comment)
