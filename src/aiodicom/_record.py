@@ -80,26 +80,11 @@ class _Base:
     _defaults: ClassVar[tuple[object, ...]] = ()
 
     def __init__(self, *args: object, **kwargs: object) -> None:
-        names = self._field_names
-        if len(args) > len(names):
-            raise TypeError(f"{type(self).__name__} takes at most {len(names)} arguments")
-        values = list(args) + [_UNSET] * (len(names) - len(args))
-        for key, value in kwargs.items():
-            try:
-                index = names.index(key)
-            except ValueError:
-                raise TypeError(f"{type(self).__name__} has no field {key!r}") from None
-            if values[index] is not _UNSET:
-                raise TypeError(f"{type(self).__name__} got {key!r} twice")
-            values[index] = value
-        required = self._required_count
-        for index in range(len(names)):
-            if values[index] is _UNSET:
-                if index < required:
-                    raise TypeError(f"{type(self).__name__} lacks {names[index]!r}")
-                default = self._defaults[index - required]
-                values[index] = default.make() if isinstance(default, _Factory) else default
-        self._set(values)
+        # The first construction compiles this class's own ``__init__`` (what
+        # ``@dataclass`` does at import, done only for classes that are used) and
+        # delegates to it; later ones call it directly: decoders build records per PDU.
+        type(self).__init__ = _compile_init(type(self))  # type: ignore[method-assign]
+        type(self).__init__(self, *args, **kwargs)
 
     def _set(self, values: Sequence[object]) -> None:
         """Store all field values, in order (subclasses may convert them here)."""
@@ -151,6 +136,37 @@ class FrozenRecord(_Base, metaclass=_FrozenRecordType):
 
 
 _R = TypeVar("_R", bound=_Base)
+
+
+def _compile_init(cls: type[_Base]) -> Callable[..., None]:
+    """An ``__init__`` with ``cls``'s own signature: positional or keyword, defaults."""
+    names = cls._field_names
+    required = cls._required_count
+    env: dict[str, object] = {"_UNSET": _UNSET, "_setter": object.__setattr__}
+    params, prologue = ["self"], []
+    for index, name in enumerate(names):
+        if index < required:
+            params.append(name)
+            continue
+        default = cls._defaults[index - required]
+        env[f"_d_{name}"] = default
+        if isinstance(default, _Factory):
+            params.append(f"{name}=_UNSET")
+            prologue.append(f" if {name} is _UNSET: {name} = _d_{name}.make()")
+        else:
+            params.append(f"{name}=_d_{name}")
+    overrides_set = next(k for k in cls.__mro__ if "_set" in k.__dict__) is not _Base
+    if overrides_set:
+        body = [f" self._set(({''.join(n + ', ' for n in names)}))"]
+    elif issubclass(cls, FrozenRecord):
+        body = [f" _setter(self, {n!r}, {n})" for n in names] or [" pass"]
+    else:
+        body = [f" self.{n} = {n}" for n in names] or [" pass"]
+    source = f"def __init__({', '.join(params)}):\n" + "\n".join(prologue + body) + "\n"
+    exec(source, env)  # noqa: S102 - built from the class's own field names only
+    init = env["__init__"]
+    assert callable(init)
+    return cast(Callable[..., None], init)
 
 
 def replace(record: _R, **changes: object) -> _R:
