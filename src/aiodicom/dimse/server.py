@@ -28,6 +28,7 @@ from aiodicom.codec.uids import (
 from aiodicom.dimse import command as C
 from aiodicom.dimse import status as S
 from aiodicom.dimse.events import ServerObserver
+from aiodicom.dimse.workers import WorkerPool, serve_server, split, usable_workers
 from aiodicom.dimse.store import (
     SOP_CLASS_UID,
     SOP_INSTANCE_UID,
@@ -128,6 +129,12 @@ class Server:
     :param fsync: flush every file a handler saved with :meth:`ReceivedInstance.save`, and
         its folder, to disk before Success is sent (survives a power loss, not only a
         crash), in batches shared by concurrent associations (:class:`GroupSync`).
+    :param reuse_port: set SO_REUSEPORT on the listener, so other processes can serve the port.
+    :param workers: processes serving the port (:mod:`aiodicom.dimse.workers`), each with its
+        own event loop; 1 where SO_REUSEPORT does not balance connections (not Linux). With
+        more than one, every argument goes to the workers by pickle (handlers must be
+        importable, module-level; no ``ssl`` context or ``observer``) and the caps
+        (associations, connections, memory) are split between them.
     """
 
     def __init__(
@@ -159,7 +166,11 @@ class Server:
         backlog: int = 128,
         observer: ServerObserver | None = None,
         fsync: bool = False,
+        reuse_port: bool = False,
+        workers: int = 1,
     ) -> None:
+        # What each worker process builds its own Server from (workers > 1): every argument.
+        self._arguments = {name: value for name, value in locals().items() if name not in ("self", "workers")}
         self.host = host
         #: The port to listen on; once serving, the port actually bound (useful with 0).
         self.port = check_port(port, listening=True)
@@ -217,6 +228,10 @@ class Server:
         self.log = _log.bind(ae=self.ae_title)
         #: Gets counts and timings (associations, requests, rejections) when set; see aiodicom.metrics.
         self.observer = observer
+        self.reuse_port = reuse_port
+        #: Processes serving the port (see aiodicom.dimse.workers); 1 where SO_REUSEPORT cannot balance.
+        self.workers = usable_workers(workers)
+        self._pool: WorkerPool[dict[str, object]] | None = None
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -226,6 +241,9 @@ class Server:
         With ``task_group.start(server.serve)`` the bound port is returned once
         the listener is up, so ``port=0`` works.
         """
+        if self.workers > 1:
+            await self._serve_workers(task_status)
+            return
         loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         base = self._spool_base
@@ -239,6 +257,7 @@ class Server:
                 self.port,
                 backlog=self.backlog,
                 reuse_address=True,
+                reuse_port=self.reuse_port or None,
             )
         except OSError:
             self._close_spool()
@@ -266,6 +285,30 @@ class Server:
             self._close_spool()
             self.log.info("stopped")
 
+    async def _serve_workers(self, task_status: anyio.abc.TaskStatus[int]) -> None:
+        """Serve with ``self.workers`` processes, each its own Server on the shared port.
+
+        Caps are split between the workers (:func:`~aiodicom.dimse.workers.split`): each
+        takes ``max_associations / workers`` associations (rounded up), and as much of
+        ``max_memory`` and ``max_connections``.
+        """
+        arguments = self._arguments
+        workers = self.workers
+        shares = {
+            "max_associations": split(self.max_associations, workers),
+            "max_connections": split(self.max_connections, workers),
+            "max_memory": max(split(self.memory.limit, workers), 2 * self.max_pdu_cap),
+        }
+
+        def worker_arguments(port: int) -> dict[str, object]:
+            return {**arguments, **shares, "port": port, "reuse_port": True}
+
+        self._pool = WorkerPool(serve_server, worker_arguments, host=self.host, port=self.port, workers=workers)
+        try:
+            await self._pool.serve(task_status=task_status)
+        finally:
+            self.port = self._pool.port
+
     def _close_spool(self) -> None:
         if self._spool is not None:
             self._spool.close()
@@ -292,6 +335,8 @@ class Server:
         ``shutdown(0)`` aborts the rest at once.
         """
         self._grace = grace
+        if self._pool is not None:
+            self._pool.shutdown(grace)
         if self._stop is not None:
             self._stop.set()
 
