@@ -8,7 +8,7 @@ import signal
 import ssl
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -345,7 +345,7 @@ def _receive(args: argparse.Namespace) -> int:
     return run(main)
 
 
-async def _listen(group: anyio.abc.TaskGroup, serve: Callable[..., Awaitable[None]], args: argparse.Namespace) -> int:
+async def _listen(group: anyio.abc.TaskGroup, serve: Callable[..., Coroutine[Any, Any, None]], args: argparse.Namespace) -> int:
     try:
         port: int = await group.start(serve)
     except OSError as exc:

@@ -28,7 +28,6 @@ from aiodicom.codec.uids import (
 from aiodicom.dimse import command as C
 from aiodicom.dimse import status as S
 from aiodicom.dimse.events import ServerObserver
-from aiodicom.dimse.workers import WorkerPool, serve_server, split, usable_workers
 from aiodicom.dimse.store import (
     SOP_CLASS_UID,
     SOP_INSTANCE_UID,
@@ -39,6 +38,7 @@ from aiodicom.dimse.store import (
     SpoolDirectory,
     SpoolFiles,
 )
+from aiodicom.dimse.workers import WorkerPool, serve_server, split, usable_workers
 from aiodicom.errors import (
     AiodicomError,
     AssociationError,

@@ -42,12 +42,13 @@ import pickle
 import signal
 import socket
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
 import anyio
 import anyio.abc
+from anyio.streams.memory import MemoryObjectSendStream
 
 from aiodicom._log import get_logger
 from aiodicom.errors import AiodicomError, ConfigurationError
@@ -110,7 +111,7 @@ class StoredInstance:
     tags: Mapping[str, str] = field(default_factory=dict)
 
 
-WorkerTarget = Callable[[T, "WorkerChannel"], Awaitable[None]]
+WorkerTarget = Callable[[T, "WorkerChannel"], Coroutine[object, object, None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,7 +304,7 @@ class WorkerPool(Generic[T]):
         self._workers: list[_Worker] = []
         self._stop = anyio.Event()
         self._grace = 10.0
-        self._subscribers: list[anyio.abc.ObjectSendStream[StoredInstance]] = []
+        self._subscribers: list[MemoryObjectSendStream[StoredInstance]] = []
         #: Instances and bytes the workers reported stored.
         self.instances = 0
         self.bytes = 0
