@@ -10,7 +10,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 import anyio
 import anyio.abc
@@ -120,6 +120,11 @@ class FileWriter:
         return 0
 
 
+class _Totals(Protocol):
+    instances: int
+    bytes: int
+
+
 class Tally:
     """What ``receive`` reports: one line per association at its end, a live status line.
 
@@ -179,16 +184,22 @@ class Tally:
             sys.stderr.flush()
             self._shown = False
 
-    async def show_live(self, active: Callable[[], int], interval: float = 0.5) -> None:
-        """Rewrite one status line on the terminal: totals, recent rate, open associations."""
-        last_count, last_time = self.instances, time.monotonic()
+    async def show_live(
+        self, active: Callable[[], int], interval: float = 0.5, totals: _Totals | None = None
+    ) -> None:
+        """Rewrite one status line on the terminal: totals, recent rate, open associations.
+
+        ``totals`` counts instances and bytes (default: this tally; with workers, the pool).
+        """
+        totals = totals or self
+        last_count, last_time = totals.instances, time.monotonic()
         while True:
             await anyio.sleep(interval)
             now = time.monotonic()
-            rate = (self.instances - last_count) / (now - last_time)
-            last_count, last_time = self.instances, now
+            rate = (totals.instances - last_count) / (now - last_time)
+            last_count, last_time = totals.instances, now
             sys.stderr.write(
-                f"\r\x1b[K{self.instances} instances, {_size(self.bytes)}, "
+                f"\r\x1b[K{totals.instances} instances, {_size(totals.bytes)}, "
                 f"{rate:.0f}/s, {active()} associations open"
             )
             sys.stderr.flush()
@@ -383,8 +394,10 @@ def _receive_with_workers(args: argparse.Namespace, output_dir: Path, workers: i
     def worker_args(port: int) -> argparse.Namespace:
         return argparse.Namespace(**{**vars(args), **shares, "port": port})
 
+    tally = Tally(sys.stdout, live=sys.stderr.isatty())
+    shares["live"] = tally.live  # workers then report their open associations
     pool = WorkerPool(receive_worker, worker_args, host=args.host, port=args.port, workers=workers)
-    stopper = _Stopper(pool.shutdown, args.grace, Tally(sys.stdout, live=False))
+    stopper = _Stopper(pool.shutdown, args.grace, tally)
 
     async def main() -> int:
         async with anyio.create_task_group() as watchers:
@@ -393,8 +406,11 @@ def _receive_with_workers(args: argparse.Namespace, output_dir: Path, workers: i
                 async with anyio.create_task_group() as serving:
                     port = await _listen(serving, pool.serve, args)
                     _print_listening(args, port, output_dir)
+                    if tally.live:
+                        watchers.start_soon(tally.show_live, lambda: pool.active_associations, 0.5, pool)
             finally:
                 watchers.cancel_scope.cancel()
+        tally.clear()
         _print_stored(pool.instances, pool.bytes)
         return EXIT_INTERRUPTED if stopper.interrupted else 0
 
@@ -408,7 +424,11 @@ async def receive_worker(args: argparse.Namespace, channel: WorkerChannel) -> No
     configure_cli_logging("info" if args.verbose else args.log_level, args.log_format)
     tally = Tally(sys.stdout, live=False)
     server = _build_server(args, tally, args.output_dir, channel)
-    await serve_until_stopped(server.serve, server.shutdown, channel)
+    async with anyio.create_task_group() as group:
+        if getattr(args, "live", False):
+            group.start_soon(channel.report_active, lambda: server.active_associations)
+        await serve_until_stopped(server.serve, server.shutdown, channel)
+        group.cancel_scope.cancel()
 
 
 def _metrics_observer(args: argparse.Namespace) -> Any:

@@ -303,11 +303,13 @@ class Server:
         def worker_arguments(port: int) -> dict[str, object]:
             return {**arguments, **shares, "port": port, "reuse_port": True}
 
-        self._pool = WorkerPool(serve_server, worker_arguments, host=self.host, port=self.port, workers=workers)
-        try:
-            await self._pool.serve(task_status=task_status)
-        finally:
-            self.port = self._pool.port
+        def reserved(port: int) -> None:
+            self.port = port
+
+        self._pool = WorkerPool(
+            serve_server, worker_arguments, host=self.host, port=self.port, workers=workers, on_port=reserved
+        )
+        await self._pool.serve(task_status=task_status)
 
     def _close_spool(self) -> None:
         if self._spool is not None:

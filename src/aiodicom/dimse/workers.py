@@ -177,6 +177,12 @@ class WorkerChannel:
         tags = {name: value for name in ROUTING_TAGS if (value := getattr(instance, name, None))}
         self._send({"event": "stored", "paths": [str(path) for path in instance.saved_paths], "size": instance.size, "tags": tags})
 
+    async def report_active(self, active: Callable[[], int], interval: float = 0.5) -> None:
+        """Report ``active()`` (open associations) every ``interval`` seconds, for status lines."""
+        while True:
+            self._send({"event": "active", "associations": active()})
+            await anyio.sleep(interval)
+
     def reporting(
         self, handler: Callable[[ReceivedInstance], Awaitable[int | None]]
     ) -> Callable[[ReceivedInstance], Awaitable[int | None]]:
@@ -275,6 +281,8 @@ class _Worker:
     index: int
     process: asyncio.subprocess.Process
     listening: anyio.Event = field(default_factory=anyio.Event)
+    #: Open associations, as last reported.
+    active: int = 0
 
 
 class WorkerPool(Generic[T]):
@@ -283,7 +291,8 @@ class WorkerPool(Generic[T]):
     ``target`` binds ``port`` with ``reuse_port=True`` and calls ``channel.listening``;
     the parent reserves the port first (a bound socket that does not listen, so it
     takes no connections), which makes ``port=0`` work: every worker gets the
-    number the parent drew.
+    number the parent drew (``argument(port)`` builds each worker's argument;
+    ``on_port(port)`` is called with it before the workers start).
     """
 
     def __init__(
@@ -294,7 +303,9 @@ class WorkerPool(Generic[T]):
         host: str,
         port: int,
         workers: int,
+        on_port: Callable[[int], None] | None = None,
     ) -> None:
+        self._on_port = on_port
         #: The argument of each worker, from the port the parent reserved.
         self._argument = argument
         self.target = target
@@ -334,10 +345,12 @@ class WorkerPool(Generic[T]):
         """
         reserved = _reserve(self.host, self.port)
         self.port = reserved.getsockname()[1]
-        argument = self._argument(self.port)
-        check_picklable(self.target, argument)
+        if self._on_port is not None:
+            self._on_port(self.port)
         log = _log.bind(port=self.port, workers=self.workers)
         try:
+            argument = self._argument(self.port)
+            check_picklable(self.target, argument)
             async with anyio.create_task_group() as group:
                 for index in range(self.workers):
                     worker = await self._spawn(group, index, argument)
@@ -389,9 +402,19 @@ class WorkerPool(Generic[T]):
         finally:
             transport.close()
 
+    @property
+    def active_associations(self) -> int:
+        """Open associations in every worker, as last reported (workers report it for status lines)."""
+        return sum(worker.active for worker in self._workers)
+
     def _on_report(self, worker: _Worker, record: dict[str, object]) -> None:
-        if record.get("event") == "listening":
+        event = record.get("event")
+        if event == "listening":
             worker.listening.set()
+            return
+        if event == "active":
+            count = record.get("associations")
+            worker.active = count if isinstance(count, int) else 0
             return
         paths = record.get("paths")
         size = record.get("size")
@@ -434,6 +457,9 @@ class WorkerPool(Generic[T]):
                 await worker.process.wait()
 
     async def _kill_all(self) -> None:
+        if any(worker.process.returncode is None for worker in self._workers):  # cancelled: stop now
+            self.shutdown(0)
+            await self._wait_all(KILL_MARGIN)
         for worker in self._workers:
             if worker.process.returncode is None:
                 _log.warning("worker_killed", worker=worker.index, pid=worker.process.pid)
