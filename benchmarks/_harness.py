@@ -760,15 +760,14 @@ ORTHANC = shutil.which("Orthanc") or ("/usr/sbin/Orthanc" if os.path.exists("/us
 def concurrent_contenders(common: dict[str, Contender], workers: int = 2) -> dict[str, Contender]:
     """Multi-process receivers: ``aiodicom receive --workers N``, ``storescp --fork``, Orthanc.
 
-    The aiodicom workers split ``--max-associations`` and SO_REUSEPORT hashes
-    connections rather than counting them, hence 128 for 64 concurrent senders.
-    Orthanc runs with its own configuration and ports (``_orthanc.py``) and is left
+    Everything at its defaults (each aiodicom worker takes up to twice its share of
+    ``--max-associations``, so 64 senders get in). Orthanc runs with its own configuration and ports (``_orthanc.py``) and is left
     out, with a note, when it is not installed.
     """
     base = common["aiodicom"]
     aiodicom = Contender(
         f"aiodicom --workers {workers}",
-        [*base.command[: base.command.index("--workers")], "--workers", str(workers), "--max-associations", "128"],
+        [*base.command[: base.command.index("--workers")], "--workers", str(workers)],
         base.available, base.why_unavailable,
     )  # fmt: skip
     storescp = common["storescp"]

@@ -138,7 +138,7 @@ def test_64_concurrent_senders_every_instance_stored_once(tmp_path: Path) -> Non
     sent = _studies(tmp_path / "send", 64, images=2, size=16)
     output = tmp_path / "out"
     port = free_port()
-    receiver = _start_receiver(output, port, "--workers", "2", "--max-associations", "128")
+    receiver = _start_receiver(output, port, "--workers", "2")  # the default caps
     try:
         workers = _workers_of(receiver, 2)
         senders = _senders(sorted((tmp_path / "send").iterdir()), port)
@@ -288,3 +288,11 @@ async def test_server_with_workers_serves_and_stops(tmp_path: Path) -> None:
                 result = await anyio.run_process([echoscu, LOCALHOST, str(port)], env=peer_env({"TCP_NODELAY": "1"}))
                 assert result.returncode == 0
             server.shutdown(1)
+
+
+def test_caps_are_shared_with_headroom_for_an_uneven_spread() -> None:
+    from aiodicom.dimse.workers import share, split
+
+    # 64 senders hashed over 2 workers: each may take all 64, the whole at most 128.
+    assert [share(64, n) for n in (1, 2, 4, 8, 200)] == [64, 64, 32, 16, 1]
+    assert [split(512, n) for n in (1, 2, 3)] == [512, 256, 171]

@@ -52,7 +52,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     receive.add_argument("--allow", action="append", metavar="AE", help="accept only these calling AE titles")
     receive.add_argument("--accept-any-transfer-syntax", action="store_true", help="store compressed data untouched")
     receive.add_argument("--max-associations", type=at_least_one, default=64,
-                         help="associations at once, split between the workers [%(default)s]")
+                         help="associations at once; with workers, each takes up to twice its share [%(default)s]")
     receive.add_argument("--workers", type=at_least_one, default=None, metavar="N",
                          help="processes sharing the port, each with its own event loop (Linux) "
                               "[number of cores; 1 with --metrics-port]")
@@ -380,12 +380,12 @@ def _receive_with_workers(args: argparse.Namespace, output_dir: Path, workers: i
     forwards SIGTERM/Ctrl-C; each worker prints its own association lines; the
     parent prints the listening line and the total the workers reported.
     """
-    from aiodicom.dimse.workers import WorkerPool, split
+    from aiodicom.dimse.workers import WorkerPool, share, split
     from aiodicom.runner import run
 
     _server_ssl(args)  # a bad certificate is one error here, not one per worker
     shares = {
-        "max_associations": split(args.max_associations, workers),
+        "max_associations": share(args.max_associations, workers),
         "max_memory": split(args.max_memory, workers),
         "output_dir": output_dir,
         "workers": 1,

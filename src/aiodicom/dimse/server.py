@@ -38,7 +38,7 @@ from aiodicom.dimse.store import (
     SpoolDirectory,
     SpoolFiles,
 )
-from aiodicom.dimse.workers import WorkerPool, serve_server, split, usable_workers
+from aiodicom.dimse.workers import WorkerPool, serve_server, share, split, usable_workers
 from aiodicom.errors import (
     AiodicomError,
     AssociationError,
@@ -133,8 +133,10 @@ class Server:
     :param workers: processes serving the port (:mod:`aiodicom.dimse.workers`), each with its
         own event loop; 1 where SO_REUSEPORT does not balance connections (not Linux). With
         more than one, every argument goes to the workers by pickle (handlers must be
-        importable, module-level; no ``ssl`` context or ``observer``) and the caps
-        (associations, connections, memory) are split between them.
+        importable, module-level; no ``ssl`` context or ``observer``) and the caps are
+        split between them: memory evenly, associations and connections up to twice a
+        fair share each (SO_REUSEPORT spreads connections unevenly), so the whole
+        receiver holds at most twice ``max_associations``.
     """
 
     def __init__(
@@ -288,15 +290,15 @@ class Server:
     async def _serve_workers(self, task_status: anyio.abc.TaskStatus[int]) -> None:
         """Serve with ``self.workers`` processes, each its own Server on the shared port.
 
-        Caps are split between the workers (:func:`~aiodicom.dimse.workers.split`): each
-        takes ``max_associations / workers`` associations (rounded up), and as much of
-        ``max_memory`` and ``max_connections``.
+        Caps are split between the workers: ``max_memory`` evenly, ``max_associations``
+        and ``max_connections`` with headroom for SO_REUSEPORT's uneven spread
+        (:func:`~aiodicom.dimse.workers.share`: up to twice a fair share each).
         """
         arguments = self._arguments
         workers = self.workers
         shares = {
-            "max_associations": split(self.max_associations, workers),
-            "max_connections": split(self.max_connections, workers),
+            "max_associations": share(self.max_associations, workers),
+            "max_connections": share(self.max_connections, workers),
             "max_memory": max(split(self.memory.limit, workers), 2 * self.max_pdu_cap),
         }
 

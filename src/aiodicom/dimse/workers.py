@@ -90,12 +90,19 @@ def usable_workers(requested: int) -> int:
     return requested
 
 
-def split(total: int, workers: int) -> int:
-    """Each worker's share of a cap: ``total / workers`` rounded up (so never 0).
+def share(total: int, workers: int) -> int:
+    """One worker's share of a count cap (associations, connections): twice its fair share.
 
-    SO_REUSEPORT hashes connections to workers; it does not count them, so one
-    worker may get more than its share: give the cap some headroom.
+    SO_REUSEPORT hashes connections to workers; it does not count them, so with 64
+    senders and 2 workers one worker often gets 35 or 40. Each worker takes up to
+    ``2 * total / workers`` (rounded up, never more than ``total``): 64 concurrent
+    senders still all get in, and the whole receiver holds at most twice the cap.
     """
+    return min(total, max(1, math.ceil(2 * total / workers)))
+
+
+def split(total: int, workers: int) -> int:
+    """One worker's share of a budget (memory): ``total / workers``, rounded up."""
     return max(1, math.ceil(total / workers))
 
 
