@@ -322,8 +322,6 @@ class _Stopper:
 
 
 def _receive(args: argparse.Namespace) -> int:
-    from aiodicom.runner import run
-
     check_ae_options(args)
     configure_cli_logging("info" if args.verbose else args.log_level, args.log_format)
     output_dir = prepare_output_dir(args.output_dir)
@@ -332,45 +330,53 @@ def _receive(args: argparse.Namespace) -> int:
         return _receive_with_workers(args, output_dir, workers)
     tally = Tally(sys.stdout, live=sys.stderr.isatty())
     server = _build_server(args, tally, output_dir)
-    stopper = _Stopper(server.shutdown, args.grace, tally)
+    return _run_receiver(
+        args, output_dir, tally, server.serve, server.shutdown, lambda: server.active_associations, tally,
+        server.observer,
+    )  # fmt: skip
+
+
+def _run_receiver(
+    args: argparse.Namespace,
+    output_dir: Path,
+    tally: Tally,
+    serve: Callable[..., Coroutine[Any, Any, None]],
+    shutdown: Callable[[float], None],
+    active: Callable[[], int],
+    totals: _Totals,
+    observer: Any = None,
+) -> int:
+    """Serve until a signal stops it (one Server, or the pool of workers); the lines users read."""
+    from aiodicom.runner import run
+
+    stopper = _Stopper(shutdown, args.grace, tally)
 
     async def main() -> int:
         async with anyio.create_task_group() as watchers:
             watchers.start_soon(stopper.watch)
             try:
                 async with anyio.create_task_group() as serving:
-                    port = await _listen(serving, server.serve, args)
-                    if server.observer is not None:  # served until the receiver stops
-                        metrics_port = await _start_metrics(watchers, server.observer, args)
+                    try:
+                        port = await serving.start(serve)
+                    except OSError as exc:
+                        raise CliError(
+                            f"cannot listen on {args.host}:{args.port}: {describe_os_error(exc)}"
+                        ) from None
+                    if observer is not None:  # served until the receiver stops
+                        metrics_port = await _start_metrics(watchers, observer, args)
                         print(f"aiodicom receive: metrics at http://{args.metrics_host}:{metrics_port}/metrics",
                               flush=True)
-                    _print_listening(args, port, output_dir)
+                    print(f"aiodicom receive: listening on {args.host}:{port} as {args.aet}, "
+                          f"writing to {output_dir}", flush=True)
                     if tally.live:
-                        watchers.start_soon(tally.show_live, lambda: server.active_associations)
+                        watchers.start_soon(tally.show_live, active, 0.5, totals)
             finally:
                 watchers.cancel_scope.cancel()
         tally.clear()
-        _print_stored(tally.instances, tally.bytes)
+        print(f"aiodicom receive: stored {totals.instances} instances ({_size(totals.bytes)})", flush=True)
         return EXIT_INTERRUPTED if stopper.interrupted else 0
 
     return run(main)
-
-
-async def _listen(group: anyio.abc.TaskGroup, serve: Callable[..., Coroutine[Any, Any, None]], args: argparse.Namespace) -> int:
-    try:
-        port: int = await group.start(serve)
-    except OSError as exc:
-        raise CliError(f"cannot listen on {args.host}:{args.port}: {describe_os_error(exc)}") from None
-    return port
-
-
-def _print_listening(args: argparse.Namespace, port: int, output_dir: Path) -> None:
-    print(f"aiodicom receive: listening on {args.host}:{port} as {args.aet}, "
-          f"writing to {output_dir}", flush=True)
-
-
-def _print_stored(instances: int, size: int) -> None:
-    print(f"aiodicom receive: stored {instances} instances ({_size(size)})", flush=True)
 
 
 def _receive_with_workers(args: argparse.Namespace, output_dir: Path, workers: int) -> int:
@@ -381,7 +387,6 @@ def _receive_with_workers(args: argparse.Namespace, output_dir: Path, workers: i
     parent prints the listening line and the total the workers reported.
     """
     from aiodicom.dimse.workers import WorkerPool, share, split
-    from aiodicom.runner import run
 
     _server_ssl(args)  # a bad certificate is one error here, not one per worker
     shares = {
@@ -397,24 +402,7 @@ def _receive_with_workers(args: argparse.Namespace, output_dir: Path, workers: i
     tally = Tally(sys.stdout, live=sys.stderr.isatty())
     shares["live"] = tally.live  # workers then report their open associations
     pool = WorkerPool(receive_worker, worker_args, host=args.host, port=args.port, workers=workers)
-    stopper = _Stopper(pool.shutdown, args.grace, tally)
-
-    async def main() -> int:
-        async with anyio.create_task_group() as watchers:
-            watchers.start_soon(stopper.watch)
-            try:
-                async with anyio.create_task_group() as serving:
-                    port = await _listen(serving, pool.serve, args)
-                    _print_listening(args, port, output_dir)
-                    if tally.live:
-                        watchers.start_soon(tally.show_live, lambda: pool.active_associations, 0.5, pool)
-            finally:
-                watchers.cancel_scope.cancel()
-        tally.clear()
-        _print_stored(pool.instances, pool.bytes)
-        return EXIT_INTERRUPTED if stopper.interrupted else 0
-
-    return run(main)
+    return _run_receiver(args, output_dir, tally, pool.serve, pool.shutdown, lambda: pool.active_associations, pool)
 
 
 async def receive_worker(args: argparse.Namespace, channel: WorkerChannel) -> None:
