@@ -212,6 +212,22 @@ def test_a_worker_that_dies_stops_the_receiver(tmp_path: Path) -> None:
     assert not any(_alive(pid) for pid in workers)
 
 
+def test_workers_stop_when_the_parent_is_killed(tmp_path: Path) -> None:
+    """kill -9 of the parent leaves no orphan: each worker sees its control pipe close."""
+    port = free_port()
+    receiver = _start_receiver(tmp_path / "out", port, "--workers", "2")
+    workers = _workers_of(receiver, 2)
+    receiver.kill()
+    receiver.communicate(timeout=DEADLINE)
+    deadline = time.monotonic() + 20
+    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    survivors = [pid for pid in workers if _alive(pid)]
+    for pid in survivors:
+        os.kill(pid, signal.SIGKILL)
+    assert not survivors, "workers outlived their parent"
+
+
 def test_two_receivers_cannot_share_a_port_by_accident(tmp_path: Path) -> None:
     port = free_port()
     first = _start_receiver(tmp_path / "a", port, "--workers", "2")

@@ -51,6 +51,7 @@ import anyio.abc
 from anyio.streams.memory import MemoryObjectSendStream
 
 from aiodicom._log import get_logger
+from aiodicom.dimse.status import Status
 from aiodicom.errors import AiodicomError, ConfigurationError
 
 if TYPE_CHECKING:
@@ -197,43 +198,38 @@ class WorkerChannel:
 
         async def on_store(instance: ReceivedInstance) -> int | None:
             code = await handler(instance)
-            if code is None or int(code) == 0 or 0xB000 <= int(code) <= 0xBFFF:
+            status = code if isinstance(code, Status) else Status(code or 0)
+            if status.is_success or status.is_warning:
                 self.stored(instance)
             return code
 
         return on_store
 
-    async def stop_requests(self) -> AsyncIterator[float | None]:
-        """Yield the grace of each stop request (``None``: the worker's own default).
+    async def forward_stops(self, shutdown: Callable[[float], None]) -> None:
+        """Call ``shutdown(grace)`` for every stop request, until cancelled.
 
-        From stdin (``stop <grace>``; end of file: the parent is gone) and SIGTERM.
+        Requests: ``stop <grace>`` lines on stdin; end of file (the parent is gone) and
+        SIGTERM (sent to this worker alone) with :data:`DEFAULT_GRACE`.
         """
-        send, receive = anyio.create_memory_object_stream[float | None](math.inf)
         async with anyio.create_task_group() as watchers:
-            watchers.start_soon(self._read_control, send.clone())
-            watchers.start_soon(self._watch_sigterm, send)
-            async with receive:
-                async for grace in receive:
-                    yield grace
-            watchers.cancel_scope.cancel()
+            watchers.start_soon(self._read_control, shutdown)
+            watchers.start_soon(self._watch_sigterm, shutdown)
 
-    async def _read_control(self, send: anyio.abc.ObjectSendStream[float | None]) -> None:
+    async def _read_control(self, shutdown: Callable[[float], None]) -> None:
         loop = asyncio.get_running_loop()
         reader = asyncio.StreamReader()
         await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-        async with send:
-            while line := await reader.readline():
-                words = line.split()
-                if len(words) == 2 and words[0] == b"stop":
-                    await send.send(float(words[1]))
-            self.log.info("worker_parent_gone")
-            await send.send(None)
+        while line := await reader.readline():
+            words = line.split()
+            if len(words) == 2 and words[0] == b"stop":
+                shutdown(float(words[1]))
+        self.log.info("worker_parent_gone")
+        shutdown(DEFAULT_GRACE)
 
-    async def _watch_sigterm(self, send: anyio.abc.ObjectSendStream[float | None]) -> None:
-        async with send:
-            with anyio.open_signal_receiver(signal.SIGTERM) as signals:
-                async for _ in signals:
-                    await send.send(None)
+    async def _watch_sigterm(self, shutdown: Callable[[float], None]) -> None:
+        with anyio.open_signal_receiver(signal.SIGTERM) as signals:
+            async for _ in signals:
+                shutdown(DEFAULT_GRACE)
 
 
 def _worker_main() -> None:
@@ -266,8 +262,7 @@ class _Serve(Protocol):
 async def serve_until_stopped(serve: _Serve, shutdown: Callable[[float], None], channel: WorkerChannel) -> None:
     """Run ``serve`` (``Server.serve``-like), tell the parent its port, forward stop requests.
 
-    Returns when ``serve`` does; a stop without a grace (SIGTERM, parent gone) drains
-    within :data:`DEFAULT_GRACE` seconds.
+    Returns when ``serve`` does.
     """
     async with anyio.create_task_group() as group:
 
@@ -276,8 +271,7 @@ async def serve_until_stopped(serve: _Serve, shutdown: Callable[[float], None], 
             group.cancel_scope.cancel()
 
         channel.listening(await group.start(serve_then_stop))
-        async for grace in channel.stop_requests():
-            shutdown(DEFAULT_GRACE if grace is None else grace)
+        await channel.forward_stops(shutdown)
 
 
 # --- the parent side ----------------------------------------------------------------
