@@ -38,7 +38,7 @@ from aiodicom.dimse.store import (
     SpoolDirectory,
     SpoolFiles,
 )
-from aiodicom.dimse.workers import WorkerPool, serve_server, share, split, usable_workers
+from aiodicom.dimse.workers import WorkerPool, server_pool, usable_workers
 from aiodicom.errors import (
     AiodicomError,
     AssociationError,
@@ -243,8 +243,11 @@ class Server:
         With ``task_group.start(server.serve)`` the bound port is returned once
         the listener is up, so ``port=0`` works.
         """
-        if self.workers > 1:
-            await self._serve_workers(task_status)
+        if self.workers > 1:  # N processes, each its own Server from the same arguments
+            self._pool = server_pool(
+                self._arguments, self.workers, memory_floor=2 * self.max_pdu_cap, on_port=self._bound
+            )
+            await self._pool.serve(task_status=task_status)
             return
         loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
@@ -287,31 +290,8 @@ class Server:
             self._close_spool()
             self.log.info("stopped")
 
-    async def _serve_workers(self, task_status: anyio.abc.TaskStatus[int]) -> None:
-        """Serve with ``self.workers`` processes, each its own Server on the shared port.
-
-        Caps are split between the workers: ``max_memory`` evenly, ``max_associations``
-        and ``max_connections`` with headroom for SO_REUSEPORT's uneven spread
-        (:func:`~aiodicom.dimse.workers.share`: up to twice a fair share each).
-        """
-        arguments = self._arguments
-        workers = self.workers
-        shares = {
-            "max_associations": share(self.max_associations, workers),
-            "max_connections": share(self.max_connections, workers),
-            "max_memory": max(split(self.memory.limit, workers), 2 * self.max_pdu_cap),
-        }
-
-        def worker_arguments(port: int) -> dict[str, object]:
-            return {**arguments, **shares, "port": port, "reuse_port": True}
-
-        def reserved(port: int) -> None:
-            self.port = port
-
-        self._pool = WorkerPool(
-            serve_server, worker_arguments, host=self.host, port=self.port, workers=workers, on_port=reserved
-        )
-        await self._pool.serve(task_status=task_status)
+    def _bound(self, port: int) -> None:
+        self.port = port
 
     def _close_spool(self) -> None:
         if self._spool is not None:

@@ -255,6 +255,40 @@ async def serve_server(arguments: dict[str, object], channel: WorkerChannel) -> 
     await serve_until_stopped(server.serve, server.shutdown, channel)
 
 
+def server_pool(
+    arguments: dict[str, object],
+    workers: int,
+    *,
+    memory_floor: int,
+    on_port: Callable[[int], None] | None = None,
+) -> WorkerPool[dict[str, object]]:
+    """The pool behind ``Server(..., workers=N)``: each worker a Server from ``arguments``.
+
+    Caps are split between the workers: ``max_memory`` evenly (never below
+    ``memory_floor``, twice the PDU cap), ``max_associations`` and
+    ``max_connections`` with headroom for SO_REUSEPORT's uneven spread (:func:`share`).
+    """
+    shares: dict[str, object] = {"max_memory": max(split(_count(arguments, "max_memory"), workers), memory_floor)}
+    for name in ("max_associations", "max_connections"):
+        if arguments.get(name) is not None:
+            shares[name] = share(_count(arguments, name), workers)
+
+    def worker_arguments(port: int) -> dict[str, object]:
+        return {**arguments, **shares, "port": port, "reuse_port": True}
+
+    host = arguments.get("host")
+    return WorkerPool(
+        serve_server, worker_arguments, host=str(host), port=_count(arguments, "port"), workers=workers,
+        on_port=on_port,
+    )  # fmt: skip
+
+
+def _count(arguments: dict[str, object], name: str) -> int:
+    value = arguments[name]
+    assert isinstance(value, int)
+    return value
+
+
 class _Serve(Protocol):
     def __call__(self, *, task_status: anyio.abc.TaskStatus[int]) -> Awaitable[None]: ...
 
