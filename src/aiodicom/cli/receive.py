@@ -388,7 +388,6 @@ def _receive_with_workers(args: argparse.Namespace, output_dir: Path, workers: i
     """
     from aiodicom.dimse.workers import WorkerPool, share, split
 
-    _server_ssl(args)  # a bad certificate is one error here, not one per worker
     shares = {
         "max_associations": share(args.max_associations, workers),
         "max_memory": split(args.max_memory, workers),
@@ -401,6 +400,7 @@ def _receive_with_workers(args: argparse.Namespace, output_dir: Path, workers: i
 
     tally = Tally(sys.stdout, live=sys.stderr.isatty())
     shares["live"] = tally.live  # workers then report their open associations
+    _build_server(worker_args(args.port), tally, output_dir)  # a bad option: one error here, not N
     pool = WorkerPool(receive_worker, worker_args, host=args.host, port=args.port, workers=workers)
     return _run_receiver(args, output_dir, tally, pool.serve, pool.shutdown, lambda: pool.active_associations, pool)
 

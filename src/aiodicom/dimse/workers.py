@@ -241,7 +241,10 @@ def _worker_main() -> None:
     if encoded is None:
         sys.exit("aiodicom.dimse.workers is started by WorkerPool, not by hand")
     spec: _Spec[object] = pickle.loads(base64.b64decode(encoded))  # noqa: S301 - from our parent
-    run(spec.target, spec.argument, WorkerChannel(spec.index, spec.report_fd))
+    try:
+        run(spec.target, spec.argument, WorkerChannel(spec.index, spec.report_fd))
+    except AiodicomError as exc:  # a configuration the parent did not catch: one line
+        sys.exit(f"aiodicom worker {spec.index}: error: {exc}")
 
 
 async def serve_server(arguments: dict[str, object], channel: WorkerChannel) -> None:
