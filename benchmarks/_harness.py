@@ -64,25 +64,37 @@ STOP_GRACE = 20.0
 
 
 def cpu_seconds_so_far(pid: int) -> float:
-    """utime + stime of a running process (Linux ``/proc``); 0.0 where unavailable."""
+    """utime + stime of a running process and its live children (Linux ``/proc``); 0.0 where unavailable.
+
+    The children are the worker processes of ``aiodicom receive --workers N``: their
+    start-up is not part of the transfer either (wait4 later counts their whole CPU).
+    """
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     except OSError:
         return 0.0
     # After the ")" closing the command name, utime and stime are fields 12 and 13.
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return own + sum(cpu_seconds_so_far(int(child)) for child in children)
 
 
 def vm_hwm_mb(pid: int) -> float:
-    """Peak resident set size of a running process's current image (0.0 when gone)."""
+    """Peak resident set size of a running process's current image, plus its live children's.
+
+    0.0 when gone. The children are ``receive --workers N``'s workers, ``storescp
+    --fork``'s per-association processes: a receiver's memory is all of its processes'.
+    """
+    peak = 0.0
     try:
         with open(f"/proc/{pid}/status") as status:
             for line in status:
                 if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
+                    peak = int(line.split()[1]) / 1024
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     except OSError:
-        pass
-    return 0.0
+        return peak
+    return peak + sum(vm_hwm_mb(int(child)) for child in children)
 
 
 class PeakRss:
@@ -714,12 +726,14 @@ def common_contenders(profile_dir: Path | None = None) -> dict[str, Contender]:
     """Receivers every receive benchmark compares (``{port}``/``{out}`` filled per run).
 
     With ``profile_dir``, ``aiodicom receive`` runs under cProfile (see ``--profile``).
+    ``aiodicom`` is one process (``--workers 1``), as every figure before multi-core
+    receive; :func:`concurrent_contenders` adds the multi-process receivers.
     """
     aiodicom = check_command(
         "aiodicom",
         aiodicom_command(
             "receive", "--port", "{port}", "--aet", "AIODICOM", "--output-dir", "{out}",
-            "--host", LOCALHOST, profile=profile_dir is not None,
+            "--host", LOCALHOST, "--workers", "1", profile=profile_dir is not None,
         ),
         aiodicom_command("receive", "--help"),
     )  # fmt: skip
@@ -737,6 +751,35 @@ def common_contenders(profile_dir: Path | None = None) -> dict[str, Contender]:
         [sys.executable, "-c", "import pynetdicom"],
     )
     return {c.name: c for c in (aiodicom, storescp, storescp_pdu, pynetdicom)}
+
+
+#: ``Orthanc`` from the Debian package (apt-get install -y -qq orthanc); started by _orthanc.py.
+ORTHANC = shutil.which("Orthanc") or ("/usr/sbin/Orthanc" if os.path.exists("/usr/sbin/Orthanc") else None)
+
+
+def concurrent_contenders(common: dict[str, Contender], workers: int = 2) -> dict[str, Contender]:
+    """Multi-process receivers: ``aiodicom receive --workers N``, ``storescp --fork``, Orthanc.
+
+    Everything at its defaults (each aiodicom worker takes up to twice its share of
+    ``--max-associations``, so 64 senders get in). Orthanc runs with its own configuration and ports (``_orthanc.py``) and is left
+    out, with a note, when it is not installed.
+    """
+    base = common["aiodicom"]
+    aiodicom = Contender(
+        f"aiodicom --workers {workers}",
+        [*base.command[: base.command.index("--workers")], "--workers", str(workers)],
+        base.available, base.why_unavailable,
+    )  # fmt: skip
+    storescp = common["storescp"]
+    fork = Contender(
+        "storescp --fork", ["storescp", "--fork", "-od", "{out}", "{port}"], storescp.available, storescp.why_unavailable
+    )
+    orthanc = Contender(
+        "orthanc", [sys.executable, str(Path(__file__).resolve().parent / "_orthanc.py"), "{port}", "{out}"]
+    )
+    if ORTHANC is None:
+        orthanc.available, orthanc.why_unavailable = False, "Orthanc not installed (apt-get install -y -qq orthanc)"
+    return {c.name: c for c in (aiodicom, fork, orthanc)}
 
 
 def storescu(folder: Path, called: str = "AIODICOM") -> list[str]:

@@ -2,10 +2,13 @@
 
 Each sender has its own folder (its own study); every file must be stored and a sample
 must hold the sent data set byte for byte. Reports aggregate throughput of
-``aiodicom receive`` and, as a reference, DCMTK ``storescp -od`` (which serves one
-association at a time: the others wait in its listen backlog).
+``aiodicom receive --workers 2`` (two processes on one SO_REUSEPORT port) against DCMTK
+``storescp --fork -od`` (a process per association) and Orthanc (threads; skipped with a
+note when not installed), and of one-process ``aiodicom receive --workers 1`` against
+``storescp -od`` (which serves one association at a time: the others wait in its listen
+backlog). Target (issue 7): --workers 2 >= 1.3x storescp --fork on 512 KiB CT.
 
-    python benchmarks/bench_concurrent.py [--quick] [--rounds N]
+    python benchmarks/bench_concurrent.py [--quick] [--rounds N] [--only NAMES]
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ def main() -> int:
     layouts = [(8, 2), (64, 1)] if args.quick else [(8, 40), (64, 8)]
     profiles = h.profile_dir(args)
     contenders = h.common_contenders(profiles)
-    receivers = [contenders["aiodicom"], contenders["storescp"]]
+    multi = h.concurrent_contenders(contenders)
+    receivers = [*multi.values(), contenders["aiodicom"], contenders["storescp"]]
     h.apply_only(receivers, args.only)
     report = ["## bench_concurrent", ""]
     payload: dict[str, object] = {"rounds": rounds, "quick": args.quick}
@@ -56,8 +60,8 @@ def main() -> int:
             )
             print(f"{title}:", file=sys.stderr)
             if profiles is not None:
-                receivers[0].profile_dir = profiles / f"concurrent-{associations}"
-                receivers[0].profile_dir.mkdir(exist_ok=True)
+                contenders["aiodicom"].profile_dir = profiles / f"concurrent-{associations}"
+                contenders["aiodicom"].profile_dir.mkdir(exist_ok=True)
             senders = [h.storescu(folder) for folder in folders]
 
             def measure(
@@ -79,11 +83,16 @@ def main() -> int:
             runs = h.run_rounds(receivers, rounds, measure)
             ok = ok and all(r.ok for r in runs)
             summaries = h.summarize(runs, [c.name for c in receivers if c.available])
-            value = h.compare(summaries, "aiodicom vs storescp (aggregate)", "aiodicom", "storescp")
+            workers = "aiodicom --workers 2"
+            ratios = [
+                h.compare(summaries, f"{workers} vs storescp --fork (aggregate)", workers, "storescp --fork", 1.3),
+                h.compare(summaries, f"{workers} vs orthanc (aggregate)", workers, "orthanc"),
+                h.compare(summaries, "aiodicom vs storescp (aggregate, one process each)", "aiodicom", "storescp"),
+            ]
             report += [
                 h.table(title, summaries),
                 "",
-                h.ratio_table([value]),
+                h.ratio_table(ratios),
                 "",
             ]
             if profiles is not None:
@@ -94,7 +103,7 @@ def main() -> int:
                 "sender": h.storescu(root / "NNN"),
                 "runs": runs,
                 "summary": summaries,
-                "ratio": value,
+                "ratios": ratios,
             }
     note = h.unavailable_note(receivers)
     if note:

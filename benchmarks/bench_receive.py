@@ -2,7 +2,7 @@
 
 Workloads: 500 CT images of 512x512x16 bit (images/s, MB/s), and 2000 images of 64x64
 (messages/s: per-message overhead dominates). Receivers: ``aiodicom receive`` (its
-defaults), DCMTK ``storescp -od`` (defaults and ``-pdu 131072``) and pynetdicom's storescp
+defaults, one process; and ``--workers 2``, the default on two cores), DCMTK ``storescp -od`` (defaults and ``-pdu 131072``) and pynetdicom's storescp
 writing files. Targets (issue 3): >= 1.5x storescp, >= 1.0x storescp -pdu 131072,
 >= 4x pynetdicom on CT; >= 1.0x storescp on small images.
 
@@ -29,6 +29,10 @@ def main() -> int:
     small_count = 50 if args.quick else 2000
     profiles = h.profile_dir(args)
     contenders = h.common_contenders(profiles)
+    # The CLI's default on two cores: one association lands in one worker, so this
+    # shows what the worker plumbing costs (issue 7: no regression).
+    workers = h.concurrent_contenders(contenders)["aiodicom --workers 2"]
+    contenders[workers.name] = workers
     h.apply_only(list(contenders.values()), args.only)
     report = ["## bench_receive", ""]
     payload: dict[str, object] = {"rounds": rounds, "quick": args.quick}
@@ -73,6 +77,8 @@ def main() -> int:
                 h.compare(summaries, f"aiodicom vs {ref}", "aiodicom", ref, target)
                 for ref, target in targets
             ]
+            if key == "ct":
+                ratios.append(h.compare(summaries, f"{workers.name} vs storescp", workers.name, "storescp", 1.5))
             report += [h.ratio_table(ratios), ""]
             if profiles is not None:
                 report += [h.profile_report(receivers, rounds), ""]

@@ -92,14 +92,15 @@ async def test_restart_after_kill_9_removes_the_leftovers(tmp_path: Path) -> Non
 async def test_a_live_process_keeps_its_spool_folder(tmp_path: Path) -> None:
     """Three receivers share one output folder; only the dead one's folder is swept."""
     output = tmp_path / "out"
+    one = ("--workers", "1")  # one process, one spool folder each
     with anyio.fail_after(TEST_TIMEOUT * 2):
-        with aiodicom_receive(output, aet=SERVER_AE) as living:
+        with aiodicom_receive(output, aet=SERVER_AE, args=one) as living:
             [living_folder] = owner_folders(output)
-            with aiodicom_receive(output, aet=SERVER_AE) as doomed:
+            with aiodicom_receive(output, aet=SERVER_AE, args=one) as doomed:
                 await half_send_then_kill(doomed, output)
             dead = [p for p in owner_folders(output) if p != living_folder]
             assert len(dead) == 1
-            with aiodicom_receive(output, aet=SERVER_AE) as third:
+            with aiodicom_receive(output, aet=SERVER_AE, args=one) as third:
                 assert not dead[0].exists()
                 assert living_folder.is_dir()  # still locked by its live owner: left alone
                 await store_one(living.port)

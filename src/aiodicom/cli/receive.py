@@ -8,9 +8,9 @@ import signal
 import ssl
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 import anyio
 import anyio.abc
@@ -32,6 +32,7 @@ from aiodicom.transport.address import describe_os_error
 
 if TYPE_CHECKING:
     from aiodicom.dimse.store import AssociationInfo, ReceivedInstance
+    from aiodicom.dimse.workers import WorkerChannel
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     """Add the ``receive`` subcommand."""
@@ -50,7 +51,11 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     receive.add_argument("--require-called-ae", action="store_true", help="reject other called AE titles")
     receive.add_argument("--allow", action="append", metavar="AE", help="accept only these calling AE titles")
     receive.add_argument("--accept-any-transfer-syntax", action="store_true", help="store compressed data untouched")
-    receive.add_argument("--max-associations", type=at_least_one, default=64)
+    receive.add_argument("--max-associations", type=at_least_one, default=64,
+                         help="associations at once; with workers, each takes up to twice its share [%(default)s]")
+    receive.add_argument("--workers", type=at_least_one, default=None, metavar="N",
+                         help="processes sharing the port, each with its own event loop (Linux) "
+                              "[number of cores; 1 with --metrics-port]")
     receive.add_argument("--max-operations", type=at_least_one, default=1, metavar="N",
                          help="requests served at once on one association when the sender proposes an "
                          "asynchronous operations window [%(default)s]")
@@ -115,6 +120,11 @@ class FileWriter:
         return 0
 
 
+class _Totals(Protocol):
+    instances: int
+    bytes: int
+
+
 class Tally:
     """What ``receive`` reports: one line per association at its end, a live status line.
 
@@ -174,16 +184,22 @@ class Tally:
             sys.stderr.flush()
             self._shown = False
 
-    async def show_live(self, active: Callable[[], int], interval: float = 0.5) -> None:
-        """Rewrite one status line on the terminal: totals, recent rate, open associations."""
-        last_count, last_time = self.instances, time.monotonic()
+    async def show_live(
+        self, active: Callable[[], int], interval: float = 0.5, totals: _Totals | None = None
+    ) -> None:
+        """Rewrite one status line on the terminal: totals, recent rate, open associations.
+
+        ``totals`` counts instances and bytes (default: this tally; with workers, the pool).
+        """
+        totals = totals or self
+        last_count, last_time = totals.instances, time.monotonic()
         while True:
             await anyio.sleep(interval)
             now = time.monotonic()
-            rate = (self.instances - last_count) / (now - last_time)
-            last_count, last_time = self.instances, now
+            rate = (totals.instances - last_count) / (now - last_time)
+            last_count, last_time = totals.instances, now
             sys.stderr.write(
-                f"\r\x1b[K{self.instances} instances, {_size(self.bytes)}, "
+                f"\r\x1b[K{totals.instances} instances, {_size(totals.bytes)}, "
                 f"{rate:.0f}/s, {active()} associations open"
             )
             sys.stderr.flush()
@@ -229,21 +245,20 @@ def prepare_output_dir(path: Path) -> Path:
     return path
 
 
-def _receive(args: argparse.Namespace) -> int:
+def _build_server(
+    args: argparse.Namespace, tally: Tally, output_dir: Path, channel: WorkerChannel | None = None
+) -> Any:
+    """The Server that ``receive`` runs, or each of its workers (``channel``: on the shared port)."""
     from aiodicom.dimse.server import Server
-    from aiodicom.runner import run
     from aiodicom.transport.association import Timeouts
     from aiodicom.ul.negotiation import DEFAULT_MAX_PDU_LENGTH
 
-    check_ae_options(args)
-    configure_cli_logging("info" if args.verbose else args.log_level, args.log_format)
-    output_dir = prepare_output_dir(args.output_dir)
-    tally = Tally(sys.stdout, live=sys.stderr.isatty())
-    server = Server(
+    on_store = tally.counting(FileWriter(output_dir))
+    return Server(
         args.aet,
         args.host,
         args.port,
-        on_store=tally.counting(FileWriter(output_dir)),
+        on_store=on_store if channel is None else channel.reporting(on_store),
         on_released=tally.released,
         on_aborted=tally.aborted,
         accept_any_transfer_syntax=args.accept_any_transfer_syntax,
@@ -262,57 +277,146 @@ def _receive(args: argparse.Namespace) -> int:
         memory_threshold=args.memory_threshold,
         fsync=args.fsync,
         observer=_metrics_observer(args),
+        reuse_port=channel is not None,
     )
-    interrupted = False
-    stopping = False
 
-    async def watch_signals() -> None:
-        """SIGTERM or a first Ctrl-C drains within --grace; a second one stops at once."""
-        nonlocal interrupted, stopping
+
+def _workers(args: argparse.Namespace) -> int:
+    """``--workers``, defaulting to the number of cores (1 with ``--metrics-port``: one registry)."""
+    from aiodicom.dimse.workers import usable_workers
+
+    if args.workers is None:
+        return 1 if args.metrics_port is not None else usable_workers(os.cpu_count() or 1)
+    if args.workers > 1 and args.metrics_port is not None:
+        raise CliError("--metrics-port needs --workers 1 (metrics are not gathered across processes yet)")
+    return usable_workers(args.workers)
+
+
+class _Stopper:
+    """SIGTERM or a first Ctrl-C drains within --grace; a second one stops at once."""
+
+    def __init__(self, shutdown: Callable[[float], None], grace: float, tally: Tally) -> None:
+        self.shutdown = shutdown
+        self.grace = grace
+        self.tally = tally
+        self.interrupted = False
+        self.stopping = False
+
+    async def watch(self) -> None:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async for signum in signals:
-                interrupted = interrupted or signum == signal.SIGINT
-                if stopping:
-                    server.shutdown(0)
+                self.interrupted = self.interrupted or signum == signal.SIGINT
+                if self.stopping:
+                    self.shutdown(0)
                     continue
-                stopping = True
-                server.shutdown(args.grace)
+                self.stopping = True
+                self.shutdown(self.grace)
                 if signum == signal.SIGINT:  # someone at a terminal: say what happens next
-                    tally.clear()
+                    self.tally.clear()
                     print(
-                        f"aiodicom receive: finishing open associations (up to {args.grace:g} s); "
+                        f"aiodicom receive: finishing open associations (up to {self.grace:g} s); "
                         "Ctrl-C again stops at once",
                         file=sys.stderr,
                         flush=True,
                     )
 
+
+def _receive(args: argparse.Namespace) -> int:
+    check_ae_options(args)
+    configure_cli_logging("info" if args.verbose else args.log_level, args.log_format)
+    output_dir = prepare_output_dir(args.output_dir)
+    workers = _workers(args)
+    if workers > 1:
+        return _receive_with_workers(args, output_dir, workers)
+    tally = Tally(sys.stdout, live=sys.stderr.isatty())
+    server = _build_server(args, tally, output_dir)
+    return _run_receiver(
+        args, output_dir, tally, server.serve, server.shutdown, lambda: server.active_associations, tally,
+        server.observer,
+    )  # fmt: skip
+
+
+def _run_receiver(
+    args: argparse.Namespace,
+    output_dir: Path,
+    tally: Tally,
+    serve: Callable[..., Coroutine[Any, Any, None]],
+    shutdown: Callable[[float], None],
+    active: Callable[[], int],
+    totals: _Totals,
+    observer: Any = None,
+) -> int:
+    """Serve until a signal stops it (one Server, or the pool of workers); the lines users read."""
+    from aiodicom.runner import run
+
+    stopper = _Stopper(shutdown, args.grace, tally)
+
     async def main() -> int:
         async with anyio.create_task_group() as watchers:
-            watchers.start_soon(watch_signals)
+            watchers.start_soon(stopper.watch)
             try:
                 async with anyio.create_task_group() as serving:
                     try:
-                        port = await serving.start(server.serve)
+                        port = await serving.start(serve)
                     except OSError as exc:
                         raise CliError(
                             f"cannot listen on {args.host}:{args.port}: {describe_os_error(exc)}"
                         ) from None
-                    if server.observer is not None:  # served until the receiver stops
-                        metrics_port = await _start_metrics(watchers, server.observer, args)
+                    if observer is not None:  # served until the receiver stops
+                        metrics_port = await _start_metrics(watchers, observer, args)
                         print(f"aiodicom receive: metrics at http://{args.metrics_host}:{metrics_port}/metrics",
                               flush=True)
                     print(f"aiodicom receive: listening on {args.host}:{port} as {args.aet}, "
                           f"writing to {output_dir}", flush=True)
                     if tally.live:
-                        watchers.start_soon(tally.show_live, lambda: server.active_associations)
+                        watchers.start_soon(tally.show_live, active, 0.5, totals)
             finally:
                 watchers.cancel_scope.cancel()
         tally.clear()
-        print(f"aiodicom receive: stored {tally.instances} instances ({_size(tally.bytes)})",
-              flush=True)
-        return EXIT_INTERRUPTED if interrupted else 0
+        print(f"aiodicom receive: stored {totals.instances} instances ({_size(totals.bytes)})", flush=True)
+        return EXIT_INTERRUPTED if stopper.interrupted else 0
 
     return run(main)
+
+
+def _receive_with_workers(args: argparse.Namespace, output_dir: Path, workers: int) -> int:
+    """``receive`` as ``workers`` processes on one port (see aiodicom.dimse.workers).
+
+    The parent checks the options, reserves the port, starts the workers and
+    forwards SIGTERM/Ctrl-C; each worker prints its own association lines; the
+    parent prints the listening line and the total the workers reported.
+    """
+    from aiodicom.dimse.workers import WorkerPool, share, split
+
+    shares = {
+        "max_associations": share(args.max_associations, workers),
+        "max_memory": split(args.max_memory, workers),
+        "output_dir": output_dir,
+        "workers": 1,
+    }
+
+    def worker_args(port: int) -> argparse.Namespace:
+        return argparse.Namespace(**{**vars(args), **shares, "port": port})
+
+    tally = Tally(sys.stdout, live=sys.stderr.isatty())
+    shares["live"] = tally.live  # workers then report their open associations
+    _build_server(worker_args(args.port), tally, output_dir)  # a bad option: one error here, not N
+    pool = WorkerPool(receive_worker, worker_args, host=args.host, port=args.port, workers=workers)
+    return _run_receiver(args, output_dir, tally, pool.serve, pool.shutdown, lambda: pool.active_associations, pool)
+
+
+async def receive_worker(args: argparse.Namespace, channel: WorkerChannel) -> None:
+    """One worker of ``receive --workers N``: a Server on the shared port, reporting what it stores."""
+    from aiodicom.dimse.workers import serve_until_stopped
+
+    configure_cli_logging("info" if args.verbose else args.log_level, args.log_format)
+    tally = Tally(sys.stdout, live=False)
+    server = _build_server(args, tally, args.output_dir, channel)
+    async with anyio.create_task_group() as group:
+        if getattr(args, "live", False):
+            group.start_soon(channel.report_active, lambda: server.active_associations)
+        await serve_until_stopped(server.serve, server.shutdown, channel)
+        group.cancel_scope.cancel()
 
 
 def _metrics_observer(args: argparse.Namespace) -> Any:

@@ -38,6 +38,7 @@ from aiodicom.dimse.store import (
     SpoolDirectory,
     SpoolFiles,
 )
+from aiodicom.dimse.workers import WorkerPool, server_pool, usable_workers
 from aiodicom.errors import (
     AiodicomError,
     AssociationError,
@@ -128,6 +129,14 @@ class Server:
     :param fsync: flush every file a handler saved with :meth:`ReceivedInstance.save`, and
         its folder, to disk before Success is sent (survives a power loss, not only a
         crash), in batches shared by concurrent associations (:class:`GroupSync`).
+    :param reuse_port: set SO_REUSEPORT on the listener, so other processes can serve the port.
+    :param workers: processes serving the port (:mod:`aiodicom.dimse.workers`), each with its
+        own event loop; 1 where SO_REUSEPORT does not balance connections (not Linux). With
+        more than one, every argument goes to the workers by pickle (handlers must be
+        importable, module-level; no ``ssl`` context or ``observer``) and the caps are
+        split between them: memory evenly, associations and connections up to twice a
+        fair share each (SO_REUSEPORT spreads connections unevenly), so the whole
+        receiver holds at most twice ``max_associations``.
     """
 
     def __init__(
@@ -159,7 +168,11 @@ class Server:
         backlog: int = 128,
         observer: ServerObserver | None = None,
         fsync: bool = False,
+        reuse_port: bool = False,
+        workers: int = 1,
     ) -> None:
+        # What each worker process builds its own Server from (workers > 1): every argument.
+        self._arguments = {name: value for name, value in locals().items() if name not in ("self", "workers")}
         self.host = host
         #: The port to listen on; once serving, the port actually bound (useful with 0).
         self.port = check_port(port, listening=True)
@@ -217,6 +230,10 @@ class Server:
         self.log = _log.bind(ae=self.ae_title)
         #: Gets counts and timings (associations, requests, rejections) when set; see aiodicom.metrics.
         self.observer = observer
+        self.reuse_port = reuse_port
+        #: Processes serving the port (see aiodicom.dimse.workers); 1 where SO_REUSEPORT cannot balance.
+        self.workers = usable_workers(workers)
+        self._pool: WorkerPool[dict[str, object]] | None = None
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -226,6 +243,12 @@ class Server:
         With ``task_group.start(server.serve)`` the bound port is returned once
         the listener is up, so ``port=0`` works.
         """
+        if self.workers > 1:  # N processes, each its own Server from the same arguments
+            self._pool = server_pool(
+                self._arguments, self.workers, memory_floor=2 * self.max_pdu_cap, on_port=self._bound
+            )
+            await self._pool.serve(task_status=task_status)
+            return
         loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         base = self._spool_base
@@ -239,6 +262,7 @@ class Server:
                 self.port,
                 backlog=self.backlog,
                 reuse_address=True,
+                reuse_port=self.reuse_port or None,
             )
         except OSError:
             self._close_spool()
@@ -266,6 +290,9 @@ class Server:
             self._close_spool()
             self.log.info("stopped")
 
+    def _bound(self, port: int) -> None:
+        self.port = port
+
     def _close_spool(self) -> None:
         if self._spool is not None:
             self._spool.close()
@@ -292,6 +319,8 @@ class Server:
         ``shutdown(0)`` aborts the rest at once.
         """
         self._grace = grace
+        if self._pool is not None:
+            self._pool.shutdown(grace)
         if self._stop is not None:
             self._stop.set()
 

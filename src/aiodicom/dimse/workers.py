@@ -1,0 +1,547 @@
+"""Multi-core receive: N worker processes share one listening port, each with its own event loop.
+
+One asyncio process decodes PDUs on one core; a receiver with many concurrent
+senders needs more. :class:`WorkerPool` runs N copies of a receiver (a
+:class:`~aiodicom.dimse.server.Server`, or ``aiodicom receive``) as separate
+processes, ``python -m aiodicom.dimse.workers``: a fresh interpreter each (never a
+fork of a running event loop, no threads). They share the port with
+``SO_REUSEPORT``, so the kernel spreads incoming connections over them; where
+the platform does not balance ``SO_REUSEPORT`` (anything but Linux) one process
+serves (:func:`usable_workers`).
+
+How the parent and a worker talk:
+
+- **Control: the worker's stdin.** ``stop <grace>`` lines make it shut down its
+  server with that grace (a second line with a smaller grace cuts it short, as
+  :meth:`Server.shutdown` does). End of file (the parent died, even by kill -9)
+  stops it too, so no worker outlives its parent. Workers ignore SIGINT: a Ctrl-C
+  reaches the whole process group and the parent decides; SIGTERM sent to a
+  worker alone stops that worker gracefully.
+- **Reports: a pipe per worker**, one JSON line per event: ``listening`` once the
+  port is served, ``stored`` for every instance a store handler kept (its saved
+  paths, its routing tags). The parent exposes these as
+  :meth:`WorkerPool.stored_instances`, an async iterator: the seam for handlers
+  that need one place (a pipeline that groups instances per patient) while the
+  instances arrive in N processes.
+
+A worker that exits while the pool serves stops the whole pool: the others drain
+within the grace and :meth:`WorkerPool.serve` raises :class:`WorkerError`. A
+supervisor (systemd, Kubernetes) restarts the service; restarting one worker in
+place would hide a crash loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import math
+import os
+import pickle
+import signal
+import socket
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
+
+import anyio
+import anyio.abc
+from anyio.streams.memory import MemoryObjectSendStream
+
+from aiodicom._log import get_logger
+from aiodicom.dimse.status import Status
+from aiodicom.errors import AiodicomError, ConfigurationError
+
+if TYPE_CHECKING:
+    from aiodicom.dimse.store import ReceivedInstance
+
+T = TypeVar("T")
+
+_log = get_logger("aiodicom.workers")
+#: Environment variable carrying a worker's pickled :class:`_Spec`.
+_SPEC_VARIABLE = "AIODICOM_WORKER_SPEC"
+#: Seconds a worker gets to start listening.
+START_TIMEOUT = 60.0
+#: A worker's grace when it is told to stop without one (SIGTERM to it alone, parent gone).
+DEFAULT_GRACE = 10.0
+#: Seconds past the grace (and the hooks' own grace) before a worker is killed.
+KILL_MARGIN = 5.0
+#: Routing tags a ``stored`` report carries (what a per-patient or per-study queue keys on).
+ROUTING_TAGS = ("patient_id", "study_instance_uid", "series_instance_uid", "sop_instance_uid", "sop_class_uid")
+
+
+class WorkerError(AiodicomError):
+    """A worker process failed to start or exited while the pool was serving."""
+
+
+def reuse_port_supported() -> bool:
+    """Whether the kernel balances connections over sockets sharing a port (Linux)."""
+    return sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
+
+
+def usable_workers(requested: int) -> int:
+    """``requested`` where ``SO_REUSEPORT`` balances connections, else 1 (with a warning)."""
+    if requested < 1:
+        raise ConfigurationError(f"workers must be at least 1, not {requested}")
+    if requested > 1 and not reuse_port_supported():
+        _log.warning("workers_unsupported", requested=requested, platform=sys.platform)
+        return 1
+    return requested
+
+
+def share(total: int, workers: int) -> int:
+    """One worker's share of a count cap (associations, connections): twice its fair share.
+
+    SO_REUSEPORT hashes connections to workers; it does not count them, so with 64
+    senders and 2 workers one worker often gets 35 or 40. Each worker takes up to
+    ``2 * total / workers`` (rounded up, never more than ``total``): 64 concurrent
+    senders still all get in, and the whole receiver holds at most twice the cap.
+    """
+    return min(total, max(1, math.ceil(2 * total / workers)))
+
+
+def split(total: int, workers: int) -> int:
+    """One worker's share of a budget (memory): ``total / workers``, rounded up."""
+    return max(1, math.ceil(total / workers))
+
+
+@dataclass(frozen=True, slots=True)
+class StoredInstance:
+    """An instance a worker's store handler kept, as reported to the parent."""
+
+    worker: int
+    #: Where the handler saved it (:attr:`ReceivedInstance.saved_paths`).
+    paths: tuple[str, ...]
+    size: int
+    #: :data:`ROUTING_TAGS` that the data set has.
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+WorkerTarget = Callable[[T, "WorkerChannel"], Coroutine[object, object, None]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Spec(Generic[T]):
+    target: WorkerTarget[T]
+    argument: T
+    index: int
+    report_fd: int
+
+
+def check_picklable(target: object, argument: object) -> None:
+    """Everything a worker gets must reach it by pickle: handlers are module-level and importable.
+
+    A lambda, a closure, a bound method of a local object or a function defined in
+    the ``__main__`` script cannot be imported by a fresh interpreter.
+    """
+    for value in _callables(argument):
+        if getattr(value, "__module__", None) == "__main__":
+            raise ConfigurationError(
+                f"with workers > 1, {getattr(value, '__qualname__', value)!r} must be importable: "
+                "define it in a module, not in the __main__ script"
+            )
+    try:
+        pickle.dumps((target, argument))
+    except (pickle.PicklingError, TypeError, AttributeError) as exc:
+        raise ConfigurationError(
+            "with workers > 1 every server argument is sent to the worker processes and must be "
+            f"picklable; handlers must be module-level functions or instances of module-level "
+            f"classes: {exc}"
+        ) from None
+
+
+def _callables(argument: object) -> list[object]:
+    values = argument.values() if isinstance(argument, Mapping) else vars(argument).values()
+    return [value for value in values if callable(value)]
+
+
+# --- the worker side ----------------------------------------------------------------
+
+
+class WorkerChannel:
+    """A worker's line to its parent: reports out, stop requests in."""
+
+    def __init__(self, index: int, report_fd: int) -> None:
+        self.index = index
+        self._report_fd = report_fd
+        self.log = _log.bind(worker=index, pid=os.getpid())
+
+    def _send(self, record: dict[str, object]) -> None:
+        # Small lines to a pipe the parent drains at once: a blocking write never waits long.
+        # A report that cannot be sent (parent gone) must not fail a store already kept.
+        try:
+            os.write(self._report_fd, json.dumps(record).encode() + b"\n")
+        except OSError as exc:
+            self.log.error("worker_report_failed", error=str(exc))
+
+    def listening(self, port: int) -> None:
+        """Tell the parent this worker serves ``port``."""
+        self._send({"event": "listening", "port": port})
+
+    def stored(self, instance: ReceivedInstance) -> None:
+        """Report an instance the handler kept (its paths and routing tags)."""
+        tags = {name: value for name in ROUTING_TAGS if (value := getattr(instance, name, None))}
+        self._send({"event": "stored", "paths": [str(path) for path in instance.saved_paths], "size": instance.size, "tags": tags})
+
+    async def report_active(self, active: Callable[[], int], interval: float = 0.5) -> None:
+        """Report ``active()`` (open associations) every ``interval`` seconds, for status lines."""
+        while True:
+            self._send({"event": "active", "associations": active()})
+            await anyio.sleep(interval)
+
+    def reporting(
+        self, handler: Callable[[ReceivedInstance], Awaitable[int | None]]
+    ) -> Callable[[ReceivedInstance], Awaitable[int | None]]:
+        """``handler``, reporting each instance it answered with success or a warning."""
+
+        async def on_store(instance: ReceivedInstance) -> int | None:
+            code = await handler(instance)
+            status = code if isinstance(code, Status) else Status(code or 0)
+            if status.is_success or status.is_warning:
+                self.stored(instance)
+            return code
+
+        return on_store
+
+    async def forward_stops(self, shutdown: Callable[[float], None]) -> None:
+        """Call ``shutdown(grace)`` for every stop request, until cancelled.
+
+        Requests: ``stop <grace>`` lines on stdin; end of file (the parent is gone) and
+        SIGTERM (sent to this worker alone) with :data:`DEFAULT_GRACE`.
+        """
+        async with anyio.create_task_group() as watchers:
+            watchers.start_soon(self._read_control, shutdown)
+            watchers.start_soon(self._watch_sigterm, shutdown)
+
+    async def _read_control(self, shutdown: Callable[[float], None]) -> None:
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader()
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+        while line := await reader.readline():
+            words = line.split()
+            if len(words) == 2 and words[0] == b"stop":
+                shutdown(float(words[1]))
+        self.log.info("worker_parent_gone")
+        shutdown(DEFAULT_GRACE)
+
+    async def _watch_sigterm(self, shutdown: Callable[[float], None]) -> None:
+        with anyio.open_signal_receiver(signal.SIGTERM) as signals:
+            async for _ in signals:
+                shutdown(DEFAULT_GRACE)
+
+
+def _worker_main() -> None:
+    """Entry point of a worker process (``python -m aiodicom.dimse.workers``)."""
+    from aiodicom.runner import run
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent forwards what a Ctrl-C means
+    encoded = os.environ.pop(_SPEC_VARIABLE, None)
+    if encoded is None:
+        sys.exit("aiodicom.dimse.workers is started by WorkerPool, not by hand")
+    spec: _Spec[object] = pickle.loads(base64.b64decode(encoded))  # noqa: S301 - from our parent
+    try:
+        run(spec.target, spec.argument, WorkerChannel(spec.index, spec.report_fd))
+    except AiodicomError as exc:  # a configuration the parent did not catch: one line
+        sys.exit(f"aiodicom worker {spec.index}: error: {exc}")
+
+
+async def serve_server(arguments: dict[str, object], channel: WorkerChannel) -> None:
+    """A worker's target for ``Server(..., workers=N)``: one ``Server`` on the shared port."""
+    from aiodicom.dimse.server import Server
+
+    on_store = arguments.get("on_store")
+    if on_store is not None:
+        arguments = {**arguments, "on_store": channel.reporting(on_store)}  # type: ignore[arg-type]
+    server = Server(**arguments)  # type: ignore[arg-type]
+    await serve_until_stopped(server.serve, server.shutdown, channel)
+
+
+def server_pool(
+    arguments: dict[str, object],
+    workers: int,
+    *,
+    memory_floor: int,
+    on_port: Callable[[int], None] | None = None,
+) -> WorkerPool[dict[str, object]]:
+    """The pool behind ``Server(..., workers=N)``: each worker a Server from ``arguments``.
+
+    Caps are split between the workers: ``max_memory`` evenly (never below
+    ``memory_floor``, twice the PDU cap), ``max_associations`` and
+    ``max_connections`` with headroom for SO_REUSEPORT's uneven spread (:func:`share`).
+    """
+    shares: dict[str, object] = {"max_memory": max(split(_count(arguments, "max_memory"), workers), memory_floor)}
+    for name in ("max_associations", "max_connections"):
+        if arguments.get(name) is not None:
+            shares[name] = share(_count(arguments, name), workers)
+
+    def worker_arguments(port: int) -> dict[str, object]:
+        return {**arguments, **shares, "port": port, "reuse_port": True}
+
+    host = arguments.get("host")
+    return WorkerPool(
+        serve_server, worker_arguments, host=str(host), port=_count(arguments, "port"), workers=workers,
+        on_port=on_port,
+    )  # fmt: skip
+
+
+def _count(arguments: dict[str, object], name: str) -> int:
+    value = arguments[name]
+    assert isinstance(value, int)
+    return value
+
+
+class _Serve(Protocol):
+    def __call__(self, *, task_status: anyio.abc.TaskStatus[int]) -> Awaitable[None]: ...
+
+
+async def serve_until_stopped(serve: _Serve, shutdown: Callable[[float], None], channel: WorkerChannel) -> None:
+    """Run ``serve`` (``Server.serve``-like), tell the parent its port, forward stop requests.
+
+    Returns when ``serve`` does.
+    """
+    async with anyio.create_task_group() as group:
+
+        async def serve_then_stop(*, task_status: anyio.abc.TaskStatus[int]) -> None:
+            await serve(task_status=task_status)
+            group.cancel_scope.cancel()
+
+        channel.listening(await group.start(serve_then_stop))
+        await channel.forward_stops(shutdown)
+
+
+# --- the parent side ----------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Worker:
+    index: int
+    process: asyncio.subprocess.Process
+    listening: anyio.Event = field(default_factory=anyio.Event)
+    #: Open associations, as last reported.
+    active: int = 0
+
+
+class WorkerPool(Generic[T]):
+    """Run ``target(argument, channel)`` in ``workers`` processes sharing ``host:port``.
+
+    ``target`` binds ``port`` with ``reuse_port=True`` and calls ``channel.listening``;
+    the parent reserves the port first (a bound socket that does not listen, so it
+    takes no connections), which makes ``port=0`` work: every worker gets the
+    number the parent drew (``argument(port)`` builds each worker's argument;
+    ``on_port(port)`` is called with it before the workers start).
+    """
+
+    def __init__(
+        self,
+        target: WorkerTarget[T],
+        argument: Callable[[int], T],
+        *,
+        host: str,
+        port: int,
+        workers: int,
+        on_port: Callable[[int], None] | None = None,
+    ) -> None:
+        self._on_port = on_port
+        #: The argument of each worker, from the port the parent reserved.
+        self._argument = argument
+        self.target = target
+        self.host = host
+        self.port = port
+        self.workers = workers
+        self._workers: list[_Worker] = []
+        self._stop = anyio.Event()
+        self._grace = 10.0
+        self._subscribers: list[MemoryObjectSendStream[StoredInstance]] = []
+        #: Instances and bytes the workers reported stored.
+        self.instances = 0
+        self.bytes = 0
+        #: Set when a worker ended the pool (exited or failed to start).
+        self.failure: WorkerError | None = None
+
+    def shutdown(self, grace: float = 10.0) -> None:
+        """Stop every worker: each drains its associations within ``grace`` seconds.
+
+        Called again, ``shutdown(0)`` aborts what is left at once.
+        """
+        self._grace = min(grace, self._grace) if self._stop.is_set() else grace
+        self._stop.set()
+        for worker in self._workers:
+            _tell(worker, f"stop {grace}\n")
+
+    def stored_instances(self) -> AsyncIterator[StoredInstance]:
+        """Every instance stored by any worker from now on, until the pool stops."""
+        send, receive = anyio.create_memory_object_stream[StoredInstance](math.inf)
+        self._subscribers.append(send)
+        return _iterate(receive)
+
+    async def serve(self, *, task_status: anyio.abc.TaskStatus[int] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Start the workers, serve until :meth:`shutdown`, stop them all.
+
+        :raises WorkerError: a worker could not start, or exited while serving.
+        """
+        reserved = _reserve(self.host, self.port)
+        self.port = reserved.getsockname()[1]
+        if self._on_port is not None:
+            self._on_port(self.port)
+        log = _log.bind(port=self.port, workers=self.workers)
+        try:
+            argument = self._argument(self.port)
+            check_picklable(self.target, argument)
+            async with anyio.create_task_group() as group:
+                for index in range(self.workers):
+                    worker = await self._spawn(group, index, argument)
+                    self._workers.append(worker)
+                    group.start_soon(self._watch_exit, worker)
+                await self._wait_listening()
+                if self.failure is None:
+                    log.info("workers_listening", pids=[w.process.pid for w in self._workers])
+                    task_status.started(self.port)
+                    await self._stop.wait()
+                    if self.failure is None:
+                        self.shutdown(self._grace)  # tells workers started after the first call
+                with anyio.CancelScope(shield=True):
+                    await self._wait_all(self._grace + KILL_MARGIN)
+                group.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._kill_all()
+            reserved.close()
+            for subscriber in self._subscribers:
+                subscriber.close()
+            log.info("workers_stopped", instances=self.instances)
+        if self.failure is not None:
+            raise self.failure
+
+    async def _spawn(self, group: anyio.abc.TaskGroup, index: int, argument: T) -> _Worker:
+        read_fd, write_fd = os.pipe()
+        spec = _Spec(self.target, argument, index, write_fd)
+        env = {**os.environ, _SPEC_VARIABLE: base64.b64encode(pickle.dumps(spec)).decode()}
+        try:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "aiodicom.dimse.workers",
+                stdin=asyncio.subprocess.PIPE, pass_fds=(write_fd,), env=env,
+            )  # fmt: skip
+        finally:
+            os.close(write_fd)
+        worker = _Worker(index, process)
+        group.start_soon(self._read_reports, worker, read_fd)
+        return worker
+
+    async def _read_reports(self, worker: _Worker, read_fd: int) -> None:
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=1 << 20)
+        pipe = os.fdopen(read_fd, "rb", buffering=0)
+        transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), pipe)
+        try:
+            while line := await reader.readline():
+                self._on_report(worker, json.loads(line))
+        finally:
+            transport.close()
+
+    @property
+    def active_associations(self) -> int:
+        """Open associations in every worker, as last reported (workers report it for status lines)."""
+        return sum(worker.active for worker in self._workers)
+
+    def _on_report(self, worker: _Worker, record: dict[str, object]) -> None:
+        event = record.get("event")
+        if event == "listening":
+            worker.listening.set()
+            return
+        if event == "active":
+            count = record.get("associations")
+            worker.active = count if isinstance(count, int) else 0
+            return
+        paths = record.get("paths")
+        size = record.get("size")
+        tags = record.get("tags")
+        stored = StoredInstance(
+            worker.index,
+            tuple(str(p) for p in paths) if isinstance(paths, list) else (),
+            size if isinstance(size, int) else 0,
+            {str(k): str(v) for k, v in tags.items()} if isinstance(tags, dict) else {},
+        )
+        self.instances += 1
+        self.bytes += stored.size
+        for subscriber in self._subscribers:
+            with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+                subscriber.send_nowait(stored)
+
+    async def _wait_listening(self) -> None:
+        with anyio.move_on_after(START_TIMEOUT) as scope:
+            for worker in self._workers:
+                while not worker.listening.is_set() and self.failure is None:
+                    with anyio.move_on_after(0.05):
+                        await worker.listening.wait()
+        if scope.cancelled_caught and self.failure is None:
+            self._fail(WorkerError(f"workers did not start listening within {START_TIMEOUT:g} s"))
+
+    async def _watch_exit(self, worker: _Worker) -> None:
+        code = await worker.process.wait()
+        if not self._stop.is_set():
+            what = "failed to start" if not worker.listening.is_set() else "exited"
+            self._fail(WorkerError(f"worker {worker.index} (pid {worker.process.pid}) {what} with code {code}"))
+
+    def _fail(self, error: WorkerError) -> None:
+        _log.error("worker_failed", error=str(error))
+        self.failure = error
+        self.shutdown(self._grace)
+
+    async def _wait_all(self, timeout: float) -> None:
+        with anyio.move_on_after(timeout):
+            for worker in self._workers:
+                await worker.process.wait()
+
+    async def _kill_all(self) -> None:
+        if any(worker.process.returncode is None for worker in self._workers):  # cancelled: stop now
+            self.shutdown(0)
+            await self._wait_all(KILL_MARGIN)
+        for worker in self._workers:
+            if worker.process.returncode is None:
+                _log.warning("worker_killed", worker=worker.index, pid=worker.process.pid)
+                worker.process.kill()
+        for worker in self._workers:
+            with anyio.move_on_after(KILL_MARGIN):
+                await worker.process.wait()
+
+
+def _tell(worker: _Worker, line: str) -> None:
+    stdin = worker.process.stdin
+    if stdin is None or stdin.is_closing() or worker.process.returncode is not None:
+        return
+    with contextlib.suppress(OSError, RuntimeError):
+        stdin.write(line.encode())
+
+
+async def _iterate(receive: anyio.abc.ObjectReceiveStream[StoredInstance]) -> AsyncIterator[StoredInstance]:
+    async with receive:
+        async for item in receive:
+            yield item
+
+
+def _reserve(host: str, port: int) -> socket.socket:
+    """Bind (not listen) ``host:port`` with SO_REUSEPORT: the pool's port, held while it serves.
+
+    First bound without SO_REUSEPORT, so a port another process serves (even another
+    pool, which would otherwise silently share it) is "address already in use".
+    """
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind(address)
+        address = (address[0], probe.getsockname()[1], *address[2:])
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(address)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+if __name__ == "__main__":
+    _worker_main()
