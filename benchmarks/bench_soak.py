@@ -1,14 +1,18 @@
 """Soak: many short associations into one ``aiodicom receive``; nothing may leak.
 
-10,000 associations one after the other, then 10,000 with 64 at a time (``--associations``
-and ``--concurrency`` scale it), each storing one small instance with its own SOP
-Instance UID. The receiver runs as a subprocess writing files. Measured on the receiver,
-from ``/proc``: resident memory (VmRSS) and open file descriptors after a warm-up, and
-after each phase once it is idle again. Checks, each a failure (exit 1) when broken:
+A warm-up of 10,000 associations with 64 at a time, then 10,000 one after the other,
+then 10,000 with 64 at a time, twice (``--associations`` and ``--concurrency`` scale it),
+each storing one small instance with its own SOP Instance UID. The receiver runs as a
+subprocess writing files. Measured on the receiver, from ``/proc``: resident memory
+(VmRSS) and open file descriptors after the warm-up, and after each phase once it is
+idle again. Checks, each a failure (exit 1) when broken:
 
-* RSS after each phase within ``--rss-tolerance-mb`` (default 32 MiB) of the baseline,
-  taken after a warm-up at full concurrency (memory the allocator keeps after a peak is
-  not a leak; growth beyond it is);
+* RSS after each phase within ``--rss-tolerance-mb`` (default 32 MiB) of the baseline.
+  The warm-up has the volume and concurrency of the concurrent phases because RSS is
+  the allocator's high-water mark: memory freed at a peak stays mapped, so a shorter
+  warm-up reaches less of it and its growth later looked like a leak when it was not;
+* the second concurrent phase adds at most ``--plateau-tolerance-mb`` (default 16 MiB)
+  to the first: a leak grows with every phase, a high-water mark stays put;
 * open descriptors within ``--fd-tolerance`` (default 4) of the baseline;
 * every instance stored exactly once: as many files as stores answered with success,
   and as many distinct SOP Instance UIDs (read back from the files) as files;
@@ -212,7 +216,7 @@ def check_unique(out: Path) -> tuple[int, int]:
 
 def verdicts(
     baseline: Sample, after: Sequence[Sample], phases: Sequence[Phase], stored: int, unique: int,
-    expected: int, rss_tolerance: float, fd_tolerance: int, alive: bool,
+    expected: int, rss_tolerance: float, fd_tolerance: int, alive: bool, plateau_tolerance: float,
 ) -> list[tuple[str, bool, str]]:  # fmt: skip
     result = []
     for s in after:
@@ -222,12 +226,21 @@ def verdicts(
         more = s.open_fds - baseline.open_fds
         result.append((f"descriptors flat after {s.label}", more <= fd_tolerance,
                        f"{baseline.open_fds} -> {s.open_fds} ({more:+d}, tolerance {fd_tolerance})"))  # fmt: skip
+    first, again = after[-2], after[-1]
+    more = again.rss_mb - first.rss_mb
+    result.append((f"RSS plateau: {again.label} over {first.label}", more <= plateau_tolerance,
+                   f"{first.rss_mb:.1f} -> {again.rss_mb:.1f} MiB ({more:+.1f}, tolerance {plateau_tolerance} MiB)"))  # fmt: skip
     failed = sum(p.failures for p in phases)
     result.append(("no store failed", failed == 0, f"{failed} failed" + (f" ({phases[0].first_error or phases[-1].first_error})" if failed else "")))  # fmt: skip
     result.append(("every instance stored once", stored == expected == unique,
                    f"{expected} answered with success, {stored} files, {unique} distinct SOP Instance UIDs"))  # fmt: skip
     result.append(("receiver still running", alive, "" if alive else "it exited"))
     return result
+
+
+def measured_phases(concurrency: int) -> tuple[tuple[str, int], ...]:
+    """Measured phases after the warm-up: (name, associations at a time)."""
+    return (("sequential", 1), ("concurrent", concurrency), ("concurrent again", concurrency))
 
 
 def main() -> int:
@@ -237,14 +250,18 @@ def main() -> int:
     p.add_argument("--sender", choices=("aiodicom", "storescu"), default="aiodicom")
     p.add_argument(
         "--warmup", type=int, default=None,
-        help="associations at full concurrency before the baseline [the larger of 2 x "
-        "--concurrency and --associations / 10]: the receiver's footprint once warm at its "
-        "peak load is the baseline, so what grows beyond it is a leak",
+        help="associations at full concurrency before the baseline [--associations]: the "
+        "receiver's footprint once warm at the load measured is the baseline, so what grows "
+        "beyond it is a leak",
     )  # fmt: skip
     p.add_argument(
         "--rss-tolerance-mb", type=float, default=32.0,
         help="allowed RSS growth over the baseline [%(default)s]: the allocator's high-water "
         "marks move by 10-20 MiB between samples at 64 associations at a time",
+    )  # fmt: skip
+    p.add_argument(
+        "--plateau-tolerance-mb", type=float, default=16.0,
+        help="allowed RSS growth of the second concurrent phase over the first [%(default)s]",
     )  # fmt: skip
     p.add_argument("--fd-tolerance", type=int, default=4)
     p.add_argument("--receiver-arg", action="append", default=[], help="extra `aiodicom receive` option")
@@ -252,7 +269,7 @@ def main() -> int:
     if args.quick:
         args.associations = min(args.associations, 100)
     if args.warmup is None:
-        args.warmup = max(2 * args.concurrency, args.associations // 10)
+        args.warmup = max(args.concurrency, args.associations)
     # Our client logs through the standard logging module; only errors matter here.
     logging.getLogger("aiodicom").setLevel(logging.ERROR)
     if args.sender == "storescu":
@@ -274,7 +291,7 @@ def main() -> int:
                 wait_settled(process.pid, out, warm.associations - warm.failures)
                 baseline = sample("baseline (after warm-up)", process.pid, out)
                 phases = [warm]
-                for name, concurrency in (("sequential", 1), ("concurrent", args.concurrency)):
+                for name, concurrency in measured_phases(args.concurrency):
                     phase = run_phase(name, args.sender, port, instances, args.associations, concurrency, work)
                     phases.append(phase)
                     expected = sum(ph.associations - ph.failures for ph in phases)
@@ -286,12 +303,13 @@ def main() -> int:
         stored, unique = check_unique(out)
     expected = sum(ph.associations - ph.failures for ph in phases)
     checks = verdicts(baseline, samples, phases[1:], stored, unique, expected,
-                      args.rss_tolerance_mb, args.fd_tolerance, alive)  # fmt: skip
+                      args.rss_tolerance_mb, args.fd_tolerance, alive, args.plateau_tolerance_mb)  # fmt: skip
     report = [
         "## bench_soak",
         "",
-        f"`aiodicom receive` fed by {args.sender}: {args.associations} associations in sequence, then "
-        f"{args.associations} with {args.concurrency} at a time; one 16x16 CT instance each.",
+        f"`aiodicom receive` fed by {args.sender}: a warm-up of {args.warmup} associations with "
+        f"{args.concurrency} at a time, then {args.associations} in sequence, then "
+        f"{args.associations} with {args.concurrency} at a time, twice; one 16x16 CT instance each.",
         "",
         "| phase | associations | at a time | wall s | associations/s | failed |",
         "|---|---:|---:|---:|---:|---:|",

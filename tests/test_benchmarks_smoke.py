@@ -90,6 +90,7 @@ def test_soak_runs_small_and_checks_every_instance(tmp_path: Path, sender: str) 
         [
             sys.executable, str(BENCHMARKS / "bench_soak.py"), "--associations", "24",
             "--concurrency", "8", "--sender", sender, "--rss-tolerance-mb", "100000",
+            "--plateau-tolerance-mb", "100000",
             "--results-dir", str(tmp_path / "results"), "--workdir", str(tmp_path / "work"),
         ],
         capture_output=True, text=True, env=peer_env(), timeout=110,
@@ -99,8 +100,10 @@ def test_soak_runs_small_and_checks_every_instance(tmp_path: Path, sender: str) 
     data = json.loads(saved.read_text())
     checks = {c["check"]: c for c in data["checks"]}
     assert checks["every instance stored once"]["ok"]
-    assert "64 answered with success, 64 files" in checks["every instance stored once"]["detail"]
-    assert [p["associations"] for p in data["phases"]] == [16, 24, 24]
+    assert "96 answered with success, 96 files" in checks["every instance stored once"]["detail"]
+    # The warm-up has the measured phases' volume; the concurrent phase runs twice (plateau).
+    assert [(p["associations"], p["concurrency"]) for p in data["phases"]] == [(24, 8), (24, 1), (24, 8), (24, 8)]
+    assert "RSS plateau: concurrent again phase over concurrent phase" in checks
     assert all(c["ok"] for c in data["checks"])
 
 
