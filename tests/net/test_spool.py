@@ -73,11 +73,12 @@ async def store_one(port: int) -> None:
 
 async def test_restart_after_kill_9_removes_the_leftovers(tmp_path: Path) -> None:
     output = tmp_path / "out"
+    one = ("--workers", "1")  # kill -9 of a serving process (workers: tests/interop/test_workers.py)
     with anyio.fail_after(TEST_TIMEOUT * 2):
-        with aiodicom_receive(output, aet=SERVER_AE) as first:
+        with aiodicom_receive(output, aet=SERVER_AE, args=one) as first:
             left = await half_send_then_kill(first, output)
         [dead_folder] = owner_folders(output)
-        with aiodicom_receive(output, aet=SERVER_AE) as second:
+        with aiodicom_receive(output, aet=SERVER_AE, args=one) as second:
             for path in left:
                 assert not path.exists(), f"{path} survived a restart"
             assert not dead_folder.exists()
