@@ -360,7 +360,7 @@ async def test_a_bug_while_handling_one_request_answers_it_and_serves_on(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Fault injection: an unexpected exception inside the server's own request handling."""
-    from aiodicom.dimse import server as server_module
+    from aiodicom.dimse.services import storage as server_module
 
     def broken(*args: object) -> None:
         raise RuntimeError("injected bug")

@@ -1,6 +1,6 @@
 """The SCU side: ``async with aiodicom.connect(...) as assoc`` and its operations.
 
-A background reader (owned by the ``connect`` context's task group) matches
+A background reader (a :class:`~aiodicom.dimse.association.DimseAssociation`) matches
 responses to requests by message ID, so concurrent ``store`` calls pipeline
 up to the negotiated asynchronous operations window, and one at a time
 otherwise. Every wait has a timeout from :class:`Timeouts`.
@@ -9,12 +9,10 @@ otherwise. Every wait has a timeout from :class:`Timeouts`.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import os
 import ssl as _ssl
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator, Sequence
-from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,27 +28,24 @@ from aiodicom.codec.uids import (
 )
 from aiodicom.codec.walk import walk_dataset, walk_file
 from aiodicom.dimse import command as C
+from aiodicom.dimse.association import DimseAssociation
+from aiodicom.dimse.services import Service, ServiceRegistry
 from aiodicom.dimse.status import Status
 from aiodicom.errors import (
     AiodicomError,
     AssociationError,
     DicomFileError,
     DicomTimeoutError,
-    DimseError,
     MalformedDatasetError,
     NoPresentationContext,
-    ProtocolError,
 )
 from aiodicom.transport.address import check_port, describe_os_error
 from aiodicom.transport.association import (
     DEFAULT_TIMEOUTS,
     Association,
     DicomProtocol,
-    ReleaseRequest,
     Timeouts,
 )
-from aiodicom.ul import pdu as P
-from aiodicom.ul.assembly import BoundedMemorySink, CommandDecoder, DataSink
 from aiodicom.ul.machine import Role
 from aiodicom.ul.negotiation import DEFAULT_MAX_PDU_LENGTH, build_request
 
@@ -140,25 +135,21 @@ def contexts_for_encodings(encodings: Iterable[tuple[str, str]]) -> list[list[Co
 _Prepared = tuple[int, Any, "bytes | memoryview", tuple[str, ...]]
 
 
-@dataclass(slots=True)
-class _Pending:
-    future: asyncio.Future[Any]
-    responses: list[Any]
-
-
 class ClientAssociation:
-    """An association we requested. Obtain one with :func:`connect`."""
+    """An association we requested. Obtain one with :func:`connect`.
 
-    def __init__(self, association: Association, timeouts: Timeouts) -> None:
-        self._association = association
-        self.timeouts = timeouts
-        self._message_ids = itertools.count(1)
-        self._pending: dict[int, _Pending] = {}
-        window = association.response.user_information.async_ops_window
-        invoked = window[0] if window else 1
-        self.max_outstanding = invoked if invoked > 0 else 64
-        self._slots = asyncio.Semaphore(self.max_outstanding)
-        self.log = association.log
+    Its operations are built on :class:`~aiodicom.dimse.association.DimseAssociation`
+    (``dimse``), which reads the association and also serves requests the peer sends
+    us (e.g. the C-STOREs of a C-GET) with the handlers given to :func:`connect`.
+    """
+
+    def __init__(self, dimse: DimseAssociation) -> None:
+        self.dimse = dimse
+        self._association = dimse.association
+        self.timeouts = dimse.association.timeouts
+        #: Requests we may have in flight at once (the window the peer granted).
+        self.max_outstanding = dimse.max_outstanding
+        self.log = dimse.log
 
     # --- information -------------------------------------------------------------
 
@@ -172,12 +163,6 @@ class ClientAssociation:
         """``(context ID, abstract syntax, transfer syntax)`` for each context the peer accepted."""
         return [(c.id, c.abstract_syntax, c.transfer_syntax) for c in self._association.contexts.values()]
 
-    def _next_message_id(self) -> int:
-        while True:
-            mid = next(self._message_ids) & 0xFFFF
-            if mid and mid not in self._pending:
-                return mid
-
     # --- operations ------------------------------------------------------------------
 
     async def echo(self) -> Status:
@@ -185,8 +170,7 @@ class ClientAssociation:
         context = self._association.context_for(VERIFICATION_SOP_CLASS)
         if context is None:
             raise NoPresentationContext("the peer did not accept the Verification SOP class")
-        rsp = await self._request(context.id, lambda mid: C.CEchoRQ(mid), None)
-        return rsp.status  # type: ignore[no-any-return]
+        return (await self.dimse.request_final(context.id, C.CEchoRQ)).status
 
     async def store(
         self,
@@ -220,7 +204,7 @@ class ClientAssociation:
         else:
             return await self._store_dataset(source, priority, move_originator_ae, move_originator_message_id)
         context_id, rq_factory, payload, changes = prepared
-        status: Status = (await self._request(context_id, rq_factory, payload)).status
+        status = (await self.dimse.request_final(context_id, rq_factory, payload)).status
         return status.with_local_changes(changes)
 
     async def store_files(
@@ -267,12 +251,13 @@ class ClientAssociation:
                 yield path, outcome
                 continue
             context_id, make, payload, changes = current
-            async with self._slots:
-                with self._expect_response() as (mid, pending):
-                    command = C.encode_command(make(mid), has_dataset=True)
-                    await self._association.send(context_id, command, payload)
-                    upcoming = prepare(index + 1)  # while the peer stores this one
-                    response = await self._wait(pending)
+
+            async def send_then_read_next(context: int, command: bytes, index: int = index) -> None:
+                nonlocal upcoming
+                await self._association.send(context, command, payload)  # noqa: B023 - awaited at once
+                upcoming = prepare(index + 1)  # while the peer stores this one
+
+            response = await self.dimse.request_final(context_id, make, send=send_then_read_next)
             yield path, response.status.with_local_changes(changes)
 
     def _prepare_file(
@@ -333,7 +318,7 @@ class ClientAssociation:
         if context.transfer_syntax != meta.transfer_syntax:
             raw = _read_range(path, meta.dataset_offset, dataset_length)
             converted = transcode(raw, meta.transfer_syntax, context.transfer_syntax)
-            return (await self._request(context.id, rq_factory, converted)).status  # type: ignore[no-any-return]
+            return (await self.dimse.request_final(context.id, rq_factory, converted)).status
         return await self._store_streamed(context.id, rq_factory, path, meta.dataset_offset, dataset_length)
 
     async def _store_dataset(
@@ -354,7 +339,7 @@ class ClientAssociation:
             )
         payload = _encode_dataset(dataset, context.transfer_syntax)
         rq_factory = self._store_rq(sop_class, sop_instance, priority, move_originator_ae, move_originator_message_id)
-        return (await self._request(context.id, rq_factory, payload)).status  # type: ignore[no-any-return]
+        return (await self.dimse.request_final(context.id, rq_factory, payload)).status
 
     def _store_rq(
         self,
@@ -387,89 +372,19 @@ class ClientAssociation:
         return fallback
 
     async def _store_streamed(self, context_id: int, rq_factory: Any, path: Path, offset: int, length: int) -> Status:
-        async with self._slots:
-            with self._expect_response() as (mid, pending):
-                command = C.encode_command(rq_factory(mid), has_dataset=True)
-                with open(path, "rb") as handle:
-                    handle.seek(offset)
-                    await self._association.send_streamed(context_id, command, handle.read, length)
-                rsp = await self._wait(pending)
-        return rsp.status  # type: ignore[no-any-return]
+        with open(path, "rb") as handle:
+            handle.seek(offset)
 
-    async def _request(self, context_id: int, make: Any, dataset: bytes | memoryview | None) -> Any:
-        async with self._slots:
-            with self._expect_response() as (mid, pending):
-                command = C.encode_command(make(mid), has_dataset=dataset is not None)
-                await self._association.send(context_id, command, dataset)
-                return await self._wait(pending)
+            async def send(context: int, command: bytes) -> None:
+                await self._association.send_streamed(context, command, handle.read, length)
 
-    @contextmanager
-    def _expect_response(self) -> Iterator[tuple[int, _Pending]]:
-        """Register a request's message ID for the reader, and always settle it after.
-
-        When sending fails (the peer aborted mid-data-set), nobody awaits the
-        future, yet the reader fails it with the same error: it must be marked
-        retrieved, or asyncio prints "Future exception was never retrieved" and a
-        long traceback after the one-line error the caller already reported.
-        """
-        mid = self._next_message_id()
-        pending = _Pending(asyncio.get_running_loop().create_future(), [])
-        self._pending[mid] = pending
-        try:
-            yield mid, pending
-        finally:
-            self._pending.pop(mid, None)
-            _settle(pending.future)
-
-    async def _wait(self, pending: _Pending) -> Any:
-        try:
-            async with asyncio.timeout(self.timeouts.dimse):
-                return await pending.future
-        except TimeoutError:
-            self._association.abort()
-            raise DicomTimeoutError(f"no DIMSE response within {self.timeouts.dimse} s") from None
-
-    # --- the reader -----------------------------------------------------------------------
-
-    async def _read_responses(self) -> None:
-        association = self._association
-        try:
-            while True:
-                item = await association.receive(timeout=float("inf"))
-                if isinstance(item, ReleaseRequest):
-                    association.accept_release()
-                    raise AssociationError("the peer released the association")
-                response = item.command
-                if item.dataset is not None:
-                    item.dataset.discard()
-                mid = getattr(response, "message_id_being_responded_to", None)
-                pending = self._pending.get(mid) if mid is not None else None
-                if pending is None:
-                    association.log.warning("unexpected_response", command=type(response).__name__, mid=mid)
-                    continue
-                if not isinstance(response, C.RESPONSE_TYPES):
-                    # e.g. a C-CANCEL-RQ naming our request: not an answer we can report.
-                    if not pending.future.done():
-                        pending.future.set_exception(
-                            DimseError(f"the peer sent {type(response).__name__} instead of a response")
-                        )
-                    continue
-                status = getattr(response, "status", None)
-                if status is not None and status.is_pending:
-                    pending.responses.append(response)
-                    continue
-                if not pending.future.done():
-                    pending.future.set_result(response)
-        except AssociationError as exc:
-            for pending in self._pending.values():
-                if not pending.future.done():
-                    pending.future.set_exception(exc)
-            self._pending.clear()
+            return (await self.dimse.request_final(context_id, rq_factory, send=send)).status
 
     # --- ending ------------------------------------------------------------------------
 
     async def release(self) -> None:
         """Release the association now (``connect`` does it when its block ends)."""
+        await self.dimse.close()  # the reader stops before A-RELEASE is read
         await self._association.release()
 
     def abort(self) -> None:
@@ -484,14 +399,6 @@ def _repair(payload: bytes | memoryview, transfer_syntax: str) -> tuple[bytes | 
         return payload, ()
     tags = ", ".join(f"({tag >> 16:04X},{tag & 0xFFFF:04X})" for tag in padded)
     return payload, (f"padded odd-length {tags}",)
-
-
-def _settle(future: asyncio.Future[Any]) -> None:
-    """Cancel ``future`` if still open, else mark its exception (if any) as retrieved."""
-    if not future.done():
-        future.cancel()
-    elif not future.cancelled():
-        future.exception()
 
 
 def _checked_meta(source: bytes | Path) -> FileMeta:
@@ -541,17 +448,6 @@ def _encode_dataset(dataset: pydicom.Dataset, transfer_syntax: str) -> bytes:
     return data
 
 
-def _client_decoder(association: Association) -> CommandDecoder[Any]:
-    def decode(context_id: int, data: bytes) -> tuple[Any, DataSink | None]:
-        try:
-            message, has_dataset = C.decode_command(data)
-        except DimseError as exc:
-            raise ProtocolError(f"malformed command set: {exc}", P.REASON_INVALID_PARAMETER) from exc
-        return message, (BoundedMemorySink() if has_dataset else None)
-
-    return decode
-
-
 @asynccontextmanager
 async def connect(
     host: str,
@@ -564,6 +460,7 @@ async def connect(
     timeouts: Timeouts = DEFAULT_TIMEOUTS,
     max_pdu_length: int = DEFAULT_MAX_PDU_LENGTH,
     max_outstanding: int | None = None,
+    services: Sequence[Service] = (),
 ) -> AsyncIterator[ClientAssociation]:
     """Open an association, yield it, release it on exit (abort on error).
 
@@ -580,6 +477,9 @@ async def connect(
     :param timeouts: the waits this association bounds (:class:`Timeouts`).
     :param max_pdu_length: the largest PDU we announce for the peer to send us.
     :param max_outstanding: requests to have in flight at once, if the peer grants it.
+    :param services: services whose requests the peer may send us on this association
+        (e.g. :func:`~aiodicom.dimse.services.storage.storage` for the C-STOREs of a C-GET);
+        others are answered 0x0211 (unrecognized operation).
     :raises AssociationRejected: the peer rejected the association.
     :raises AssociationError: the connection failed or the association was aborted.
     :raises DicomTimeoutError: connecting or negotiating took longer than ``timeouts`` allow.
@@ -593,11 +493,11 @@ async def connect(
         async_ops_window=(max_outstanding, 1) if max_outstanding else None,
     )
     loop = asyncio.get_running_loop()
+    registry = ServiceRegistry(services)
 
     def factory() -> DicomProtocol:
-        protocol = DicomProtocol(Role.REQUESTOR, timeouts=timeouts, command_decoder=_client_decoder)
-        protocol.machine_request = rq
-        protocol.machine.request(rq)
+        protocol = DicomProtocol(Role.REQUESTOR, timeouts=timeouts, command_decoder=registry.decoder)
+        protocol.propose(rq)
         return protocol
 
     try:
@@ -616,10 +516,11 @@ async def connect(
         if protocol.transport is not None:
             protocol.transport.abort()
         raise DicomTimeoutError(f"{host}:{port} did not answer A-ASSOCIATE-RQ in {timeouts.acse} s") from None
-    client = ClientAssociation(association, timeouts)
+    dimse = DimseAssociation(association, registry.handlers)
+    client = ClientAssociation(dimse)
     # A plain asyncio task rather than an anyio task group: a one-shot ``aiodicom echo``
     # then never imports anyio, and the caller's exception comes back as it was raised.
-    reader = asyncio.create_task(client._read_responses())
+    dimse.start()
     try:
         yield client
     except BaseException:
@@ -629,8 +530,7 @@ async def connect(
         if association.is_open:
             await association.release()
     finally:
-        reader.cancel()
-        await asyncio.wait((reader,))
+        await dimse.close()
 
 
 __all__ = [

@@ -10,56 +10,26 @@ from __future__ import annotations
 import asyncio
 import ssl as _ssl
 import time
-from collections.abc import Awaitable, Callable, Collection
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from pathlib import Path
-from typing import Any
 
 import anyio
 import anyio.abc
 
 from aiodicom._log import get_logger
-from aiodicom.codec import uids
-from aiodicom.codec.scan import text
-from aiodicom.codec.uids import (
-    UNCOMPRESSED_TRANSFER_SYNTAXES,
-    VERIFICATION_SOP_CLASS,
-)
-from aiodicom.dimse import command as C
-from aiodicom.dimse import status as S
+from aiodicom.codec.uids import UNCOMPRESSED_TRANSFER_SYNTAXES
+from aiodicom.dimse.association import AssociationInfo, DimseAssociation
 from aiodicom.dimse.events import ServerObserver
-from aiodicom.dimse.store import (
-    SOP_CLASS_UID,
-    SOP_INSTANCE_UID,
-    AssociationInfo,
-    GroupSync,
-    InstanceSink,
-    ReceivedInstance,
-    SpoolDirectory,
-    SpoolFiles,
-)
+from aiodicom.dimse.services import Service, ServiceRegistry
+from aiodicom.dimse.services.storage import Storage, StoreHandler
+from aiodicom.dimse.services.verification import EchoHandler, Verification
+from aiodicom.dimse.store import GroupSync, SpoolDirectory, SpoolFiles
 from aiodicom.dimse.workers import WorkerPool, server_pool, usable_workers
-from aiodicom.errors import (
-    AiodicomError,
-    AssociationError,
-    ConfigurationError,
-    DicomFileError,
-    DicomTimeoutError,
-    DimseError,
-    MalformedDatasetError,
-    ProtocolError,
-)
+from aiodicom.errors import AssociationError, ConfigurationError, DicomTimeoutError
 from aiodicom.transport.address import check_port
-from aiodicom.transport.association import (
-    DEFAULT_TIMEOUTS,
-    Association,
-    DicomProtocol,
-    ReleaseRequest,
-    Timeouts,
-)
+from aiodicom.transport.association import DEFAULT_TIMEOUTS, Association, DicomProtocol, Timeouts
 from aiodicom.transport.budget import MemoryBudget
 from aiodicom.ul import pdu as P
-from aiodicom.ul.assembly import AssembledMessage, BoundedMemorySink, CommandDecoder, DataSink
 from aiodicom.ul.machine import Role
 from aiodicom.ul.negotiation import (
     DEFAULT_MAX_PDU_LENGTH,
@@ -68,8 +38,6 @@ from aiodicom.ul.negotiation import (
     negotiate,
 )
 
-StoreHandler = Callable[[ReceivedInstance], Awaitable[int | None]]
-EchoHandler = Callable[[AssociationInfo], Awaitable[int | None]]
 AssociationHook = Callable[[AssociationInfo], Awaitable[None]]
 
 _log = get_logger("aiodicom.server")
@@ -126,6 +94,12 @@ class Server:
         is a rename.
     :param memory_threshold: data sets up to this many bytes stay in memory.
     :param backlog: the listening socket's accept queue length.
+    :param services: more services to run beside verification and storage (their SOP classes
+        are accepted too unless ``sop_classes`` says otherwise).
+    :param policy: the negotiation settings as one object; when given, it replaces ``ae_title``,
+        ``sop_classes`` (an empty ``supported`` is filled from the services),
+        ``transfer_syntaxes``, ``accept_any_transfer_syntax``, ``require_called_ae``,
+        ``calling_ae_allowlist``, ``max_pdu_length`` and ``max_operations``.
     :param fsync: flush every file a handler saved with :meth:`ReceivedInstance.save`, and
         its folder, to disk before Success is sent (survives a power loss, not only a
         crash), in batches shared by concurrent associations (:class:`GroupSync`).
@@ -170,27 +144,57 @@ class Server:
         fsync: bool = False,
         reuse_port: bool = False,
         workers: int = 1,
+        services: Sequence[Service] = (),
+        policy: AcceptorPolicy | None = None,
     ) -> None:
         # What each worker process builds its own Server from (workers > 1): every argument.
         self._arguments = {name: value for name, value in locals().items() if name not in ("self", "workers")}
         self.host = host
         #: The port to listen on; once serving, the port actually bound (useful with 0).
         self.port = check_port(port, listening=True)
-        self.on_store = on_store
-        self.on_echo = on_echo
         self.on_released = on_released
         self.on_aborted = on_aborted
-        if sop_classes is None:
-            sop_classes = [VERIFICATION_SOP_CLASS, *(uids.STORAGE_SOP_CLASSES if on_store else ())]
-        self.policy = AcceptorPolicy(
-            ae_title=ae_title,
-            supported=dict.fromkeys(sop_classes, transfer_syntaxes),
-            accept_any_transfer_syntax=accept_any_transfer_syntax,
-            require_called_ae=require_called_ae,
-            calling_ae_allowlist=calling_ae_allowlist,
-            max_pdu_length=max_pdu_length,
-            max_operations_performed=max_operations,
+        #: Gets counts and timings (associations, requests, rejections) when set; see aiodicom.metrics.
+        self.observer = observer
+        self._syncer = GroupSync() if fsync else None
+        self.memory_threshold = memory_threshold
+        # Lenient with peers exceeding our maximum, within a hard cap.
+        max_pdu_length = policy.max_pdu_length if policy is not None else max_pdu_length
+        self.max_pdu_cap = max_pdu_cap or max(2 * max_pdu_length, 1024 * 1024)
+        if max_memory < 2 * self.max_pdu_cap:
+            raise ConfigurationError(
+                f"max_memory ({max_memory} bytes) must be at least twice the PDU cap "
+                f"({self.max_pdu_cap} bytes)"
+            )
+        #: PDU buffers and in-memory data sets of all connections, together.
+        self.memory = MemoryBudget(max_memory)
+        #: The C-STORE service (its spool opens with :meth:`serve`).
+        self.storage = Storage(
+            on_store,
+            memory_threshold=memory_threshold,
+            budget=self.memory,
+            observer=observer,
+            syncer=self._syncer,
         )
+        #: Every service this server runs; the accepted SOP classes derive from it.
+        self.services = ServiceRegistry([Verification(on_echo, observer=observer), self.storage, *services])
+        if policy is None:
+            policy = AcceptorPolicy(
+                ae_title=ae_title,
+                supported=dict.fromkeys(
+                    self.services.sop_classes if sop_classes is None else sop_classes, transfer_syntaxes
+                ),
+                accept_any_transfer_syntax=accept_any_transfer_syntax,
+                require_called_ae=require_called_ae,
+                calling_ae_allowlist=calling_ae_allowlist,
+                max_pdu_length=max_pdu_length,
+                max_operations_performed=max_operations,
+            )
+        elif not policy.supported:
+            policy.supported = dict.fromkeys(self.services.sop_classes, transfer_syntaxes)
+        #: What this server accepts (:class:`~aiodicom.ul.negotiation.AcceptorPolicy`); the
+        #: keyword arguments above build it when none is given.
+        self.policy = policy
         #: Our title without insignificant spaces (an invalid one raised InvalidAETitleError).
         self.ae_title = self.policy.ae_title
         self.max_associations = max_associations
@@ -200,26 +204,15 @@ class Server:
         #: default lets one host use every association (and get A-ASSOCIATE-RJ, not a
         #: reset, beyond them) while leaving as many connections to everyone else.
         self.max_connections_per_host = max_connections_per_host or max_associations + 8
-        # Lenient with peers exceeding our maximum, within a hard cap.
-        self.max_pdu_cap = max_pdu_cap or max(2 * max_pdu_length, 1024 * 1024)
-        if max_memory < 2 * self.max_pdu_cap:
-            raise ConfigurationError(
-                f"max_memory ({max_memory} bytes) must be at least twice the PDU cap "
-                f"({self.max_pdu_cap} bytes)"
-            )
-        #: PDU buffers and in-memory data sets of all connections, together.
-        self.memory = MemoryBudget(max_memory)
         self._per_host: dict[str, int] = {}
         self.ssl = ssl
         self.timeouts = timeouts
-        self.memory_threshold = memory_threshold
         self.backlog = backlog
         self._spool_base = Path(spool_dir) if spool_dir is not None else None
         #: This server's own spool folder (inside ``spool_dir``) while it serves.
         self.spool_dir: Path | None = None
         self._spool_folder: SpoolDirectory | None = None
         self._spool: SpoolFiles | None = None
-        self._syncer = GroupSync() if fsync else None
         self._connections: set[DicomProtocol] = set()
         self._associations: set[Association] = set()
         #: Association tasks still running (an association, then its hook).
@@ -228,8 +221,6 @@ class Server:
         self._stop: asyncio.Event | None = None
         self._grace = 10.0
         self.log = _log.bind(ae=self.ae_title)
-        #: Gets counts and timings (associations, requests, rejections) when set; see aiodicom.metrics.
-        self.observer = observer
         self.reuse_port = reuse_port
         #: Processes serving the port (see aiodicom.dimse.workers); 1 where SO_REUSEPORT cannot balance.
         self.workers = usable_workers(workers)
@@ -255,6 +246,7 @@ class Server:
         self._spool_folder = SpoolDirectory(base) if base is not None else SpoolDirectory.private()
         self.spool_dir = self._spool_folder.open()
         self._spool = SpoolFiles(self.spool_dir)
+        self.storage.open(self._spool)
         try:
             listener = await loop.create_server(
                 self._protocol_factory,
@@ -294,6 +286,7 @@ class Server:
         self.port = port
 
     def _close_spool(self) -> None:
+        self.storage.close()
         if self._spool is not None:
             self._spool.close()
         if self._spool_folder is not None:
@@ -335,7 +328,7 @@ class Server:
         return DicomProtocol(
             Role.ACCEPTOR,
             timeouts=self.timeouts,
-            command_decoder=self._command_decoder,
+            command_decoder=self.services.decoder,
             max_pdu_cap=self.max_pdu_cap,
             negotiate=self._negotiate,
             on_established=self._on_established,
@@ -404,58 +397,18 @@ class Server:
         finally:
             self._running -= 1
 
-    def _command_decoder(self, association: Association) -> CommandDecoder[Any]:
-        spool = self._spool
-        threshold = self.memory_threshold
-        budget = self.memory
-        contexts = association.contexts
-
-        def decode(context_id: int, data: bytes) -> tuple[Any, DataSink | None]:
-            try:
-                message, has_dataset = C.decode_command(data)
-            except DimseError as exc:
-                raise ProtocolError(f"malformed command set: {exc}", P.REASON_INVALID_PARAMETER) from exc
-            if not has_dataset:
-                return message, None
-            if isinstance(message, C.CStoreRQ):
-                assert spool is not None
-                return message, InstanceSink(
-                    message.affected_sop_class_uid,
-                    message.affected_sop_instance_uid,
-                    contexts[context_id].transfer_syntax,
-                    spool=spool,
-                    memory_threshold=threshold,
-                    source_ae=association.calling_ae.strip() or None,
-                    budget=budget,
-                )
-            return message, BoundedMemorySink()
-
-        return decode
-
     async def _run_association(self, association: Association) -> None:
-        info = AssociationInfo(
-            association.id,
-            association.calling_ae,
-            association.called_ae,
-            association.peer[0],
-            association.peer[1],
+        dimse = DimseAssociation(
+            association, self.services.handlers, max_operations=self.policy.max_operations_performed
         )
+        info = dimse.info
         log = association.log
         released = False
         started = time.monotonic()
         if self.observer is not None:
             self.observer.association_started()
-        window = association.response.user_information.async_ops_window
-        performed = window[0] if window else 1  # the AC's "invoked": what the peer may invoke
         try:
-            if performed <= 1:
-                while True:
-                    item = await association.receive()
-                    if isinstance(item, ReleaseRequest):
-                        break
-                    await self._dispatch(association, info, item)
-            else:
-                await self._run_pipelined(association, info, performed)
+            await dimse.run()  # every request answered when the peer asks to release
             association.accept_release()
             released = True
             log.info("association_released")
@@ -479,145 +432,6 @@ class Server:
             except Exception:
                 log.exception("association_hook_failed")
 
-    async def _run_pipelined(self, association: Association, info: AssociationInfo, window: int) -> None:
-        """Serve up to ``window`` requests at once (a granted asynchronous operations window).
-
-        A peer that sends more than it was granted is not refused: we simply
-        stop taking its messages until a slot frees, and the transport stops
-        reading from the socket when its queue fills.
-        """
-        # A semaphore, not a CapacityLimiter: the limiter's borrowers must be hashable
-        # and AssembledMessage (a mutable dataclass) is not.
-        slots = anyio.Semaphore(window)
-        failure: list[BaseException] = []
-
-        async def run_one(item: AssembledMessage[Any]) -> None:
-            try:
-                await self._dispatch(association, info, item)
-            except Exception as exc:  # noqa: BLE001 - ends this association, see _run_association
-                failure.append(exc)
-            finally:
-                slots.release()
-
-        async with anyio.create_task_group() as operations:
-            while not failure:
-                item = await association.receive()
-                if isinstance(item, ReleaseRequest):
-                    break
-                await slots.acquire()
-                operations.start_soon(run_one, item)
-        if failure:
-            raise failure[0]
-
-    async def _dispatch(self, association: Association, info: AssociationInfo, message: AssembledMessage[Any]) -> None:
-        """Answer one request. Whatever it carried, the answer goes out or the association is aborted.
-
-        A failure while handling (a bug, a codec error on a hostile value) is
-        answered with a failure status; a response that still cannot be encoded
-        aborts this association only. Neither reaches :meth:`serve`.
-        """
-        request = message.command
-        try:
-            response = await self._respond(association, info, message)
-        except Exception as exc:  # noqa: BLE001 - one request must never take the server down
-            association.log.error("request_failed", command=type(request).__name__, error=repr(exc))
-            if message.dataset is not None:
-                message.dataset.discard()
-            # As for a failing store handler: the sender keeps its data and may retry.
-            code = S.OUT_OF_RESOURCES if isinstance(request, C.CStoreRQ) else S.PROCESSING_FAILURE
-            response = _failure(request, code, f"cannot process: {type(exc).__name__}")
-        if response is None:
-            return
-        await association.send(message.context_id, C.encode_response(response))
-        if self._spool is not None and isinstance(request, C.CStoreRQ):
-            self._spool.refill()  # while the sender prepares its next instance
-
-    async def _respond(
-        self, association: Association, info: AssociationInfo, message: AssembledMessage[Any]
-    ) -> C.Message | None:
-        request = message.command
-        context = association.contexts[message.context_id]
-        if isinstance(request, C.CStoreRQ):
-            sink = message.dataset
-            assert isinstance(sink, InstanceSink)
-            began = time.perf_counter() if self.observer is not None else 0.0
-            outcome = await self._handle_store(association, info, request, context, sink)
-            if self.observer is not None:
-                self.observer.request_handled("C-STORE", outcome.status, sink.size, time.perf_counter() - began)
-            info.store_statuses[int(outcome.status)] += 1
-            return C.CStoreRSP(
-                request.message_id,
-                S.Status(outcome.status),
-                request.affected_sop_class_uid,
-                request.affected_sop_instance_uid,
-                error_comment=outcome.comment,
-                offending_element=outcome.offending,
-            )
-        if isinstance(request, C.CEchoRQ):
-            code: int = S.SUCCESS
-            if request.affected_sop_class_uid != context.abstract_syntax:
-                code = S.SOP_CLASS_NOT_SUPPORTED
-            elif self.on_echo is not None:
-                code = await self._call(association, self.on_echo, info, fallback=S.PROCESSING_FAILURE)
-            if self.observer is not None:
-                self.observer.request_handled("C-ECHO", code, 0, 0.0)
-            return C.CEchoRSP(request.message_id, S.Status(code), request.affected_sop_class_uid)
-        if isinstance(request, C.CCancelRQ):
-            return None  # nothing outstanding to cancel on this association
-        association.log.warning("unsupported_request", command=type(request).__name__)
-        if message.dataset is not None:
-            message.dataset.discard()
-        return _failure(request, S.UNRECOGNIZED_OPERATION, None)
-
-    async def _handle_store(
-        self,
-        association: Association,
-        info: AssociationInfo,
-        request: C.CStoreRQ,
-        context: AcceptedContext,
-        sink: InstanceSink,
-    ) -> Outcome:
-        log = association.log
-        refusal = _check_received(sink, request, context, self.on_store is not None)
-        if refusal is not None:
-            sink.discard()
-            log.warning("store_refused", status=f"0x{refusal.status:04X}", error=refusal.comment)
-            return refusal
-        assert self.on_store is not None
-        instance = ReceivedInstance(
-            sink,
-            association=info,
-            move_originator_ae=request.move_originator_ae_title,
-            move_originator_message_id=request.move_originator_message_id,
-        )
-        try:
-            code = await self._call(association, self.on_store, instance, fallback=S.OUT_OF_RESOURCES)
-            if code == S.SUCCESS and self._syncer is not None and instance.saved_paths:
-                try:
-                    await self._syncer.sync(instance.saved_paths)
-                except OSError as exc:
-                    log.error("store_fsync_failed", error=str(exc))
-                    return Outcome(S.OUT_OF_RESOURCES, f"cannot make the file durable: {exc.strerror or exc}")
-            comment = getattr(code, "error_comment", None)  # a handler's Status may say why
-            return Outcome(int(code), C.error_comment(comment) if comment else None)
-        finally:
-            instance._cleanup()
-
-    async def _call(self, association: Association, handler: Callable[[Any], Awaitable[int | None]], argument: Any, *, fallback: int) -> int:
-        try:
-            code = await handler(argument)
-        except (AiodicomError, OSError) as exc:
-            # Expected failures (disk full, unwritable folder): one line, no traceback.
-            association.log.error("handler_failed", error=str(exc))
-            return fallback
-        except Exception:
-            association.log.exception("handler_failed")
-            return fallback
-        if code is None:
-            return S.SUCCESS
-        return code if isinstance(code, S.Status) else int(code)  # a Status keeps its error comment
-
-
 #: A-ASSOCIATE-RJ (source, reason) -> the word an observer gets.
 _REJECTIONS = {
     (P.RJ_SOURCE_PRESENTATION, P.RJ_PRESENTATION_LOCAL_LIMIT_EXCEEDED): "association_limit",
@@ -627,69 +441,3 @@ _REJECTIONS = {
     (P.RJ_SOURCE_USER, P.RJ_USER_APPLICATION_CONTEXT_NOT_SUPPORTED): "application_context",
     (P.RJ_SOURCE_ACSE, P.RJ_ACSE_PROTOCOL_VERSION_NOT_SUPPORTED): "protocol_version",
 }
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """How a C-STORE ends: the status and, for a failure, why (sent as the Error Comment)."""
-
-    status: int
-    comment: str | None = None
-    offending: tuple[int, ...] | None = None
-
-
-def _identity(sink: InstanceSink, request: C.CStoreRQ) -> Outcome | None:
-    """The data set must carry the SOP Class and Instance UIDs its command names.
-
-    Otherwise a sender's bug (or a hostile one) would have one instance stored,
-    and acknowledged, under another's name, replacing it. A missing UID means
-    the data set cannot be understood (0xC000); another one, empty included,
-    that it does not match (0xA900): what DCMTK's storescp answers (tested).
-    """
-    tags = sink.common_tags or {}
-    for tag, name, expected in (
-        (SOP_CLASS_UID, "SOP Class UID", request.affected_sop_class_uid),
-        (SOP_INSTANCE_UID, "SOP Instance UID", request.affected_sop_instance_uid),
-    ):
-        raw = tags.get(tag)
-        label = f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
-        if raw is None:
-            return Outcome(S.CANNOT_UNDERSTAND, f"data set lacks {label} {name}", (tag,))
-        if text(raw) != expected:
-            return Outcome(S.DATA_SET_DOES_NOT_MATCH_SOP_CLASS, f"{label} {name} differs from the command", (tag,))
-    return None
-
-
-def _check_received(
-    sink: InstanceSink, request: C.CStoreRQ, context: AcceptedContext, storing: bool
-) -> Outcome | None:
-    """Why a received data set is refused before any handler sees it, or None."""
-    if not storing or context.abstract_syntax != request.affected_sop_class_uid:
-        return Outcome(S.SOP_CLASS_NOT_SUPPORTED)
-    error = sink.error
-    if error is not None:
-        if isinstance(error, MalformedDatasetError):
-            return Outcome(S.CANNOT_UNDERSTAND, f"malformed data set: {error}")
-        if isinstance(error, DicomFileError):
-            return Outcome(S.CANNOT_UNDERSTAND, str(error))
-        # Disk full or unwritable spool: the sender keeps its data and may retry.
-        return Outcome(S.OUT_OF_RESOURCES, f"cannot spool the data set: {error}")
-    return _identity(sink, request)
-
-
-def _failure(request: Any, code: int, comment: str | None) -> C.Message | None:
-    """A failure response of the request's own type (None for C-CANCEL and responses)."""
-    status = S.Status(code)
-    mid = getattr(request, "message_id", None)
-    if mid is None:
-        return None
-    sop_class = getattr(request, "affected_sop_class_uid", "")
-    if isinstance(request, C.CStoreRQ):
-        return C.CStoreRSP(mid, status, sop_class, request.affected_sop_instance_uid, error_comment=comment)
-    if isinstance(request, C.CEchoRQ):
-        return C.CEchoRSP(mid, status, sop_class)
-    kind = _FAILURE_RESPONSES.get(type(request))
-    return None if kind is None else kind(mid, status, sop_class, error_comment=comment)
-
-
-_FAILURE_RESPONSES: dict[type, Any] = {C.CFindRQ: C.CFindRSP, C.CMoveRQ: C.CMoveRSP, C.CGetRQ: C.CGetRSP}

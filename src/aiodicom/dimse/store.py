@@ -25,14 +25,13 @@ import sys
 import tempfile
 import time
 import uuid
-from collections import Counter
 from collections.abc import Callable, Collection, Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aiodicom.codec.part10 import encode_file_meta
 from aiodicom.codec.walk import DatasetWalker
+from aiodicom.dimse.association import AssociationInfo as AssociationInfo
 from aiodicom.errors import AiodicomError, DicomFileError, MalformedDatasetError
 from aiodicom.transport.budget import MemoryBudget
 
@@ -79,27 +78,6 @@ _UNCHARGED = 64 * 1024
 
 class StorageError(AiodicomError):
     """A received data set could not be spooled or saved (disk full, permissions...)."""
-
-
-@dataclass(frozen=True, slots=True)
-class AssociationInfo:
-    """Who sent something, for handlers and logs."""
-
-    #: A number identifying the association in this process's logs.
-    id: int
-    #: The sender's AE title.
-    calling_ae: str
-    #: The AE title the sender addressed (may differ from ours unless ``require_called_ae``).
-    called_ae: str
-    #: The sender's IP address.
-    peer_host: str
-    #: The sender's TCP port.
-    peer_port: int
-    #: When the association was established (``time.monotonic()``), for its duration.
-    started: float = field(default_factory=time.monotonic, compare=False)
-    #: C-STORE status code -> how many times the server answered it on this association,
-    #: so an ``on_released``/``on_aborted`` hook can report stored and failed instances.
-    store_statuses: Counter[int] = field(default_factory=Counter, compare=False)
 
 
 def _keep(parts: list[bytes | bytearray | memoryview], data: memoryview, limit: int = 1 << 62) -> None:
@@ -592,8 +570,9 @@ class ReceivedInstance:
     """One received data set, as a C-STORE handler sees it.
 
     The bytes are exactly what the sender sent, in :attr:`transfer_syntax`.
-    Call :meth:`save` to keep them: the temporary spool file (if any) is
-    removed when the handler returns.
+    Ownership is explicit: :meth:`save` moves the bytes into place; a handler that
+    neither saved nor :meth:`detach`-ed it leaves it to the storage service, which
+    calls :meth:`close` when the handler returns. Nothing is deleted behind a holder's back.
     """
 
     def __init__(
@@ -618,6 +597,7 @@ class ReceivedInstance:
         #: For an instance sent by a C-MOVE: the message ID of that C-MOVE request.
         self.move_originator_message_id = move_originator_message_id
         self._tags: dict[int, bytes] | None = None
+        self._detached = False
         self._saved_to: Path | None = None
         #: Every path :meth:`save` wrote, in order (what the durability option syncs).
         self.saved_paths: list[Path] = []
@@ -758,8 +738,38 @@ class ReceivedInstance:
             raise StorageError(f"layout {layout!r} leads outside {base}")
         return self.save(target)
 
-    def _cleanup(self) -> None:
+    # --- ownership ---------------------------------------------------------------------
+
+    @property
+    def detached(self) -> bool:
+        """True once a handler took ownership with :meth:`detach`."""
+        return self._detached
+
+    def detach(self) -> ReceivedInstance:
+        """Take ownership: the service will not clean this instance up when the handler returns.
+
+        For handlers that keep instances beyond their call (a per-patient queue that
+        processes a study once complete). The holder must :meth:`save` or :meth:`close`
+        it later, and before the server stops (its spool folder goes with it); an
+        in-memory instance keeps its share of the server's memory budget until then.
+        Returns the instance itself, usable as a context manager that closes it.
+        """
+        self._detached = True
+        return self
+
+    def close(self) -> None:
+        """Release what is held: the spool file, or the in-memory bytes and their budget.
+
+        A saved instance's file is the archive's and stays. Idempotent. The storage
+        service calls this when a handler returns without :meth:`detach`.
+        """
         self._sink.discard()
+
+    def __enter__(self) -> ReceivedInstance:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 def _atomic_write(target: Path, buffers: list[Any], spool: SpoolFiles | None = None) -> None:

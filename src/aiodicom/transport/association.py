@@ -671,6 +671,11 @@ class DicomProtocol(asyncio.BufferedProtocol):
 
     machine_request: P.AssociateRQ
 
+    def propose(self, rq: P.AssociateRQ) -> None:
+        """Requestor side: send ``rq`` once connected (call before the transport connects)."""
+        self.machine_request = rq
+        self.machine.request(rq)
+
     async def next_item(self, timeout: float | None) -> AssembledMessage[Any] | ReleaseRequest:
         while not self._inbox:
             if self.error is not None or self.closed.done():
@@ -745,6 +750,11 @@ class Association:
     @property
     def peer(self) -> tuple[str, int]:
         return self._protocol.peer
+
+    @property
+    def timeouts(self) -> Timeouts:
+        """The waits this association bounds."""
+        return self._protocol.timeouts
 
     @property
     def is_open(self) -> bool:
