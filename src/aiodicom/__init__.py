@@ -27,9 +27,13 @@ _EXPORTS = {
     "Server": "aiodicom.dimse.server",
     "Status": "aiodicom.dimse.status",
     "StatusCategory": "aiodicom.dimse.status",
-    "AssociationInfo": "aiodicom.dimse.store",
+    "AssociationInfo": "aiodicom.dimse.association",
     "ReceivedInstance": "aiodicom.dimse.store",
     "Timeouts": "aiodicom.transport.association",
+    "ConnectTimeout": "aiodicom.transport.association",
+    "AssociateTimeout": "aiodicom.transport.association",
+    "ResponseTimeout": "aiodicom.transport.association",
+    "IdleTimeout": "aiodicom.transport.association",
     "run": "aiodicom.runner",
     "configure_logging": "aiodicom._log",
     "JsonLogFormatter": "aiodicom._log",
@@ -49,20 +53,24 @@ _EXPORTS = {
 
 __all__ = [
     "AiodicomError",
+    "AssociateTimeout",
     "AssociationAborted",
     "AssociationError",
     "AssociationInfo",
     "AssociationRejected",
     "ClientAssociation",
+    "ConnectTimeout",
     "DicomFileError",
     "DicomTimeoutError",
     "DimseError",
+    "IdleTimeout",
     "JsonLogFormatter",
     "InvalidPortError",
     "MalformedDatasetError",
     "NoPresentationContext",
     "ProtocolError",
     "ReceivedInstance",
+    "ResponseTimeout",
     "Server",
     "Status",
     "StatusCategory",
@@ -76,10 +84,11 @@ __all__ = [
 
 if TYPE_CHECKING:
     from aiodicom._log import JsonLogFormatter, configure_logging
+    from aiodicom.dimse.association import AssociationInfo
     from aiodicom.dimse.client import ClientAssociation, connect, contexts_for_files
     from aiodicom.dimse.server import Server
     from aiodicom.dimse.status import Status, StatusCategory
-    from aiodicom.dimse.store import AssociationInfo, ReceivedInstance
+    from aiodicom.dimse.store import ReceivedInstance
     from aiodicom.errors import (
         AiodicomError,
         AssociationAborted,
@@ -95,7 +104,13 @@ if TYPE_CHECKING:
         StatusError,
     )
     from aiodicom.runner import run
-    from aiodicom.transport.association import Timeouts
+    from aiodicom.transport.association import (
+        AssociateTimeout,
+        ConnectTimeout,
+        IdleTimeout,
+        ResponseTimeout,
+        Timeouts,
+    )
 
 
 def __getattr__(name: str) -> Any:

@@ -302,3 +302,67 @@ async def test_a_response_that_never_comes_times_out_and_aborts() -> None:
             assert not scu.association.is_open
             with pytest.raises(AssociationError):
                 await scu.request_final(ECHO_CONTEXT, C.CEchoRQ)
+
+
+async def test_a_detached_instance_outlives_its_handler_until_closed(
+    tmp_path: Path, ct_dataset: tuple[str, bytes]
+) -> None:
+    """Ownership is explicit: a handler that detaches keeps the spool file; one that does not, does not."""
+    uid, data = ct_dataset
+    kept: list[ReceivedInstance] = []
+    left: list[ReceivedInstance] = []
+
+    async def on_store(instance: ReceivedInstance) -> None:
+        (kept if not kept else left).append(instance.detach() if not kept else instance)
+
+    (tmp_path / "spool").mkdir()
+    spool = SpoolFiles(tmp_path / "spool")
+    storage = Storage(on_store, memory_threshold=1024)  # spills: the spool file is what is owned
+    storage.open(spool)
+    try:
+        with anyio.fail_after(10):
+            async with dimse_pair([storage]) as (scu, _):
+                for _n in range(2):
+                    rsp = await scu.request_final(CT_CONTEXT, lambda mid: C.CStoreRQ(mid, CT_IMAGE_STORAGE, uid), data)
+                    assert rsp.status == S.SUCCESS
+        (instance,), (dropped,) = kept, left
+        assert instance.detached and not dropped.detached
+        assert dropped.spooled_path is None or not dropped.spooled_path.exists()
+        path = instance.spooled_path
+        assert path is not None and path.exists()
+        assert instance.dataset_bytes() == data  # still readable after its handler returned
+        with instance:
+            pass  # closing it is the holder's job
+        assert not path.exists()
+    finally:
+        spool.close()
+
+
+async def test_timeouts_say_which_wait_ran_out() -> None:
+    """A peer that accepts TCP but never answers A-ASSOCIATE: AssociateTimeout (nothing was sent)."""
+    from aiodicom import AssociateTimeout, IdleTimeout, connect
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()
+        writer.close()
+
+    listener = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    try:
+        with anyio.fail_after(10), pytest.raises(AssociateTimeout):
+            async with connect("127.0.0.1", port, timeouts=Timeouts(acse=0.3)):
+                pass
+    finally:
+        listener.close()
+        await listener.wait_closed()
+    # An established association on which the peer sends nothing: IdleTimeout.
+    quiet = Timeouts(acse=2.0, network_idle=0.3, artim=0.5)
+    rq = build_request("SCP", "SCU", [(VERIFICATION_SOP_CLASS, [IMPLICIT_VR_LITTLE_ENDIAN])])
+    policy = AcceptorPolicy(ae_title="SCP", supported={VERIFICATION_SOP_CLASS: (IMPLICIT_VR_LITTLE_ENDIAN,)})
+    registry = ServiceRegistry([Verification()])
+    ours, theirs = await memory_pair(
+        rq, policy, requestor_decoder=registry.decoder, acceptor_decoder=registry.decoder, timeouts=quiet
+    )
+    with anyio.fail_after(10), pytest.raises(IdleTimeout):
+        await DimseAssociation(theirs, registry.handlers).run()
+    ours.abort()

@@ -34,25 +34,16 @@ from aiodicom.dimse import status as S
 from aiodicom.errors import (
     AiodicomError,
     AssociationError,
-    DicomTimeoutError,
     DimseError,
     ProtocolError,
 )
-from aiodicom.transport.association import Association, ReleaseRequest
+from aiodicom.transport.association import Association, ReleaseRequest, ResponseTimeout
 from aiodicom.ul import pdu as P
 from aiodicom.ul.assembly import AssembledMessage, BoundedMemorySink, CommandDecoder, DataSink
 from aiodicom.ul.negotiation import AcceptedContext
 
 #: Requests a requestor may have outstanding when the peer granted an unlimited window (0).
 UNLIMITED_WINDOW = 64
-
-
-class ResponseTimeout(DicomTimeoutError):
-    """No DIMSE response came within the per-response timeout; the association was aborted.
-
-    A retry must assume the request may have been carried out (the peer may have
-    stored the instance and lost only its answer).
-    """
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,14 +35,15 @@ from aiodicom.errors import (
     AiodicomError,
     AssociationError,
     DicomFileError,
-    DicomTimeoutError,
     MalformedDatasetError,
     NoPresentationContext,
 )
 from aiodicom.transport.address import check_port, describe_os_error
 from aiodicom.transport.association import (
     DEFAULT_TIMEOUTS,
+    AssociateTimeout,
     Association,
+    ConnectTimeout,
     DicomProtocol,
     Timeouts,
 )
@@ -506,7 +507,7 @@ async def connect(
                 factory, host, port, ssl=ssl, server_hostname=host if ssl is not None else None
             )
     except TimeoutError:
-        raise DicomTimeoutError(f"connecting to {host}:{port} took longer than {timeouts.connect} s") from None
+        raise ConnectTimeout(f"connecting to {host}:{port} took longer than {timeouts.connect} s") from None
     except OSError as exc:
         raise AssociationError(f"cannot connect to {host}:{port}: {describe_os_error(exc)}") from exc
     try:
@@ -515,7 +516,7 @@ async def connect(
     except TimeoutError:
         if protocol.transport is not None:
             protocol.transport.abort()
-        raise DicomTimeoutError(f"{host}:{port} did not answer A-ASSOCIATE-RQ in {timeouts.acse} s") from None
+        raise AssociateTimeout(f"{host}:{port} did not answer A-ASSOCIATE-RQ in {timeouts.acse} s") from None
     dimse = DimseAssociation(association, registry.handlers)
     client = ClientAssociation(dimse)
     # A plain asyncio task rather than an anyio task group: a one-shot ``aiodicom echo``

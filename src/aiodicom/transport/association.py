@@ -92,6 +92,32 @@ class Timeouts:
 DEFAULT_TIMEOUTS = Timeouts()
 
 
+# --- which wait ran out: what a retry needs to know --------------------------------------
+
+
+class ConnectTimeout(DicomTimeoutError):
+    """The connection (TCP, TLS) was not set up in ``Timeouts.connect``: nothing was sent."""
+
+
+class AssociateTimeout(DicomTimeoutError):
+    """An A-ASSOCIATE or A-RELEASE went unanswered in ``Timeouts.acse``.
+
+    At association no request was sent yet; at release every request had its answer.
+    """
+
+
+class ResponseTimeout(DicomTimeoutError):
+    """No DIMSE response, or the peer took none of our data, in ``Timeouts.dimse``.
+
+    The association is aborted. A retry must assume the request may have been carried
+    out (the peer may have stored the instance and lost only its answer).
+    """
+
+
+class IdleTimeout(DicomTimeoutError):
+    """The peer sent nothing for ``Timeouts.network_idle`` on an established association."""
+
+
 @dataclass(frozen=True, slots=True)
 class ReleaseRequest:
     """The peer asked to release; answer with :meth:`Association.accept_release`."""
@@ -688,7 +714,7 @@ class DicomProtocol(asyncio.BufferedProtocol):
             except TimeoutError:
                 if self.bytes_received != seen:
                     continue  # a long message is still arriving: not idle
-                raise DicomTimeoutError(
+                raise IdleTimeout(
                     f"peer sent nothing for {timeout} s (network idle timeout)"
                 ) from None
             finally:
@@ -720,7 +746,7 @@ class DicomProtocol(asyncio.BufferedProtocol):
             async with asyncio.timeout(timeout):
                 await waiter
         except TimeoutError:
-            raise DicomTimeoutError(f"peer took no data for {timeout} s") from None
+            raise ResponseTimeout(f"peer took no data for {timeout} s") from None
         if self.error is not None:
             raise self.error
 
@@ -840,7 +866,7 @@ class Association:
                         protocol._waiter = None
         except TimeoutError:
             self.abort()
-            raise DicomTimeoutError("peer did not answer A-RELEASE-RQ in time") from None
+            raise AssociateTimeout("peer did not answer A-RELEASE-RQ in time") from None
         protocol.released.result()
         await self.wait_closed()
 
