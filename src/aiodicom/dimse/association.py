@@ -27,7 +27,7 @@ import time
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TypeAlias
+from typing import TypeAlias, TypedDict, Unpack
 
 from aiodicom.dimse import command as C
 from aiodicom.dimse import status as S
@@ -111,6 +111,13 @@ class Request:
 RequestHandler: TypeAlias = Callable[[Request], Awaitable[None]]
 #: Chooses where a request's data set goes, from the command and its context's transfer syntax.
 SinkFactory: TypeAlias = Callable[[C.Message, Association, int], DataSink]
+
+
+class RequestOptions(TypedDict, total=False):
+    """Options of :meth:`DimseAssociation.request` (see there)."""
+
+    send: Callable[[int, bytes], Awaitable[None]] | None
+    timeout: float | None
 
 
 @dataclass(slots=True)
@@ -377,13 +384,11 @@ class DimseAssociation:
         context_id: int,
         make: Callable[[int], C.Message],
         dataset: bytes | bytearray | memoryview | None = None,
-        *,
-        send: Callable[[int, bytes], Awaitable[None]] | None = None,
-        timeout: float | None = None,
+        **options: Unpack[RequestOptions],
     ) -> Response:
         """:meth:`request` for single-response services (C-ECHO, C-STORE): the final response."""
         final: Response | None = None
-        async for final in self.request(context_id, make, dataset, send=send, timeout=timeout):  # noqa: B007
+        async for final in self.request(context_id, make, dataset, **options):  # noqa: B007
             pass
         assert final is not None
         return final
