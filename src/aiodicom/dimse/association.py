@@ -183,7 +183,10 @@ class DimseAssociation:
         )
         self._message_ids = itertools.count(1)
         self._pending: dict[int, _Operation] = {}
+        #: Requests being handled: by Message ID (what a C-CANCEL names), and every task
+        #: (a peer reusing a Message ID in flight must not hide one from release or abort).
         self._running: dict[int, asyncio.Task[None]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
         self._cancelled: set[int] = set()
         window = association.response.user_information.async_ops_window
         invoked = window[0] if window else 1
@@ -225,7 +228,7 @@ class DimseAssociation:
                 await self._route(item)
         except BaseException as exc:
             self._fail_pending(exc if isinstance(exc, AiodicomError) else AssociationError("association closed"))
-            for task in self._running.values():
+            for task in self._tasks:
                 task.cancel()
             raise
 
@@ -239,6 +242,8 @@ class DimseAssociation:
             await self._operation_slots.acquire()
             task = asyncio.get_running_loop().create_task(self._serve(item))
             self._running[message.message_id] = task
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     def _deliver(self, message: C.Message, sink: DataSink | None) -> None:
         data = None
@@ -279,8 +284,9 @@ class DimseAssociation:
             self.log.error("response_failed", error=repr(exc))
             self.association.abort()
         finally:
-            self._running.pop(mid, None)
-            self._cancelled.discard(mid)
+            if self._running.get(mid) is asyncio.current_task():
+                del self._running[mid]
+                self._cancelled.discard(mid)
             self._operation_slots.release()
 
     async def _run_handler(self, handler: RequestHandler, request: Request) -> None:
@@ -315,8 +321,8 @@ class DimseAssociation:
 
     async def _finish_operations(self) -> None:
         """A release waits for the requests being handled: each gets its answer first."""
-        if self._running:
-            await asyncio.wait(list(self._running.values()))
+        if self._tasks:
+            await asyncio.wait(list(self._tasks))
 
     def _fail_pending(self, error: BaseException) -> None:
         self._error = error
@@ -423,10 +429,10 @@ class DimseAssociation:
             await asyncio.wait((reader,))
             if not reader.cancelled():
                 reader.exception()  # retrieved: the caller learnt it from its own request
-        for task in list(self._running.values()):
+        for task in list(self._tasks):
             task.cancel()
-        if self._running:
-            await asyncio.wait(list(self._running.values()))
+        if self._tasks:
+            await asyncio.wait(list(self._tasks))
 
 
 def _discard(sink: DataSink | None) -> None:
