@@ -366,3 +366,32 @@ async def test_timeouts_say_which_wait_ran_out() -> None:
     with anyio.fail_after(10), pytest.raises(IdleTimeout):
         await DimseAssociation(theirs, registry.handlers).run()
     ours.abort()
+
+
+async def test_c_cancel_does_not_cancel_a_c_store(tmp_path: Path, ct_dataset: tuple[str, bytes]) -> None:
+    """PS3.7 defines C-CANCEL for C-FIND, C-GET and C-MOVE: a store in progress completes."""
+    uid, data = ct_dataset
+    storing, go_on = asyncio.Event(), asyncio.Event()
+
+    async def on_store(instance: ReceivedInstance) -> None:
+        storing.set()
+        await go_on.wait()
+        instance.save(tmp_path / "kept.dcm")
+
+    spool = SpoolFiles(tmp_path)
+    storage = Storage(on_store)
+    storage.open(spool)
+    try:
+        with anyio.fail_after(10):
+            async with dimse_pair([storage]) as (scu, _):
+                store = asyncio.ensure_future(
+                    scu.request_final(CT_CONTEXT, lambda mid: C.CStoreRQ(mid, CT_IMAGE_STORAGE, uid), data)
+                )
+                await storing.wait()
+                await scu.cancel(CT_CONTEXT, 1)  # the store's Message ID (the first one)
+                await asyncio.sleep(0.05)
+                go_on.set()
+                assert (await store).status == S.SUCCESS
+    finally:
+        spool.close()
+    assert (tmp_path / "kept.dcm").exists()

@@ -113,6 +113,10 @@ RequestHandler: TypeAlias = Callable[[Request], Awaitable[None]]
 SinkFactory: TypeAlias = Callable[[C.Message, Association, int], DataSink]
 
 
+#: Requests a C-CANCEL may cancel (PS3.7 9.3.2.3, 9.3.3.3, 9.3.4.3).
+CANCELLABLE = (C.CFindRQ, C.CGetRQ, C.CMoveRQ)
+
+
 class RequestOptions(TypedDict, total=False):
     """Options of :meth:`DimseAssociation.request` (see there)."""
 
@@ -187,6 +191,7 @@ class DimseAssociation:
         #: (a peer reusing a Message ID in flight must not hide one from release or abort).
         self._running: dict[int, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._cancellable: set[int] = set()
         self._cancelled: set[int] = set()
         window = association.response.user_information.async_ops_window
         invoked = window[0] if window else 1
@@ -242,6 +247,8 @@ class DimseAssociation:
             await self._operation_slots.acquire()
             task = asyncio.get_running_loop().create_task(self._serve(item))
             self._running[message.message_id] = task
+            if isinstance(message, CANCELLABLE):
+                self._cancellable.add(message.message_id)
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
@@ -260,8 +267,10 @@ class DimseAssociation:
 
     def _cancel(self, message_id: int) -> None:
         task = self._running.get(message_id)
-        if task is None:
-            return  # already answered, or never asked: nothing to cancel (PS3.7 9.3.2.3)
+        if task is None or message_id not in self._cancellable:
+            # Already answered, never asked, or a C-STORE/C-ECHO (PS3.7 defines C-CANCEL for
+            # C-FIND, C-GET and C-MOVE only): nothing to cancel.
+            return
         self.log.info("operation_cancelled", mid=message_id)
         self._cancelled.add(message_id)
         task.cancel()
@@ -287,6 +296,7 @@ class DimseAssociation:
             if self._running.get(mid) is asyncio.current_task():
                 del self._running[mid]
                 self._cancelled.discard(mid)
+                self._cancellable.discard(mid)
             self._operation_slots.release()
 
     async def _run_handler(self, handler: RequestHandler, request: Request) -> None:
