@@ -43,7 +43,7 @@ PDU_CAP = 1 << 20
 
 def load() -> tuple[Check, Sequence[bytes]]:
     from aiodicom.dimse import command as C
-    from aiodicom.dimse.client import _client_decoder
+    from aiodicom.dimse.association import command_decoder
     from aiodicom.errors import ProtocolError
     from aiodicom.ul import events as E
     from aiodicom.ul import machine as M
@@ -61,9 +61,9 @@ def load() -> tuple[Check, Sequence[bytes]]:
         "FUZZ-SCP", "FUZZ-SCU", [(VERIFICATION, [IMPLICIT]), (CT, [EXPLICIT, IMPLICIT])], async_ops_window=(4, 1)
     )
 
-    # The client's command decoder (a bad command set is a ProtocolError, as in the
-    # server); it never looks at its association argument.
-    decode_command = _client_decoder(None)
+    # The command decoder with no data set sinks registered (a bad command set is a
+    # ProtocolError); without sinks it never looks at its association argument.
+    decode_command = command_decoder({})(None)  # type: ignore[arg-type]
 
     def decode_stream(data: bytes) -> None:
         view = memoryview(data)
