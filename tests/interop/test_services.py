@@ -90,3 +90,47 @@ async def test_findscu_gets_every_pending_response_from_a_registered_service(
         assert f"1.2.3.999.{n}" in output, output
     assert output.count("(Pending)") == 3, output
     assert "(Success)" in output, output
+
+
+class EndlessStudies(Service):
+    """C-FIND that would answer for a long time: 50 pending responses, slowly."""
+
+    sop_classes = (STUDY_ROOT_FIND,)
+
+    def __init__(self) -> None:
+        self.handlers = {C.CFindRQ: self.find}
+        self.sent = 0
+
+    async def find(self, request: Request) -> None:
+        rq = request.command
+        assert isinstance(rq, C.CFindRQ)
+        for n in range(50):
+            match = Dataset()
+            match.QueryRetrieveLevel = "STUDY"
+            match.StudyInstanceUID = f"1.2.3.999.{n}"
+            await request.respond(
+                C.CFindRSP(rq.message_id, S.PENDING, STUDY_ROOT_FIND), encoded(match, request.context.transfer_syntax)
+            )
+            self.sent += 1
+            await anyio.sleep(0.1)
+        await request.respond(C.CFindRSP(rq.message_id, S.SUCCESS, STUDY_ROOT_FIND))
+
+
+async def test_findscu_cancel_stops_the_operation_while_its_handler_runs(tmp_path: Path) -> None:
+    """The server reads findscu's C-CANCEL while the handler runs and answers Cancel (0xFE00)."""
+    require_dcmtk("findscu")
+    service = EndlessStudies()
+    server = Server("FINDSCP", port=0, services=[service], spool_dir=tmp_path / "spool")
+    with anyio.fail_after(60):
+        async with anyio.create_task_group() as tg:
+            port = await tg.start(server.serve)
+            result = await run_dcmtk_async(
+                ["findscu", "-v", "-S", "-aec", "FINDSCP", "--cancel", "2", "-k", "QueryRetrieveLevel=STUDY",
+                 "-k", "StudyInstanceUID", "127.0.0.1", str(port)],
+                timeout=30,
+            )  # fmt: skip
+            server.shutdown(0)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "Received Final Find Response (Cancel" in output, output  # status 0xFE00
+    assert service.sent < 10, output  # stopped long before its 50 responses
