@@ -43,26 +43,45 @@ def encoded(dataset: Dataset, transfer_syntax: str) -> bytes:
     return buffer.getvalue()
 
 
-class ThreeStudies(Service):
-    """C-FIND: three studies, one pending response each, then success."""
+class Studies(Service):
+    """C-FIND: ``count`` studies, one pending response each ``pause`` seconds apart, then success."""
 
     sop_classes = (STUDY_ROOT_FIND,)
 
-    def __init__(self) -> None:
+    def __init__(self, count: int, pause: float = 0.0) -> None:
         self.handlers = {C.CFindRQ: self.find}
-        self.queries = 0
+        self.count, self.pause = count, pause
+        self.queries = self.sent = 0
 
     async def find(self, request: Request) -> None:
         rq = request.command
         assert isinstance(rq, C.CFindRQ)
         self.queries += 1
-        for n in range(3):
+        for n in range(self.count):
             match = Dataset()
             match.QueryRetrieveLevel = "STUDY"
             match.StudyInstanceUID = f"1.2.3.999.{n}"
             data = encoded(match, request.context.transfer_syntax)
             await request.respond(C.CFindRSP(rq.message_id, S.PENDING, STUDY_ROOT_FIND), data)
+            self.sent += 1
+            await anyio.sleep(self.pause)
         await request.respond(C.CFindRSP(rq.message_id, S.SUCCESS, STUDY_ROOT_FIND))
+
+
+async def findscu(server: Server, *options: str) -> str:
+    """Serve while DCMTK findscu sends one study query; its output (it must succeed)."""
+    with anyio.fail_after(60):
+        async with anyio.create_task_group() as tg:
+            port = await tg.start(server.serve)
+            result = await run_dcmtk_async(
+                ["findscu", "-v", "-S", "-aec", "FINDSCP", *options, "-k", "QueryRetrieveLevel=STUDY",
+                 "-k", "StudyInstanceUID", "127.0.0.1", str(port)],
+                timeout=30,
+            )  # fmt: skip
+            server.shutdown(0)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    return output
 
 
 @pytest.mark.parametrize("with_policy", [False, True], ids=["keywords", "policy"])
@@ -70,21 +89,12 @@ async def test_findscu_gets_every_pending_response_from_a_registered_service(
     tmp_path: Path, with_policy: bool
 ) -> None:
     require_dcmtk("findscu")
-    service = ThreeStudies()
+    service = Studies(3)
     # The accepted SOP classes derive from the services: nothing names the FIND class here.
     policy = AcceptorPolicy(ae_title="FINDSCP", supported={}) if with_policy else None
-    server = Server("FINDSCP", port=0, services=[service], policy=policy, spool_dir=tmp_path / "spool")
-    with anyio.fail_after(60):
-        async with anyio.create_task_group() as tg:
-            port = await tg.start(server.serve)
-            result = await run_dcmtk_async(
-                ["findscu", "-v", "-S", "-aec", "FINDSCP", "-k", "QueryRetrieveLevel=STUDY",
-                 "-k", "StudyInstanceUID", "127.0.0.1", str(port)],
-                timeout=30,
-            )  # fmt: skip
-            server.shutdown(0)
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output
+    output = await findscu(
+        Server("FINDSCP", port=0, services=[service], policy=policy, spool_dir=tmp_path / "spool")
+    )
     assert service.queries == 1
     for n in range(3):
         assert f"1.2.3.999.{n}" in output, output
@@ -92,45 +102,10 @@ async def test_findscu_gets_every_pending_response_from_a_registered_service(
     assert "(Success)" in output, output
 
 
-class EndlessStudies(Service):
-    """C-FIND that would answer for a long time: 50 pending responses, slowly."""
-
-    sop_classes = (STUDY_ROOT_FIND,)
-
-    def __init__(self) -> None:
-        self.handlers = {C.CFindRQ: self.find}
-        self.sent = 0
-
-    async def find(self, request: Request) -> None:
-        rq = request.command
-        assert isinstance(rq, C.CFindRQ)
-        for n in range(50):
-            match = Dataset()
-            match.QueryRetrieveLevel = "STUDY"
-            match.StudyInstanceUID = f"1.2.3.999.{n}"
-            await request.respond(
-                C.CFindRSP(rq.message_id, S.PENDING, STUDY_ROOT_FIND), encoded(match, request.context.transfer_syntax)
-            )
-            self.sent += 1
-            await anyio.sleep(0.1)
-        await request.respond(C.CFindRSP(rq.message_id, S.SUCCESS, STUDY_ROOT_FIND))
-
-
 async def test_findscu_cancel_stops_the_operation_while_its_handler_runs(tmp_path: Path) -> None:
     """The server reads findscu's C-CANCEL while the handler runs and answers Cancel (0xFE00)."""
     require_dcmtk("findscu")
-    service = EndlessStudies()
-    server = Server("FINDSCP", port=0, services=[service], spool_dir=tmp_path / "spool")
-    with anyio.fail_after(60):
-        async with anyio.create_task_group() as tg:
-            port = await tg.start(server.serve)
-            result = await run_dcmtk_async(
-                ["findscu", "-v", "-S", "-aec", "FINDSCP", "--cancel", "2", "-k", "QueryRetrieveLevel=STUDY",
-                 "-k", "StudyInstanceUID", "127.0.0.1", str(port)],
-                timeout=30,
-            )  # fmt: skip
-            server.shutdown(0)
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output
+    service = Studies(50, pause=0.1)  # would answer for 5 s
+    output = await findscu(Server("FINDSCP", port=0, services=[service], spool_dir=tmp_path / "spool"), "--cancel", "2")
     assert "Received Final Find Response (Cancel" in output, output  # status 0xFE00
     assert service.sent < 10, output  # stopped long before its 50 responses
