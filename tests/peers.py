@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
+import random
 import shutil
 import signal
 import socket
@@ -157,16 +158,32 @@ def _resolve_dcmtk(args: Sequence[str]) -> list[str]:
     return command
 
 
-def free_port(host: str = LOCALHOST) -> int:
-    """A TCP port on ``host`` that was free a moment ago.
+#: Listening ports for peers come from below Linux's ephemeral range (32768-60999): a
+#: port the kernel hands out for bind(0) can be taken a moment later as the source port of
+#: some test's outgoing connection, and the peer then fails with "Address already in use".
+_PORT_RANGE = (20000, 32000)
+_handed_out: set[int] = set()
 
-    The kernel picks it (bind to port 0), so parallel tests do not collide on a fixed
-    number; the tiny window before the peer binds it is accepted as a test-only risk.
+
+def free_port(host: str = LOCALHOST) -> int:
+    """A TCP port on ``host`` that was free a moment ago and that this run has not handed out.
+
+    Drawn at random outside the ephemeral range (see ``_PORT_RANGE``), so outgoing
+    connections never take it in the window before the peer binds it.
     """
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(*_PORT_RANGE)
+        if port in _handed_out:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+        _handed_out.add(port)
         return port
+    raise PeerError(f"no free port in {_PORT_RANGE} on {host}")
 
 
 def peers_dir() -> Path:
