@@ -510,7 +510,7 @@ def test_a_memory_budget_below_the_pdu_cap_is_refused_at_start(tmp_path: Path) -
 
 
 async def test_receive_command_applies_its_per_host_limit(tmp_path: Path) -> None:
-    with aiodicom_receive(tmp_path / "out", aet=SERVER_AE, args=["--max-connections-per-host", "2"]) as receiver:
+    with aiodicom_receive(tmp_path / "out", aet=SERVER_AE, args=["--max-connections-per-host", "2", "--workers", "1"]) as receiver:
         with anyio.fail_after(TEST_TIMEOUT):
             async with AsyncExitStack() as stack:
                 held = await _peers(stack, receiver.port, ["127.0.0.2"] * 2)
