@@ -26,6 +26,7 @@ FORBIDDEN = {
     "grinders": {"ul", "transport", "dimse", "cli", "pipeline"},
     "factory": {"ul", "transport", "dimse", "cli", "pipeline"},
     "data": {"ul", "transport", "dimse", "cli", "pipeline"},
+    "pipeline": {"cli"},
 }
 #: The sans-I/O core must not touch sockets, event loops or clocks.
 NO_IO = {"asyncio", "anyio", "socket", "ssl", "selectors", "time", "uvloop", "trio"}

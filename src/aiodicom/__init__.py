@@ -37,6 +37,18 @@ _EXPORTS = {
     "run": "aiodicom.runner",
     "configure_logging": "aiodicom._log",
     "JsonLogFormatter": "aiodicom._log",
+    "Pipeline": "aiodicom.pipeline.pipeline",
+    "InputContainer": "aiodicom.pipeline.pipeline",
+    "PipelineStatus": "aiodicom.pipeline.pipeline",
+    "Sender": "aiodicom.pipeline.pipeline",
+    "Input": "aiodicom.pipeline.inputs",
+    "DynamicInput": "aiodicom.pipeline.inputs",
+    "AnyOf": "aiodicom.pipeline.inputs",
+    "Not": "aiodicom.pipeline.inputs",
+    "offload": "aiodicom.pipeline.offload",
+    "Exporter": "aiodicom.pipeline.export",
+    "DicomExport": "aiodicom.pipeline.export",
+    "FileExport": "aiodicom.pipeline.export",
     "AiodicomError": "aiodicom.errors",
     "AssociationAborted": "aiodicom.errors",
     "AssociationError": "aiodicom.errors",
@@ -53,6 +65,7 @@ _EXPORTS = {
 
 __all__ = [
     "AiodicomError",
+    "AnyOf",
     "AssociateTimeout",
     "AssociationAborted",
     "AssociationError",
@@ -60,17 +73,27 @@ __all__ = [
     "AssociationRejected",
     "ClientAssociation",
     "ConnectTimeout",
+    "DicomExport",
     "DicomFileError",
     "DicomTimeoutError",
     "DimseError",
+    "DynamicInput",
+    "Exporter",
+    "FileExport",
     "IdleTimeout",
-    "JsonLogFormatter",
+    "Input",
+    "InputContainer",
     "InvalidPortError",
+    "JsonLogFormatter",
     "MalformedDatasetError",
     "NoPresentationContext",
+    "Not",
+    "Pipeline",
+    "PipelineStatus",
     "ProtocolError",
     "ReceivedInstance",
     "ResponseTimeout",
+    "Sender",
     "Server",
     "Status",
     "StatusCategory",
@@ -79,6 +102,7 @@ __all__ = [
     "configure_logging",
     "connect",
     "contexts_for_files",
+    "offload",
     "run",
 ]
 
@@ -103,6 +127,10 @@ if TYPE_CHECKING:
         ProtocolError,
         StatusError,
     )
+    from aiodicom.pipeline.export import DicomExport, Exporter, FileExport
+    from aiodicom.pipeline.inputs import AnyOf, DynamicInput, Input, Not
+    from aiodicom.pipeline.offload import offload
+    from aiodicom.pipeline.pipeline import InputContainer, Pipeline, PipelineStatus, Sender
     from aiodicom.runner import run
     from aiodicom.transport.association import (
         AssociateTimeout,

@@ -22,6 +22,7 @@ _COMMANDS = {
     "echo": "echo",
     "store": "store",
     "receive": "receive",
+    "serve": "serve",
     "generate": "generate",
     "show": "data",
     "to-nifti": "data",
@@ -30,7 +31,7 @@ _COMMANDS = {
     "masks": "segmentation",
     "contours": "segmentation",
 }
-_MODULES = ("echo", "store", "receive", "generate", "data", "factory", "segmentation")
+_MODULES = ("echo", "store", "receive", "serve", "generate", "data", "factory", "segmentation")
 
 
 N = TypeVar("N", int, float)

@@ -292,13 +292,20 @@ def _workers(args: argparse.Namespace) -> int:
     return usable_workers(args.workers)
 
 
-class _Stopper:
-    """SIGTERM or a first Ctrl-C drains within --grace; a second one stops at once."""
+class Stopper:
+    """SIGTERM or a first Ctrl-C drains within --grace; a second one stops at once.
 
-    def __init__(self, shutdown: Callable[[float], None], grace: float, tally: Tally) -> None:
+    Shared by ``aiodicom receive`` and ``aiodicom serve`` (``command`` names it in the
+    message; ``tally``'s live line, if any, is cleared first).
+    """
+
+    def __init__(
+        self, shutdown: Callable[[float], None], grace: float, tally: Tally | None, command: str = "receive"
+    ) -> None:
         self.shutdown = shutdown
         self.grace = grace
         self.tally = tally
+        self.command = command
         self.interrupted = False
         self.stopping = False
 
@@ -312,9 +319,10 @@ class _Stopper:
                 self.stopping = True
                 self.shutdown(self.grace)
                 if signum == signal.SIGINT:  # someone at a terminal: say what happens next
-                    self.tally.clear()
+                    if self.tally is not None:
+                        self.tally.clear()
                     print(
-                        f"aiodicom receive: finishing open associations (up to {self.grace:g} s); "
+                        f"aiodicom {self.command}: finishing open associations (up to {self.grace:g} s); "
                         "Ctrl-C again stops at once",
                         file=sys.stderr,
                         flush=True,
@@ -349,7 +357,7 @@ def _run_receiver(
     """Serve until a signal stops it (one Server, or the pool of workers); the lines users read."""
     from aiodicom.runner import run
 
-    stopper = _Stopper(shutdown, args.grace, tally)
+    stopper = Stopper(shutdown, args.grace, tally)
 
     async def main() -> int:
         async with anyio.create_task_group() as watchers:

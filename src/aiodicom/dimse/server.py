@@ -103,6 +103,9 @@ class Server:
     :param fsync: flush every file a handler saved with :meth:`ReceivedInstance.save`, and
         its folder, to disk before Success is sent (survives a power loss, not only a
         crash), in batches shared by concurrent associations (:class:`GroupSync`).
+    :param routing_tags: top-level tags the store handler reads (``instance.tags(...)``), beyond
+        the common ones: collected by the structure walk as each data set arrives, so reading
+        them costs no second pass over the bytes (a pipeline's routing keys).
     :param reuse_port: set SO_REUSEPORT on the listener, so other processes can serve the port.
     :param workers: processes serving the port (:mod:`aiodicom.dimse.workers`), each with its
         own event loop; 1 where SO_REUSEPORT does not balance connections (not Linux). With
@@ -146,6 +149,7 @@ class Server:
         workers: int = 1,
         services: Sequence[Service] = (),
         policy: AcceptorPolicy | None = None,
+        routing_tags: Collection[int] = (),
     ) -> None:
         # What each worker process builds its own Server from (workers > 1): every argument.
         self._arguments = {name: value for name, value in locals().items() if name not in ("self", "workers")}
@@ -175,6 +179,7 @@ class Server:
             budget=self.memory,
             observer=observer,
             syncer=self._syncer,
+            routing_tags=routing_tags,
         )
         #: Every service this server runs; the accepted SOP classes derive from it.
         self.services = ServiceRegistry([Verification(on_echo, observer=observer), self.storage, *services])

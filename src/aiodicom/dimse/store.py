@@ -45,6 +45,7 @@ SERIES_INSTANCE_UID = 0x0020000E
 SOP_INSTANCE_UID = 0x00080018
 SOP_CLASS_UID = 0x00080016
 _COMMON_TAGS = (SOP_CLASS_UID, SOP_INSTANCE_UID, PATIENT_ID, STUDY_INSTANCE_UID, SERIES_INSTANCE_UID)
+_COMMON_TAGS_SET = frozenset(_COMMON_TAGS)
 
 #: The default :meth:`ReceivedInstance.save_under` layout, the one ``aiodicom receive`` writes.
 DEFAULT_LAYOUT = "{StudyInstanceUID}/{SeriesInstanceUID}/{SOPInstanceUID}.dcm"
@@ -427,6 +428,7 @@ class InstanceSink:
         "complete",
         "meta",
         "common_tags",
+        "wanted",
         "_walker",
     )
 
@@ -440,6 +442,7 @@ class InstanceSink:
         memory_threshold: int,
         source_ae: str | None = None,
         budget: MemoryBudget | None = None,
+        extra_tags: frozenset[int] = frozenset(),
     ) -> None:
         self.sop_class_uid = sop_class_uid
         self.sop_instance_uid = sop_instance_uid
@@ -458,12 +461,14 @@ class InstanceSink:
         self.path: Path | None = None
         self.error: Exception | None = None
         self.complete = False
-        #: The routing tags (patient, study, series, SOP) found by the structure
-        #: walk, complete once the data set is (tags absent from it are absent).
+        #: The routing tags (patient, study, series, SOP, and ``extra_tags``) found by the
+        #: structure walk, complete once the data set is (tags absent from it are absent).
         self.common_tags: dict[int, bytes] | None = None
+        #: The tags the walk collects (values cut at 64 KiB).
+        self.wanted = _COMMON_TAGS_SET | extra_tags
         # Checks the element structure fragment by fragment, so a truncated or
         # garbage data set is refused without reading anything back from disk.
-        self._walker = DatasetWalker(transfer_syntax, _COMMON_TAGS)
+        self._walker = DatasetWalker(transfer_syntax, self.wanted)
         # Built up front: UIDs a Part 10 file cannot hold (empty, > 64 chars) are
         # found before any byte is kept, and the data set is drained and refused.
         try:
@@ -629,9 +634,16 @@ class ReceivedInstance:
         return self._sink._meta() + self.dataset_bytes()
 
     def tags(self, tags: Collection[int]) -> dict[int, bytes]:
-        """Raw values of top-level elements, read without decoding the data set."""
+        """Raw values of top-level elements, read without decoding the data set.
+
+        Tags the structure walk collected as the data set arrived (the common ones and
+        the server's ``routing_tags``) cost nothing more: no byte is read again.
+        """
         from aiodicom.codec.scan import scan_elements
 
+        walked = self._sink.common_tags
+        if walked is not None and self._sink.wanted.issuperset(tags):
+            return {tag: walked[tag] for tag in tags if tag in walked}
         result = scan_elements(self._sink.head(), self.transfer_syntax, tags)
         if result.complete:
             return dict(result.values)
@@ -645,7 +657,7 @@ class ReceivedInstance:
         if self._tags is None:
             common = self._sink.common_tags
             self._tags = dict(common) if common is not None else self.tags(_COMMON_TAGS)
-        if tag not in self._tags and tag not in _COMMON_TAGS:
+        if tag not in self._tags and tag not in self._sink.wanted:
             self._tags.update(self.tags((tag,)))
         raw = self._tags.get(tag)
         return None if raw is None else text(raw)
@@ -804,6 +816,8 @@ def _atomic_write(target: Path, buffers: list[Any], spool: SpoolFiles | None = N
 
 _SAFE = frozenset("0123456789.")
 _TEXT_SAFE = frozenset(string.ascii_letters + string.digits + "._-")
+#: What :func:`safe_component` keeps of text that is not a UID (IDs, names).
+TEXT_CHARACTERS = _TEXT_SAFE
 #: Names Windows reserves for devices, with or without an extension ("NUL.txt").
 _WINDOWS_RESERVED = frozenset(
     {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)), *(f"LPT{i}" for i in range(1, 10))}

@@ -66,8 +66,12 @@ class Storage(Service):
         budget: MemoryBudget | None = None,
         observer: ServerObserver | None = None,
         syncer: GroupSync | None = None,
+        routing_tags: Collection[int] = (),
     ) -> None:
         self.on_store = on_store
+        #: Top-level tags collected by the structure walk while each data set arrives, beside
+        #: the common ones (:meth:`ReceivedInstance.tags` then reads nothing again).
+        self.routing_tags = frozenset(routing_tags)
         self.sop_classes = tuple(sop_classes) if on_store is not None else ()
         self.memory_threshold = memory_threshold
         self.budget = budget
@@ -97,6 +101,7 @@ class Storage(Service):
             memory_threshold=self.memory_threshold,
             source_ae=association.calling_ae.strip() or None,
             budget=self.budget,
+            extra_tags=self.routing_tags,
         )
 
     async def handle(self, request: Request) -> None:

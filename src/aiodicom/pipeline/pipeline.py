@@ -1,0 +1,727 @@
+"""A DICOM node: receive per patient, validate on release, process, export, exactly once.
+
+Subclass :class:`Pipeline`, name its inputs, write ``async def process``::
+
+    class MyPipeline(aiodicom.Pipeline):
+        ae_title = "MYNODE"
+        inputs = {"ct": CT}
+        data_directory = "/var/lib/mynode"
+
+        async def process(self, container):
+            return aiodicom.FileExport("out/", container.datasets["ct"])
+
+    await MyPipeline().serve()
+
+What happens to an instance, in order:
+
+1. **Receive.** The server streams it to the spool; the few tags routing needs
+   (the patient identifier, every input's tags) are collected as its bytes arrive,
+   nothing is decoded. ``filter(instance)`` may refuse it. Every input of the
+   patient is offered it; one that takes none is refused with a failure status whose
+   Error Comment says why (``unroutable="reject"``) or acknowledged and dropped
+   (``"accept"``). Kept ones are renamed into ``incoming/<patient>/`` before the
+   success response (see :mod:`aiodicom.pipeline.storage`); a quota or a full disk
+   answers 0xA700 and touches nothing stored.
+2. **Validate.** When an association is released, each patient it sent data for is
+   validated once no other open association is still sending for that patient: every
+   input's ``validate()``. An aborted association's instances stay and are validated at
+   the next release, or after ``complete_after`` quiet seconds.
+3. **Process.** A patient that validates becomes a batch (its folder renamed into
+   ``batches/``), and later data starts a new one. Batches are processed by
+   ``max_concurrent_processes`` tasks in release order, each within
+   ``process_timeout``, while receiving goes on. A failure or timeout moves the
+   batch to ``quarantine/`` with a JSON record (error, traceback, inputs).
+4. **Export.** What ``process`` returns goes to the outbox
+   (:mod:`aiodicom.pipeline.export`), which persists it before the journal says
+   "submitted"; the batch's data is removed once its export outcome is known.
+
+Everything runs in one event loop; heavy grinders and :func:`aiodicom.offload`
+calls run in worker processes. Multi-process receive (``Server(workers=N)``) is not
+used: the pipeline owns its per-patient state in one process (``workers=1``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+import traceback
+import uuid
+from collections import Counter, deque
+from collections.abc import Awaitable, Collection, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar, Literal
+
+import anyio
+import anyio.abc
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from aiodicom._log import get_logger
+from aiodicom.dimse.association import AssociationInfo
+from aiodicom.dimse.server import Server
+from aiodicom.dimse.status import Status
+from aiodicom.dimse.store import ReceivedInstance, StorageError
+from aiodicom.errors import ConfigurationError
+from aiodicom.pipeline.inputs import Input, StoredInstance, resolve, tag_number
+from aiodicom.pipeline.offload import offload
+from aiodicom.pipeline.storage import (
+    BatchFolder,
+    PipelineStore,
+    QuotaExceeded,
+    patient_folder_name,
+    readable,
+)
+
+if TYPE_CHECKING:
+    from aiodicom._log import LazyLogger
+    from aiodicom.pipeline.export import Exporter
+    from aiodicom.pipeline.outbox import Outbox
+
+__all__ = ["InputContainer", "Pipeline", "PipelineStatus", "Sender"]
+
+_log = get_logger("aiodicom.pipeline")
+
+#: C-STORE statuses the pipeline answers besides success (Error Comments say which case).
+NO_IDENTIFIER = 0xA900
+UNROUTABLE = 0xC000
+OUT_OF_RESOURCES = 0xA700
+#: Errors kept for :meth:`Pipeline.status`.
+_LAST_ERRORS = 10
+
+
+def patient_hash(patient_id: str) -> str:
+    """What logs and status show instead of a patient identifier (no PHI at info level)."""
+    return hashlib.sha256(patient_id.encode("utf-8", "surrogateescape")).hexdigest()[:12]
+
+
+@dataclass(frozen=True, slots=True)
+class Sender:
+    """Who sent a batch's data (the association that delivered its last instance)."""
+
+    ae_title: str
+    host: str
+    port: int
+
+    @classmethod
+    def of(cls, info: AssociationInfo) -> Sender:
+        return cls(info.calling_ae, info.peer_host, info.peer_port)
+
+
+class InputContainer(Mapping[str, object]):
+    """What ``process`` gets: ``container["ct"]`` is the grinder's output for input "ct".
+
+    :attr:`datasets` holds each input's instances (LazyDataset objects; a
+    :class:`DynamicInput` gives a dict of lists), :attr:`paths` their files.
+    """
+
+    def __init__(
+        self,
+        ground: dict[str, object],
+        *,
+        datasets: dict[str, object],
+        paths: dict[str, list[Path]],
+        patient_id: str,
+        sender: Sender | None,
+        batch_id: str,
+    ) -> None:
+        self._ground = ground
+        #: Each input's instances, as LazyDataset objects.
+        self.datasets = datasets
+        #: Each input's files (valid while ``process`` runs).
+        self.paths = paths
+        #: The value of the pipeline's ``patient_identifier_tag``.
+        self.patient_id = patient_id
+        #: The association that delivered the last instance (None after a restart lost it).
+        self.sender = sender
+        #: This batch's id, as in the logs and the journal.
+        self.batch_id = batch_id
+
+    def __getitem__(self, name: str) -> object:
+        return self._ground[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._ground)
+
+    def __len__(self) -> int:
+        return len(self._ground)
+
+
+@dataclass(frozen=True)
+class PipelineStatus:
+    """A snapshot for status pages: what waits, runs, failed, and the last errors."""
+
+    associations: int
+    #: Patients with data waiting for validation, and their instances.
+    patients_waiting: int
+    instances_waiting: int
+    #: Batches waiting for a process slot, running process, waiting for their export outcome.
+    queued: int
+    processing: int
+    exporting: int
+    #: Batches quarantined by this run.
+    failed: int
+    counts: dict[str, int]
+    last_errors: list[dict[str, object]]
+    #: The outbox's own snapshot (pending, exporting, retrying, delivered, dead-lettered).
+    outbox: dict[str, object] | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        """JSON-ready."""
+        return asdict(self)
+
+
+@dataclass(eq=False)
+class _Patient:
+    patient_id: str
+    folder: str
+    inputs: dict[str, Input]
+    lock: anyio.Lock = field(default_factory=anyio.Lock)
+    #: Associations that delivered data for this patient and are still open.
+    delivering: set[int] = field(default_factory=set)
+    #: A release asked for validation while another association was still delivering.
+    release_pending: bool = False
+    #: Data arrived since the last validation.
+    dirty: bool = False
+    last_received: float = field(default_factory=time.monotonic)
+    last_received_wall: float = field(default_factory=time.time)
+    sender: Sender | None = None
+    instances: dict[str, StoredInstance] = field(default_factory=dict)
+
+    @property
+    def hashed(self) -> str:
+        return patient_hash(self.patient_id)
+
+
+@dataclass(eq=False)
+class _Batch:
+    batch_id: str
+    patient_id: str
+    folder: Path
+    inputs: dict[str, Input]
+    sender: Sender | None
+
+    @property
+    def hashed(self) -> str:
+        return patient_hash(self.patient_id)
+
+
+class Pipeline:
+    """A DICOM node (see the module docstring). Subclass it; set the class attributes.
+
+    Every class attribute below can also be given to the constructor
+    (``MyPipeline(port=0, data_directory=tmp)``), which is what tests and the
+    ``aiodicom serve`` command do.
+    """
+
+    #: Our AE title.
+    ae_title: str = "AIODICOM"
+    #: Where to listen (127.0.0.1: this machine only; "0.0.0.0": every interface).
+    host: str = "127.0.0.1"
+    #: TCP port; 0 takes a free one (``await task_group.start(pipeline.serve)`` returns it).
+    port: int = 11112
+    #: Input name -> :class:`Input` subclass; one instance of each per patient.
+    inputs: ClassVar[Mapping[str, type[Input]]] = {}
+    #: The tag grouping instances into patients (keyword or int).
+    patient_identifier_tag: int | str = "PatientID"
+    #: Where acknowledged data, batches, quarantine and the outbox live; None: a private
+    #: temporary folder removed at stop (nothing survives a restart).
+    data_directory: str | Path | None = None
+    #: An instance no input takes: "reject" (a failure status saying why) or "accept"
+    #: (acknowledged and dropped, for senders that cannot cope with failures).
+    unroutable: Literal["reject", "accept"] = "reject"
+    #: Calling AE titles allowed to associate (None: any).
+    require_calling_aet: Collection[str] | None = None
+    #: Reject associations addressed to another AE title.
+    require_called_aet: bool = False
+    #: Validate a patient after this many seconds without new data and without an open
+    #: association sending for it (senders that abort or never release); None: only on release.
+    complete_after: float | None = None
+    #: Patients whose last data is older than this are dropped, files included.
+    study_expiration_days: float | None = 14.0
+    #: Batches processed at once (1: one at a time, in release order).
+    max_concurrent_processes: int = 1
+    #: Seconds a batch's grinding and ``process`` may take; then it is quarantined.
+    process_timeout: float | None = 3600.0
+    #: Flush every acknowledged file and journal step to disk before it counts.
+    fsync: bool = False
+    #: Bytes of instances the data directory may hold (incoming and batches); beyond: 0xA700.
+    max_storage_bytes: int | None = None
+    #: Accept compressed transfer syntaxes as sent.
+    accept_any_transfer_syntax: bool = False
+    #: Associations at once.
+    max_associations: int = 64
+    #: Seconds ``shutdown`` lets associations and batches in progress finish.
+    grace: float = 10.0
+    #: More :class:`~aiodicom.Server` keyword arguments (timeouts, TLS, limits).
+    server_options: ClassVar[Mapping[str, object]] = {}
+
+    def __init__(self, **settings: object) -> None:
+        for name, value in settings.items():
+            if name.startswith("_") or not hasattr(type(self), name) or callable(getattr(type(self), name)):
+                raise ConfigurationError(f"{type(self).__name__} has no setting {name!r}")
+            setattr(self, name, value)
+        self._check()
+        self._identifier = tag_number(self.patient_identifier_tag)
+        self._routing_tags = frozenset({self._identifier}).union(*(i.routing_tags() for i in self.inputs.values()))
+        self._patients: dict[str, _Patient] = {}
+        self._touched: dict[int, set[str]] = {}
+        self._queued: deque[_Batch] = deque()
+        self._processing: dict[str, _Batch] = {}
+        self._exporting: set[str] = set()
+        self._counts: Counter[str] = Counter()
+        self._errors: deque[dict[str, object]] = deque(maxlen=_LAST_ERRORS)
+        self._server: Server | None = None
+        self._store: PipelineStore | None = None
+        self._outbox: Outbox | None = None
+        self._task_group: anyio.abc.TaskGroup | None = None
+        self._send: MemoryObjectSendStream[_Batch] | None = None
+        self._stopping = False
+        self.log = _log.bind(pipeline=type(self).__name__)
+
+    def _check(self) -> None:
+        if not self.inputs:
+            raise ConfigurationError(f"{type(self).__name__}.inputs is empty: name at least one Input")
+        for name, kind in self.inputs.items():
+            if not (isinstance(kind, type) and issubclass(kind, Input)):
+                raise ConfigurationError(f"input {name!r} must be an Input subclass, not {kind!r}")
+            kind.check()
+        if self.unroutable not in ("reject", "accept"):
+            raise ConfigurationError(f"unroutable must be 'reject' or 'accept', not {self.unroutable!r}")
+        if self.max_concurrent_processes < 1:
+            raise ConfigurationError("max_concurrent_processes must be at least 1")
+
+    # --- what users override -------------------------------------------------------------
+
+    def filter(self, instance: ReceivedInstance) -> bool | Awaitable[bool]:
+        """Whether to consider ``instance`` at all (may be ``async def``); default: yes.
+
+        Runs before routing; read tags with ``instance.text(tag)`` or ``instance.tags()``
+        (cheap for the routing tags), ``instance.read()`` decodes (costly). A refused
+        instance is treated as unroutable.
+        """
+        return True
+
+    async def process(self, container: InputContainer) -> Exporter | Sequence[Exporter] | None:
+        """Turn one patient's validated inputs into exports; override it.
+
+        Return an exporter (:class:`~aiodicom.DicomExport`, :class:`~aiodicom.FileExport`
+        or your own), a list of them (run concurrently), or None. An exception or the
+        ``process_timeout`` quarantines the batch. Offload CPU-heavy work with
+        :func:`aiodicom.offload`.
+        """
+        return None
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    async def serve(self, *, task_status: anyio.abc.TaskStatus[int] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Receive, process and export until :meth:`shutdown` (or cancellation).
+
+        ``port = await task_group.start(pipeline.serve)`` returns the bound port.
+        """
+        from aiodicom.pipeline.outbox import Outbox
+
+        store = PipelineStore(self.data_directory, fsync=self.fsync, quota=self.max_storage_bytes)
+        store.open()
+        self._store = store
+        self._stopping = False
+        self._outbox = Outbox(None if store.ephemeral else store.outbox, fsync=self.fsync)
+        self._server = self._make_server(store)
+        send, receive = anyio.create_memory_object_stream[_Batch](math.inf)
+        self._send = send
+        try:
+            async with anyio.create_task_group() as group:
+                self._task_group = group
+                await group.start(self._outbox.run)
+                for _ in range(self.max_concurrent_processes):
+                    group.start_soon(self._processor, receive.clone())
+                await self._restore(store)
+                group.start_soon(self._housekeeping)
+                port = await group.start(self._run_server)
+                self.port = port
+                task_status.started(port)
+        finally:
+            self._task_group = None
+            send.close()
+            receive.close()
+            store.close()
+            self.log.info("pipeline_stopped", **self._counts)
+
+    def _make_server(self, store: PipelineStore) -> Server:
+        options: dict[str, object] = {
+            "on_store": self._on_store,
+            "on_released": self._on_released,
+            "on_aborted": self._on_aborted,
+            "accept_any_transfer_syntax": self.accept_any_transfer_syntax,
+            "require_called_ae": self.require_called_aet,
+            "calling_ae_allowlist": self.require_calling_aet,
+            "max_associations": self.max_associations,
+            "fsync": self.fsync,
+            "spool_dir": store.spool,
+            "routing_tags": self._routing_tags,
+            **self.server_options,
+        }
+        if options.get("workers", 1) != 1:
+            raise ConfigurationError("a pipeline receives in one process (workers=1)")
+        return Server(self.ae_title, self.host, self.port, **options)  # type: ignore[arg-type]
+
+    async def _run_server(self, *, task_status: anyio.abc.TaskStatus[int]) -> None:
+        assert self._server is not None
+        await self._server.serve(task_status=task_status)
+        await self._drain()
+        if self._task_group is not None:
+            self._task_group.cancel_scope.cancel()
+
+    async def _drain(self) -> None:
+        """After the server stopped: let queued, running and exporting batches finish."""
+        with anyio.move_on_after(self.grace):
+            while self._queued or self._processing or self._exporting:
+                await anyio.sleep(0.05)
+
+    def shutdown(self, grace: float | None = None) -> None:
+        """Stop accepting; associations and batches in progress get ``grace`` seconds.
+
+        With a data directory, what is left is on disk and resumes at the next start.
+        """
+        if grace is not None:
+            self.grace = grace
+        self._stopping = True
+        if self._server is not None:
+            self._server.shutdown(self.grace)
+
+    def status(self) -> PipelineStatus:
+        """A snapshot (see :class:`PipelineStatus`)."""
+        outbox = self._outbox.status().as_dict() if self._outbox is not None else None
+        return PipelineStatus(
+            associations=self._server.active_associations if self._server is not None else 0,
+            patients_waiting=len(self._patients),
+            instances_waiting=sum(len(p.instances) for p in self._patients.values()),
+            queued=len(self._queued),
+            processing=len(self._processing),
+            exporting=len(self._exporting),
+            failed=self._counts["quarantined"],
+            counts=dict(self._counts),
+            last_errors=list(self._errors),
+            outbox=outbox,
+        )
+
+    # --- receiving -----------------------------------------------------------------------
+
+    async def _on_store(self, instance: ReceivedInstance) -> Status | None:
+        store = self._store
+        assert store is not None
+        log = self.log.bind(association=instance.association.id)
+        values = instance.tags(self._routing_tags)
+        raw = values.get(self._identifier)
+        patient_id = _text(raw)
+        if not patient_id:
+            self._counts["rejected"] += 1
+            keyword = str(self.patient_identifier_tag)
+            log.warning("instance_without_identifier", tag=keyword)
+            return Status(NO_IDENTIFIER, error_comment=f"no {keyword} (missing or empty): cannot group by patient")
+        stored = StoredInstance(instance.sop_instance_uid, Path(), instance.transfer_syntax, values, instance.size)
+        if not await resolve(self.filter(instance)):
+            return self._unroutable("refused by the pipeline's filter")
+        patient = self._patient(patient_id)
+        async with patient.lock:
+            if self._patients.get(patient.folder) is not patient:  # validated meanwhile
+                patient = self._patient(patient_id)
+            names = [name for name, holder in patient.inputs.items() if holder.accepts(stored)]
+            if not names:
+                return self._unroutable(f"no input takes it (inputs: {', '.join(self.inputs)})")
+            path = store.instance_path(patient.folder, instance.sop_instance_uid)
+            previous = patient.instances.get(stored.sop_instance_uid)
+            try:
+                store.reserve(instance.size, previous.path if previous is not None else None)
+            except QuotaExceeded as exc:
+                log.warning("storage_quota_reached", quota=store.quota)
+                return Status(OUT_OF_RESOURCES, error_comment=str(exc))
+            try:
+                stored.path = instance.save(path)
+            except (StorageError, OSError) as exc:
+                store.release(instance.size)
+                log.error("store_failed", error=str(exc))
+                return Status(OUT_OF_RESOURCES, error_comment=f"cannot store: {exc}")
+            self._keep(patient, stored, names)
+            patient.delivering.add(instance.association.id)
+            patient.sender = Sender.of(instance.association)
+            self._touched.setdefault(instance.association.id, set()).add(patient.folder)
+        self._counts["received"] += 1
+        log.debug("instance_received", patient=patient.hashed, inputs=names)
+        return None
+
+    def _unroutable(self, why: str) -> Status | None:
+        self._counts["unroutable"] += 1
+        if self.unroutable == "accept":
+            self.log.warning("unroutable_accepted", reason=why)
+            return None
+        self.log.warning("unroutable_rejected", reason=why)
+        return Status(UNROUTABLE, error_comment=why)
+
+    def _patient(self, patient_id: str) -> _Patient:
+        folder = patient_folder_name(patient_id)
+        patient = self._patients.get(folder)
+        if patient is None:
+            patient = _Patient(patient_id, folder, {name: kind() for name, kind in self.inputs.items()})
+            self._patients[folder] = patient
+        return patient
+
+    @staticmethod
+    def _keep(patient: _Patient, stored: StoredInstance, names: Sequence[str]) -> None:
+        """Put ``stored`` in the inputs ``names``; a duplicate SOP Instance UID replaces."""
+        for holder in patient.inputs.values():
+            holder.discard(stored.sop_instance_uid)
+        for name in names:
+            patient.inputs[name].add(stored)
+        patient.instances[stored.sop_instance_uid] = stored
+        patient.dirty = True
+        patient.last_received = time.monotonic()
+        patient.last_received_wall = time.time()
+
+    async def _on_released(self, info: AssociationInfo) -> None:
+        await self._association_ended(info, released=True)
+
+    async def _on_aborted(self, info: AssociationInfo) -> None:
+        await self._association_ended(info, released=False)
+
+    async def _association_ended(self, info: AssociationInfo, *, released: bool) -> None:
+        for folder in self._touched.pop(info.id, ()):
+            patient = self._patients.get(folder)
+            if patient is None:
+                continue
+            patient.delivering.discard(info.id)
+            patient.release_pending = patient.release_pending or released
+            if not released:
+                self.log.info("association_aborted_data_kept", association=info.id, patient=patient.hashed)
+            if patient.release_pending and not patient.delivering:
+                await self._validate(patient, reason="released" if released else "other_association_ended")
+
+    # --- validation ----------------------------------------------------------------------
+
+    async def _validate(self, patient: _Patient, *, reason: str) -> None:
+        store = self._store
+        assert store is not None
+        async with patient.lock:
+            if self._patients.get(patient.folder) is not patient:
+                return  # already cut
+            patient.release_pending = False
+            patient.dirty = False
+            log = self.log.bind(patient=patient.hashed)
+            try:
+                ready = all([await resolve(holder.validate()) for holder in patient.inputs.values()])
+            except Exception as exc:  # noqa: BLE001 - a user's validate() must not end the node
+                log.exception("validate_failed")
+                self._error(None, patient.hashed, f"validate() raised {exc!r}")
+                return
+            if not ready:
+                log.info("patient_not_ready", reason=reason, instances=len(patient.instances))
+                return
+            batch_id = _new_batch_id()
+            del self._patients[patient.folder]
+            folder = await store.cut(patient.folder, batch_id, _record("validated", patient.patient_id, patient.sender))
+        for holder in patient.inputs.values():
+            holder.moved(folder)
+        self.log.info("patient_validated", patient=patient.hashed, batch=batch_id, reason=reason, instances=len(patient.instances))
+        self._counts["validated"] += 1
+        self._enqueue(_Batch(batch_id, patient.patient_id, folder, patient.inputs, patient.sender))
+
+    def _enqueue(self, batch: _Batch) -> None:
+        assert self._send is not None
+        self._queued.append(batch)
+        self._send.send_nowait(batch)
+
+    async def _housekeeping(self) -> None:
+        """Quiet-period validation (``complete_after``) and expiry, once a second or so."""
+        tick = min(1.0, self.complete_after / 4) if self.complete_after else 1.0
+        while True:
+            await anyio.sleep(tick)
+            now, wall = time.monotonic(), time.time()
+            for patient in list(self._patients.values()):
+                if self._expired(patient, wall):
+                    continue
+                quiet = self.complete_after is not None and now - patient.last_received >= self.complete_after
+                if quiet and patient.dirty and not patient.delivering:
+                    await self._validate(patient, reason="complete_after")
+
+    def _expired(self, patient: _Patient, wall: float) -> bool:
+        days = self.study_expiration_days
+        if days is None or wall - patient.last_received_wall < days * 86400 or patient.delivering:
+            return False
+        assert self._store is not None
+        del self._patients[patient.folder]
+        self._store.remove_patient(patient.folder)
+        self._counts["expired"] += 1
+        self.log.info("patient_expired", patient=patient.hashed, instances=len(patient.instances))
+        return True
+
+    # --- processing ----------------------------------------------------------------------
+
+    async def _processor(self, receive: MemoryObjectReceiveStream[_Batch]) -> None:
+        async with receive:
+            async for batch in receive:
+                self._queued.remove(batch)
+                self._processing[batch.batch_id] = batch
+                try:
+                    await self._process_batch(batch)
+                finally:
+                    del self._processing[batch.batch_id]
+
+    async def _process_batch(self, batch: _Batch) -> None:
+        log = self.log.bind(batch=batch.batch_id, patient=batch.hashed)
+        log.info("processing")
+        started = time.monotonic()
+        try:
+            with anyio.fail_after(self.process_timeout):
+                container = await self._container(batch)
+                exports = _exports(await self.process(container))
+        except Exception as exc:  # noqa: BLE001 - any failure of user code quarantines the batch
+            await self._quarantine(batch, exc, log, timed_out=isinstance(exc, TimeoutError))
+            return
+        self._counts["processed"] += 1
+        log.info("processed", seconds=round(time.monotonic() - started, 3), exports=len(exports))
+        await self._hand_over(batch, exports, log)
+
+    async def _container(self, batch: _Batch) -> InputContainer:
+        ground: dict[str, object] = {}
+        for name, holder in batch.inputs.items():
+            function, argument = holder.grind_job()
+            ground[name] = await offload(function, argument) if holder.grind_offloaded() else function(argument)
+        return InputContainer(
+            ground,
+            datasets={name: holder.datasets_view() for name, holder in batch.inputs.items()},
+            paths={name: holder.paths for name, holder in batch.inputs.items()},
+            patient_id=batch.patient_id,
+            sender=batch.sender,
+            batch_id=batch.batch_id,
+        )
+
+    async def _hand_over(self, batch: _Batch, exports: list[Exporter], log: LazyLogger) -> None:
+        """Exports to the outbox (durable), journal "submitted", then wait for the outcome."""
+        store, outbox = self._store, self._outbox
+        assert store is not None and outbox is not None
+        if not exports:
+            store.finish(batch.folder)
+            self.log.info("batch_done", batch=batch.batch_id, patient=batch.hashed, exports=0)
+            return
+        await outbox.submit(batch.batch_id, exports)
+        await store.write_record(batch.folder, _record("submitted", batch.patient_id, batch.sender))
+        self._await_export(batch)
+
+    def _await_export(self, batch: _Batch) -> None:
+        self._exporting.add(batch.batch_id)
+        assert self._task_group is not None
+        self._task_group.start_soon(self._export_outcome, batch)
+
+    async def _export_outcome(self, batch: _Batch) -> None:
+        store, outbox = self._store, self._outbox
+        assert store is not None and outbox is not None
+        try:
+            outcome = await outbox.wait(batch.batch_id)
+            delivered = bool(getattr(outcome, "delivered", True))
+            self._counts["exported" if delivered else "dead_lettered"] += 1
+            if not delivered:
+                self._error(batch.batch_id, batch.hashed, f"export dead-lettered: {getattr(outcome, 'error', '')}")
+            store.finish(batch.folder)
+            self.log.info("batch_done", batch=batch.batch_id, patient=batch.hashed, delivered=delivered)
+        finally:
+            self._exporting.discard(batch.batch_id)
+
+    async def _quarantine(self, batch: _Batch, exc: BaseException, log: LazyLogger, *, timed_out: bool) -> None:
+        assert self._store is not None
+        why = f"process timed out after {self.process_timeout:g} s" if timed_out else f"{type(exc).__name__}: {exc}"
+        record: dict[str, object] = {
+            "batch_id": batch.batch_id,
+            "patient_id": batch.patient_id,
+            "sender": asdict(batch.sender) if batch.sender is not None else None,
+            "error": why,
+            "timed_out": timed_out,
+            "traceback": "".join(traceback.format_exception(exc)),
+            "inputs": {name: [p.name for p in holder.paths] for name, holder in batch.inputs.items()},
+            "time": time.time(),
+        }
+        folder = await self._store.quarantine(batch.folder, record)
+        self._counts["quarantined"] += 1
+        self._error(batch.batch_id, batch.hashed, why)
+        self.log.error("process_failed", batch=batch.batch_id, patient=batch.hashed, error=why, quarantine=str(folder))
+
+    def _error(self, batch_id: str | None, hashed: str, message: str) -> None:
+        self._errors.append({"time": time.time(), "batch": batch_id, "patient": hashed, "error": message})
+
+    # --- restart -------------------------------------------------------------------------
+
+    async def _restore(self, store: PipelineStore) -> None:
+        """Reload what a previous run left (see :mod:`aiodicom.pipeline.storage`)."""
+        if store.ephemeral:
+            return
+        incoming, batches = store.restore()
+        for files in incoming.values():
+            for path in files:
+                self._restore_instance(path)
+        for found in batches:
+            await self._restore_batch(found)
+        if incoming or batches:
+            self.log.info("restored", patients=len(self._patients), batches=len(batches))
+
+    def _restore_instance(self, path: Path) -> None:
+        stored = readable(path, self._routing_tags)
+        patient_id = _text(stored.tags.get(self._identifier)) if stored is not None else ""
+        if stored is None or not patient_id:
+            self.log.warning("restore_skipped_file", file=str(path))
+            return
+        patient = self._patient(patient_id)
+        names = [name for name, holder in patient.inputs.items() if holder.accepts(stored)]
+        self._keep(patient, stored, names)
+        patient.dirty = True
+        patient.last_received_wall = path.stat().st_mtime
+
+    async def _restore_batch(self, found: BatchFolder) -> None:
+        assert self._outbox is not None
+        inputs = {name: kind() for name, kind in self.inputs.items()}
+        patient_id = str(found.record.get("patient_id") or "")
+        for path in found.files:
+            stored = readable(path, self._routing_tags)
+            if stored is None:
+                continue
+            patient_id = patient_id or _text(stored.tags.get(self._identifier))
+            for holder in inputs.values():
+                if holder.accepts(stored):
+                    holder.add(stored)
+        sender = found.record.get("sender")
+        batch = _Batch(found.batch_id, patient_id, found.folder, inputs, Sender(**sender) if isinstance(sender, dict) else None)
+        submitted = found.record.get("state") == "submitted" or self._outbox.known(found.batch_id)
+        self.log.info("batch_resumed", batch=batch.batch_id, patient=batch.hashed, submitted=submitted)
+        if submitted:
+            self._await_export(batch)
+        else:
+            self._enqueue(batch)
+
+
+def _text(raw: bytes | None) -> str:
+    from aiodicom.codec.scan import text
+
+    return text(raw) if raw is not None else ""
+
+
+def _new_batch_id() -> str:
+    """Sortable by creation time, unique across restarts."""
+    return f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:12]}"
+
+
+def _record(state: str, patient_id: str, sender: Sender | None) -> dict[str, object]:
+    return {"state": state, "patient_id": patient_id, "sender": asdict(sender) if sender is not None else None, "time": time.time()}
+
+
+def _exports(result: object) -> list[Exporter]:
+    """``process``'s result as a list of exporters; anything else is a failure of process."""
+    from aiodicom.pipeline.export import Exporter
+
+    if result is None:
+        return []
+    items = [result] if isinstance(result, Exporter) else result
+    if not isinstance(items, Sequence) or isinstance(items, str | bytes):
+        raise TypeError(f"process() must return an Exporter, a list of them or None, not {type(result).__name__}")
+    for item in items:
+        if not isinstance(item, Exporter):
+            raise TypeError(f"process() returned {type(item).__name__}, not an Exporter")
+    return list(items)
+

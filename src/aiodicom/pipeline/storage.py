@@ -1,0 +1,225 @@
+"""Where a pipeline keeps what it acknowledged, and the journal that makes restarts exact.
+
+Layout under the data directory (every name is ours or sanitised, never raw from the wire)::
+
+    incoming/<patient>/<SOPInstanceUID>.dcm    acknowledged, waiting for validation
+    batches/<batch id>/<SOPInstanceUID>.dcm    validated: one batch for process()
+    batches/<batch id>/batch.json              its journal record: "validated", then "submitted"
+    quarantine/<batch id>/...                  a failed or timed-out process: data + record.json
+    outbox/                                    the export outbox's own files
+    spool/                                     data sets still arriving (the server's spool)
+
+``<patient>`` is the patient identifier made safe by
+:func:`~aiodicom.dimse.store.safe_component` (a value that had to change gets a hash of
+the original, so two patients never share a folder).
+
+The journal is the file system itself, changed only by atomic renames: an instance is
+acknowledged once its file was renamed into ``incoming/`` (by the server's spool,
+before the success response); a patient validates when its folder is renamed into
+``batches/`` (one rename: the batch holds exactly what was validated); ``batch.json``
+is replaced atomically when the batch was handed to the outbox; a finished batch's
+folder is removed. After kill -9, :meth:`PipelineStore.restore` reads this back:
+incoming folders wait for validation again, batches without "submitted" are
+processed, submitted ones wait for their export outcome. With ``fsync`` every step is
+flushed before it counts (files, then their folders).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiodicom.codec.part10 import read_file_meta
+from aiodicom.codec.scan import scan_elements
+from aiodicom.dimse.store import TEXT_CHARACTERS, GroupSync, safe_component
+from aiodicom.errors import AiodicomError, DicomFileError
+from aiodicom.pipeline.inputs import StoredInstance
+
+__all__ = ["BatchFolder", "PipelineStore", "QuotaExceeded"]
+
+RECORD = "batch.json"
+QUARANTINE_RECORD = "record.json"
+_HEAD = 64 * 1024
+
+
+class QuotaExceeded(AiodicomError):
+    """Storing an instance would exceed the pipeline's ``max_storage_bytes``."""
+
+
+@dataclass
+class BatchFolder:
+    """A batch found on disk at start: its folder, files and journal record."""
+
+    batch_id: str
+    folder: Path
+    files: list[Path]
+    record: dict[str, object]
+
+
+def patient_folder_name(patient_id: str) -> str:
+    """The folder of a patient: the identifier itself when safe, else cleaned plus a hash."""
+    return safe_component(patient_id, "_empty", allowed=TEXT_CHARACTERS)
+
+
+def instance_file_name(sop_instance_uid: str) -> str:
+    return safe_component(sop_instance_uid, "_unknown-instance") + ".dcm"
+
+
+def read_stored(path: Path, wanted: frozenset[int]) -> StoredInstance:
+    """Rebuild what routing needs of a stored file: its UID, syntax and the wanted tags."""
+    meta = read_file_meta(path)
+    with open(path, "rb") as handle:
+        handle.seek(meta.dataset_offset)
+        head = handle.read(_HEAD)
+        result = scan_elements(head, meta.transfer_syntax, wanted)
+        if not result.complete:
+            head += handle.read()
+            result = scan_elements(head, meta.transfer_syntax, wanted)
+    return StoredInstance(meta.sop_instance_uid, path, meta.transfer_syntax, dict(result.values), path.stat().st_size)
+
+
+class PipelineStore:
+    """The data directory of a pipeline (a private temporary one in memory-only mode)."""
+
+    def __init__(self, root: str | os.PathLike[str] | None, *, fsync: bool = False, quota: int | None = None) -> None:
+        #: True when nothing is kept past :meth:`close` (``data_directory=None``).
+        self.ephemeral = root is None
+        self.root = Path(root) if root is not None else Path(tempfile.mkdtemp(prefix="aiodicom-pipeline-"))
+        self.incoming = self.root / "incoming"
+        self.batches = self.root / "batches"
+        self.quarantine_dir = self.root / "quarantine"
+        self.spool = self.root / "spool"
+        self.outbox = self.root / "outbox"
+        self.quota = quota
+        #: Bytes of the instances held in ``incoming`` and ``batches``.
+        self.used = 0
+        self._syncer = GroupSync() if fsync else None
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    def open(self) -> None:
+        for folder in (self.incoming, self.batches, self.quarantine_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+        self.used = sum(path.stat().st_size for path in self._all_instances())
+
+    def close(self) -> None:
+        if self.ephemeral:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    def _all_instances(self) -> Iterator[Path]:
+        for top in (self.incoming, self.batches):
+            yield from top.glob("*/*.dcm")
+
+    # --- receiving ---------------------------------------------------------------------
+
+    def instance_path(self, patient_folder: str, sop_instance_uid: str) -> Path:
+        return self.incoming / patient_folder / instance_file_name(sop_instance_uid)
+
+    def reserve(self, size: int, replacing: Path | None) -> None:
+        """Count ``size`` more bytes (less a file it replaces); raise past the quota."""
+        freed = _size(replacing) if replacing is not None else 0
+        if self.quota is not None and self.used - freed + size > self.quota:
+            raise QuotaExceeded(f"storage quota of {self.quota} bytes reached")
+        self.used += size - freed
+
+    def release(self, size: int) -> None:
+        self.used = max(0, self.used - size)
+
+    # --- batches -----------------------------------------------------------------------
+
+    async def cut(self, patient_folder: str, batch_id: str, record: dict[str, object]) -> Path:
+        """Make a patient's incoming folder the batch ``batch_id`` (one atomic rename)."""
+        target = self.batches / batch_id
+        os.rename(self.incoming / patient_folder, target)
+        await self.write_record(target, record)
+        return target
+
+    async def write_record(self, folder: Path, record: dict[str, object], name: str = RECORD) -> None:
+        """Replace ``folder/name`` atomically with ``record`` (flushed with ``fsync``)."""
+        target = folder / name
+        temporary = folder / f".{name}.{uuid.uuid4().hex[:8]}.tmp"
+        temporary.write_text(json.dumps(record, indent=1, default=str))
+        os.replace(temporary, target)
+        if self._syncer is not None:
+            await self._syncer.sync([target])
+
+    def finish(self, folder: Path) -> None:
+        """A batch is done (exported or nothing to export): its data goes."""
+        self.release(sum(_size(path) for path in folder.glob("*.dcm")))
+        shutil.rmtree(folder, ignore_errors=True)
+
+    async def quarantine(self, folder: Path, record: dict[str, object]) -> Path:
+        """Keep a failed batch's data aside with ``record`` (why, traceback, inputs)."""
+        target = self.quarantine_dir / folder.name
+        self.release(sum(_size(path) for path in folder.glob("*.dcm")))
+        os.rename(folder, target)
+        await self.write_record(target, record, QUARANTINE_RECORD)
+        return target
+
+    def remove_patient(self, patient_folder: str) -> None:
+        """Drop a patient's incoming data (expired)."""
+        folder = self.incoming / patient_folder
+        self.release(sum(_size(path) for path in folder.glob("*.dcm")))
+        shutil.rmtree(folder, ignore_errors=True)
+
+    # --- restart -----------------------------------------------------------------------
+
+    def restore(self) -> tuple[dict[str, list[Path]], list[BatchFolder]]:
+        """What a previous run left: incoming files by patient folder, and batches."""
+        incoming: dict[str, list[Path]] = {}
+        for folder in sorted(self.incoming.iterdir()):
+            if folder.is_dir():
+                _drop_temporaries(folder)
+                files = sorted(folder.glob("*.dcm"), key=_mtime)
+                if files:
+                    incoming[folder.name] = files
+                else:
+                    shutil.rmtree(folder, ignore_errors=True)
+        batches = []
+        for folder in sorted(self.batches.iterdir(), key=_mtime):
+            if folder.is_dir():
+                _drop_temporaries(folder)
+                batches.append(BatchFolder(folder.name, folder, sorted(folder.glob("*.dcm"), key=_mtime), _record(folder)))
+        return incoming, batches
+
+
+def _record(folder: Path) -> dict[str, object]:
+    """The journal record of a batch; a batch renamed just before a crash has none yet."""
+    try:
+        value = json.loads((folder / RECORD).read_text())
+    except (OSError, ValueError):
+        return {"state": "validated"}
+    return value if isinstance(value, dict) else {"state": "validated"}
+
+
+def _drop_temporaries(folder: Path) -> None:
+    for leftover in folder.glob(".*.tmp"):
+        leftover.unlink(missing_ok=True)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def readable(path: Path, wanted: frozenset[int]) -> StoredInstance | None:
+    """:func:`read_stored`, or None for a file that is not DICOM (left for a human)."""
+    try:
+        return read_stored(path, wanted)
+    except (DicomFileError, OSError):
+        return None
