@@ -442,6 +442,7 @@ class Pipeline:
                 store.release(instance.size)
                 log.error("store_failed", error=str(exc))
                 return Status(OUT_OF_RESOURCES, error_comment=f"cannot store: {exc}")
+            store.settle(instance.size, stored.path)
             self._keep(patient, stored, names)
             patient.delivering.add(instance.association.id)
             patient.sender = Sender.of(instance.association)

@@ -128,6 +128,10 @@ class PipelineStore:
             raise QuotaExceeded(f"storage quota of {self.quota} bytes reached")
         self.used += size - freed
 
+    def settle(self, reserved: int, path: Path) -> None:
+        """Count the stored file's real size (meta included) instead of what was reserved."""
+        self.used += _size(path) - reserved
+
     def release(self, size: int) -> None:
         self.used = max(0, self.used - size)
 
