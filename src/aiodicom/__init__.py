@@ -61,9 +61,6 @@ _EXPORTS = {
     "NoPresentationContext": "aiodicom.errors",
     "ProtocolError": "aiodicom.errors",
     "StatusError": "aiodicom.errors",
-    "Exporter": "aiodicom.pipeline.export",
-    "DicomExport": "aiodicom.pipeline.export",
-    "FileExport": "aiodicom.pipeline.export",
 }
 
 __all__ = [
