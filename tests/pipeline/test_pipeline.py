@@ -327,3 +327,27 @@ async def test_restart_resumes_waiting_patients_from_the_data_directory(tmp_path
         await send_async(port, ct[2:])
         await wait_until(lambda: len(second.calls) == 1, what="processing after the restart")
     assert first.calls == [] and second.calls[0]["ct"] == uids(ct) and second.calls[0]["pt"] == uids(pt)
+
+
+async def test_stale_patients_expire_with_their_files(tmp_path: Path) -> None:
+    pipeline = Recorder(data_directory=tmp_path / "data", study_expiration_days=0.1 / 86400)
+    async with running(pipeline) as port:
+        await send_async(port, series("OLD", "CT", 2), end="abort")
+        await wait_until(lambda: pipeline.status().counts.get("expired") == 1, what="the expiry")
+        assert pipeline.status().patients_waiting == 0
+    assert not list((tmp_path / "data").rglob("*.dcm")) and pipeline.calls == []
+
+
+async def test_fsync_pipeline_journals_and_processes(tmp_path: Path) -> None:
+    pipeline = Recorder(data_directory=tmp_path / "data", fsync=True)
+    pipeline.gate = anyio.Event()
+    ct, pt = series("SYNC", "CT", 3), series("SYNC", "PT", 2)
+    async with running(pipeline) as port:
+        await send_async(port, [*ct, *pt])
+        await wait_until(lambda: len(pipeline.calls) == 1, what="processing")
+        [batch] = list((tmp_path / "data" / "batches").iterdir())
+        record = json.loads((batch / "batch.json").read_text())
+        assert record["state"] == "validated" and record["patient_id"] == "SYNC"
+        assert record["sender"]["ae_title"] == "PYNETDICOM"
+        pipeline.gate.set()
+        await wait_until(lambda: not batch.exists(), what="the finished batch removed")
