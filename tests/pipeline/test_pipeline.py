@@ -351,3 +351,18 @@ async def test_fsync_pipeline_journals_and_processes(tmp_path: Path) -> None:
         assert record["sender"]["ae_title"] == "PYNETDICOM"
         pipeline.gate.set()
         await wait_until(lambda: not batch.exists(), what="the finished batch removed")
+
+
+async def test_a_failed_write_answers_out_of_resources_without_paths_and_keeps_the_rest(tmp_path: Path) -> None:
+    from aiodicom.pipeline.storage import patient_folder_name
+
+    pipeline = Recorder(data_directory=tmp_path / "data")
+    kept, blocked = series("KEPT", "CT", 1), series("BLOCKED", "CT", 1)
+    async with running(pipeline) as port:
+        assert [c for c, _ in (await send_async(port, kept)).statuses] == [0]
+        (tmp_path / "data" / "incoming" / patient_folder_name("BLOCKED")).write_text("in the way")  # mkdir fails
+        sent = await send_async(port, blocked)
+    [(code, comment)] = sent.statuses
+    assert code == 0xA700 and comment and comment.startswith("cannot store the instance")
+    assert str(tmp_path) not in comment and "BLOCKED" not in comment
+    assert [p.name for p in (tmp_path / "data" / "incoming").glob("*/*.dcm")] == [f"{kept[0].SOPInstanceUID}.dcm"]

@@ -805,8 +805,6 @@ def _atomic_write(target: Path, buffers: list[Any], spool: SpoolFiles | None = N
 
 _SAFE = frozenset("0123456789.")
 _TEXT_SAFE = frozenset(string.ascii_letters + string.digits + "._-")
-#: What :func:`safe_component` keeps of text that is not a UID (IDs, names).
-TEXT_CHARACTERS = _TEXT_SAFE
 #: Names Windows reserves for devices, with or without an extension ("NUL.txt").
 _WINDOWS_RESERVED = frozenset(
     {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)), *(f"LPT{i}" for i in range(1, 10))}

@@ -42,7 +42,6 @@ used: the pipeline owns its per-patient state in one process (``workers=1``).
 
 from __future__ import annotations
 
-import hashlib
 import math
 import time
 import traceback
@@ -70,6 +69,7 @@ from aiodicom.pipeline.storage import (
     PipelineStore,
     QuotaExceeded,
     patient_folder_name,
+    patient_hash,
     readable,
 )
 
@@ -88,11 +88,6 @@ UNROUTABLE = 0xC000
 OUT_OF_RESOURCES = 0xA700
 #: Errors kept for :meth:`Pipeline.status`.
 _LAST_ERRORS = 10
-
-
-def patient_hash(patient_id: str) -> str:
-    """What logs and status show instead of a patient identifier (no PHI at info level)."""
-    return hashlib.sha256(patient_id.encode("utf-8", "surrogateescape")).hexdigest()[:12]
 
 
 @dataclass(frozen=True, slots=True)
@@ -440,8 +435,9 @@ class Pipeline:
                 stored.path = instance.save(path)
             except (StorageError, OSError) as exc:
                 store.release(instance.size)
-                log.error("store_failed", error=str(exc))
-                return Status(OUT_OF_RESOURCES, error_comment=f"cannot store: {exc}")
+                reason = _reason(exc)
+                log.error("store_failed", error=reason)
+                return Status(OUT_OF_RESOURCES, error_comment=f"cannot store the instance: {reason}")
             store.settle(instance.size, stored.path)
             self._keep(patient, stored, names)
             patient.delivering.add(instance.association.id)
@@ -518,8 +514,14 @@ class Pipeline:
                 log.info("patient_not_ready", reason=reason, instances=len(patient.instances))
                 return
             batch_id = _new_batch_id()
+            try:
+                folder = await store.cut(patient.folder, batch_id, _record("validated", patient.patient_id, patient.sender))
+            except OSError as exc:  # the data stay in incoming/ and validate again later
+                log.error("batch_cut_failed", error=exc.strerror or repr(exc))
+                self._error(None, patient.hashed, f"cannot start a batch: {exc.strerror or exc!r}")
+                patient.dirty = True
+                return
             del self._patients[patient.folder]
-            folder = await store.cut(patient.folder, batch_id, _record("validated", patient.patient_id, patient.sender))
         for holder in patient.inputs.values():
             holder.moved(folder)
         self.log.info("patient_validated", patient=patient.hashed, batch=batch_id, reason=reason, instances=len(patient.instances))
@@ -580,7 +582,10 @@ class Pipeline:
             return
         self._counts["processed"] += 1
         log.info("processed", seconds=round(time.monotonic() - started, 3), exports=len(exports))
-        await self._hand_over(batch, exports, log)
+        try:
+            await self._hand_over(batch, exports)
+        except Exception as exc:  # noqa: BLE001 - the outbox could not take it (disk full...): keep the data
+            await self._quarantine(batch, exc, log, timed_out=False, step="export hand-over")
 
     async def _container(self, batch: _Batch) -> InputContainer:
         ground: dict[str, object] = {}
@@ -596,7 +601,7 @@ class Pipeline:
             batch_id=batch.batch_id,
         )
 
-    async def _hand_over(self, batch: _Batch, exports: list[Exporter], log: LazyLogger) -> None:
+    async def _hand_over(self, batch: _Batch, exports: list[Exporter]) -> None:
         """Exports to the outbox (durable), journal "submitted", then wait for the outcome."""
         store, outbox = self._store, self._outbox
         assert store is not None and outbox is not None
@@ -618,32 +623,41 @@ class Pipeline:
         assert store is not None and outbox is not None
         try:
             outcome = await outbox.wait(batch.batch_id)
-            delivered = bool(getattr(outcome, "delivered", True))
-            self._counts["exported" if delivered else "dead_lettered"] += 1
-            if not delivered:
-                self._error(batch.batch_id, batch.hashed, f"export dead-lettered: {getattr(outcome, 'error', '')}")
+        except Exception as exc:  # noqa: BLE001 - the outbox lost the batch: keep its inputs for a human
+            self._error(batch.batch_id, batch.hashed, f"export outcome unknown: {exc!r}")
+            self.log.error("export_outcome_unknown", batch=batch.batch_id, patient=batch.hashed, error=repr(exc))
+            self._exporting.discard(batch.batch_id)
+            return
+        try:
+            self._counts["exported" if outcome.delivered else "dead_lettered"] += 1
+            if not outcome.delivered:
+                errors = "; ".join(r.error or "" for r in outcome.results if not r.delivered)
+                self._error(batch.batch_id, batch.hashed, f"export dead-lettered: {errors}")
             store.finish(batch.folder)
-            self.log.info("batch_done", batch=batch.batch_id, patient=batch.hashed, delivered=delivered)
+            self.log.info("batch_done", batch=batch.batch_id, patient=batch.hashed, delivered=outcome.delivered)
         finally:
             self._exporting.discard(batch.batch_id)
 
-    async def _quarantine(self, batch: _Batch, exc: BaseException, log: LazyLogger, *, timed_out: bool) -> None:
+    async def _quarantine(
+        self, batch: _Batch, exc: BaseException, log: LazyLogger, *, timed_out: bool, step: str = "process"
+    ) -> None:
         assert self._store is not None
-        why = f"process timed out after {self.process_timeout:g} s" if timed_out else f"{type(exc).__name__}: {exc}"
+        why = f"{step} timed out after {self.process_timeout:g} s" if timed_out else f"{step}: {type(exc).__name__}: {exc}"
         record: dict[str, object] = {
             "batch_id": batch.batch_id,
             "patient_id": batch.patient_id,
             "sender": asdict(batch.sender) if batch.sender is not None else None,
             "error": why,
+            "step": step,
             "timed_out": timed_out,
             "traceback": "".join(traceback.format_exception(exc)),
             "inputs": {name: [p.name for p in holder.paths] for name, holder in batch.inputs.items()},
             "time": time.time(),
         }
-        folder = await self._store.quarantine(batch.folder, record)
+        await self._store.quarantine(batch.folder, record)
         self._counts["quarantined"] += 1
         self._error(batch.batch_id, batch.hashed, why)
-        self.log.error("process_failed", batch=batch.batch_id, patient=batch.hashed, error=why, quarantine=str(folder))
+        log.error("batch_quarantined", step=step, error=why, timed_out=timed_out)
 
     def _error(self, batch_id: str | None, hashed: str, message: str) -> None:
         self._errors.append({"time": time.time(), "batch": batch_id, "patient": hashed, "error": message})
@@ -667,7 +681,7 @@ class Pipeline:
         stored = readable(path, self._routing_tags)
         patient_id = _text(stored.tags.get(self._identifier)) if stored is not None else ""
         if stored is None or not patient_id:
-            self.log.warning("restore_skipped_file", file=str(path))
+            self.log.warning("restore_skipped_file", file=path.name)
             return
         patient = self._patient(patient_id)
         names = [name for name, holder in patient.inputs.items() if holder.accepts(stored)]
@@ -695,6 +709,13 @@ class Pipeline:
             self._await_export(batch)
         else:
             self._enqueue(batch)
+
+
+def _reason(exc: BaseException) -> str:
+    """An OS error's reason without its paths (they hold patient folders; senders see this)."""
+    while not isinstance(exc, OSError) and exc.__cause__ is not None:
+        exc = exc.__cause__
+    return exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
 
 
 def _text(raw: bytes | None) -> str:

@@ -9,9 +9,9 @@ Layout under the data directory (every name is ours or sanitised, never raw from
     outbox/                                    the export outbox's own files
     spool/                                     data sets still arriving (the server's spool)
 
-``<patient>`` is the patient identifier made safe by
-:func:`~aiodicom.dimse.store.safe_component` (a value that had to change gets a hash of
-the original, so two patients never share a folder).
+``<patient>`` is a hash of the patient identifier (:func:`patient_folder_name`): no PHI
+in paths, nothing a hostile identifier could escape with, and no two patients share a
+folder. The SOP Instance UID is made safe by :func:`~aiodicom.dimse.store.safe_component`.
 
 The journal is the file system itself, changed only by atomic renames: an instance is
 acknowledged once its file was renamed into ``incoming/`` (by the server's spool,
@@ -26,6 +26,7 @@ flushed before it counts (files, then their folders).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -37,7 +38,7 @@ from pathlib import Path
 
 from aiodicom.codec.part10 import read_file_meta
 from aiodicom.codec.scan import scan_elements
-from aiodicom.dimse.store import TEXT_CHARACTERS, GroupSync, safe_component
+from aiodicom.dimse.store import GroupSync, safe_component
 from aiodicom.errors import AiodicomError, DicomFileError
 from aiodicom.pipeline.inputs import StoredInstance
 
@@ -63,8 +64,20 @@ class BatchFolder:
 
 
 def patient_folder_name(patient_id: str) -> str:
-    """The folder of a patient: the identifier itself when safe, else cleaned plus a hash."""
-    return safe_component(patient_id, "_empty", allowed=TEXT_CHARACTERS)
+    """The folder of a patient: a hash of the identifier (no PHI in paths, nothing to escape).
+
+    Logs show the first 12 characters of the same hash (:func:`patient_hash`).
+    """
+    return _digest(patient_id)[:24]
+
+
+def patient_hash(patient_id: str) -> str:
+    """What logs and status show instead of a patient identifier (no PHI at info level)."""
+    return _digest(patient_id)[:12]
+
+
+def _digest(patient_id: str) -> str:
+    return hashlib.sha256(patient_id.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def instance_file_name(sop_instance_uid: str) -> str:
