@@ -1,6 +1,7 @@
-"""The main job on an embedded default: receive a study over DICOM and write it to files.
+"""Receive a study over DICOM and write it to files, with the command-line tools only.
 
-Run by ``./dev demo``. It generates a synthetic CT study, starts
+``./dev demo`` runs the pipeline example (``ct_threshold_pipeline.py``) now; this one
+shows the plain receiver: ``python examples/receive_and_store_demo.py``. It generates a synthetic CT study, starts
 ``aiodicom receive`` as its own process on a free port, sends the study with
 ``aiodicom store`` (real DICOM networking over 127.0.0.1), checks that every
 instance arrived intact, and stops the receiver with SIGTERM (graceful).
