@@ -8,8 +8,7 @@ receiving) and exports the result as a DICOM Segmentation into a folder.
 
 Run it:
 
-    python examples/ct_threshold_pipeline.py            # the demo (what ``./dev demo`` runs)
-    python examples/ct_threshold_pipeline.py --serve    # serve on 127.0.0.1:11112 until Ctrl-C
+    python examples/ct_threshold_pipeline.py          # the demo (what ``./dev demo`` runs)
     cd examples && aiodicom serve ct_threshold_pipeline:CTThreshold --data-directory data
 
 The demo generates a synthetic CT study, starts the pipeline in this process on a free
@@ -158,15 +157,10 @@ async def wait_until_done(pipeline: aiodicom.Pipeline, patients: int, timeout: f
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--serve", action="store_true", help="serve on --port until Ctrl-C instead of the demo")
-    parser.add_argument("--port", type=int, default=11112)
     parser.add_argument("--images", type=int, default=60)
     parser.add_argument("--patients", type=int, default=1)
     parser.add_argument("--output", type=Path, default=Path("demo-output"))
     args = parser.parse_args()
-    if args.serve:
-        aiodicom.run(CTThreshold(port=args.port, output_directory=args.output).serve)
-        return 0
     if args.images < MIN_IMAGES:
         parser.error(f"--images must be at least {MIN_IMAGES} (the input validates at {MIN_IMAGES})")
     return aiodicom.run(demo, args.images, args.patients, args.output)
