@@ -66,6 +66,7 @@ def _readme_moved_the_study(workdir: Path) -> None:
     assert sent > 0
     assert _count(workdir / "received") == sent  # `aiodicom store` to `aiodicom receive`
     assert _count(workdir / "archive") == sent  # the API tour's own Server
+    assert _count(workdir / "results") == 1  # the pipeline sample's SEG
 
 
 def _embedding_received(workdir: Path) -> None:
