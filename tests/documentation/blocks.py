@@ -11,11 +11,15 @@ The convention (written for contributors in ``docs/contributing.md``):
 - The ports 11112, 11113 and 11114 are documentation ports: each is replaced by a free
   port for the run, the same one in every block of the document, so runs never collide
   with each other or with a real service on 11112.
-- ``aiodicom receive ...`` in a shell block keeps running in the background: the run
-  waits until its ``--port`` accepts connections, goes on with the next line, and stops
-  it with SIGTERM when the document ends; it must then exit with 0 (a graceful drain).
+- ``aiodicom receive ...`` and ``aiodicom serve ...`` in a shell block keep running in the
+  background: the run waits until its ``--port`` accepts connections, goes on with the
+  next line, and stops it with SIGTERM when the document ends; it must then exit with 0
+  (a graceful drain).
   A Python block preceded by ``<!-- docs-test: background port=11113 -->`` is run the
   same way (it must stop cleanly on SIGTERM).
+- A Python block preceded by ``<!-- docs-test: file=mynode.py -->`` is not run: it is
+  saved as ``mynode.py`` in the document's folder, a module later blocks import (e.g.
+  ``aiodicom serve mynode:MyNode``).
 
 The ``aiodicom`` that shell blocks call is this interpreter's (``python -m aiodicom``),
 so the sources under test are the ones run.
@@ -42,7 +46,7 @@ DOC_PORTS = ("11112", "11113", "11114")
 #: Seconds one command or Python block may take.
 STEP_TIMEOUT = 120.0
 #: Shell commands that serve until stopped.
-_SERVERS = (("aiodicom", "receive"),)
+_SERVERS = (("aiodicom", "receive"), ("aiodicom", "serve"))
 
 _FENCE = re.compile(r"^(?P<indent> *)(?P<fence>`{3,}|~{3,})\s*(?P<info>[^`]*)$")
 _MARKER = re.compile(r"^\s*<!--\s*docs-test:\s*(?P<options>.*?)\s*-->\s*$")
@@ -176,6 +180,11 @@ class DocumentRun:
         runner(block, self.substitute(block.code))
 
     def _python(self, block: Block, code: str) -> None:
+        if "file" in block.options:
+            name = block.options["file"]
+            assert re.fullmatch(r"\w+\.py", name), f"{block.where}: file=NAME.py, a plain module name"
+            (self.workdir / name).write_text(code, encoding="utf-8")
+            return
         script = self.workdir / f"block_{block.path.stem}_{block.line}.py"
         script.write_text(code, encoding="utf-8")
         if "background" in block.options:

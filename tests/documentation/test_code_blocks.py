@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 RUN_DOCUMENTS = [d for d in DOCUMENTS if any(b.language in RUNNABLE for b in extract_blocks(d))]
 
-MARKER_OPTIONS = {"background", "port"}
+MARKER_OPTIONS = {"background", "port", "file"}
 
 
 def _name(path: Path) -> str:
@@ -33,6 +33,10 @@ def test_every_block_declares_whether_it_runs(document: Path) -> None:
         )
         unknown = set(block.options) - MARKER_OPTIONS
         assert not unknown, f"{block.where}: unknown docs-test option(s) {sorted(unknown)}"
+        if "file" in block.options:
+            assert block.language == "python" and block.options["file"].endswith(".py"), (
+                f"{block.where}: file=NAME.py applies to Python blocks"
+            )
         if "background" in block.options:
             assert block.language == "python" and block.options.get("port"), (
                 f"{block.where}: background applies to Python blocks and needs port=N"
@@ -77,10 +81,18 @@ def _embedding_received(workdir: Path) -> None:
     assert _count(workdir / "web-archive") == sent
 
 
+def _pipeline_exported(workdir: Path) -> None:
+    """The guide's node (``aiodicom serve mynode:MyNode``) wrote its SEG to both exporters."""
+    assert _count(workdir / "study") == 20
+    assert _count(workdir / "results" / "PAT1") == 1  # FileExport
+    assert _count(workdir / "archive") == 1  # DicomExport to the page's `aiodicom receive`
+
+
 #: Checks that a document's blocks had their effect, beyond exiting with 0.
 AFTERWARDS = {
     "README.md": _readme_moved_the_study,
     "docs/guide/embedding.md": _embedding_received,
+    "docs/guide/pipelines.md": _pipeline_exported,
 }
 
 
@@ -123,5 +135,25 @@ def test_a_failing_block_fails_the_run(tmp_path: Path) -> None:
     try:
         with pytest.raises(AssertionError, match="exit code 1"):
             run.run(extract_blocks(page)[0])
+    finally:
+        run.close()
+
+
+def test_a_file_block_is_saved_as_a_module_and_serve_runs_in_the_background(tmp_path: Path) -> None:
+    """``file=NAME.py`` saves without running; ``aiodicom serve`` keeps running until the end."""
+    page = tmp_path / "page.md"
+    page.write_text(
+        "<!-- docs-test: file=node.py -->\n```python\nimport aiodicom\n\n\n"
+        "class CT(aiodicom.Input):\n    pass\n\n\nclass Node(aiodicom.Pipeline):\n"
+        "    inputs = {'ct': CT}\n\n\nif __name__ == '__main__':\n    raise SystemExit(3)  # run: fails\n```\n\n```sh\naiodicom serve node:Node --port 11113\n"
+        "aiodicom echo 127.0.0.1 11113 --aec AIODICOM\n```\n"
+    )
+    (tmp_path / "work").mkdir()
+    run = DocumentRun(tmp_path / "work")
+    try:
+        for block in extract_blocks(page):
+            run.run(block)
+        assert (tmp_path / "work" / "node.py").read_text().startswith("import aiodicom")
+        assert len(run.background) == 1
     finally:
         run.close()
