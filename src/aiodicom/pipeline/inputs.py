@@ -35,6 +35,7 @@ from pydicom.datadict import dictionary_VR, tag_for_keyword
 
 from aiodicom.codec.scan import text
 from aiodicom.codec.uids import EXPLICIT_VR_BIG_ENDIAN
+from aiodicom.codec.vr import NUMBER_CODES
 from aiodicom.data.lazy import LazyDataset
 from aiodicom.errors import ConfigurationError
 from aiodicom.grinders import Grinder, list_grinder
@@ -46,10 +47,6 @@ Value: TypeAlias = str | int | float | None
 
 SERIES_INSTANCE_UID = 0x0020000E
 STUDY_DATE = 0x00080020
-
-_BINARY_VRS = {
-    "US": "H", "SS": "h", "UL": "I", "SL": "i", "FL": "f", "FD": "d", "UV": "Q", "SV": "q",
-}  # fmt: skip
 
 
 def tag_number(tag: int | str) -> int:
@@ -70,7 +67,7 @@ def decode_value(tag: int, raw: bytes | None, transfer_syntax: str) -> Value:
         vr = dictionary_VR(tag)
     except KeyError:
         vr = "UN"
-    code = _BINARY_VRS.get(vr)
+    code = NUMBER_CODES.get(vr)
     if code is not None:
         size = struct.calcsize(code)
         if len(raw) < size:
