@@ -15,11 +15,12 @@ from pathlib import Path
 
 import anyio
 import pytest
+from pydicom import dcmread as read_file
 from pydicom.dataset import Dataset
 
 import aiodicom
 from aiodicom.pipeline import InputContainer
-from peers import run_dcmtk_async
+from peers import run_dcmtk_async, storescp
 
 from .helpers import TEST_TIMEOUT, send_async, series, wait_until, write
 from .nodes import CT, PT, total_and_pid
@@ -366,3 +367,27 @@ async def test_a_failed_write_answers_out_of_resources_without_paths_and_keeps_t
     assert code == 0xA700 and comment and comment.startswith("cannot store the instance")
     assert str(tmp_path) not in comment and "BLOCKED" not in comment
     assert [p.name for p in (tmp_path / "data" / "incoming").glob("*/*.dcm")] == [f"{kept[0].SOPInstanceUID}.dcm"]
+
+
+async def test_dicom_export_to_storescp_after_processing(tmp_path: Path) -> None:
+    """process returns a DicomExport: the CT arrives at DCMTK storescp once, the batch is removed."""
+    out = tmp_path / "storescp"
+    out.mkdir()
+    with storescp(output_dir=out) as peer:
+
+        async def export(container: InputContainer) -> aiodicom.Exporter:
+            return aiodicom.DicomExport(("127.0.0.1", peer.port, "STORESCP"), container.datasets["ct"])  # type: ignore[arg-type]
+
+        class Exporting(Recorder):
+            async def process(self, container: InputContainer) -> aiodicom.Exporter:  # type: ignore[override]
+                await super().process(container)
+                return await export(container)
+
+        pipeline = Exporting(data_directory=tmp_path / "data")
+        ct, pt = series("EXP", "CT", 3), series("EXP", "PT", 2)
+        async with running(pipeline) as port:
+            await send_async(port, [*ct, *pt])
+            await wait_until(lambda: pipeline.status().counts.get("exported") == 1, what="the export")
+            assert not list((tmp_path / "data" / "batches").iterdir())
+    received = sorted(str(read_file(path).SOPInstanceUID) for path in out.iterdir())
+    assert received == uids(ct)
