@@ -391,3 +391,45 @@ async def test_dicom_export_to_storescp_after_processing(tmp_path: Path) -> None
             assert not list((tmp_path / "data" / "batches").iterdir())
     received = sorted(str(read_file(path).SOPInstanceUID) for path in out.iterdir())
     assert received == uids(ct)
+
+
+async def test_dynamic_and_either_inputs_and_filter_end_to_end(tmp_path: Path) -> None:
+    class Series(aiodicom.DynamicInput):
+        required_values = {"Modality": "CT"}
+
+        def validate(self) -> bool:
+            return len(self.groups()) >= 2
+
+    class Pet(aiodicom.Input):
+        required_values = {"Modality": "PT", "SeriesDescription": "*AC*"}
+
+    class AnyPet(aiodicom.Input):
+        required_values = {"Modality": "PT"}
+
+    got: list[InputContainer] = []
+    pet_uids: list[str] = []
+
+    class Node(aiodicom.Pipeline):
+        inputs = {"ct": Series, "pet": Pet | AnyPet}
+        port = 0
+
+        def filter(self, instance: aiodicom.ReceivedInstance) -> bool:
+            return instance.text(0x00080060) != "PT" or instance.sop_instance_uid != refused
+
+        async def process(self, container: InputContainer) -> None:  # the files exist while it runs
+            got.append(container)
+            pet_uids.extend(str(ds.SOPInstanceUID) for ds in container.datasets["pet"])  # type: ignore[attr-defined]
+
+    first, second, pet = series("DYN", "CT", 2), series("DYN", "CT", 1), series("DYN", "PT", 2)
+    refused = str(pet[1].SOPInstanceUID)
+    pipeline = Node(data_directory=None)
+    async with running(pipeline) as port:
+        sent = await send_async(port, [*first, *second, *pet])
+        await wait_until(lambda: len(got) == 1, what="processing")
+    assert [code for code, _ in sent.statuses] == [0, 0, 0, 0, 0xC000]
+    assert "filter" in (sent.statuses[4][1] or "")
+    ground = got[0]["ct"]
+    assert isinstance(ground, list) is False and isinstance(ground, dict)
+    assert {key: len(value) for key, value in ground.items()} == {  # list_grinder per series
+        str(first[0].SeriesInstanceUID): 2, str(second[0].SeriesInstanceUID): 1}
+    assert pet_uids == [str(pet[0].SOPInstanceUID)]

@@ -107,7 +107,10 @@ class InputContainer(Mapping[str, object]):
     """What ``process`` gets: ``container["ct"]`` is the grinder's output for input "ct".
 
     :attr:`datasets` holds each input's instances (LazyDataset objects; a
-    :class:`DynamicInput` gives a dict of lists), :attr:`paths` their files.
+    :class:`DynamicInput` gives a dict of lists), :attr:`paths` their files. The files
+    belong to the batch: they are removed once its exports are done (or moved to the
+    quarantine), so read what you need while ``process`` runs; exporters returned by
+    ``process`` may name them (the outbox copies what it sends first).
     """
 
     def __init__(
