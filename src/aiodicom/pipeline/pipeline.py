@@ -288,6 +288,8 @@ class Pipeline:
             raise ConfigurationError(f"unroutable must be 'reject' or 'accept', not {self.unroutable!r}")
         if self.max_concurrent_processes < 1:
             raise ConfigurationError("max_concurrent_processes must be at least 1")
+        if self.server_options.get("workers", 1) != 1:
+            raise ConfigurationError("a pipeline receives in one process: server_options workers must be 1")
 
     # --- what users override -------------------------------------------------------------
 
@@ -359,8 +361,6 @@ class Pipeline:
             "routing_tags": self._routing_tags,
             **self.server_options,
         }
-        if options.get("workers", 1) != 1:
-            raise ConfigurationError("a pipeline receives in one process (workers=1)")
         return Server(self.ae_title, self.host, self.port, **options)  # type: ignore[arg-type]
 
     async def _run_server(self, *, task_status: anyio.abc.TaskStatus[int]) -> None:
