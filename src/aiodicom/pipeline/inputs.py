@@ -23,6 +23,7 @@ Value matching (``required_values``, keyed by keyword or int tag):
 from __future__ import annotations
 
 import fnmatch
+import functools
 import inspect
 import re
 import struct
@@ -63,11 +64,7 @@ def decode_value(tag: int, raw: bytes | None, transfer_syntax: str) -> Value:
     """The first value of a binary numeric element as a number, anything else as text."""
     if raw is None:
         return None
-    try:
-        vr = dictionary_VR(tag)
-    except KeyError:
-        vr = "UN"
-    code = NUMBER_CODES.get(vr)
+    code = _number_code(tag)
     if code is not None:
         size = struct.calcsize(code)
         if len(raw) < size:
@@ -76,6 +73,15 @@ def decode_value(tag: int, raw: bytes | None, transfer_syntax: str) -> Value:
         number: int | float = struct.unpack_from(order + code, raw)[0]
         return number
     return text(raw)
+
+
+@functools.lru_cache(maxsize=1024)
+def _number_code(tag: int) -> str | None:
+    """The struct code of a binary numeric element by its dictionary VR, else None."""
+    try:
+        return NUMBER_CODES.get(dictionary_VR(tag))
+    except KeyError:
+        return None
 
 
 @dataclass(frozen=True)
@@ -209,22 +215,35 @@ class Input(metaclass=_InputMeta):
         for expected in cls.required_values.values():
             matches(expected, "")
 
+    @classmethod
+    def _requirements(cls) -> tuple[tuple[int, ...], tuple[tuple[int, object], ...]]:
+        """``required_tags`` and ``required_values`` with tags as ints, worked out once per class."""
+        cached = cls.__dict__.get("_compiled_requirements")
+        if cached is None:
+            cached = (
+                tuple(tag_number(tag) for tag in cls.required_tags),
+                tuple((tag_number(tag), expected) for tag, expected in cls.required_values.items()),
+            )
+            cls._compiled_requirements = cached  # type: ignore[attr-defined]
+        return cached  # type: ignore[no-any-return]
+
     def accepts(self, instance: StoredInstance) -> bool:
         """Whether this input takes ``instance`` (its tags and values, the single-X rules)."""
-        cls = type(self)
-        for tag in cls.required_tags:
-            if tag_number(tag) not in instance.tags:
-                return False
-        for tag, expected in cls.required_values.items():
-            if not matches(expected, instance.value(tag_number(tag))):
-                return False
+        tags, values = self._requirements()
+        present = instance.tags
+        if not all(tag in present for tag in tags):
+            return False
+        if not all(matches(expected, instance.value(tag)) for tag, expected in values):
+            return False
         return self._same_as_first(instance)
 
     def _same_as_first(self, instance: StoredInstance) -> bool:
+        cls = type(self)
+        if not (cls.enforce_single_series or cls.enforce_single_study_date):
+            return True
         first = next((i for i in self._instances.values() if i.sop_instance_uid != instance.sop_instance_uid), None)
         if first is None:
             return True
-        cls = type(self)
         for enforced, tag in ((cls.enforce_single_series, SERIES_INSTANCE_UID), (cls.enforce_single_study_date, STUDY_DATE)):
             if enforced and instance.value(tag) != first.value(tag):
                 return False
