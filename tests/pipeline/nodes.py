@@ -68,3 +68,12 @@ def _append(path: Path, line: str) -> None:
 def total_and_pid(volume: object) -> tuple[float, int]:
     """CPU work for :func:`aiodicom.offload`, and the process it ran in."""
     return total(volume), os.getpid()
+
+
+class DicomJournalNode(JournalNode):
+    """Like :class:`JournalNode`, but C-STOREs the CT to ``127.0.0.1:$PIPE_EXPORT_PORT``."""
+
+    async def process(self, container: InputContainer) -> aiodicom.Exporter:
+        await super().process(container)
+        port = int(os.environ["PIPE_EXPORT_PORT"])
+        return aiodicom.DicomExport(("127.0.0.1", port, "STORESCP"), container.datasets["ct"])  # type: ignore[arg-type]

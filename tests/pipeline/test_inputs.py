@@ -69,8 +69,13 @@ def test_bad_definitions_fail_when_the_pipeline_is_made() -> None:
 
     with pytest.raises(ConfigurationError, match="PatientIdd"):
         Node()
+    ok = type("Ok", (aiodicom.Pipeline,), {"inputs": {"x": Input}})
     with pytest.raises(ConfigurationError, match="no setting"):
-        type("Ok", (aiodicom.Pipeline,), {"inputs": {"x": Input}})(prot=1)
+        ok(prot=1)
+    with pytest.raises(ConfigurationError, match="workers must be 1"):
+        ok(server_options={"workers": 2})
+    with pytest.raises(ConfigurationError, match="unroutable"):
+        ok(unroutable="drop")
 
 
 def test_single_series_and_single_study_date(tmp_path: Path) -> None:

@@ -15,11 +15,12 @@ from pathlib import Path
 
 import anyio
 import pytest
+from pydicom import dcmread as read_file
 from pydicom.dataset import Dataset
 
 import aiodicom
 from aiodicom.pipeline import InputContainer
-from peers import run_dcmtk_async
+from peers import run_dcmtk_async, storescp
 
 from .helpers import TEST_TIMEOUT, send_async, series, wait_until, write
 from .nodes import CT, PT, total_and_pid
@@ -366,3 +367,69 @@ async def test_a_failed_write_answers_out_of_resources_without_paths_and_keeps_t
     assert code == 0xA700 and comment and comment.startswith("cannot store the instance")
     assert str(tmp_path) not in comment and "BLOCKED" not in comment
     assert [p.name for p in (tmp_path / "data" / "incoming").glob("*/*.dcm")] == [f"{kept[0].SOPInstanceUID}.dcm"]
+
+
+async def test_dicom_export_to_storescp_after_processing(tmp_path: Path) -> None:
+    """process returns a DicomExport: the CT arrives at DCMTK storescp once, the batch is removed."""
+    out = tmp_path / "storescp"
+    out.mkdir()
+    with storescp(output_dir=out) as peer:
+
+        async def export(container: InputContainer) -> aiodicom.Exporter:
+            return aiodicom.DicomExport(("127.0.0.1", peer.port, "STORESCP"), container.datasets["ct"])  # type: ignore[arg-type]
+
+        class Exporting(Recorder):
+            async def process(self, container: InputContainer) -> aiodicom.Exporter:  # type: ignore[override]
+                await super().process(container)
+                return await export(container)
+
+        pipeline = Exporting(data_directory=tmp_path / "data")
+        ct, pt = series("EXP", "CT", 3), series("EXP", "PT", 2)
+        async with running(pipeline) as port:
+            await send_async(port, [*ct, *pt])
+            await wait_until(lambda: pipeline.status().counts.get("exported") == 1, what="the export")
+            assert not list((tmp_path / "data" / "batches").iterdir())
+    received = sorted(str(read_file(path).SOPInstanceUID) for path in out.iterdir())
+    assert received == uids(ct)
+
+
+async def test_dynamic_and_either_inputs_and_filter_end_to_end(tmp_path: Path) -> None:
+    class Series(aiodicom.DynamicInput):
+        required_values = {"Modality": "CT"}
+
+        def validate(self) -> bool:
+            return len(self.groups()) >= 2
+
+    class Pet(aiodicom.Input):
+        required_values = {"Modality": "PT", "SeriesDescription": "*AC*"}
+
+    class AnyPet(aiodicom.Input):
+        required_values = {"Modality": "PT"}
+
+    got: list[InputContainer] = []
+    pet_uids: list[str] = []
+
+    class Node(aiodicom.Pipeline):
+        inputs = {"ct": Series, "pet": Pet | AnyPet}
+        port = 0
+
+        def filter(self, instance: aiodicom.ReceivedInstance) -> bool:
+            return instance.text(0x00080060) != "PT" or instance.sop_instance_uid != refused
+
+        async def process(self, container: InputContainer) -> None:  # the files exist while it runs
+            got.append(container)
+            pet_uids.extend(str(ds.SOPInstanceUID) for ds in container.datasets["pet"])  # type: ignore[attr-defined]
+
+    first, second, pet = series("DYN", "CT", 2), series("DYN", "CT", 1), series("DYN", "PT", 2)
+    refused = str(pet[1].SOPInstanceUID)
+    pipeline = Node(data_directory=None)
+    async with running(pipeline) as port:
+        sent = await send_async(port, [*first, *second, *pet])
+        await wait_until(lambda: len(got) == 1, what="processing")
+    assert [code for code, _ in sent.statuses] == [0, 0, 0, 0, 0xC000]
+    assert "filter" in (sent.statuses[4][1] or "")
+    ground = got[0]["ct"]
+    assert isinstance(ground, list) is False and isinstance(ground, dict)
+    assert {key: len(value) for key, value in ground.items()} == {  # list_grinder per series
+        str(first[0].SeriesInstanceUID): 2, str(second[0].SeriesInstanceUID): 1}
+    assert pet_uids == [str(pet[0].SOPInstanceUID)]

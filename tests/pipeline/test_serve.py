@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from peers import Peer, free_port, run_peer
+from peers import Peer, free_port, run_peer, storescp
 
 from .helpers import send_async, series, wait_until
 
@@ -27,12 +27,12 @@ HERE = Path(__file__).parent
 
 
 @contextmanager
-def serving(work: Path) -> Iterator[Peer]:
-    """``aiodicom serve nodes:JournalNode`` on a free port, data in ``work/data``."""
+def serving(work: Path, node: str = "JournalNode", **env: str) -> Iterator[Peer]:
+    """``aiodicom serve nodes:<node>`` on a free port, data in ``work/data``."""
     port = free_port()
-    command = [sys.executable, "-m", "aiodicom", "serve", "nodes:JournalNode", "--port", str(port),
+    command = [sys.executable, "-m", "aiodicom", "serve", f"nodes:{node}", "--port", str(port),
                "--data-directory", str(work / "data"), "--grace", "2"]  # fmt: skip
-    with run_peer(command, port, env={"PIPE_TEST_DIR": str(work)}, cwd=HERE, ready_timeout=30) as peer:
+    with run_peer(command, port, env={"PIPE_TEST_DIR": str(work), **env}, cwd=HERE, ready_timeout=30) as peer:
         yield peer
 
 
@@ -104,3 +104,29 @@ def test_serve_reports_a_bad_target_in_one_line(tmp_path: Path) -> None:
         assert result.returncode == 1 and message in result.stderr and "Traceback" not in result.stderr, result.stderr
 
 
+
+
+async def test_kill_while_exports_wait_delivers_once_after_restart(tmp_path: Path) -> None:
+    """The destination is down: the batch is submitted (journal "submitted"), then kill -9.
+    After the restart the outbox delivers it and process does not run again."""
+    ct, pt = series("KILLEX", "CT", 3), series("KILLEX", "PT", 2)
+    destination = free_port()
+    with serving(tmp_path, "DicomJournalNode", PIPE_EXPORT_PORT=str(destination)) as peer:
+        await send_async(peer.port, [*ct, *pt])
+        await wait_until(lambda: _journal_states(tmp_path) == ["submitted"], what="the batch submitted")
+        os.kill(peer.pid, signal.SIGKILL)
+        peer.process.wait(timeout=10)
+    received = tmp_path / "received"
+    received.mkdir()
+    with storescp(destination, output_dir=received), \
+            serving(tmp_path, "DicomJournalNode", PIPE_EXPORT_PORT=str(destination)):  # fmt: skip
+        await wait_until(lambda: len(list(received.iterdir())) == 3 and not stored_names(tmp_path, "batches"),
+                         what="the resumed export delivered")  # fmt: skip
+    assert [line.split()[0] for line in calls(tmp_path)] == ["start", "finish"]  # processed once
+    assert sorted(p.name.split(".", 1)[1] for p in received.iterdir()) == sorted(str(ds.SOPInstanceUID) for ds in ct)
+
+
+def _journal_states(work: Path) -> list[str]:
+    import json
+
+    return [json.loads(path.read_text()).get("state") for path in (work / "data" / "batches").glob("*/batch.json")]

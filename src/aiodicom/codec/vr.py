@@ -15,6 +15,7 @@ __all__ = [
     "BULK_VRS",
     "LONG_VRS",
     "LONG_VR_NAMES",
+    "NUMBER_CODES",
     "NUMERIC_VR_NAMES",
     "SHORT_VRS",
     "TEMPORAL_VR_NAMES",
@@ -44,6 +45,8 @@ class VRInfo(NamedTuple):
     #: The ``struct`` code of one word of an "other" VR (OW, OF, OL, OD, OV), which a
     #: change of byte order swaps; "" for the rest.
     word: str = ""
+    #: The ``struct`` code of one value of a binary number VR (US, SS, UL, FL...); "" for the rest.
+    number: str = ""
 
 
 _SPACE, _NUL = b" ", b"\0"
@@ -57,8 +60,8 @@ VR_TABLE: Final[dict[str, VRInfo]] = {
     "DA": VRInfo(False, _SPACE, temporal=True),
     "DS": VRInfo(False, _SPACE, numeric=True),
     "DT": VRInfo(False, _SPACE, temporal=True),
-    "FD": VRInfo(False, _NUL, numeric=True),
-    "FL": VRInfo(False, _NUL, numeric=True),
+    "FD": VRInfo(False, _NUL, numeric=True, number="d"),
+    "FL": VRInfo(False, _NUL, numeric=True, number="f"),
     "IS": VRInfo(False, _SPACE, numeric=True),
     "LO": VRInfo(False, _SPACE),
     "LT": VRInfo(False, _SPACE),
@@ -70,20 +73,20 @@ VR_TABLE: Final[dict[str, VRInfo]] = {
     "OW": VRInfo(True, _NUL, bulk=True, undefined_length=True, word="H"),
     "PN": VRInfo(False, _SPACE),
     "SH": VRInfo(False, _SPACE),
-    "SL": VRInfo(False, _NUL, numeric=True),
+    "SL": VRInfo(False, _NUL, numeric=True, number="i"),
     "SQ": VRInfo(True, _NUL, undefined_length=True),
-    "SS": VRInfo(False, _NUL, numeric=True),
+    "SS": VRInfo(False, _NUL, numeric=True, number="h"),
     "ST": VRInfo(False, _SPACE),
-    "SV": VRInfo(True, _NUL, numeric=True),
+    "SV": VRInfo(True, _NUL, numeric=True, number="q"),
     "TM": VRInfo(False, _SPACE, temporal=True),
     "UC": VRInfo(True, _SPACE),
     "UI": VRInfo(False, _NUL),
-    "UL": VRInfo(False, _NUL, numeric=True),
+    "UL": VRInfo(False, _NUL, numeric=True, number="I"),
     "UN": VRInfo(True, _NUL, bulk=True, undefined_length=True),
     "UR": VRInfo(True, _SPACE),
-    "US": VRInfo(False, _NUL, numeric=True),
+    "US": VRInfo(False, _NUL, numeric=True, number="H"),
     "UT": VRInfo(True, _SPACE),
-    "UV": VRInfo(True, _NUL, numeric=True),
+    "UV": VRInfo(True, _NUL, numeric=True, number="Q"),
 }
 
 #: VR names (str) whose explicit encoding has a 4-byte length.
@@ -104,6 +107,8 @@ BULK_VRS: Final = frozenset(vr for vr, info in VR_TABLE.items() if info.bulk)
 TEMPORAL_VR_NAMES: Final = frozenset(vr for vr, info in VR_TABLE.items() if info.temporal)
 #: "Other" VR name -> ``struct`` code of its words (swapped when the byte order changes).
 WORD_VRS: Final = {vr: info.word for vr, info in VR_TABLE.items() if info.word}
+#: Binary number VR name -> the ``struct`` code of one value.
+NUMBER_CODES: Final = {vr: info.number for vr, info in VR_TABLE.items() if info.number}
 
 
 def pad_byte(vr: str) -> bytes:

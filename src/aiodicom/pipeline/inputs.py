@@ -23,6 +23,7 @@ Value matching (``required_values``, keyed by keyword or int tag):
 from __future__ import annotations
 
 import fnmatch
+import functools
 import inspect
 import re
 import struct
@@ -35,6 +36,7 @@ from pydicom.datadict import dictionary_VR, tag_for_keyword
 
 from aiodicom.codec.scan import text
 from aiodicom.codec.uids import EXPLICIT_VR_BIG_ENDIAN
+from aiodicom.codec.vr import NUMBER_CODES
 from aiodicom.data.lazy import LazyDataset
 from aiodicom.errors import ConfigurationError
 from aiodicom.grinders import Grinder, list_grinder
@@ -46,10 +48,6 @@ Value: TypeAlias = str | int | float | None
 
 SERIES_INSTANCE_UID = 0x0020000E
 STUDY_DATE = 0x00080020
-
-_BINARY_VRS = {
-    "US": "H", "SS": "h", "UL": "I", "SL": "i", "FL": "f", "FD": "d", "UV": "Q", "SV": "q",
-}  # fmt: skip
 
 
 def tag_number(tag: int | str) -> int:
@@ -66,11 +64,7 @@ def decode_value(tag: int, raw: bytes | None, transfer_syntax: str) -> Value:
     """The first value of a binary numeric element as a number, anything else as text."""
     if raw is None:
         return None
-    try:
-        vr = dictionary_VR(tag)
-    except KeyError:
-        vr = "UN"
-    code = _BINARY_VRS.get(vr)
+    code = _number_code(tag)
     if code is not None:
         size = struct.calcsize(code)
         if len(raw) < size:
@@ -79,6 +73,15 @@ def decode_value(tag: int, raw: bytes | None, transfer_syntax: str) -> Value:
         number: int | float = struct.unpack_from(order + code, raw)[0]
         return number
     return text(raw)
+
+
+@functools.lru_cache(maxsize=1024)
+def _number_code(tag: int) -> str | None:
+    """The struct code of a binary numeric element by its dictionary VR, else None."""
+    try:
+        return NUMBER_CODES.get(dictionary_VR(tag))
+    except KeyError:
+        return None
 
 
 @dataclass(frozen=True)
@@ -212,22 +215,35 @@ class Input(metaclass=_InputMeta):
         for expected in cls.required_values.values():
             matches(expected, "")
 
+    @classmethod
+    def _requirements(cls) -> tuple[tuple[int, ...], tuple[tuple[int, object], ...]]:
+        """``required_tags`` and ``required_values`` with tags as ints, worked out once per class."""
+        cached = cls.__dict__.get("_compiled_requirements")
+        if cached is None:
+            cached = (
+                tuple(tag_number(tag) for tag in cls.required_tags),
+                tuple((tag_number(tag), expected) for tag, expected in cls.required_values.items()),
+            )
+            cls._compiled_requirements = cached  # type: ignore[attr-defined]
+        return cached  # type: ignore[no-any-return]
+
     def accepts(self, instance: StoredInstance) -> bool:
         """Whether this input takes ``instance`` (its tags and values, the single-X rules)."""
-        cls = type(self)
-        for tag in cls.required_tags:
-            if tag_number(tag) not in instance.tags:
-                return False
-        for tag, expected in cls.required_values.items():
-            if not matches(expected, instance.value(tag_number(tag))):
-                return False
+        tags, values = self._requirements()
+        present = instance.tags
+        if not all(tag in present for tag in tags):
+            return False
+        if not all(matches(expected, instance.value(tag)) for tag, expected in values):
+            return False
         return self._same_as_first(instance)
 
     def _same_as_first(self, instance: StoredInstance) -> bool:
+        cls = type(self)
+        if not (cls.enforce_single_series or cls.enforce_single_study_date):
+            return True
         first = next((i for i in self._instances.values() if i.sop_instance_uid != instance.sop_instance_uid), None)
         if first is None:
             return True
-        cls = type(self)
         for enforced, tag in ((cls.enforce_single_series, SERIES_INSTANCE_UID), (cls.enforce_single_study_date, STUDY_DATE)):
             if enforced and instance.value(tag) != first.value(tag):
                 return False

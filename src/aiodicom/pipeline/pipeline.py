@@ -107,7 +107,10 @@ class InputContainer(Mapping[str, object]):
     """What ``process`` gets: ``container["ct"]`` is the grinder's output for input "ct".
 
     :attr:`datasets` holds each input's instances (LazyDataset objects; a
-    :class:`DynamicInput` gives a dict of lists), :attr:`paths` their files.
+    :class:`DynamicInput` gives a dict of lists), :attr:`paths` their files. The files
+    belong to the batch: they are removed once its exports are done (or moved to the
+    quarantine), so read what you need while ``process`` runs; exporters returned by
+    ``process`` may name them (the outbox copies what it sends first).
     """
 
     def __init__(
@@ -285,6 +288,8 @@ class Pipeline:
             raise ConfigurationError(f"unroutable must be 'reject' or 'accept', not {self.unroutable!r}")
         if self.max_concurrent_processes < 1:
             raise ConfigurationError("max_concurrent_processes must be at least 1")
+        if self.server_options.get("workers", 1) != 1:
+            raise ConfigurationError("a pipeline receives in one process: server_options workers must be 1")
 
     # --- what users override -------------------------------------------------------------
 
@@ -356,8 +361,6 @@ class Pipeline:
             "routing_tags": self._routing_tags,
             **self.server_options,
         }
-        if options.get("workers", 1) != 1:
-            raise ConfigurationError("a pipeline receives in one process (workers=1)")
         return Server(self.ae_title, self.host, self.port, **options)  # type: ignore[arg-type]
 
     async def _run_server(self, *, task_status: anyio.abc.TaskStatus[int]) -> None:
