@@ -276,8 +276,9 @@ def release_to_process(work: Path, quick: bool, rounds: int) -> tuple[list[str],
         patient = f"LATENCY{round_}"
         paths = write_study(root / patient, patient_id=patient, images_per_series=images, rows=size, columns=size)
         async with aiodicom.connect(h.LOCALHOST, port, called_ae="AIODICOM") as assoc:
-            async for _path, status in assoc.store_files(paths):
-                status.raise_for_status()
+            async for path, status in assoc.store_files(paths):
+                if not isinstance(status, aiodicom.Status) or not status.is_success:
+                    raise RuntimeError(f"{path.name}: {status}")
             released = time.time()  # leaving the block sends A-RELEASE-RQ
         seen = await wait_processed(data, round_ + 1, timeout=60, poll=0.002)
         (started,) = [t for t, p, _ in seen if p == patient]

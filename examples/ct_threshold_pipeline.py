@@ -136,7 +136,7 @@ async def send(port: int, ae_title: str, paths: list[Path]) -> int:
     failures = 0
     async with aiodicom.connect("127.0.0.1", port, called_ae=ae_title, calling_ae="DEMO-SCU") as assoc:
         async for path, status in assoc.store_files(paths):
-            if not status.is_success:
+            if not isinstance(status, aiodicom.Status) or not status.is_success:
                 failures += 1
                 print(f"  {path.name}: {status}")
     return failures

@@ -152,7 +152,7 @@ def test_starlette_status_follows_a_study_until_exported(tmp_path: Path) -> None
             async with httpx.AsyncClient(timeout=10) as http:
                 async with aiodicom.connect("127.0.0.1", dicom_port, called_ae="WEBNODE") as assoc:
                     async for _path, stored in assoc.store_files(study):
-                        assert stored.is_success
+                        assert isinstance(stored, aiodicom.Status) and stored.is_success
                     during: dict[str, object] = (await http.get(url)).json()
                     assert during["associations"] == 1 and during["instances_waiting"] == len(study)
                 with anyio.fail_after(TEST_TIMEOUT):
