@@ -65,12 +65,10 @@ def burn(volume: npt.NDArray[np.floating], seconds: float) -> float:
     return total
 
 
-class Heavy(aiodicom.Pipeline):
+class Heavy(Trivial):
     """Four patients at once, each burning HEAVY_SECONDS of numpy in a worker process."""
 
-    ae_title = "AIODICOM"
     inputs = {"ct": NumpyCT}
-    max_concurrent_processes = 4
 
     async def process(self, container: aiodicom.InputContainer) -> None:
         note(self, container)

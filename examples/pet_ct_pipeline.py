@@ -28,24 +28,23 @@ from aiodicom.grinders.numpy import Volume, numpy_grinder
 MIN_IMAGES = 10
 
 
-class CT(aiodicom.Input):
+class Series(aiodicom.Input):
+    """One image series of a patient, as a volume; complete at MIN_IMAGES images."""
+
     required_tags = ["SOPInstanceUID", "PixelData"]
+    enforce_single_series = True
+    grinder = numpy_grinder
+
+    def validate(self) -> bool:
+        return len(self) >= MIN_IMAGES
+
+
+class CT(Series):
     required_values = {"Modality": "CT"}
-    enforce_single_series = True
-    grinder = numpy_grinder
-
-    def validate(self) -> bool:
-        return len(self) >= MIN_IMAGES
 
 
-class PET(aiodicom.Input):
-    required_tags = ["SOPInstanceUID", "PixelData"]
+class PET(Series):
     required_values = {"Modality": "PT", "SOPClassUID": PET_IMAGE_STORAGE}
-    enforce_single_series = True
-    grinder = numpy_grinder
-
-    def validate(self) -> bool:
-        return len(self) >= MIN_IMAGES
 
 
 def hot_spots(pet: npt.NDArray[np.floating], ct: npt.NDArray[np.floating], fraction: float) -> npt.NDArray[np.bool_]:
