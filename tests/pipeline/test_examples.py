@@ -1,7 +1,8 @@
 """The pipeline examples in ``examples/`` run as users run them and do what they say.
 
 - ``ct_threshold_pipeline.py``: its demo (what ``./dev demo`` runs) as a process:
-  generated CT for two patients, our SCU, a SEG per patient in the output folder.
+  generated CT for two patients, our SCU, a SEG per patient in the output folder; and
+  in this process, fed by DCMTK ``storescu``: a series short of ``MIN_IMAGES`` waits.
 - ``pet_ct_pipeline.py``: two inputs per patient, fed by pynetdicom and by our client
   over concurrent associations; the SEGs arrive at DCMTK ``storescp`` by C-STORE and
   hold the masks the example's own function computes.
@@ -29,7 +30,8 @@ from pydicom.dataset import Dataset
 import aiodicom
 from aiodicom.grinders.numpy import numpy_grinder
 from aiodicom.grinders.segmentation import seg_to_masks
-from peers import Peer, free_port, peer_env, run_peer, storescp
+from aiodicom.synthetic import write_study
+from peers import Peer, dcmtk, free_port, peer_env, run_peer, storescp
 
 from .helpers import TEST_TIMEOUT, send_async, series, wait_until, write
 
@@ -66,6 +68,34 @@ def test_ct_demo_receives_processes_and_exports(tmp_path: Path) -> None:
         ds = pydicom.dcmread(seg)
         assert (ds.Modality, ds.PatientID) == ("SEG", patient)
         assert [s.SegmentLabel for s in ds.SegmentSequence] == ["body", "bone"]
+
+
+@pytest.mark.anyio
+@pytest.mark.dcmtk("storescu")
+async def test_ct_threshold_processes_complete_series_only(tmp_path: Path) -> None:
+    """DCMTK storescu sends two patients on one association; the short series waits."""
+    module = example("ct_threshold_pipeline")
+    complete = write_study(tmp_path / "send" / "full", patient_id="FULL", images_per_series=module.MIN_IMAGES,
+                           rows=32, columns=32)  # fmt: skip
+    write_study(tmp_path / "send" / "short", patient_id="SHORT", images_per_series=module.MIN_IMAGES - 1,
+                rows=32, columns=32)  # fmt: skip
+    out = tmp_path / "out"
+    pipeline = module.CTThreshold(port=0, data_directory=tmp_path / "data", output_directory=out)
+    async with anyio.create_task_group() as group:
+        port = await group.start(pipeline.serve)
+        storescu = [dcmtk("storescu") or "storescu", "-aec", "THRESHOLD", "+sd", "+r", "127.0.0.1", str(port),
+                    str(tmp_path / "send")]  # fmt: skip
+        await anyio.run_process(storescu, env=peer_env(), check=True)
+        await wait_until(lambda: pipeline.status().counts.get("exported", 0) >= 1, what="the export")
+        status = pipeline.status()
+        pipeline.shutdown(grace=5)
+    assert status.counts["processed"] == 1 and status.failed == 0
+    assert (status.patients_waiting, status.instances_waiting) == (1, module.MIN_IMAGES - 1)
+    assert sorted(p.name for p in out.iterdir()) == ["FULL"]
+    (seg,) = (out / "FULL").glob("*.dcm")
+    masks = {roi.name: roi.mask for roi in seg_to_masks(seg, complete)}
+    expected = module.threshold(numpy_grinder(complete).array)
+    assert masks.keys() == expected.keys() and all(np.array_equal(masks[k], expected[k]) for k in expected)
 
 
 # --- PET+CT to storescp ----------------------------------------------------------------
