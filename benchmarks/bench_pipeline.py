@@ -88,8 +88,12 @@ def check_kept(patients: dict[str, int]) -> Callable[[Path], str]:
     return check
 
 
-def throughput(work: Path, quick: bool, rounds: int, only: str | None) -> tuple[list[str], dict[str, object], bool]:
+def throughput(
+    work: Path, quick: bool, rounds: int, only: str | None, shape: str | None
+) -> tuple[list[str], dict[str, object], bool]:
     patients_per_association, images, size = (1, 4, 32) if quick else (5, 100, 512)
+    if shape:  # PATIENTS_PER_ASSOCIATION,IMAGES,SIZE
+        patients_per_association, images, size = (int(v) for v in shape.split(","))
     associations = 4
     root = work / "throughput"
     folders = [root / f"a{i}" for i in range(associations)]
@@ -221,11 +225,9 @@ def responsiveness(work: Path, quick: bool) -> tuple[list[str], dict[str, object
             window["sending"] = time.time()
             await run_storescu(four, port)  # 4 patients, released together: 4 processes at once
             window["released"] = time.time()
-            async with anyio.create_task_group() as arriving:  # another study while they run
-                arriving.start_soon(run_storescu, root / "other", port)
-                finished = await wait_processed(data, 4, timeout=600, name=FINISHED_LOG)
+            await run_storescu(root / "other", port)  # another study arrives while they run
+            finished = await wait_processed(data, 5, timeout=600, name=FINISHED_LOG)
             window["done"] = max(t for t, patient, _ in finished if patient.startswith("HEAVY"))
-            await wait_processed(data, 5, timeout=600, name=FINISHED_LOG)
             group.cancel_scope.cancel()
 
     ok, error = True, ""
@@ -309,6 +311,9 @@ def release_to_process(work: Path, quick: bool, rounds: int) -> tuple[list[str],
 
 def main() -> int:
     parser = h.parser(__doc__.splitlines()[0])
+    parser.add_argument("--shape", default=None, metavar="P,I,S",
+                        help="part a: P patients per association (4 associations), I images each, SxS pixels "
+                        "(default 5,100,512; --quick 1,4,32)")  # fmt: skip
     parser.add_argument("--parts", default="a,b,c", help="which measurements: a (throughput and baseline), "
                         "b (responsiveness), c (release to process) [%(default)s]")  # fmt: skip
     args = parser.parse_args()
@@ -320,7 +325,7 @@ def main() -> int:
     ok = True
     with h.scratch(args.workdir) as work:
         steps = {
-            "a": lambda: throughput(work, args.quick, rounds, args.only),
+            "a": lambda: throughput(work, args.quick, rounds, args.only, args.shape),
             "b": lambda: responsiveness(work, args.quick),
             "c": lambda: release_to_process(work, args.quick, max(rounds, 2 if args.quick else 5)),
         }
