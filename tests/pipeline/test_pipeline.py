@@ -433,3 +433,14 @@ async def test_dynamic_and_either_inputs_and_filter_end_to_end(tmp_path: Path) -
     assert {key: len(value) for key, value in ground.items()} == {  # list_grinder per series
         str(first[0].SeriesInstanceUID): 2, str(second[0].SeriesInstanceUID): 1}
     assert pet_uids == [str(pet[0].SOPInstanceUID)]
+
+
+async def test_a_data_directory_serves_one_pipeline_at_a_time(tmp_path: Path) -> None:
+    from aiodicom.pipeline.storage import DataDirectoryInUse
+
+    first = Recorder(data_directory=tmp_path / "data")
+    async with running(first):
+        with pytest.raises(DataDirectoryInUse):
+            await Recorder(data_directory=tmp_path / "data").serve()
+    async with running(Recorder(data_directory=tmp_path / "data")):  # released at stop
+        pass

@@ -322,14 +322,13 @@ class Pipeline:
         from aiodicom.pipeline.outbox import Outbox
 
         store = PipelineStore(self.data_directory, fsync=self.fsync, quota=self.max_storage_bytes)
-        store.open()
-        self._store = store
-        self._stopping = False
-        self._outbox = Outbox(None if store.ephemeral else store.outbox, fsync=self.fsync)
-        self._server = self._make_server(store)
         send, receive = anyio.create_memory_object_stream[_Batch](math.inf)
         self._send = send
         try:
+            store.open()
+            self._store = store
+            self._outbox = Outbox(None if store.ephemeral else store.outbox, fsync=self.fsync)
+            self._server = server = self._make_server(store)
             async with anyio.create_task_group() as group:
                 self._task_group = group
                 await group.start(self._outbox.run)
@@ -339,6 +338,8 @@ class Pipeline:
                 group.start_soon(self._housekeeping)
                 port = await group.start(self._run_server)
                 self.port = port
+                if self._stopping:  # shutdown() came while starting: the server had no stop event yet
+                    server.shutdown(self.grace)
                 task_status.started(port)
         finally:
             self._task_group = None
