@@ -49,6 +49,9 @@ _EXPORTS = {
     "NoPresentationContext": "aiodicom.errors",
     "ProtocolError": "aiodicom.errors",
     "StatusError": "aiodicom.errors",
+    "Exporter": "aiodicom.pipeline.export",
+    "DicomExport": "aiodicom.pipeline.export",
+    "FileExport": "aiodicom.pipeline.export",
 }
 
 __all__ = [
@@ -61,8 +64,11 @@ __all__ = [
     "ClientAssociation",
     "ConnectTimeout",
     "DicomFileError",
+    "DicomExport",
     "DicomTimeoutError",
     "DimseError",
+    "Exporter",
+    "FileExport",
     "IdleTimeout",
     "JsonLogFormatter",
     "InvalidPortError",
@@ -103,6 +109,7 @@ if TYPE_CHECKING:
         ProtocolError,
         StatusError,
     )
+    from aiodicom.pipeline.export import DicomExport, Exporter, FileExport
     from aiodicom.runner import run
     from aiodicom.transport.association import (
         AssociateTimeout,
