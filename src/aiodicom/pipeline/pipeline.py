@@ -707,7 +707,7 @@ class Pipeline:
                     holder.add(stored)
         sender = found.record.get("sender")
         batch = _Batch(found.batch_id, patient_id, found.folder, inputs, Sender(**sender) if isinstance(sender, dict) else None)
-        submitted = found.record.get("state") == "submitted" or _outbox_knows(self._outbox, found.batch_id)
+        submitted = found.record.get("state") == "submitted" or self._outbox.known(found.batch_id)
         self.log.info("batch_resumed", batch=batch.batch_id, patient=batch.hashed, submitted=submitted)
         if submitted:
             self._await_export(batch)
@@ -750,17 +750,6 @@ def _exports(result: object) -> list[Exporter]:
         if not isinstance(item, Exporter):
             raise TypeError(f"process() returned {type(item).__name__}, not an Exporter")
     return list(items)
-
-
-def _outbox_knows(outbox: Outbox, batch_id: str) -> bool:
-    """Whether the outbox already holds ``batch_id`` (then process must not run again).
-
-    ``Outbox.known`` is asked of the export branch (CONTRACT-NOTES.md); until it is
-    there, a batch that crashed between submit and the journal's "submitted" is processed
-    again, and the outbox ignores the second submit (no export twice).
-    """
-    known = getattr(outbox, "known", None)
-    return bool(known(batch_id)) if callable(known) else False
 
 
 def _outbox_status(outbox: Outbox) -> dict[str, object]:
