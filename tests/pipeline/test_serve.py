@@ -133,3 +133,17 @@ async def test_kill_while_exports_wait_delivers_once_after_restart(tmp_path: Pat
 
 def _journal_states(work: Path) -> list[str]:
     return [json.loads(path.read_text()).get("state") for path in (work / "data" / "batches").glob("*/batch.json")]
+
+
+def test_serve_reports_a_port_in_use_in_one_line(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run([sys.executable, "-m", "aiodicom", "serve", "nodes:JournalNode", "--port", str(port),
+                                 "--data-directory", str(tmp_path / "data")], cwd=HERE, capture_output=True,
+                                text=True, timeout=60, env={**os.environ, "PIPE_TEST_DIR": str(tmp_path)})  # fmt: skip
+    assert result.returncode == 1 and f"cannot listen on 127.0.0.1:{port}" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TextIO
 import anyio
 import anyio.abc
 
-from aiodicom.cli import EXIT_INTERRUPTED, number
+from aiodicom.cli import EXIT_INTERRUPTED, number, single_error
 from aiodicom.cli.net import (
     LOG_FORMATS,
     LOG_LEVELS,
@@ -329,6 +329,23 @@ class Stopper:
                     )
 
 
+async def start_listening(
+    group: anyio.abc.TaskGroup, serve: Callable[..., Coroutine[Any, Any, None]], host: str, port: int
+) -> int:
+    """``await group.start(serve)``; an address that cannot be bound is one line, not a traceback.
+
+    The OSError may come wrapped in the exception group of ``serve``'s own task group (a pipeline).
+    """
+    try:
+        bound: int = await group.start(serve)
+    except Exception as exc:
+        error = single_error(exc)
+        if isinstance(error, OSError):
+            raise CliError(f"cannot listen on {host}:{port}: {describe_os_error(error)}") from None
+        raise
+    return bound
+
+
 def _receive(args: argparse.Namespace) -> int:
     check_ae_options(args)
     configure_cli_logging("info" if args.verbose else args.log_level, args.log_format)
@@ -364,12 +381,7 @@ def _run_receiver(
             watchers.start_soon(stopper.watch)
             try:
                 async with anyio.create_task_group() as serving:
-                    try:
-                        port = await serving.start(serve)
-                    except OSError as exc:
-                        raise CliError(
-                            f"cannot listen on {args.host}:{args.port}: {describe_os_error(exc)}"
-                        ) from None
+                    port = await start_listening(serving, serve, args.host, args.port)
                     if observer is not None:  # served until the receiver stops
                         metrics_port = await _start_metrics(watchers, observer, args)
                         print(f"aiodicom receive: metrics at http://{args.metrics_host}:{metrics_port}/metrics",
