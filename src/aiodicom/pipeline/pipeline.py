@@ -552,7 +552,8 @@ class Pipeline:
 
     def _expired(self, patient: _Patient, wall: float) -> bool:
         days = self.study_expiration_days
-        if days is None or wall - patient.last_received_wall < days * 86400 or patient.delivering:
+        busy = patient.delivering or patient.lock.locked()  # sending, or being validated
+        if days is None or wall - patient.last_received_wall < days * 86400 or busy:
             return False
         assert self._store is not None
         del self._patients[patient.folder]
