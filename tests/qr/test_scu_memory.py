@@ -48,7 +48,7 @@ from aiodicom.dimse.services import Service, ServiceRegistry
 from aiodicom.dimse.services.models import UnknownModelError
 from aiodicom.dimse.services.verification import Verification
 from aiodicom.dimse.store import ReceivedInstance
-from aiodicom.errors import ConfigurationError, NoPresentationContext
+from aiodicom.errors import AssociationError, ConfigurationError, NoPresentationContext
 from aiodicom.synthetic import CT_IMAGE_STORAGE, make_dataset
 from aiodicom.transport.association import Timeouts
 from aiodicom.transport.memory import memory_pair
@@ -97,6 +97,8 @@ class Scripted(Service):
         self.store_statuses: list[int] = []
         self.cancelled = asyncio.Event()
         self.move_destinations: list[str] = []
+        #: Abort the association after this many C-STOREs of a C-GET.
+        self.abort_after: int | None = None
 
     def _identifier(self, request: Request) -> Dataset:
         sink = request.dataset
@@ -141,6 +143,9 @@ class Scripted(Service):
                 final = await dimse.request_final(context.id, lambda mid, uid=uid: C.CStoreRQ(mid, CT_IMAGE_STORAGE, uid),
                                                   payload)  # fmt: skip
                 self.store_statuses.append(int(final.status))
+                if self.abort_after == len(self.store_statuses):
+                    dimse.association.abort()
+                    return
                 if final.status.is_success:
                     done += 1
                 else:
@@ -373,6 +378,23 @@ async def test_leaving_a_get_early_cancels_it_and_frees_what_was_not_taken(tmp_p
             assert len(list(spool.rglob("*.part"))) <= 2
             service.instances, service.pause = ct_instances(1), 0.0
             assert len([i async for i in assoc.get({"StudyInstanceUID": "1.2.3"})]) == 1  # still usable
+
+
+async def test_a_peer_aborting_mid_get_ends_the_loop_with_a_clear_error(tmp_path: Path) -> None:
+    service = Scripted()
+    service.instances = ct_instances(5)
+    service.abort_after = 2
+    received: list[ReceivedInstance] = []
+    with anyio.fail_after(10):
+        async with client_pair(service, tmp_path) as (assoc, _):
+            with pytest.raises(AssociationError, match="abort"):
+                async for instance in assoc.get({"StudyInstanceUID": "1.2.3"}):
+                    received.append(instance)
+            with pytest.raises(AssociationError):
+                await assoc.echo()  # the association is gone, and says so
+    assert len(received) == 2  # what arrived before the abort is the caller's
+    for instance in received:
+        instance.close()
 
 
 async def test_a_c_store_without_a_get_waiting_is_refused(tmp_path: Path) -> None:
