@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import subprocess
 from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -15,6 +17,7 @@ from aiodicom.dimse.server import Server
 from aiodicom.dimse.store import ReceivedInstance
 from aiodicom.synthetic import write_study
 from aiodicom.transport.association import Timeouts
+from peers import aiodicom_command, peer_env
 
 #: Short waits: a peer that does not answer fails the test in seconds, not minutes.
 TIMEOUTS = Timeouts(connect=5.0, acse=5.0, dimse=15.0, network_idle=30.0)
@@ -79,3 +82,19 @@ def saved_uids(folder: Path) -> set[str]:
     return {path.stem for path in folder.rglob("*.dcm")}
 
 
+
+
+async def run_aiodicom(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+    """``aiodicom ARGS`` as a process, awaited: the test's own servers keep serving meanwhile."""
+    command = aiodicom_command(*args)
+    process = await asyncio.create_subprocess_exec(
+        *command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=peer_env()
+    )
+    try:
+        out, err = await asyncio.wait_for(process.communicate(), timeout)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise
+    assert process.returncode is not None
+    return subprocess.CompletedProcess(command, process.returncode, out.decode(), err.decode())

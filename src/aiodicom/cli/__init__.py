@@ -29,8 +29,11 @@ _COMMANDS = {
     "from-nifti": "factory",
     "masks": "segmentation",
     "contours": "segmentation",
+    "find": "qr",
+    "get": "qr",
+    "move": "qr",
 }
-_MODULES = ("echo", "store", "receive", "generate", "data", "factory", "segmentation")
+_MODULES = ("echo", "store", "receive", "qr", "generate", "data", "factory", "segmentation")
 
 
 N = TypeVar("N", int, float)
