@@ -24,6 +24,14 @@ _EXPORTS = {
     "ClientAssociation": "aiodicom.dimse.client",
     "connect": "aiodicom.dimse.client",
     "contexts_for_files": "aiodicom.dimse.client",
+    "query_retrieve_contexts": "aiodicom.dimse.client",
+    "MoveInbox": "aiodicom.dimse.retrieve",
+    "QueryFailed": "aiodicom.dimse.retrieve",
+    "Retrieval": "aiodicom.dimse.retrieve",
+    "RetrieveFailed": "aiodicom.dimse.retrieve",
+    "RetrieveResult": "aiodicom.dimse.retrieve",
+    "InvalidQueryError": "aiodicom.dimse.retrieve",
+    "QueryLevel": "aiodicom.dimse.services.models",
     "Server": "aiodicom.dimse.server",
     "Status": "aiodicom.dimse.status",
     "StatusCategory": "aiodicom.dimse.status",
@@ -64,13 +72,20 @@ __all__ = [
     "DicomTimeoutError",
     "DimseError",
     "IdleTimeout",
+    "InvalidQueryError",
     "JsonLogFormatter",
     "InvalidPortError",
     "MalformedDatasetError",
+    "MoveInbox",
     "NoPresentationContext",
     "ProtocolError",
+    "QueryFailed",
+    "QueryLevel",
     "ReceivedInstance",
     "ResponseTimeout",
+    "Retrieval",
+    "RetrieveFailed",
+    "RetrieveResult",
     "Server",
     "Status",
     "StatusCategory",
@@ -79,14 +94,29 @@ __all__ = [
     "configure_logging",
     "connect",
     "contexts_for_files",
+    "query_retrieve_contexts",
     "run",
 ]
 
 if TYPE_CHECKING:
     from aiodicom._log import JsonLogFormatter, configure_logging
     from aiodicom.dimse.association import AssociationInfo
-    from aiodicom.dimse.client import ClientAssociation, connect, contexts_for_files
+    from aiodicom.dimse.client import (
+        ClientAssociation,
+        connect,
+        contexts_for_files,
+        query_retrieve_contexts,
+    )
+    from aiodicom.dimse.retrieve import (
+        InvalidQueryError,
+        MoveInbox,
+        QueryFailed,
+        Retrieval,
+        RetrieveFailed,
+        RetrieveResult,
+    )
     from aiodicom.dimse.server import Server
+    from aiodicom.dimse.services.models import QueryLevel
     from aiodicom.dimse.status import Status, StatusCategory
     from aiodicom.dimse.store import ReceivedInstance
     from aiodicom.errors import (

@@ -70,3 +70,14 @@ def test_lookup_by_name_and_errors() -> None:
         model_by_sop_class(uids.VERIFICATION_SOP_CLASS)
     with pytest.raises(UnknownModelError, match="unknown query level"):
         PATIENT_ROOT.level("FRAME")
+
+
+def test_the_query_keys_agree_with_the_dicom_dictionary() -> None:
+    from pydicom.datadict import dictionary_VR, tag_for_keyword
+
+    from aiodicom.dimse.services.models import QUERY_KEYS, QUERY_KEYWORDS, UNIQUE_KEYS
+
+    for keyword, (tag, vr) in QUERY_KEYS.items():
+        assert (tag_for_keyword(keyword), dictionary_VR(tag)) == (tag, vr), keyword
+        assert QUERY_KEYWORDS[tag] == keyword
+    assert set(UNIQUE_KEYS.values()) <= set(QUERY_KEYS)

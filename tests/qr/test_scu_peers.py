@@ -10,6 +10,7 @@ destinations are our receivers in this process (on ports fixed before it starts)
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from contextlib import aclosing
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from aiodicom.dimse import status as S
 from aiodicom.dimse.client import connect, query_retrieve_contexts
 from aiodicom.dimse.retrieve import MoveInbox, RetrieveFailed, RetrieveResult
 from aiodicom.dimse.server import Server
+from aiodicom.dimse.store import ReceivedInstance
 from peers import dcmqrscp, free_port, require_dcmtk
 from qr.helpers import TIMEOUTS, Receiver, Study, make_studies, saved_uids, serving
 from qr.orthanc import orthanc
@@ -215,3 +217,30 @@ async def test_sub_operations_refused_by_the_destination(archive: Archive, tmp_p
     assert (result.completed, result.failed) == (4, 2)
     assert set(result.failed_sop_instance_uids) == refused
     assert saved_uids(tmp_path) == set(study.sop_uids) - refused
+
+
+async def test_cancelling_a_move_mid_way_leaves_the_association_usable(archive: Archive, tmp_path: Path) -> None:
+    """The task awaiting ``move`` is cancelled while the destination holds the first sub-operation:
+    C-CANCEL goes out, the final response is read, and the association serves on."""
+    study = archive.studies[0]
+    receiver = Receiver(tmp_path)
+    arrived, release = asyncio.Event(), asyncio.Event()
+
+    async def slow(instance: ReceivedInstance) -> int:
+        arrived.set()
+        await release.wait()
+        return await receiver(instance)
+
+    server = Server("RECEIVER", port=archive.ports["RECEIVER"], on_store=slow, spool_dir=tmp_path / "spool")
+    with anyio.fail_after(30):
+        async with serving(server), assoc(archive) as a:
+            moving = asyncio.ensure_future(a.move({"StudyInstanceUID": study.study_uid}, destination_ae="RECEIVER"))
+            await arrived.wait()
+            moving.cancel()
+            release.set()
+            with pytest.raises(asyncio.CancelledError):
+                await moving
+            assert await a.echo() == S.SUCCESS
+            assert len([m async for m in a.find({"StudyInstanceUID": None})]) == 2
+    if archive.name == "dcmqrscp":  # DCMTK honours C-CANCEL between sub-operations
+        assert len(receiver.received) < len(study.sop_uids)

@@ -82,25 +82,41 @@ def _common(subparsers: argparse._SubParsersAction[Any], name: str, help_text: s
 
 
 def parse_keys(keys: Iterable[str]) -> Keys:
-    """``-k`` options as ``{keyword: value}``: ``None`` asks for the attribute back."""
-    from pydicom.datadict import keyword_for_tag, tag_for_keyword
+    """``-k`` options as ``{keyword: value}``: ``None`` asks for the attribute back.
+
+    The models' keys are known without pydicom (a retrieve never imports it); other
+    keywords and tags are looked up in pydicom's dictionary.
+    """
+    from aiodicom.dimse.services.models import QUERY_KEYS, QUERY_KEYWORDS
 
     parsed: Keys = {}
     for key in keys:
         name, has_value, value = key.partition("=")
         name = name.strip().strip("()")
-        if "," in name:
-            try:
-                group, element = (int(part, 16) for part in name.split(","))
-            except ValueError:
-                raise CliError(f"-k {key}: not a tag (gggg,eeee)") from None
-            keyword = keyword_for_tag((group << 16) | element)
-        else:
-            keyword = name if tag_for_keyword(name) is not None else ""
-        if not keyword:
+        keyword = _keyword_of_tag(name, QUERY_KEYWORDS) if "," in name else name
+        if keyword not in QUERY_KEYS and not _in_dictionary(keyword):
             raise CliError(f"-k {key}: unknown DICOM keyword or tag {name!r}")
         parsed[keyword] = value if has_value else None
     return parsed
+
+
+def _keyword_of_tag(name: str, known: dict[int, str]) -> str:
+    try:
+        group, element = (int(part, 16) for part in name.split(","))
+    except ValueError:
+        raise CliError(f"-k {name}: not a tag (gggg,eeee)") from None
+    tag = (group << 16) | element
+    if tag in known:
+        return known[tag]
+    from pydicom.datadict import keyword_for_tag
+
+    return str(keyword_for_tag(tag) or "")
+
+
+def _in_dictionary(keyword: str) -> bool:
+    from pydicom.datadict import tag_for_keyword
+
+    return bool(keyword) and tag_for_keyword(keyword) is not None
 
 
 def _connect(args: argparse.Namespace, operations: tuple[str, ...], **options: Any) -> Any:

@@ -596,12 +596,7 @@ class ClientAssociation:
         timeout: float | None,
     ) -> _Running:
         """Check and encode a query now, so errors come before anything is sent."""
-        from aiodicom.dimse.retrieve import (
-            _Running,
-            encode_identifier,
-            identifier_dataset,
-            query_level,
-        )
+        from aiodicom.dimse.retrieve import _Running, encode_query, query_level
 
         information_model = model_by_name(model)
         sop_class: str = getattr(information_model, operation)
@@ -612,8 +607,7 @@ class ClientAssociation:
                 "(connect(..., contexts=query_retrieve_contexts()))"
             )
         asked = level if level is not None else query_level(query) or information_model.levels[0]
-        dataset = identifier_dataset(query, information_model.level(asked))
-        identifier = encode_identifier(dataset, context.transfer_syntax)
+        identifier = encode_query(query, information_model.level(asked), context.transfer_syntax)
         return _Running(self.dimse, context.id, context.transfer_syntax, identifier,
                         lambda mid: make(mid, sop_class), timeout)  # fmt: skip
 

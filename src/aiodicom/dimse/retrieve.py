@@ -23,16 +23,23 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import struct
+import sys
 from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeAlias
 
 from aiodicom._log import get_logger
-from aiodicom.codec.uids import EXPLICIT_VR_BIG_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN
+from aiodicom.codec.scan import scan_elements, text
+from aiodicom.codec.uids import (
+    EXPLICIT_VR_BIG_ENDIAN,
+    EXPLICIT_VR_LITTLE_ENDIAN,
+    IMPLICIT_VR_LITTLE_ENDIAN,
+)
 from aiodicom.dimse import command as C
 from aiodicom.dimse import status as S
 from aiodicom.dimse.association import DimseAssociation, Response
-from aiodicom.dimse.services.models import QueryLevel
+from aiodicom.dimse.services.models import QUERY_KEYS, QueryLevel
 from aiodicom.dimse.store import ReceivedInstance
 from aiodicom.errors import AiodicomError, ConfigurationError, MalformedDatasetError, StatusError
 
@@ -118,11 +125,63 @@ def identifier_dataset(query: Query, level: QueryLevel) -> pydicom.Dataset:
                 setattr(dataset, keyword, "" if value is None else value)
             except (TypeError, ValueError) as exc:
                 raise InvalidQueryError(f"cannot set {keyword} to {value!r}: {exc}") from None
-    given = str(dataset.get("QueryRetrieveLevel", "") or "").strip().upper()
-    if given and given != level.value:
-        raise InvalidQueryError(f"the query says QueryRetrieveLevel={given} but level={level.value} was asked")
+    _check_level(dataset.get("QueryRetrieveLevel"), level)
     dataset.QueryRetrieveLevel = level.value
     return dataset
+
+
+def _check_level(given: object, level: QueryLevel) -> None:
+    named = str(given or "").strip().upper()
+    if named and named != level.value:
+        raise InvalidQueryError(f"the query says QueryRetrieveLevel={named} but level={level.value} was asked")
+
+
+def encode_query(query: Query, level: QueryLevel, transfer_syntax: str) -> bytes:
+    """The identifier of ``query`` at ``level``, encoded for a context in ``transfer_syntax``.
+
+    A mapping of the models' keys (:data:`~aiodicom.dimse.services.models.QUERY_KEYS`) to
+    ASCII text, the usual query, is encoded here byte by byte: a retrieve from the command
+    line then never imports pydicom. Anything else (a data set, other attributes, numbers,
+    sequences, non-ASCII text) goes through pydicom.
+    """
+    plain = _plain_identifier(query, level, transfer_syntax)
+    if plain is not None:
+        return plain
+    return encode_identifier(identifier_dataset(query, level), transfer_syntax)
+
+
+_SHORT_EXPLICIT = struct.Struct("<HH2sH").pack
+_IMPLICIT = struct.Struct("<HHI").pack
+
+
+def _plain_identifier(query: Query, level: QueryLevel, transfer_syntax: str) -> bytes | None:
+    """``query`` encoded without pydicom, or None when it needs pydicom (see :func:`encode_query`)."""
+    pydicom = sys.modules.get("pydicom")
+    if not isinstance(query, Mapping) or (pydicom is not None and isinstance(query, pydicom.Dataset)):
+        return None
+    if transfer_syntax not in (EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN):
+        return None
+    values: dict[int, tuple[str, str]] = {}
+    for keyword, value in query.items():
+        key = QUERY_KEYS.get(keyword)
+        text = "" if value is None else value
+        if key is None or not isinstance(text, str) or not text.isascii() or not text.isprintable():
+            return None
+        values[key[0]] = (key[1], text)
+    _check_level(query.get("QueryRetrieveLevel"), level)
+    values[QUERY_KEYS["QueryRetrieveLevel"][0]] = ("CS", level.value)
+    explicit = transfer_syntax == EXPLICIT_VR_LITTLE_ENDIAN
+    parts: list[bytes] = []
+    for tag, (vr, text) in sorted(values.items()):
+        raw = text.encode("ascii")
+        if len(raw) % 2:
+            raw += b"\0" if vr == "UI" else b" "
+        if len(raw) > 0xFFFF:
+            return None
+        header = _SHORT_EXPLICIT(tag >> 16, tag & 0xFFFF, vr.encode(), len(raw)) if explicit else _IMPLICIT(
+            tag >> 16, tag & 0xFFFF, len(raw))
+        parts += (header, raw)
+    return b"".join(parts)
 
 
 def query_level(query: Query) -> str | None:
@@ -160,29 +219,34 @@ def decode_identifier(data: bytes, transfer_syntax: str) -> pydicom.Dataset:
     return dataset
 
 
+#: Failed SOP Instance UID List (0008,0058), in a C-MOVE/C-GET response's identifier.
+FAILED_SOP_INSTANCE_UID_LIST = 0x00080058
+
+
 def retrieve_result(response: Response, transfer_syntax: str) -> RetrieveResult:
     """The counts of a C-MOVE/C-GET response, with its Failed SOP Instance UID List if any."""
     command = response.command
     assert isinstance(command, (C.CMoveRSP, C.CGetRSP))
-    failed_uids: tuple[str, ...] = ()
-    if response.dataset:
-        try:
-            identifier = decode_identifier(response.dataset, transfer_syntax)
-        except MalformedDatasetError as exc:
-            _log.warning("retrieve_identifier_unreadable", error=str(exc))
-        else:
-            listed = identifier.get("FailedSOPInstanceUIDList")
-            if listed:
-                values = [listed] if isinstance(listed, str) else list(listed)
-                failed_uids = tuple(str(uid) for uid in values if str(uid))
     return RetrieveResult(
         status=command.status,
         completed=command.completed_suboperations or 0,
         failed=command.failed_suboperations or 0,
         warning=command.warning_suboperations or 0,
         remaining=command.remaining_suboperations,
-        failed_sop_instance_uids=failed_uids,
+        failed_sop_instance_uids=_failed_uids(response.dataset, transfer_syntax),
     )
+
+
+def _failed_uids(identifier: bytes | None, transfer_syntax: str) -> tuple[str, ...]:
+    if not identifier:
+        return ()
+    try:
+        raw = scan_elements(identifier, transfer_syntax, (FAILED_SOP_INSTANCE_UID_LIST,)).values
+    except AiodicomError as exc:
+        _log.warning("retrieve_identifier_unreadable", error=str(exc))
+        return ()
+    listed = raw.get(FAILED_SOP_INSTANCE_UID_LIST)
+    return tuple(uid for uid in text(listed).split("\\") if uid.strip(" \0")) if listed else ()
 
 
 def check_final(result: RetrieveResult, operation: str) -> RetrieveResult:
@@ -473,6 +537,7 @@ __all__ = [
     "check_final",
     "decode_identifier",
     "encode_identifier",
+    "encode_query",
     "find_responses",
     "identifier_dataset",
     "query_level",

@@ -37,6 +37,53 @@ UNIQUE_KEYS: Final[dict[QueryLevel, str]] = {
 }
 
 
+#: Keys of the Patient and Study Root models (PS3.4 C.6.1.1.2-5, C.6.2.1.2-4) and the
+#: identifier's own attributes: keyword -> (tag, VR). What a client sends and an index
+#: keeps, readable without a DICOM dictionary (no pydicom import for a query).
+QUERY_KEYS: Final[dict[str, tuple[int, str]]] = {
+    "SpecificCharacterSet": (0x00080005, "CS"),
+    "StudyDate": (0x00080020, "DA"),
+    "SeriesDate": (0x00080021, "DA"),
+    "ContentDate": (0x00080023, "DA"),
+    "StudyTime": (0x00080030, "TM"),
+    "SeriesTime": (0x00080031, "TM"),
+    "ContentTime": (0x00080033, "TM"),
+    "SOPClassUID": (0x00080016, "UI"),
+    "SOPInstanceUID": (0x00080018, "UI"),
+    "AccessionNumber": (0x00080050, "SH"),
+    "QueryRetrieveLevel": (0x00080052, "CS"),
+    "RetrieveAETitle": (0x00080054, "AE"),
+    "InstanceAvailability": (0x00080056, "CS"),
+    "Modality": (0x00080060, "CS"),
+    "ModalitiesInStudy": (0x00080061, "CS"),
+    "SOPClassesInStudy": (0x00080062, "UI"),
+    "ReferringPhysicianName": (0x00080090, "PN"),
+    "StudyDescription": (0x00081030, "LO"),
+    "SeriesDescription": (0x0008103E, "LO"),
+    "PatientName": (0x00100010, "PN"),
+    "PatientID": (0x00100020, "LO"),
+    "IssuerOfPatientID": (0x00100021, "LO"),
+    "PatientBirthDate": (0x00100030, "DA"),
+    "PatientSex": (0x00100040, "CS"),
+    "OtherPatientIDs": (0x00101000, "LO"),
+    "BodyPartExamined": (0x00180015, "CS"),
+    "StudyInstanceUID": (0x0020000D, "UI"),
+    "SeriesInstanceUID": (0x0020000E, "UI"),
+    "StudyID": (0x00200010, "SH"),
+    "SeriesNumber": (0x00200011, "IS"),
+    "InstanceNumber": (0x00200013, "IS"),
+    "NumberOfPatientRelatedStudies": (0x00201200, "IS"),
+    "NumberOfPatientRelatedSeries": (0x00201202, "IS"),
+    "NumberOfPatientRelatedInstances": (0x00201204, "IS"),
+    "NumberOfStudyRelatedSeries": (0x00201206, "IS"),
+    "NumberOfStudyRelatedInstances": (0x00201208, "IS"),
+    "NumberOfSeriesRelatedInstances": (0x00201209, "IS"),
+}
+
+#: Tag -> keyword, for the keys of :data:`QUERY_KEYS`.
+QUERY_KEYWORDS: Final[dict[int, str]] = {tag: keyword for keyword, (tag, _vr) in QUERY_KEYS.items()}
+
+
 @dataclass(frozen=True, slots=True)
 class InformationModel:
     """One Query/Retrieve information model: its name, SOP classes and levels (top first)."""
@@ -133,6 +180,8 @@ def operation_by_sop_class(uid: str) -> tuple[InformationModel, str]:
 __all__ = [
     "MODELS",
     "PATIENT_ROOT",
+    "QUERY_KEYS",
+    "QUERY_KEYWORDS",
     "STUDY_ROOT",
     "UNIQUE_KEYS",
     "InformationModel",
