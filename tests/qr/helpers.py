@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-from collections.abc import AsyncIterator, Collection
-from contextlib import asynccontextmanager
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import anyio
 import pydicom
 
 from aiodicom.dimse import status as S
-from aiodicom.dimse.server import Server
 from aiodicom.dimse.store import ReceivedInstance
 from aiodicom.synthetic import write_study
 from aiodicom.transport.association import Timeouts
+from interop.helpers import serving as serving  # one way to run a Server for a block
 from peers import aiodicom_command, peer_env
 
 #: Short waits: a peer that does not answer fails the test in seconds, not minutes.
@@ -65,17 +63,6 @@ class Receiver:
         self.received.append(instance.sop_instance_uid)
         self.originators.append((instance.move_originator_ae, instance.move_originator_message_id))
         return S.SUCCESS
-
-
-@asynccontextmanager
-async def serving(server: Server) -> AsyncIterator[int]:
-    """Run ``server`` for the block; its port."""
-    async with anyio.create_task_group() as group:
-        port: int = await group.start(server.serve)
-        try:
-            yield port
-        finally:
-            server.shutdown(0)
 
 
 def saved_uids(folder: Path) -> set[str]:

@@ -14,7 +14,7 @@ import ssl as _ssl
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Unpack
 
 from aiodicom.codec.part10 import FileMeta, pad_odd_lengths, read_file_meta, transcode
 from aiodicom.codec.uids import (
@@ -32,7 +32,7 @@ from aiodicom.codec.walk import walk_dataset, walk_file
 from aiodicom.dimse import command as C
 from aiodicom.dimse.association import DimseAssociation
 from aiodicom.dimse.services import Service, ServiceRegistry
-from aiodicom.dimse.services.models import InformationModel, QueryLevel, model_by_name
+from aiodicom.dimse.services.models import model_by_name
 from aiodicom.dimse.status import Status
 from aiodicom.errors import (
     AiodicomError,
@@ -67,11 +67,12 @@ if TYPE_CHECKING:
         MoveInbox,
         ProgressCallback,
         Query,
+        QueryOptions,
         Retrieval,
         RetrieveResult,
+        _Exchange,
         _Running,
     )
-    from aiodicom.dimse.store import ReceivedInstance
 
 #: Data sets up to this size are read whole; larger ones are streamed from disk.
 _STREAM_THRESHOLD = 32 * 1024 * 1024
@@ -435,43 +436,32 @@ class ClientAssociation:
 
     # --- query/retrieve ------------------------------------------------------------------
 
-    def find(
-        self,
-        query: Query,
-        *,
-        model: str | InformationModel = "study",
-        level: str | QueryLevel | None = None,
-        priority: int = C.Priority.MEDIUM,
-        timeout: float | None = None,
-    ) -> AsyncGenerator[pydicom.Dataset, None]:
+    def find(self, query: Query, **options: Unpack[QueryOptions]) -> AsyncGenerator[pydicom.Dataset, None]:
         """C-FIND: ``async for identifier in assoc.find(query, level="STUDY")``, one per match.
 
         ``query`` is a pydicom data set or a mapping of keywords to values (``None`` or
-        ``""``: return this attribute). ``model`` is ``"study"`` (Study Root) or
-        ``"patient"`` (Patient Root); ``level`` defaults to the query's own
-        QueryRetrieveLevel, else the model's top level. Each response is awaited at most
-        ``timeout`` seconds (default: ``Timeouts.dimse``). Leaving the loop early or
-        cancelling the task sends C-CANCEL and reads up to the final response, so the
-        association stays usable (``contextlib.aclosing`` makes that happen before the
-        next statement rather than when the generator is collected). A failure status
-        raises :class:`~aiodicom.dimse.retrieve.QueryFailed` after the matches before it.
-        Bad queries and a missing presentation context raise here, before anything is sent.
+        ``""``: return this attribute). Options (:class:`~aiodicom.dimse.retrieve.QueryOptions`):
+        ``model`` is ``"study"`` (Study Root, the default) or ``"patient"`` (Patient Root);
+        ``level`` defaults to the query's own QueryRetrieveLevel, else the model's top
+        level; ``priority``; ``timeout`` bounds each response (default: ``Timeouts.dimse``).
+        Leaving the loop early or cancelling the task sends C-CANCEL and reads up to the
+        final response, so the association stays usable (``contextlib.aclosing`` makes that
+        happen before the next statement rather than when the generator is collected). A
+        failure status raises :class:`~aiodicom.dimse.retrieve.QueryFailed` after the
+        matches before it. Bad queries and a missing presentation context raise here,
+        before anything is sent.
         """
         from aiodicom.dimse.retrieve import find_responses
 
-        running = self._query("find", query, model, level, lambda mid, uid: C.CFindRQ(mid, uid, priority), timeout)
-        return find_responses(running)
+        return find_responses(self._query("find", query, C.CFindRQ, options))
 
     async def move(
         self,
         query: Query,
         *,
         destination_ae: str,
-        model: str | InformationModel = "study",
-        level: str | QueryLevel | None = None,
-        priority: int = C.Priority.MEDIUM,
         on_progress: ProgressCallback | None = None,
-        timeout: float | None = None,
+        **options: Unpack[QueryOptions],
     ) -> RetrieveResult:
         """C-MOVE the matches of ``query`` to ``destination_ae``; the final counts.
 
@@ -480,11 +470,12 @@ class ClientAssociation:
         failed; see ``failed`` and ``failed_sop_instance_uids``) and cancel return the
         result; a failure status (0xA801 unknown destination, 0xA702 all failed, ...) raises
         :class:`~aiodicom.dimse.retrieve.RetrieveFailed`, whose ``result`` has the counts.
-        Cancelling the task sends C-CANCEL and reads up to the final response.
+        Cancelling the task sends C-CANCEL and reads up to the final response. Options as
+        for :meth:`find`.
         """
         from aiodicom.dimse.retrieve import retrieve_responses
 
-        running = self._query("move", query, model, level, self._move_rq(destination_ae, priority), timeout)
+        running = self._query("move", query, self._move_rq(destination_ae), options)
         final: Any = None
         async for final in retrieve_responses(running, "C-MOVE", on_progress):  # noqa: B007
             pass  # no instances come on this association: only the final result
@@ -496,11 +487,8 @@ class ClientAssociation:
         query: Query,
         *,
         inbox: MoveInbox,
-        model: str | InformationModel = "study",
-        level: str | QueryLevel | None = None,
-        priority: int = C.Priority.MEDIUM,
         on_progress: ProgressCallback | None = None,
-        timeout: float | None = None,
+        **options: Unpack[QueryOptions],
     ) -> Retrieval:
         """C-MOVE to a :class:`~aiodicom.Server` of ours whose ``on_store`` is ``inbox.on_store``.
 
@@ -509,41 +497,20 @@ class ClientAssociation:
         caller's to ``save`` or ``close``. The peer must know ``inbox.ae_title`` as a move
         destination. :attr:`~aiodicom.dimse.retrieve.Retrieval.result` has the final counts.
         """
-        from aiodicom.dimse.retrieve import retrieve_responses
+        from aiodicom.dimse.retrieve import retrieval
 
         originator = self._association.calling_ae.strip()
-        make = self._move_rq(inbox.ae_title, priority)
+        running = self._query("move", query, self._move_rq(inbox.ae_title), options)
 
         def register(mid: int) -> None:
             assert running.exchange is not None
             inbox.register(originator, mid, running.exchange)
 
-        running = self._query("move", query, model, level, make, timeout)
         running.on_message_id = register
-
-        async def start() -> AsyncGenerator[ReceivedInstance | RetrieveResult, None]:
-            exchange = running.begin()
-            items = retrieve_responses(running, "C-MOVE", on_progress)
-            try:
-                async for item in items:
-                    yield item
-            finally:
-                await items.aclose()
-                inbox.unregister(exchange)
-
-        from aiodicom.dimse.retrieve import Retrieval
-
-        return Retrieval(start)
+        return retrieval(running, "C-MOVE", on_progress, on_end=inbox.unregister)
 
     def get(
-        self,
-        query: Query,
-        *,
-        model: str | InformationModel = "study",
-        level: str | QueryLevel | None = None,
-        priority: int = C.Priority.MEDIUM,
-        on_progress: ProgressCallback | None = None,
-        timeout: float | None = None,
+        self, query: Query, *, on_progress: ProgressCallback | None = None, **options: Unpack[QueryOptions]
     ) -> Retrieval:
         """C-GET: ``async for instance in assoc.get(query)`` yields the instances as they arrive.
 
@@ -552,10 +519,10 @@ class ClientAssociation:
         proposed and the peer accepted us as SCP for (see :func:`query_retrieve_contexts`).
         Each :class:`~aiodicom.ReceivedInstance` is the caller's: ``save`` or ``close`` it
         inside the ``connect`` block. One C-GET at a time per association (its C-STOREs do
-        not say which C-GET they serve). Counts, errors and cancel as for :meth:`move`;
-        :attr:`~aiodicom.dimse.retrieve.Retrieval.result` has the final counts.
+        not say which C-GET they serve). Counts, errors, cancel and options as for
+        :meth:`move`; :attr:`~aiodicom.dimse.retrieve.Retrieval.result` has the final counts.
         """
-        from aiodicom.dimse.retrieve import Retrieval, retrieve_responses
+        from aiodicom.dimse.retrieve import retrieval
 
         inbox = self._get_inbox
         if inbox is None:
@@ -565,40 +532,31 @@ class ClientAssociation:
             )
         if not self.scp_roles:
             raise NoPresentationContext("the peer accepted us as storage SCP for no SOP class (role selection)")
-        running = self._query("get", query, model, level, lambda mid, uid: C.CGetRQ(mid, uid, priority), timeout)
+        running = self._query("get", query, C.CGetRQ, options)
 
-        async def start() -> AsyncGenerator[ReceivedInstance | RetrieveResult, None]:
-            async with inbox.lock:
-                inbox.current = running.begin()
-                items = retrieve_responses(running, "C-GET", on_progress)
-                try:
-                    async for item in items:
-                        yield item
-                finally:
-                    await items.aclose()
-                    inbox.current = None
+        def route(exchange: _Exchange | None) -> None:
+            inbox.current = exchange
 
-        return Retrieval(start)
+        return retrieval(running, "C-GET", on_progress, lock=inbox.lock, on_begin=route, on_end=lambda _: route(None))
 
-    def _move_rq(self, destination_ae: str, priority: int) -> Callable[[int, str], C.Message]:
+    def _move_rq(self, destination_ae: str) -> Callable[[int, str, int], C.Message]:
         from aiodicom.codec.ae import normalize_ae_title
 
         destination = normalize_ae_title(destination_ae, "move destination AE title")
-        return lambda mid, uid: C.CMoveRQ(mid, uid, destination, priority)
+        return lambda mid, uid, priority: C.CMoveRQ(mid, uid, destination, priority)
 
     def _query(
-        self,
-        operation: str,
-        query: Query,
-        model: str | InformationModel,
-        level: str | QueryLevel | None,
-        make: Callable[[int, str], C.Message],
-        timeout: float | None,
+        self, operation: str, query: Query, make: Callable[[int, str, int], C.Message], options: QueryOptions
     ) -> _Running:
-        """Check and encode a query now, so errors come before anything is sent."""
+        """Check and encode a query now, so errors come before anything is sent.
+
+        ``make(message ID, SOP class, priority)`` builds the request.
+        """
         from aiodicom.dimse.retrieve import _Running, encode_query, query_level
 
-        information_model = model_by_name(model)
+        information_model = model_by_name(options.get("model", "study"))
+        level = options.get("level")
+        priority = options.get("priority", C.Priority.MEDIUM)
         sop_class: str = getattr(information_model, operation)
         context = self._association.context_for(sop_class, UNCOMPRESSED_TRANSFER_SYNTAXES)
         if context is None:
@@ -609,7 +567,7 @@ class ClientAssociation:
         asked = level if level is not None else query_level(query) or information_model.levels[0]
         identifier = encode_query(query, information_model.level(asked), context.transfer_syntax)
         return _Running(self.dimse, context.id, context.transfer_syntax, identifier,
-                        lambda mid: make(mid, sop_class), timeout)  # fmt: skip
+                        lambda mid: make(mid, sop_class, priority), options.get("timeout"))  # fmt: skip
 
     # --- ending ------------------------------------------------------------------------
 

@@ -26,8 +26,9 @@ import copy
 import struct
 import sys
 from collections.abc import AsyncGenerator, Callable, Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TYPE_CHECKING, TypeAlias, TypedDict
 
 from aiodicom._log import get_logger
 from aiodicom.codec.scan import scan_elements, text
@@ -39,7 +40,7 @@ from aiodicom.codec.uids import (
 from aiodicom.dimse import command as C
 from aiodicom.dimse import status as S
 from aiodicom.dimse.association import DimseAssociation, Response
-from aiodicom.dimse.services.models import QUERY_KEYS, QueryLevel
+from aiodicom.dimse.services.models import QUERY_KEYS, InformationModel, QueryLevel
 from aiodicom.dimse.store import ReceivedInstance
 from aiodicom.errors import AiodicomError, ConfigurationError, MalformedDatasetError, StatusError
 
@@ -53,6 +54,19 @@ Query: TypeAlias = "pydicom.Dataset | Mapping[str, object]"
 #: Instances a retrieval holds for a caller that has not taken them yet; a C-STORE beyond
 #: this waits (and so does the sender): a slow consumer slows the peer, not our memory.
 INSTANCES_AHEAD = 8
+
+
+class QueryOptions(TypedDict, total=False):
+    """Options of ``find``, ``move``, ``move_to_self`` and ``get`` on a client association."""
+
+    #: ``"study"`` (Study Root, the default) or ``"patient"`` (Patient Root).
+    model: str | InformationModel
+    #: The Query/Retrieve Level; default: the query's own, else the model's top level.
+    level: str | QueryLevel | None
+    #: The request's priority (``command.Priority``).
+    priority: int
+    #: Seconds to wait for each response (default: ``Timeouts.dimse``).
+    timeout: float | None
 
 
 class InvalidQueryError(AiodicomError, ValueError):
@@ -452,6 +466,33 @@ class Retrieval:
             await items.aclose()
 
 
+def retrieval(
+    running: _Running,
+    operation: str,
+    on_progress: ProgressCallback | None,
+    *,
+    lock: asyncio.Lock | None = None,
+    on_begin: Callable[[_Exchange], object] = lambda _exchange: None,
+    on_end: Callable[[_Exchange], object] = lambda _exchange: None,
+) -> Retrieval:
+    """A :class:`Retrieval` of ``running``: sent at the first iteration (under ``lock``),
+    ``on_begin``/``on_end`` around it, e.g. to route instances to it."""
+
+    async def start() -> AsyncGenerator[ReceivedInstance | RetrieveResult, None]:
+        async with lock if lock is not None else nullcontext():
+            exchange = running.begin()
+            on_begin(exchange)
+            items = retrieve_responses(running, operation, on_progress)
+            try:
+                async for item in items:
+                    yield item
+            finally:
+                await items.aclose()
+                on_end(exchange)
+
+    return Retrieval(start)
+
+
 # --- where retrieved instances arrive ------------------------------------------------------
 
 
@@ -531,6 +572,7 @@ __all__ = [
     "ProgressCallback",
     "Query",
     "QueryFailed",
+    "QueryOptions",
     "Retrieval",
     "RetrieveFailed",
     "RetrieveResult",
@@ -541,6 +583,7 @@ __all__ = [
     "find_responses",
     "identifier_dataset",
     "query_level",
+    "retrieval",
     "retrieve_responses",
     "retrieve_result",
 ]
