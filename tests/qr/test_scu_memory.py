@@ -246,7 +246,7 @@ async def test_find_does_not_modify_the_callers_dataset(tmp_path: Path) -> None:
     assert service.identifiers[0].QueryRetrieveLevel == "SERIES"
 
 
-@pytest.mark.parametrize("how", ["break", "cancel-task"])
+@pytest.mark.parametrize("how", ["break", "break-without-aclosing", "cancel-task"])
 async def test_leaving_a_find_early_sends_c_cancel_and_the_association_serves_on(tmp_path: Path, how: str) -> None:
     service = Scripted()
     service.matches, service.pause = 1000, 0.01  # would answer for 10 s
@@ -256,6 +256,9 @@ async def test_leaving_a_find_early_sends_c_cancel_and_the_association_serves_on
                 async with aclosing(assoc.find({"StudyInstanceUID": None})) as matches:
                     async for _match in matches:
                         break
+            elif how == "break-without-aclosing":  # the generator is closed when collected
+                async for _match in assoc.find({"StudyInstanceUID": None}):
+                    break
             else:
                 first = asyncio.Event()
 
