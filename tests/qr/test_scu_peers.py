@@ -11,6 +11,8 @@ destinations are our receivers in this process (on ports fixed before it starts)
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 from collections.abc import Iterator
 from contextlib import aclosing
 from dataclasses import dataclass
@@ -21,9 +23,11 @@ import pytest
 
 from aiodicom.dimse import status as S
 from aiodicom.dimse.client import connect, query_retrieve_contexts
-from aiodicom.dimse.retrieve import MoveInbox, RetrieveFailed, RetrieveResult
+from aiodicom.dimse.retrieve import INSTANCES_AHEAD, MoveInbox, RetrieveFailed, RetrieveResult
 from aiodicom.dimse.server import Server
 from aiodicom.dimse.store import ReceivedInstance
+from aiodicom.errors import AssociationError
+from aiodicom.synthetic import write_study
 from peers import dcmqrscp, free_port, require_dcmtk
 from qr.helpers import TIMEOUTS, Receiver, Study, make_studies, saved_uids, serving
 from qr.orthanc import orthanc
@@ -244,3 +248,33 @@ async def test_cancelling_a_move_mid_way_leaves_the_association_usable(archive: 
             assert len([m async for m in a.find({"StudyInstanceUID": None})]) == 2
     if archive.name == "dcmqrscp":  # DCMTK honours C-CANCEL between sub-operations
         assert len(receiver.received) < len(study.sop_uids)
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+@pytest.mark.dcmtk("dcmqrscp", "dcmqridx")
+async def test_a_peer_dying_mid_get_ends_the_loop_with_a_clear_error(tmp_path: Path) -> None:
+    """dcmqrscp serves each association in a child process; killing that child (ours: a child of
+    the dcmqrscp we started) after the first instance drops the connection mid C-GET. The
+    peer cannot be done by then: we hold the loop, so at most INSTANCES_AHEAD more arrive."""
+    count = INSTANCES_AHEAD + 4
+    files = write_study(tmp_path / "data", images_per_series=count, rows=16, columns=16)
+    received: list[ReceivedInstance] = []
+    with dcmqrscp(tmp_path / "db", files=files) as peer:
+        with anyio.fail_after(30):
+            async with connect("127.0.0.1", peer.port, called_ae="QRSCP", contexts=query_retrieve_contexts(),
+                               timeouts=TIMEOUTS) as a:  # fmt: skip
+                with pytest.raises(AssociationError) as caught:
+                    async for instance in a.get({"PatientID": "AIODEMO01"}, model="patient", level="PATIENT"):
+                        received.append(instance)
+                        for child in _children(peer.pid):
+                            os.kill(child, signal.SIGKILL)
+    assert 1 <= len(received) < count
+    assert "abort" in str(caught.value).lower() or "closed" in str(caught.value).lower(), caught.value
+    for instance in received:
+        instance.close()
