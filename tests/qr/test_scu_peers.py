@@ -278,3 +278,16 @@ async def test_a_peer_dying_mid_get_ends_the_loop_with_a_clear_error(tmp_path: P
     assert "abort" in str(caught.value).lower() or "closed" in str(caught.value).lower(), caught.value
     for instance in received:
         instance.close()
+
+
+async def test_instances_no_move_of_ours_waits_for_go_to_the_fallback(archive: Archive, tmp_path: Path) -> None:
+    """A plain C-MOVE to the AE of a MoveInbox: nothing waits for it, so the fallback handler stores it."""
+    study = archive.studies[1]
+    fallback = Receiver(tmp_path / "fallback")
+    inbox = MoveInbox("SELF", fallback=fallback)
+    server = Server("SELF", port=archive.ports["SELF"], on_store=inbox.on_store, spool_dir=tmp_path / "spool")
+    with anyio.fail_after(30):
+        async with serving(server), assoc(archive) as a:
+            result = await a.move({"StudyInstanceUID": study.study_uid}, destination_ae="SELF")
+    assert result.ok and result.completed == 2
+    assert set(fallback.received) == set(study.sop_uids)

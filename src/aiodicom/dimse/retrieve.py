@@ -41,6 +41,7 @@ from aiodicom.dimse import command as C
 from aiodicom.dimse import status as S
 from aiodicom.dimse.association import DimseAssociation, Response
 from aiodicom.dimse.services.models import QUERY_KEYS, InformationModel, QueryLevel
+from aiodicom.dimse.services.storage import StoreHandler
 from aiodicom.dimse.store import ReceivedInstance
 from aiodicom.errors import AiodicomError, ConfigurationError, MalformedDatasetError, StatusError
 
@@ -520,9 +521,7 @@ class MoveInbox:
     refused (0x0124) when there is none: this inbox is no open door.
     """
 
-    def __init__(
-        self, ae_title: str, fallback: Callable[[ReceivedInstance], object] | None = None
-    ) -> None:
+    def __init__(self, ae_title: str, fallback: StoreHandler | None = None) -> None:
         #: The AE title of the Server this inbox serves (the C-MOVE destination).
         self.ae_title = ae_title.strip()
         self.fallback = fallback
@@ -550,7 +549,7 @@ class MoveInbox:
     async def on_store(self, instance: ReceivedInstance) -> int | None:
         exchange = self._match(instance)
         if exchange is None and self.fallback is not None:
-            return await self.fallback(instance)  # type: ignore[no-any-return,misc]
+            return await self.fallback(instance)
         return await _hand_over(exchange, instance, "C-MOVE")
 
 
