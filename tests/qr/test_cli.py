@@ -69,6 +69,7 @@ async def test_get_writes_files_like_receive_and_prints_the_counts(archive: Arch
     study = archive.studies[0]
     result = await run_aiodicom("get", *archive.args("-k", "QueryRetrieveLevel=STUDY",
                                                      "-k", f"StudyInstanceUID={study.study_uid}",
+                                                     "--storage-class", "1.2.840.10008.5.1.4.1.1.2",
                                                      "--output-dir", str(tmp_path)))  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "C-GET: 6 completed, 0 failed, 0 warning" in result.stdout

@@ -22,7 +22,7 @@ import anyio
 import pytest
 
 from aiodicom.dimse import status as S
-from aiodicom.dimse.client import connect, query_retrieve_contexts
+from aiodicom.dimse.client import COMMON_STORAGE_SOP_CLASSES, connect, query_retrieve_contexts
 from aiodicom.dimse.retrieve import INSTANCES_AHEAD, MoveInbox, RetrieveFailed, RetrieveResult
 from aiodicom.dimse.server import Server
 from aiodicom.dimse.store import ReceivedInstance
@@ -140,10 +140,17 @@ async def test_move_to_self_yields_instances_as_they_arrive(archive: Archive, tm
     assert saved_uids(tmp_path / "out") == set(study.sop_uids)
 
 
-async def test_get_receives_on_the_same_association(archive: Archive, tmp_path: Path) -> None:
+@pytest.mark.parametrize("fill", [False, True], ids=["common-classes", "128-contexts"])
+async def test_get_receives_on_the_same_association(archive: Archive, tmp_path: Path, fill: bool) -> None:
     study = archive.studies[0]
+    contexts = query_retrieve_contexts(fill=fill)
+    assert len(contexts) == (128 if fill else 33)
     with anyio.fail_after(30):
-        async with assoc(archive) as a:
+        async with connect("127.0.0.1", archive.port, called_ae=archive.aet, contexts=contexts,
+                           timeouts=TIMEOUTS) as a:  # fmt: skip
+            # The SCP role for the common classes, and no more than the storage classes proposed.
+            assert set(COMMON_STORAGE_SOP_CLASSES) <= a.scp_roles <= {uid for uid, _ in contexts[7:]}
+            assert len(a.scp_roles) > (100 if fill else 25)
             retrieval = a.get({"StudyInstanceUID": study.study_uid, "SeriesInstanceUID": study.series_uids[1]},
                               level="SERIES")  # fmt: skip
             async for instance in retrieval:

@@ -47,6 +47,9 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
 
     get = _common(subparsers, "get", "C-GET: retrieve instances on the same association")
     get.add_argument("--output-dir", required=True, type=Path, help="where to write the files")
+    get.add_argument("--storage-class", action="append", default=[], metavar="UID",
+                     help="a storage SOP class to receive, proposed first (repeatable); the common ones, "
+                     "then as many others as fit in 128 contexts, follow")
     get.set_defaults(func=_get)
 
     move = _common(subparsers, "move", "C-MOVE: have a DICOM node send instances to an AE title")
@@ -120,11 +123,12 @@ def _in_dictionary(keyword: str) -> bool:
 
 
 def _connect(args: argparse.Namespace, operations: tuple[str, ...], **options: Any) -> Any:
-    from aiodicom.dimse.client import connect, query_retrieve_contexts
+    from aiodicom.dimse.client import COMMON_STORAGE_SOP_CLASSES, connect, query_retrieve_contexts
 
+    storage = [*getattr(args, "storage_class", ()), *COMMON_STORAGE_SOP_CLASSES]
     return connect(
         args.host, args.port, called_ae=args.aec, calling_ae=args.aet,
-        contexts=query_retrieve_contexts([args.model], operations=operations),
+        contexts=query_retrieve_contexts([args.model], operations=operations, storage_classes=storage, fill=True),
         ssl=client_ssl(args), timeouts=client_timeouts(args), **options,
     )  # fmt: skip
 

@@ -109,6 +109,8 @@ COMMON_STORAGE_SOP_CLASSES: tuple[str, ...] = (
 )
 
 ContextSpec = tuple[str, Sequence[str]]
+#: Presentation contexts one association can propose (odd IDs 1-255, PS3.8 9.3.2.2).
+MAX_CONTEXTS = 128
 
 
 def default_contexts() -> list[ContextSpec]:
@@ -158,12 +160,15 @@ def query_retrieve_contexts(
     operations: Iterable[str] = ("find", "move", "get"),
     storage_classes: Iterable[str] = COMMON_STORAGE_SOP_CLASSES,
     storage_transfer_syntaxes: Sequence[str] = UNCOMPRESSED_TRANSFER_SYNTAXES[:2],
+    fill: bool = False,
 ) -> list[ContextSpec]:
     """Contexts for ``find``/``move``/``get``: Verification, the Query/Retrieve classes of
     ``models`` and, with ``get``, ``storage_classes`` to receive its C-STOREs in.
 
     With ``get`` among the operations, :func:`connect` proposes the SCP role for those
     storage classes (role selection) and receives their C-STOREs into :meth:`ClientAssociation.get`.
+    ``fill`` adds the other storage SOP classes after them, in UID order, as many as fit
+    in the 128 contexts of an association (there are about 200: not all of them fit).
     More than 128 contexts in all raise :class:`ValueError` at :func:`connect`: pass fewer
     storage classes (e.g. only the ones the study holds) or open two associations.
     """
@@ -177,7 +182,11 @@ def query_retrieve_contexts(
         model = model_by_name(name)
         contexts.extend((getattr(model, operation), syntaxes) for operation in wanted)
     if "get" in wanted:
-        contexts.extend((uid, list(storage_transfer_syntaxes)) for uid in dict.fromkeys(storage_classes))
+        receive = list(dict.fromkeys(storage_classes))
+        if fill:
+            room = MAX_CONTEXTS - len(contexts) - len(receive)
+            receive += [uid for uid in STORAGE_SOP_CLASSES if uid not in set(receive)][: max(room, 0)]
+        contexts.extend((uid, list(storage_transfer_syntaxes)) for uid in receive)
     return contexts
 
 
