@@ -275,6 +275,14 @@ class DimseAssociation:
         self._cancelled.add(message_id)
         task.cancel()
 
+    def cancel_requested(self, message_id: int) -> bool:
+        """Whether the peer sent C-CANCEL for its request ``message_id`` (being handled).
+
+        A handler that finishes its step in flight before stopping (a retrieve's
+        sub-operation) tells a C-CANCEL apart from an abort or a shutdown with this.
+        """
+        return message_id in self._cancelled
+
     async def _serve(self, item: AssembledMessage[C.Message]) -> None:
         message = item.command
         mid: int = message.message_id  # type: ignore[union-attr]
