@@ -22,6 +22,7 @@ _COMMANDS = {
     "echo": "echo",
     "store": "store",
     "receive": "receive",
+    "qrscp": "qrscp",
     "generate": "generate",
     "show": "data",
     "to-nifti": "data",
@@ -33,7 +34,7 @@ _COMMANDS = {
     "get": "qr",
     "move": "qr",
 }
-_MODULES = ("echo", "store", "receive", "qr", "generate", "data", "factory", "segmentation")
+_MODULES = ("echo", "store", "receive", "qr", "qrscp", "generate", "data", "factory", "segmentation")
 
 
 N = TypeVar("N", int, float)
