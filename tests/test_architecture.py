@@ -19,13 +19,14 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "aiodicom"
 
 # package -> aiodicom packages it must never import
 FORBIDDEN = {
-    "codec": {"ul", "transport", "dimse", "grinders", "factory", "data", "cli", "pipeline"},
-    "ul": {"transport", "dimse", "grinders", "factory", "data", "cli", "pipeline"},
-    "transport": {"dimse", "grinders", "factory", "data", "cli", "pipeline"},
-    "dimse": {"grinders", "factory", "data", "cli", "pipeline"},
-    "grinders": {"ul", "transport", "dimse", "cli", "pipeline"},
-    "factory": {"ul", "transport", "dimse", "cli", "pipeline"},
-    "data": {"ul", "transport", "dimse", "cli", "pipeline"},
+    "codec": {"ul", "transport", "dimse", "qr", "grinders", "factory", "data", "cli", "pipeline"},
+    "ul": {"transport", "dimse", "qr", "grinders", "factory", "data", "cli", "pipeline"},
+    "transport": {"dimse", "qr", "grinders", "factory", "data", "cli", "pipeline"},
+    "dimse": {"qr", "grinders", "factory", "data", "cli", "pipeline"},
+    "qr": {"grinders", "factory", "data", "cli", "pipeline"},
+    "grinders": {"ul", "transport", "dimse", "qr", "cli", "pipeline"},
+    "factory": {"ul", "transport", "dimse", "qr", "cli", "pipeline"},
+    "data": {"ul", "transport", "dimse", "qr", "cli", "pipeline"},
 }
 #: The sans-I/O core must not touch sockets, event loops or clocks.
 NO_IO = {"asyncio", "anyio", "socket", "ssl", "selectors", "time", "uvloop", "trio"}
