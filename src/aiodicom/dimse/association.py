@@ -273,7 +273,11 @@ class DimseAssociation:
             return
         self.log.info("operation_cancelled", mid=message_id)
         self._cancelled.add(message_id)
-        task.cancel()
+        # Not task.cancel() here: a C-CANCEL read in the same batch as its request would
+        # cancel a task that has not started, whose body (and so its answer and the release
+        # of its window slot) would never run. The task's first step is already scheduled,
+        # so a cancel scheduled after it reaches the handler.
+        asyncio.get_running_loop().call_soon(task.cancel)
 
     def cancel_requested(self, message_id: int) -> bool:
         """Whether the peer sent C-CANCEL for its request ``message_id`` (being handled).
