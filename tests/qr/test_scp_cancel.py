@@ -9,15 +9,29 @@ started, so the handler's own cancel path answers 0xFE00 and the window frees.
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import anyio
 import pytest
 
+from aiodicom.codec.identifier import encode_identifier
+from aiodicom.codec.uids import EXPLICIT_VR_LITTLE_ENDIAN, STUDY_ROOT_FIND
 from aiodicom.dimse import command as C
 from aiodicom.dimse import status as S
 from aiodicom.dimse.association import Request
+from aiodicom.dimse.client import connect
+from peers import LOCALHOST
 
-from ..dimse.test_association import FIND, FIND_CONTEXT, Handlers, collect, dimse_pair, find, identifier
+from ..dimse.test_association import (
+    FIND,
+    FIND_CONTEXT,
+    Handlers,
+    collect,
+    dimse_pair,
+    find,
+    identifier,
+)
+from .scp_helpers import MANY, qrscp, write_archive
 
 pytestmark = pytest.mark.anyio
 
@@ -52,3 +66,31 @@ async def test_a_cancel_sent_right_behind_its_request_is_answered_and_frees_the_
             # The operations window (1) is free again: the next request is served.
             again = await collect(scu, FIND_CONTEXT, find, identifier("FAST"))
             assert [r.status for r in again] == [S.SUCCESS]
+
+
+async def test_find_cancelled_by_the_requestor_ends_with_fe00(tmp_path: Path) -> None:
+    """Against the qrscp process: C-FIND and C-CANCEL back to back, over MANY matches."""
+    archive = write_archive(tmp_path / "archive")
+    with qrscp(archive.root, {}) as server, anyio.fail_after(20):
+        async with connect(LOCALHOST, server.port, called_ae="QRSCP", contexts=[(STUDY_ROOT_FIND, [EXPLICIT_VR_LITTLE_ENDIAN])]) as client:
+            dimse = client.dimse
+            query = encode_identifier([(0x00080052, "CS", b"IMAGE"), (0x00100020, "LO", b"P3"), (0x00080018, "UI", b"")],
+                                      EXPLICIT_VR_LITTLE_ENDIAN)  # fmt: skip
+            mids: list[int] = []
+
+            def make(mid: int) -> C.CFindRQ:
+                mids.append(mid)
+                return C.CFindRQ(mid, STUDY_ROOT_FIND)
+
+            async def send_then_cancel(context: int, command: bytes) -> None:
+                await client.association.send(context, command, query)
+                await dimse.cancel(context, mids[0])
+
+            context = client.association.context_for(STUDY_ROOT_FIND)
+            assert context is not None
+            responses = [r async for r in dimse.request(context.id, make, send=send_then_cancel)]
+            assert responses[-1].status == S.CANCEL
+            assert len(responses) - 1 < MANY
+            # The association goes on.
+            again = [r async for r in dimse.request(context.id, lambda mid: C.CFindRQ(mid, STUDY_ROOT_FIND), query)]
+            assert [r.status for r in again] == [S.PENDING] * MANY + [S.SUCCESS]

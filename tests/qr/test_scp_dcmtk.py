@@ -15,7 +15,15 @@ import pytest
 
 from peers import LOCALHOST, Peer, free_port, run_dcmtk, storescp
 
-from .scp_helpers import MANY, Archive, final_counts, final_status, find_matches, qrscp, write_archive
+from .scp_helpers import (
+    MANY,
+    Archive,
+    final_counts,
+    final_status,
+    find_matches,
+    qrscp,
+    write_archive,
+)
 
 pytestmark = [pytest.mark.dcmtk("findscu", "movescu", "getscu", "storescp"), pytest.mark.timeout(60)]
 

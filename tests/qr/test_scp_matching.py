@@ -5,7 +5,11 @@ from __future__ import annotations
 import pytest
 
 from aiodicom.codec.identifier import decode_identifier, encode_identifier
-from aiodicom.codec.uids import EXPLICIT_VR_BIG_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN
+from aiodicom.codec.uids import (
+    EXPLICIT_VR_BIG_ENDIAN,
+    EXPLICIT_VR_LITTLE_ENDIAN,
+    IMPLICIT_VR_LITTLE_ENDIAN,
+)
 from aiodicom.dimse.services.models import PATIENT_ROOT, STUDY_ROOT, QueryLevel
 from aiodicom.errors import MalformedDatasetError
 from aiodicom.qr.matching import MatchingKeyError, compile_key, matches

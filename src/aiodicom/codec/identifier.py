@@ -70,10 +70,11 @@ def decode_identifier(data: bytes | bytearray | memoryview, transfer_syntax: str
     buf = bytes(data)
     implicit, big = _syntax(transfer_syntax)
     out: Identifier = {}
-    pos, end = 0, len(buf)
+    pos, end, count = 0, len(buf), 0
     try:
         while pos < end:
-            if len(out) >= MAX_ELEMENTS:
+            count += 1
+            if count > MAX_ELEMENTS:
                 raise MalformedDatasetError(f"identifier has more than {MAX_ELEMENTS} elements", pos)
             pos = _element(buf, pos, implicit, big, out)
     except (_Need, struct.error):

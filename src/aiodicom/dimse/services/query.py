@@ -11,6 +11,7 @@ is Cancel (0xFE00). An identifier that cannot be decoded is answered 0xA900 at o
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -102,5 +103,8 @@ class Query(Service):
                 return status
             dataset = encode_identifier(answer or {}, syntax)
             await request.respond(respond(status), dataset)
+            # Writing rarely waits on loopback: give the loop a turn per answer, so the
+            # reader sees a C-CANCEL and other associations are served meanwhile.
+            await asyncio.sleep(0)
         await request.respond(respond(S.SUCCESS))
         return S.SUCCESS
