@@ -50,10 +50,11 @@ def write_archive(root: Path) -> Archive:
 
 @contextmanager
 def qrscp(
-    storage: Path, destinations: Mapping[str, int], *, aet: str = "QRSCP", args: Sequence[str] = ()
+    storage: Path, destinations: Mapping[str, int], *, aet: str = "QRSCP", args: Sequence[str] = (),
+    port: int | None = None,
 ) -> Iterator[Peer]:
     """``aiodicom qrscp`` as a process, with move destinations ``{AE: port}`` on 127.0.0.1."""
-    port = free_port()
+    port = port or free_port()
     command = aiodicom_command(
         "qrscp", "--port", str(port), "--aet", aet, "--storage", str(storage), "--host", LOCALHOST,
         "--dimse-timeout", "10", "--acse-timeout", "10",
