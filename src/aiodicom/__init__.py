@@ -37,6 +37,8 @@ _EXPORTS = {
     "StatusCategory": "aiodicom.dimse.status",
     "AssociationInfo": "aiodicom.dimse.association",
     "ReceivedInstance": "aiodicom.dimse.store",
+    "Archive": "aiodicom.qr.archive",
+    "MoveDestination": "aiodicom.dimse.services.retrieve",
     "Timeouts": "aiodicom.transport.association",
     "ConnectTimeout": "aiodicom.transport.association",
     "AssociateTimeout": "aiodicom.transport.association",
@@ -61,6 +63,7 @@ _EXPORTS = {
 
 __all__ = [
     "AiodicomError",
+    "Archive",
     "AssociateTimeout",
     "AssociationAborted",
     "AssociationError",
@@ -77,6 +80,7 @@ __all__ = [
     "InvalidPortError",
     "MalformedDatasetError",
     "MoveInbox",
+    "MoveDestination",
     "NoPresentationContext",
     "ProtocolError",
     "QueryFailed",
@@ -117,6 +121,7 @@ if TYPE_CHECKING:
     )
     from aiodicom.dimse.server import Server
     from aiodicom.dimse.services.models import QueryLevel
+    from aiodicom.dimse.services.retrieve import MoveDestination
     from aiodicom.dimse.status import Status, StatusCategory
     from aiodicom.dimse.store import ReceivedInstance
     from aiodicom.errors import (
@@ -133,6 +138,7 @@ if TYPE_CHECKING:
         ProtocolError,
         StatusError,
     )
+    from aiodicom.qr.archive import Archive
     from aiodicom.runner import run
     from aiodicom.transport.association import (
         AssociateTimeout,

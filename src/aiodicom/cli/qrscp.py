@@ -24,7 +24,7 @@ from aiodicom.cli.receive import Tally, _Stopper, prepare_output_dir
 from aiodicom.transport.address import describe_os_error
 
 if TYPE_CHECKING:
-    from aiodicom.dimse.services.retrieve import Destination
+    from aiodicom.dimse.services.retrieve import MoveDestination
 
 #: ``NAME=AE@host:port`` or ``AE@host:port`` (NAME is then AE); IPv6 hosts in brackets.
 _DESTINATION = re.compile(r"(?:(?P<name>[^=]+)=)?(?P<ae>[^@]+)@(?P<host>\[[^\]]+\]|[^:]+):(?P<port>\d+)")
@@ -71,13 +71,13 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     qrscp.set_defaults(func=_qrscp)
 
 
-def parse_destinations(entries: list[str]) -> dict[str, Destination]:
+def parse_destinations(entries: list[str]) -> dict[str, MoveDestination]:
     """``--destination`` values as a table; a malformed one is a one-line error."""
     from aiodicom.codec.ae import normalize_ae_title
-    from aiodicom.dimse.services.retrieve import Destination
+    from aiodicom.dimse.services.retrieve import MoveDestination
     from aiodicom.transport.address import check_port
 
-    table: dict[str, Destination] = {}
+    table: dict[str, MoveDestination] = {}
     for entry in entries:
         found = _DESTINATION.fullmatch(entry.strip())
         if found is None:
@@ -87,7 +87,7 @@ def parse_destinations(entries: list[str]) -> dict[str, Destination]:
         port = check_port(int(found["port"]), listening=False)
         if name in table:
             raise CliError(f"--destination {name} is given twice")
-        table[name] = Destination(ae, found["host"].strip("[]"), port)
+        table[name] = MoveDestination(ae, found["host"].strip("[]"), port)
     return table
 
 
@@ -102,7 +102,7 @@ def _qrscp(args: argparse.Namespace) -> int:
     return run(_serve, args, storage, destinations)
 
 
-async def _serve(args: argparse.Namespace, storage: Path, destinations: dict[str, Destination]) -> int:
+async def _serve(args: argparse.Namespace, storage: Path, destinations: dict[str, MoveDestination]) -> int:
     from aiodicom.dimse.server import Server
     from aiodicom.qr.archive import Archive
     from aiodicom.transport.association import Timeouts

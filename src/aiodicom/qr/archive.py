@@ -28,7 +28,12 @@ from aiodicom.codec.identifier import Identifier
 from aiodicom.dimse import status as S
 from aiodicom.dimse.services.models import UNIQUE_KEYS
 from aiodicom.dimse.services.query import FindRequest, Query
-from aiodicom.dimse.services.retrieve import Destination, Retrieve, RetrieveRequest, StoredInstance
+from aiodicom.dimse.services.retrieve import (
+    MoveDestination,
+    Retrieve,
+    RetrieveRequest,
+    StoredInstance,
+)
 from aiodicom.dimse.store import DEFAULT_LAYOUT
 from aiodicom.qr.index import SCANNED_TAGS, Index, ReconcileReport
 from aiodicom.qr.matching import MatchingKeyError, matches
@@ -96,7 +101,7 @@ class Archive:
         self,
         *,
         ae_title: str,
-        destinations: Mapping[str, Destination] | None = None,
+        destinations: Mapping[str, MoveDestination] | None = None,
         timeouts: Timeouts | None = None,
     ) -> list[Query | Retrieve]:
         """The C-FIND and C-MOVE/C-GET services over this archive, for ``Server(services=...)``."""

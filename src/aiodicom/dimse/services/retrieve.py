@@ -44,7 +44,7 @@ from aiodicom.errors import (
 )
 from aiodicom.transport.association import DEFAULT_TIMEOUTS, Timeouts
 
-__all__ = ["Destination", "Retrieve", "RetrieveHandler", "RetrieveRequest", "StoredInstance", "SubOperations"]
+__all__ = ["MoveDestination", "Retrieve", "RetrieveHandler", "RetrieveRequest", "StoredInstance", "SubOperations"]
 
 #: (0008,0058) Failed SOP Instance UID List.
 FAILED_SOP_INSTANCE_UID_LIST = 0x00080058
@@ -63,7 +63,7 @@ class StoredInstance:
 
 
 @dataclass(frozen=True, slots=True)
-class Destination:
+class MoveDestination:
     """A C-MOVE destination: the AE title a requestor names, and where it listens."""
 
     ae_title: str
@@ -157,7 +157,7 @@ class Retrieve(Service):
         self,
         on_retrieve: RetrieveHandler,
         *,
-        destinations: Mapping[str, Destination] | None = None,
+        destinations: Mapping[str, MoveDestination] | None = None,
         ae_title: str = "AIODICOM",
         timeouts: Timeouts = DEFAULT_TIMEOUTS,
         observer: ServerObserver | None = None,
@@ -184,7 +184,7 @@ class Retrieve(Service):
         log = request.association.log
         if command.affected_sop_class_uid != request.context.abstract_syntax:
             return await self._final(request, command, S.Status(S.SOP_CLASS_NOT_SUPPORTED), None)
-        destination: Destination | None = None
+        destination: MoveDestination | None = None
         if isinstance(command, C.CMoveRQ):
             destination = self.destinations.get(command.move_destination.strip())
             if destination is None:
@@ -244,7 +244,7 @@ class Retrieve(Service):
         self,
         request: Request,
         command: C.CMoveRQ | C.CGetRQ,
-        destination: Destination,
+        destination: MoveDestination,
         items: Sequence[StoredInstance],
         counts: SubOperations,
     ) -> None:
