@@ -271,9 +271,17 @@ class ClientAssociation:
         return status.with_local_changes(changes)
 
     async def store_files(
-        self, paths: Iterable[str | os.PathLike[str]], *, priority: int = C.Priority.MEDIUM
+        self,
+        paths: Iterable[str | os.PathLike[str]],
+        *,
+        priority: int = C.Priority.MEDIUM,
+        move_originator_ae: str | None = None,
+        move_originator_message_id: int | None = None,
     ) -> AsyncGenerator[tuple[Path, Status | AiodicomError], None]:
         """C-STORE files in order, reading each next file while the peer answers the last.
+
+        The Move Originator fields go on every request when given (the sub-operations of
+        a C-MOVE we serve).
 
         Yields ``(path, status)``, or ``(path, error)`` for a file that was not
         sent, and the association goes on: :class:`~aiodicom.errors.MalformedDatasetError`
@@ -291,7 +299,7 @@ class ClientAssociation:
             if index >= len(queue):
                 return None
             try:
-                return self._prepare_file(queue[index], priority, None, None)
+                return self._prepare_file(queue[index], priority, move_originator_ae, move_originator_message_id)
             except AiodicomError as exc:
                 return exc
             except OSError as exc:
@@ -307,7 +315,7 @@ class ClientAssociation:
             if current is None:  # too large to read whole: streamed from disk
                 outcome: Status | AiodicomError
                 try:
-                    outcome = await self._store_large(path, priority, None, None)
+                    outcome = await self._store_large(path, priority, move_originator_ae, move_originator_message_id)
                 except (DicomFileError, NoPresentationContext) as exc:
                     outcome = exc  # this file only; the association goes on
                 upcoming = prepare(index + 1)
