@@ -140,10 +140,6 @@ class SubOperations:
         return encode_identifier([(FAILED_SOP_INSTANCE_UID_LIST, "UI", value.encode())], transfer_syntax)
 
 
-#: Sends one sub-operation: ``(instance) -> the peer's status``; raises what ends the retrieve.
-_Send = Callable[[StoredInstance], Awaitable[S.Status]]
-
-
 class Retrieve(Service):
     """Answers C-MOVE and C-GET for the Patient and Study Root models through ``on_retrieve``.
 
@@ -231,14 +227,11 @@ class Retrieve(Service):
             for role in client.association.response.user_information.role_selections
             if role.scp_role
         }
-
-        async def send(item: StoredInstance) -> S.Status:
-            if item.sop_class_uid not in accepted:
-                request.association.log.warning("get_without_scp_role", sop_class=item.sop_class_uid)
-                return S.Status(S.SOP_CLASS_NOT_SUPPORTED)
-            return await client.store(item.path)
-
-        await self._run(request, command, items, counts, send)
+        refused = [item for item in items if item.sop_class_uid not in accepted]
+        if refused:  # a C-STORE there would break the negotiated roles (PS3.4 C.4.3.3)
+            request.association.log.warning("get_without_scp_role", sop_classes=sorted({i.sop_class_uid for i in refused}))
+            counts.fail_rest(refused)
+        await self._run(request, command, [item for item in items if item.sop_class_uid in accepted], counts, client, None)
 
     async def _move(
         self,
@@ -261,13 +254,7 @@ class Retrieve(Service):
                     destination.host, destination.port, called_ae=destination.ae_title,
                     calling_ae=self.ae_title, contexts=contexts, timeouts=self.timeouts,
                 ) as client:  # fmt: skip
-
-                    async def send(item: StoredInstance, client: ClientAssociation = client) -> S.Status:
-                        return await client.store(
-                            item.path, move_originator_ae=requestor, move_originator_message_id=command.message_id
-                        )
-
-                    await self._run(request, command, batch, counts, send)
+                    await self._run(request, command, batch, counts, client, requestor)
             except (AssociationError, DicomTimeoutError) as exc:
                 request.association.log.warning("move_destination_failed", destination=destination.ae_title, error=str(exc))
                 uncounted = counts.remaining - len(pending)  # of this batch
@@ -282,20 +269,26 @@ class Retrieve(Service):
         command: C.CMoveRQ | C.CGetRQ,
         items: Sequence[StoredInstance],
         counts: SubOperations,
-        send: _Send,
+        client: ClientAssociation,
+        originator: str | None,
     ) -> None:
-        """One sub-operation per item, a pending response after each; stop on C-CANCEL."""
+        """One C-STORE per item (the next file read while the peer stores the last), a
+        pending response after each; stop after the one in flight on C-CANCEL."""
         dimse = request.association
-        current: asyncio.Task[S.Status | None] | None = None
+        stream = client.store_files(
+            [item.path for item in items],
+            move_originator_ae=originator,
+            move_originator_message_id=command.message_id if originator is not None else None,
+        )
+        current: asyncio.Future[tuple[Path, S.Status | AiodicomError]] | None = None
         index = 0
         try:
             while index < len(items):
-                item = items[index]
-                current = asyncio.ensure_future(_attempt(send, item, dimse.log))
+                current = asyncio.ensure_future(anext(stream))
                 outcome = await asyncio.shield(current)
                 current = None
+                counts.record(items[index], _status(outcome, items[index], dimse.log))
                 index += 1
-                counts.record(item, outcome)
                 if counts.remaining:
                     await request.respond(_response(command, S.PENDING, counts, final=False))
         except asyncio.CancelledError:
@@ -305,8 +298,11 @@ class Retrieve(Service):
                 raise
             asyncio.current_task().uncancel()  # type: ignore[union-attr]
             if current is not None:  # the sub-operation in flight finishes, then we stop
-                counts.record(items[index], await current)
+                counts.record(items[index], _status(await current, items[index], dimse.log))
             counts.cancelled = True
+        finally:
+            if current is None or current.done():  # else it is still running: the loop finalizes it
+                await stream.aclose()
 
     async def _final(
         self, request: Request, command: C.CMoveRQ | C.CGetRQ, status: S.Status, counts: SubOperations | None
@@ -316,15 +312,13 @@ class Retrieve(Service):
         return status
 
 
-async def _attempt(send: _Send, item: StoredInstance, log: object) -> S.Status | None:
-    """One sub-operation; a file that cannot be sent is a failed one (None), the retrieve goes on."""
-    try:
-        return await send(item)
-    except AssociationError:
-        raise
-    except (AiodicomError, OSError) as exc:
-        log.warning("suboperation_failed", sop_instance=item.sop_instance_uid, error=str(exc))  # type: ignore[attr-defined]
+def _status(outcome: tuple[Path, S.Status | AiodicomError], item: StoredInstance, log: object) -> S.Status | None:
+    """A sub-operation's status; a file that could not be sent (unreadable, no context) is None."""
+    result = outcome[1]
+    if isinstance(result, AiodicomError):
+        log.warning("suboperation_failed", sop_instance=item.sop_instance_uid, error=str(result))  # type: ignore[attr-defined]
         return None
+    return result
 
 
 def _response(
