@@ -166,6 +166,8 @@ def _vr_literals(path: Path) -> list[str]:
 _VR_POLICIES = {
     "data/anonymize.py:_DUMMY",  # the dummy value de-identification writes
     "dimse/command.py:_ENCODERS",  # the command set's coder for each VR of group 0000
+    "qr/matching.py:_NO_WILDCARDS",  # the VRs PS3.4 C.2.2.2.4 excludes from wildcard matching
+    "qr/matching.py:_FORMATS",  # the query value each ranged VR accepts
     "dimse/command.py:_READERS",
 }
 

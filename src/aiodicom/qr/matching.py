@@ -22,6 +22,7 @@ import re
 from collections.abc import Callable
 from typing import Final
 
+from aiodicom.codec.vr import BULK_VRS, NUMERIC_VR_NAMES, TEMPORAL_VR_NAMES
 from aiodicom.errors import AiodicomError
 
 __all__ = ["MatchingKeyError", "Predicate", "compile_key", "matches"]
@@ -38,10 +39,10 @@ class MatchingKeyError(AiodicomError, ValueError):
         self.tag = tag
 
 
-#: VRs matched by ranges, and without wildcards.
-_RANGED: Final = frozenset({"DA", "TM", "DT"})
-#: VRs for which ``*`` and ``?`` are plain characters (C.2.2.2.4).
-_NO_WILDCARDS: Final = frozenset({"UI", "DA", "TM", "DT", "IS", "DS", "SL", "SS", "US", "UL", "FL", "FD", "AS", "AT"})
+#: VRs matched by ranges, and without wildcards: the dates and times.
+_RANGED: Final = TEMPORAL_VR_NAMES
+#: VRs for which ``*`` and ``?`` are plain characters (the list of C.2.2.2.4: a matching rule).
+_NO_WILDCARDS: Final = frozenset({"UI", "AS", "AT"}) | TEMPORAL_VR_NAMES | NUMERIC_VR_NAMES | BULK_VRS
 #: Numbers kept as text: compared as numbers when both sides parse.
 _NUMERIC_TEXT: Final = frozenset({"IS", "DS"})
 
@@ -157,6 +158,7 @@ def _split_range(vr: str, value: str) -> tuple[str, str, str]:
     return value, "", ""
 
 
+#: What a date, time or date-time in a query may look like (PS3.5 6.2, as a matching rule).
 _FORMATS: Final = {"DA": _DATE, "TM": _TIME, "DT": _DATETIME}
 
 
