@@ -10,17 +10,15 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from aiodicom.cli import EXIT_INTERRUPTED, number
-from aiodicom.cli.net import (
-    LOG_FORMATS,
-    LOG_LEVELS,
-    CliError,
-    at_least_one,
-    configure_cli_logging,
-    listen_port,
-    seconds,
+from aiodicom.cli import EXIT_INTERRUPTED
+from aiodicom.cli.net import CliError, at_least_one, configure_cli_logging
+from aiodicom.cli.receive import (
+    Tally,
+    _Stopper,
+    add_listen_options,
+    add_running_options,
+    prepare_output_dir,
 )
-from aiodicom.cli.receive import Tally, _Stopper, prepare_output_dir
 from aiodicom.transport.address import describe_os_error
 
 if TYPE_CHECKING:
@@ -40,34 +38,17 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "C-FIND, C-MOVE and C-GET (Patient and Study Root) over them. C-MOVE sends only to the "
         "--destination entries.",
     )
-    qrscp.add_argument("--host", default="127.0.0.1",
-                       help="address to listen on; 0.0.0.0 for every interface [%(default)s]")
-    qrscp.add_argument("--port", type=listen_port, default=11112, help="TCP port (0: any free one) [%(default)s]")
-    qrscp.add_argument("--aet", default="AIODICOM", help="our AE title [%(default)s]")
+    add_listen_options(qrscp)
     qrscp.add_argument("--storage", required=True, type=Path, metavar="DIR", help="the archive folder")
     qrscp.add_argument("--destination", action="append", default=[], metavar="NAME=AE@HOST:PORT",
                        help="a C-MOVE destination: requests naming NAME go to AE at HOST:PORT "
                        "(NAME may be left out: AE@HOST:PORT); repeat for more")
-    qrscp.add_argument("--require-called-ae", action="store_true", help="reject other called AE titles")
-    qrscp.add_argument("--allow", action="append", metavar="AE", help="accept only these calling AE titles")
-    qrscp.add_argument("--accept-any-transfer-syntax", action="store_true", help="store compressed data untouched")
     qrscp.add_argument("--max-associations", type=at_least_one, default=64, help="associations at once [%(default)s]")
     qrscp.add_argument("--max-matches", type=at_least_one, default=100_000, metavar="N",
                        help="C-FIND answers at most N matches, then fails with 0xA700 [%(default)s]")
     qrscp.add_argument("--max-instances", type=at_least_one, default=100_000, metavar="N",
                        help="a C-MOVE or C-GET sends at most N instances, else fails with 0xA701 [%(default)s]")
-    qrscp.add_argument("--acse-timeout", type=seconds, default=30.0, metavar="S",
-                       help="seconds for association set-up and release [%(default)s]")
-    qrscp.add_argument("--dimse-timeout", type=seconds, default=60.0, metavar="S",
-                       help="seconds for a peer to answer or take our messages [%(default)s]")
-    qrscp.add_argument("--idle-timeout", type=seconds, default=120.0, metavar="S",
-                       help="seconds an association may stay silent [%(default)s]")
-    qrscp.add_argument("--grace", type=number(float, 0.0), default=10.0,
-                       help="seconds to finish associations on SIGTERM or a first Ctrl-C [%(default)s]")
-    qrscp.add_argument("--log-level", choices=LOG_LEVELS, default="warning", help="[%(default)s]")
-    qrscp.add_argument("--log-format", choices=LOG_FORMATS, default="console",
-                       help="console lines or one JSON object per line, on stderr [%(default)s]")
-    qrscp.add_argument("-v", "--verbose", action="store_true", help="same as --log-level info")
+    add_running_options(qrscp)
     qrscp.set_defaults(func=_qrscp)
 
 

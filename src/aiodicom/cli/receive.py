@@ -42,15 +42,8 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         description="Run a C-STORE SCP writing DIR/<Study>/<Series>/<SOP>.dcm. It listens on "
         "127.0.0.1 unless told otherwise: use --host 0.0.0.0 for modalities on the network.",
     )
-    receive.add_argument("--host", default="127.0.0.1",
-                         help="address to listen on; 0.0.0.0 for every interface [%(default)s]")
-    receive.add_argument("--port", type=listen_port, default=11112,
-                         help="TCP port (0: any free one) [%(default)s]")
-    receive.add_argument("--aet", default="AIODICOM", help="our AE title [%(default)s]")
+    add_listen_options(receive)
     receive.add_argument("--output-dir", required=True, type=Path, help="where to write the files")
-    receive.add_argument("--require-called-ae", action="store_true", help="reject other called AE titles")
-    receive.add_argument("--allow", action="append", metavar="AE", help="accept only these calling AE titles")
-    receive.add_argument("--accept-any-transfer-syntax", action="store_true", help="store compressed data untouched")
     receive.add_argument("--max-associations", type=at_least_one, default=64,
                          help="associations at once; with workers, each takes up to twice its share [%(default)s]")
     receive.add_argument("--workers", type=at_least_one, default=None, metavar="N",
@@ -70,28 +63,44 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     receive.add_argument("--fsync", action="store_true",
                          help="flush each file and its folder to disk before answering success "
                          "(survives a power loss; batched across associations) [off: survives a crash]")
-    receive.add_argument("--acse-timeout", type=seconds, default=30.0, metavar="S",
-                         help="seconds for association set-up and release [%(default)s]")
-    receive.add_argument("--dimse-timeout", type=seconds, default=60.0, metavar="S",
-                         help="seconds for a sender to take our responses [%(default)s]")
-    receive.add_argument("--idle-timeout", type=seconds, default=120.0, metavar="S",
-                         help="seconds an association may stay silent [%(default)s]")
     receive.add_argument("--tls-cert", help="serve TLS with this certificate (PEM)")
     receive.add_argument("--tls-key", help="private key for --tls-cert (PEM)")
     receive.add_argument("--tls-ca", help="CA for client certificates")
     receive.add_argument("--tls-require-client-cert", action="store_true")
-    receive.add_argument("--grace", type=number(float, 0.0), default=10.0,
-                         help="seconds to finish associations on SIGTERM or a first Ctrl-C "
-                         "(a second Ctrl-C stops at once) [%(default)s]")
     receive.add_argument("--metrics-port", type=listen_port, default=None, metavar="P",
                          help="serve Prometheus metrics at http://HOST:P/metrics (needs aiodicom[metrics])")
     receive.add_argument("--metrics-host", default="127.0.0.1", help="address for --metrics-port [%(default)s]")
-    receive.add_argument("--log-level", choices=LOG_LEVELS, default="warning",
-                         help="[%(default)s]")
-    receive.add_argument("--log-format", choices=LOG_FORMATS, default="console",
-                         help="console lines or one JSON object per line, on stderr [%(default)s]")
-    receive.add_argument("-v", "--verbose", action="store_true", help="same as --log-level info")
+    add_running_options(receive)
     receive.set_defaults(func=_receive)
+
+
+def add_listen_options(parser: argparse.ArgumentParser) -> None:
+    """Where an SCP listens and whom it accepts (``receive``, ``qrscp``)."""
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on; 0.0.0.0 for every interface [%(default)s]")
+    parser.add_argument("--port", type=listen_port, default=11112,
+                        help="TCP port (0: any free one) [%(default)s]")
+    parser.add_argument("--aet", default="AIODICOM", help="our AE title [%(default)s]")
+    parser.add_argument("--require-called-ae", action="store_true", help="reject other called AE titles")
+    parser.add_argument("--allow", action="append", metavar="AE", help="accept only these calling AE titles")
+    parser.add_argument("--accept-any-transfer-syntax", action="store_true", help="store compressed data untouched")
+
+
+def add_running_options(parser: argparse.ArgumentParser) -> None:
+    """An SCP's timeouts, shutdown grace and logs (``receive``, ``qrscp``)."""
+    parser.add_argument("--acse-timeout", type=seconds, default=30.0, metavar="S",
+                        help="seconds for association set-up and release [%(default)s]")
+    parser.add_argument("--dimse-timeout", type=seconds, default=60.0, metavar="S",
+                        help="seconds for a peer to take our messages or answer ours [%(default)s]")
+    parser.add_argument("--idle-timeout", type=seconds, default=120.0, metavar="S",
+                        help="seconds an association may stay silent [%(default)s]")
+    parser.add_argument("--grace", type=number(float, 0.0), default=10.0,
+                        help="seconds to finish associations on SIGTERM or a first Ctrl-C "
+                        "(a second Ctrl-C stops at once) [%(default)s]")
+    parser.add_argument("--log-level", choices=LOG_LEVELS, default="warning", help="[%(default)s]")
+    parser.add_argument("--log-format", choices=LOG_FORMATS, default="console",
+                        help="console lines or one JSON object per line, on stderr [%(default)s]")
+    parser.add_argument("-v", "--verbose", action="store_true", help="same as --log-level info")
 
 
 class FileWriter:
