@@ -196,6 +196,9 @@ class Index:
             raise ArchiveIndexError(f"cannot open the index {self.database}: {exc}") from None
         self._uncommitted = 0
         self._commit_handle: asyncio.TimerHandle | None = None
+        #: The last row written at each level and its id: the instances of one series
+        #: arrive together, so their parents' rows are written once, not per instance.
+        self._last: dict[QueryLevel, tuple[tuple[str | int, ...], int]] = {}
 
     # --- writing -------------------------------------------------------------------------
 
@@ -204,7 +207,7 @@ class Index:
         values = {a.keyword: text(tags[a.tag]) if a.tag in tags else "" for a in ATTRIBUTES if a.stored}
         if not values["SOPInstanceUID"]:
             raise ArchiveIndexError(f"{path} has no SOP Instance UID")
-        relative = str(path.resolve().relative_to(self.root)) if path.is_absolute() else str(path)
+        relative = os.path.relpath(path, self.root) if path.is_absolute() else str(path)
         parent: int | None = None
         try:
             for level in _ORDER:
@@ -213,7 +216,13 @@ class Index:
                     row.insert(0, parent)
                 if level is L.IMAGE:
                     row += [transfer_syntax, relative, size, mtime]
+                key = tuple(row)
+                last = self._last.get(level)
+                if last is not None and last[0] == key:  # the same patient/study/series as before
+                    parent = last[1]
+                    continue
                 parent = int(self._db.execute(_UPSERTS[level], row).fetchone()[0])
+                self._last[level] = (key, parent)
         except sqlite3.Error as exc:
             raise ArchiveIndexError(f"cannot index {path}: {exc}") from None
         self._uncommitted += 1
@@ -301,6 +310,7 @@ class Index:
 
     def _prune(self) -> None:
         """Drop series, studies and patients left without instances."""
+        self._last.clear()
         for level in (L.SERIES, L.STUDY, L.PATIENT):
             table = _TABLES[level][0]
             child_table, _, link = _TABLES[_ORDER[_ORDER.index(level) + 1]]
@@ -365,6 +375,7 @@ class Index:
 
     def forget(self, paths: Iterable[Path]) -> None:
         """Drop the rows of files that turned out to be gone (a retrieve found them missing)."""
+        self._last.clear()
         relative = [str(p.resolve().relative_to(self.root)) for p in paths]
         for start in range(0, len(relative), BATCH):
             chunk = relative[start : start + BATCH]
