@@ -194,3 +194,32 @@ def test_move_with_failing_and_warning_sub_operations(server: Peer, archive: Arc
             final.NumberOfWarningSuboperations) == (4, 1, 1)  # fmt: skip
     assert identifier.FailedSOPInstanceUIDList == uids[1]
     assert originators == [("PYNSCU", 42)] * 6
+
+
+def test_requestor_aborting_mid_move_stops_the_sub_operations(server: Peer, archive: Archive) -> None:
+    """The move association to the destination ends too (aborted), and the server serves on."""
+    stored: list[str] = []
+    ended = threading.Event()
+    destination = AE(ae_title="PYNSCP")
+    destination.add_supported_context(CTImageStorage)
+    handlers = [(evt.EVT_C_STORE, lambda event: stored.append(str(event.dataset.SOPInstanceUID)) or 0x0000),
+                (evt.EVT_ABORTED, lambda event: ended.set()), (evt.EVT_RELEASED, lambda event: ended.set())]  # fmt: skip
+    scp = destination.start_server((LOCALHOST, DESTINATION_PORT), block=False, evt_handlers=handlers)
+    try:
+        ae, _ = _requestor(StudyRootQueryRetrieveInformationModelMove, StudyRootQueryRetrieveInformationModelFind)
+        assoc = ae.associate(LOCALHOST, server.port, ae_title="QRSCP")
+        answers = assoc.send_c_move(_query("STUDY", StudyInstanceUID=archive.studies["P3"]), "PYNSCP",
+                                    StudyRootQueryRetrieveInformationModelMove)  # fmt: skip
+        next(answers)
+        assoc.abort()
+        assert ended.wait(15), "the move association was left open"
+    finally:
+        scp.shutdown()
+    assert 0 < len(stored) < MANY
+    ae, _ = _requestor(StudyRootQueryRetrieveInformationModelFind)
+    other = ae.associate(LOCALHOST, server.port, ae_title="QRSCP")
+    try:
+        found = list(other.send_c_find(_query("STUDY", PatientID="P3"), StudyRootQueryRetrieveInformationModelFind))
+        assert [status.Status for status, _ in found] == [0xFF00, 0x0000]
+    finally:
+        other.release()
