@@ -69,7 +69,7 @@ def test_study_level_wildcard_on_patient_name_is_case_insensitive(server: Peer, 
     status, matches = _find(
         server, tmp_path / "r", "QueryRetrieveLevel=STUDY", "PatientName=synthetic^p*", "StudyInstanceUID",
         "ModalitiesInStudy", "NumberOfStudyRelatedInstances", "NumberOfStudyRelatedSeries", "PatientID",
-        "StudyDate=20000101-", "AccessionNumber",
+        "StudyDate=20000101-", "AccessionNumber", "RetrieveAETitle",
     )  # fmt: skip
     assert status == 0x0000
     found = {m.PatientID: m for m in matches}
@@ -81,6 +81,7 @@ def test_study_level_wildcard_on_patient_name_is_case_insensitive(server: Peer, 
     assert found["P2"].ModalitiesInStudy == "MR"
     assert found["P1"].QueryRetrieveLevel == "STUDY"
     assert "AccessionNumber" in found["P1"]  # a return key comes back, empty or not
+    assert found["P1"].RetrieveAETitle == "QRSCP"
 
 
 def test_patient_root_every_level(server: Peer, archive: Archive, tmp_path: Path) -> None:

@@ -86,16 +86,21 @@ def compile_query(identifier: Identifier, model: InformationModel, *, retrieve: 
     return query
 
 
-def answer(query: Query, row: Mapping[str, str], charset: str | None) -> list[tuple[int, str, bytes]]:
+def answer(
+    query: Query, row: Mapping[str, str], charset: str | None, retrieve_ae: str = ""
+) -> list[tuple[int, str, bytes]]:
     """The identifier answering one matching row: the request's keys with their values.
 
     Text is encoded as UTF-8; when any value is not ASCII, Specific Character Set is
     ISO_IR 192 (``charset`` is what the answer then carries; None when all is ASCII).
+    Retrieve AE Title, when asked, is ``retrieve_ae`` (where the match can be retrieved).
     """
     elements: list[tuple[int, str, bytes]] = []
     for tag, (vr, known) in query.template.items():
         if tag == QUERY_RETRIEVE_LEVEL:
             elements.append((tag, vr, query.level.value.encode()))
+        elif tag == RETRIEVE_AE_TITLE:
+            elements.append((tag, vr, retrieve_ae.encode()))
         elif tag == SPECIFIC_CHARACTER_SET:
             continue
         else:
