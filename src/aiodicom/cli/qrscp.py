@@ -18,6 +18,7 @@ from aiodicom.cli.receive import (
     add_listen_options,
     add_running_options,
     prepare_output_dir,
+    server_options,
 )
 from aiodicom.transport.address import describe_os_error
 
@@ -86,24 +87,15 @@ def _qrscp(args: argparse.Namespace) -> int:
 async def _serve(args: argparse.Namespace, storage: Path, destinations: dict[str, MoveDestination]) -> int:
     from aiodicom.dimse.server import Server
     from aiodicom.qr.archive import Archive
-    from aiodicom.transport.association import Timeouts
 
-    timeouts = Timeouts(acse=args.acse_timeout, dimse=args.dimse_timeout, network_idle=args.idle_timeout)
     tally = Tally(sys.stdout, live=False)
+    options = server_options(args, tally)
+    timeouts = options["timeouts"]
     async with Archive(storage, max_matches=args.max_matches, max_instances=args.max_instances) as archive:
         print(f"aiodicom qrscp: {archive.index.count()} instances indexed in {storage}", flush=True)
         server = Server(
-            args.aet,
-            args.host,
-            args.port,
             on_store=tally.counting(archive.store),
-            on_released=tally.released,
-            on_aborted=tally.aborted,
-            accept_any_transfer_syntax=args.accept_any_transfer_syntax,
-            require_called_ae=args.require_called_ae,
-            calling_ae_allowlist=args.allow,
-            max_associations=args.max_associations,
-            timeouts=timeouts,
+            **options,
             spool_dir=storage / ".incoming",
             memory_threshold=0,
             services=archive.services(ae_title=args.aet, destinations=destinations, timeouts=timeouts),

@@ -259,35 +259,42 @@ def _build_server(
 ) -> Any:
     """The Server that ``receive`` runs, or each of its workers (``channel``: on the shared port)."""
     from aiodicom.dimse.server import Server
-    from aiodicom.transport.association import Timeouts
     from aiodicom.ul.negotiation import DEFAULT_MAX_PDU_LENGTH
 
     on_store = tally.counting(FileWriter(output_dir))
     return Server(
-        args.aet,
-        args.host,
-        args.port,
         on_store=on_store if channel is None else channel.reporting(on_store),
-        on_released=tally.released,
-        on_aborted=tally.aborted,
-        accept_any_transfer_syntax=args.accept_any_transfer_syntax,
-        require_called_ae=args.require_called_ae,
-        calling_ae_allowlist=args.allow,
-        max_associations=args.max_associations,
+        **server_options(args, tally),
         max_operations=args.max_operations,
         max_connections_per_host=args.max_connections_per_host,
         max_memory=args.max_memory * 1024 * 1024,
         max_pdu_length=args.max_pdu or DEFAULT_MAX_PDU_LENGTH,
         ssl=_server_ssl(args),
-        timeouts=Timeouts(
-            acse=args.acse_timeout, dimse=args.dimse_timeout, network_idle=args.idle_timeout
-        ),
         spool_dir=output_dir / ".incoming",
         memory_threshold=args.memory_threshold,
         fsync=args.fsync,
         observer=_metrics_observer(args),
         reuse_port=channel is not None,
     )
+
+
+def server_options(args: argparse.Namespace, tally: Tally) -> dict[str, Any]:
+    """The ``Server`` arguments of the options every SCP command shares (see
+    :func:`add_listen_options`, :func:`add_running_options`), its reports going to ``tally``."""
+    from aiodicom.transport.association import Timeouts
+
+    return {
+        "ae_title": args.aet,
+        "host": args.host,
+        "port": args.port,
+        "on_released": tally.released,
+        "on_aborted": tally.aborted,
+        "accept_any_transfer_syntax": args.accept_any_transfer_syntax,
+        "require_called_ae": args.require_called_ae,
+        "calling_ae_allowlist": args.allow,
+        "max_associations": args.max_associations,
+        "timeouts": Timeouts(acse=args.acse_timeout, dimse=args.dimse_timeout, network_idle=args.idle_timeout),
+    }
 
 
 def _workers(args: argparse.Namespace) -> int:
