@@ -61,6 +61,18 @@ def _query(level: str, **keys: str) -> Dataset:
     return ds
 
 
+def _still_serving(server: Peer) -> None:
+    """The server answers another requestor's C-FIND (after one aborted on it)."""
+    ae, _ = _requestor(StudyRootQueryRetrieveInformationModelFind)
+    other = ae.associate(LOCALHOST, server.port, ae_title="QRSCP")
+    try:
+        found = list(other.send_c_find(_query("STUDY", PatientID="P3"), StudyRootQueryRetrieveInformationModelFind))
+        assert [status.Status for status, _ in found] == [0xFF00, 0x0000]
+    finally:
+        other.release()
+    assert server.returncode is None
+
+
 def test_find_study_and_patient_root(server: Peer, archive: Archive) -> None:
     ae, _ = _requestor(StudyRootQueryRetrieveInformationModelFind, PatientRootQueryRetrieveInformationModelFind)
     assoc = ae.associate(LOCALHOST, server.port, ae_title="QRSCP")
@@ -151,15 +163,7 @@ def test_requestor_aborting_mid_get_leaves_the_server_serving(server: Peer, arch
     next(answers)  # the first pending response: a sub-operation is done
     assert first.is_set()
     assoc.abort()
-    # The server keeps serving others.
-    ae, _ = _requestor(StudyRootQueryRetrieveInformationModelFind)
-    other = ae.associate(LOCALHOST, server.port, ae_title="QRSCP")
-    try:
-        found = list(other.send_c_find(_query("STUDY", PatientID="P3"), StudyRootQueryRetrieveInformationModelFind))
-        assert [status.Status for status, _ in found] == [0xFF00, 0x0000]
-    finally:
-        other.release()
-    assert server.returncode is None
+    _still_serving(server)
 
 
 def test_move_with_failing_and_warning_sub_operations(server: Peer, archive: Archive, tmp_path: Path) -> None:
@@ -216,10 +220,4 @@ def test_requestor_aborting_mid_move_stops_the_sub_operations(server: Peer, arch
     finally:
         scp.shutdown()
     assert 0 < len(stored) < MANY
-    ae, _ = _requestor(StudyRootQueryRetrieveInformationModelFind)
-    other = ae.associate(LOCALHOST, server.port, ae_title="QRSCP")
-    try:
-        found = list(other.send_c_find(_query("STUDY", PatientID="P3"), StudyRootQueryRetrieveInformationModelFind))
-        assert [status.Status for status, _ in found] == [0xFF00, 0x0000]
-    finally:
-        other.release()
+    _still_serving(server)
