@@ -127,6 +127,7 @@ def test_query_levels_and_return_keys() -> None:
     assert query.template[0x00080018][1] is None
     assert query.template[0x00091001][1] is None
     assert query.template[0x00080060][1] is not None
+    assert query.unsupported == (0x00091001,)  # answered with a warning status (0xFF01)
 
 
 @pytest.mark.parametrize(

@@ -85,6 +85,11 @@ def test_find_study_and_patient_root(server: Peer, archive: Archive) -> None:
         answers = list(assoc.send_c_find(_query("PATIENT", PatientID="P2", PatientName=""),
                                          PatientRootQueryRetrieveInformationModelFind))  # fmt: skip
         assert [ds.PatientName for _, ds in answers[:-1]] == ["Synthetic^P2"]
+        # A key the archive does not index comes back empty, under a warning status.
+        answers = list(assoc.send_c_find(_query("STUDY", PatientID="P2", StationName="", StudyInstanceUID=""),
+                                         StudyRootQueryRetrieveInformationModelFind))  # fmt: skip
+        assert [status.Status for status, _ in answers] == [0xFF01, 0x0000]
+        assert answers[0][1].StationName == "" and answers[0][1].StudyInstanceUID == archive.studies["P2"]
     finally:
         assoc.release()
 

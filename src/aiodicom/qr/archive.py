@@ -135,13 +135,14 @@ class Archive:
             return
         sent = 0
         ours = request.association.called_ae.strip()
+        pending = S.PENDING_WARNING if query.unsupported else S.PENDING
         async for row in self._matching_rows(query):
             if sent >= self.max_matches:
                 comment = f"more than {self.max_matches} matches: narrow the query"
                 yield S.Status(S.OUT_OF_RESOURCES, error_comment=comment), None
                 return
             charset = None if all(value.isascii() for value in row[1].values()) else "ISO_IR 192"
-            yield S.PENDING, answer(query, row[1], charset, ours)
+            yield pending, answer(query, row[1], charset, ours)
             sent += 1
 
     async def _matching_rows(self, query: CompiledQuery) -> AsyncIterator[tuple[int, dict[str, str]]]:

@@ -27,6 +27,8 @@ QUERY_RETRIEVE_LEVEL: Final = 0x00080052
 SPECIFIC_CHARACTER_SET: Final = 0x00080005
 RETRIEVE_AE_TITLE: Final = 0x00080054
 _ORDER: Final = (QueryLevel.PATIENT, QueryLevel.STUDY, QueryLevel.SERIES, QueryLevel.IMAGE)
+#: Elements of a request that the answer fills without the index.
+_ANSWERED_ELSEWHERE: Final = frozenset({QUERY_RETRIEVE_LEVEL, SPECIFIC_CHARACTER_SET, RETRIEVE_AE_TITLE})
 #: Unique keys whose values may narrow the index search itself (no wildcards in UIDs).
 _NARROWING: Final = frozenset({"PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"})
 
@@ -44,6 +46,9 @@ class Query:
     template: dict[int, tuple[str, Attribute | None]] = field(default_factory=dict)
     #: Computed attributes (counts, ModalitiesInStudy) the answer or the matching needs.
     computed: tuple[str, ...] = ()
+    #: Keys of the request the index does not hold (returned empty): the answers are
+    #: then pending with a warning, 0xFF01 (PS3.4 C.4.1.1.4).
+    unsupported: tuple[int, ...] = ()
 
 
 def compile_query(identifier: Identifier, model: InformationModel, *, retrieve: bool = False) -> Query:
@@ -62,8 +67,11 @@ def compile_query(identifier: Identifier, model: InformationModel, *, retrieve: 
     query = Query(level)
     depth = _ORDER.index(level)
     computed: list[str] = []
+    unsupported: list[int] = []
     for tag, (vr, raw) in identifier.items():
         known = attribute(tag)
+        if known is None and tag not in _ANSWERED_ELSEWHERE:
+            unsupported.append(tag)
         if known is not None and (
             _ORDER.index(known.level) > depth or (not known.stored and known.level is not level)
         ):
@@ -83,6 +91,7 @@ def compile_query(identifier: Identifier, model: InformationModel, *, retrieve: 
         if known.keyword in _NARROWING and "*" not in value and "?" not in value:
             query.exact[known.keyword] = [part.strip() for part in value.split("\\") if part.strip()]
     query.computed = tuple(dict.fromkeys(computed))
+    query.unsupported = tuple(unsupported)
     return query
 
 
