@@ -185,7 +185,8 @@ def query_retrieve_contexts(
         receive = list(dict.fromkeys(storage_classes))
         if fill:
             room = MAX_CONTEXTS - len(contexts) - len(receive)
-            receive += [uid for uid in STORAGE_SOP_CLASSES if uid not in set(receive)][: max(room, 0)]
+            chosen = set(receive)
+            receive += [uid for uid in STORAGE_SOP_CLASSES if uid not in chosen][: max(room, 0)]
         contexts.extend((uid, list(storage_transfer_syntaxes)) for uid in receive)
     return contexts
 
