@@ -48,7 +48,12 @@ from aiodicom.dimse.services import Service, ServiceRegistry
 from aiodicom.dimse.services.models import UnknownModelError
 from aiodicom.dimse.services.verification import Verification
 from aiodicom.dimse.store import ReceivedInstance
-from aiodicom.errors import AssociationError, ConfigurationError, NoPresentationContext
+from aiodicom.errors import (
+    AssociationError,
+    ConfigurationError,
+    MalformedDatasetError,
+    NoPresentationContext,
+)
 from aiodicom.synthetic import CT_IMAGE_STORAGE, make_dataset
 from aiodicom.transport.association import Timeouts
 from aiodicom.transport.memory import memory_pair
@@ -97,6 +102,8 @@ class Scripted(Service):
         self.store_statuses: list[int] = []
         self.cancelled = asyncio.Event()
         self.move_destinations: list[str] = []
+        #: Send this instead of the second match's identifier (garbage from a broken peer).
+        self.bad_identifier: bytes | None = None
         #: Abort the association after this many C-STOREs of a C-GET.
         self.abort_after: int | None = None
 
@@ -116,8 +123,10 @@ class Scripted(Service):
                 match = Dataset()
                 match.QueryRetrieveLevel = "STUDY"
                 match.StudyInstanceUID = f"1.2.3.{n}"
-                await request.respond(C.CFindRSP(rq.message_id, S.PENDING, STUDY_ROOT_FIND),
-                                      encode(match, request.context.transfer_syntax))  # fmt: skip
+                data = encode(match, request.context.transfer_syntax)
+                if n == 1 and self.bad_identifier is not None:
+                    data = self.bad_identifier
+                await request.respond(C.CFindRSP(rq.message_id, S.PENDING, STUDY_ROOT_FIND), data)
                 self.sent += 1
                 await asyncio.sleep(self.pause)
         except asyncio.CancelledError:
@@ -287,6 +296,22 @@ async def test_a_failure_after_matches_raises_query_failed(tmp_path: Path) -> No
                 async for match in assoc.find({"StudyInstanceUID": None}):
                     got.append(match)
     assert len(got) == 3 and caught.value.status == 0xC000
+
+
+async def test_a_malformed_match_is_a_clear_error_and_the_association_serves_on(tmp_path: Path) -> None:
+    service = Scripted()
+    service.matches, service.pause = 50, 0.01
+    service.bad_identifier = b"\x10\x00\x20\x00LO\xff\x7fshort"  # claims 32 KiB, has 5 bytes
+    got = []
+    with anyio.fail_after(10):
+        async with client_pair(service, tmp_path) as (assoc, _):
+            with pytest.raises(MalformedDatasetError, match="identifier"):
+                async for match in assoc.find({"StudyInstanceUID": None}):
+                    got.append(match)
+            await service.cancelled.wait()  # the rest was cancelled, not read to the end
+            service.bad_identifier, service.matches = None, 1
+            assert len([m async for m in assoc.find({"StudyInstanceUID": None})]) == 1
+    assert len(got) == 1
 
 
 @pytest.mark.parametrize(
