@@ -190,7 +190,8 @@ class Scripted(Service):
 
 @asynccontextmanager
 async def client_pair(
-    service: Service, spool: Path, *, contexts: Sequence[tuple[str, Sequence[str]]] | None = None
+    service: Service, spool: Path, *, contexts: Sequence[tuple[str, Sequence[str]]] | None = None,
+    grant_roles: bool = True,
 ) -> AsyncIterator[tuple[ClientAssociation, DimseAssociation]]:
     """(our SCU as ``connect`` builds it, the scripted SCP) over the in-memory pair."""
     proposed = list(contexts if contexts is not None else
@@ -198,7 +199,7 @@ async def client_pair(
     receiving = _storage_to_receive(proposed)
     rq = build_request("SCP", "SCU", proposed, role_selections=scp_role_selections(receiving))
     policy = AcceptorPolicy(ae_title="SCP", supported={uid: SYNTAXES for uid, _ in proposed},
-                            accept_scp_role_for=receiving)  # fmt: skip
+                            accept_scp_role_for=receiving if grant_roles else ())  # fmt: skip
     async with AsyncExitStack() as stack:
         inbox = None
         ours: list[Service] = []
@@ -423,6 +424,18 @@ async def test_a_peer_aborting_mid_get_ends_the_loop_with_a_clear_error(tmp_path
     assert len(received) == 2  # what arrived before the abort is the caller's
     for instance in received:
         instance.close()
+
+
+async def test_a_peer_that_grants_no_scp_role_but_sends_anyway_is_served(tmp_path: Path) -> None:
+    """Role selection unanswered or refused: we warn and try; what the peer sends still arrives."""
+    service = Scripted()
+    service.instances = ct_instances(2)
+    with anyio.fail_after(10):
+        async with client_pair(service, tmp_path, grant_roles=False) as (assoc, _):
+            assert assoc.scp_roles == frozenset()
+            retrieval = assoc.get({"StudyInstanceUID": "1.2.3"})
+            assert len([i.close() async for i in retrieval]) == 2
+    assert retrieval.result is not None and retrieval.result.ok
 
 
 async def test_a_c_store_without_a_get_waiting_is_refused(tmp_path: Path) -> None:

@@ -541,7 +541,8 @@ class ClientAssociation:
                 "(contexts=query_retrieve_contexts()) and register no C-STORE service of your own"
             )
         if not self.scp_roles:
-            raise NoPresentationContext("the peer accepted us as storage SCP for no SOP class (role selection)")
+            # Some SCPs never answer role selection yet send the C-STOREs: try, and let the counts tell.
+            self.log.warning("get_without_scp_role", detail="the peer granted us the storage SCP role for no class")
         running = self._query("get", query, C.CGetRQ, options)
 
         def route(exchange: _Exchange | None) -> None:
