@@ -48,7 +48,12 @@ from aiodicom.dimse.services import Service, ServiceRegistry
 from aiodicom.dimse.services.models import UnknownModelError
 from aiodicom.dimse.services.verification import Verification
 from aiodicom.dimse.store import ReceivedInstance
-from aiodicom.errors import AssociationError, ConfigurationError, NoPresentationContext
+from aiodicom.errors import (
+    AssociationError,
+    ConfigurationError,
+    MalformedDatasetError,
+    NoPresentationContext,
+)
 from aiodicom.synthetic import CT_IMAGE_STORAGE, make_dataset
 from aiodicom.transport.association import Timeouts
 from aiodicom.transport.memory import memory_pair
@@ -97,6 +102,8 @@ class Scripted(Service):
         self.store_statuses: list[int] = []
         self.cancelled = asyncio.Event()
         self.move_destinations: list[str] = []
+        #: Send this instead of the second match's identifier (garbage from a broken peer).
+        self.bad_identifier: bytes | None = None
         #: Abort the association after this many C-STOREs of a C-GET.
         self.abort_after: int | None = None
 
@@ -116,8 +123,10 @@ class Scripted(Service):
                 match = Dataset()
                 match.QueryRetrieveLevel = "STUDY"
                 match.StudyInstanceUID = f"1.2.3.{n}"
-                await request.respond(C.CFindRSP(rq.message_id, S.PENDING, STUDY_ROOT_FIND),
-                                      encode(match, request.context.transfer_syntax))  # fmt: skip
+                data = encode(match, request.context.transfer_syntax)
+                if n == 1 and self.bad_identifier is not None:
+                    data = self.bad_identifier
+                await request.respond(C.CFindRSP(rq.message_id, S.PENDING, STUDY_ROOT_FIND), data)
                 self.sent += 1
                 await asyncio.sleep(self.pause)
         except asyncio.CancelledError:
@@ -181,7 +190,8 @@ class Scripted(Service):
 
 @asynccontextmanager
 async def client_pair(
-    service: Service, spool: Path, *, contexts: Sequence[tuple[str, Sequence[str]]] | None = None
+    service: Service, spool: Path, *, contexts: Sequence[tuple[str, Sequence[str]]] | None = None,
+    grant_roles: bool = True,
 ) -> AsyncIterator[tuple[ClientAssociation, DimseAssociation]]:
     """(our SCU as ``connect`` builds it, the scripted SCP) over the in-memory pair."""
     proposed = list(contexts if contexts is not None else
@@ -189,7 +199,7 @@ async def client_pair(
     receiving = _storage_to_receive(proposed)
     rq = build_request("SCP", "SCU", proposed, role_selections=scp_role_selections(receiving))
     policy = AcceptorPolicy(ae_title="SCP", supported={uid: SYNTAXES for uid, _ in proposed},
-                            accept_scp_role_for=receiving)  # fmt: skip
+                            accept_scp_role_for=receiving if grant_roles else ())  # fmt: skip
     async with AsyncExitStack() as stack:
         inbox = None
         ours: list[Service] = []
@@ -287,6 +297,22 @@ async def test_a_failure_after_matches_raises_query_failed(tmp_path: Path) -> No
                 async for match in assoc.find({"StudyInstanceUID": None}):
                     got.append(match)
     assert len(got) == 3 and caught.value.status == 0xC000
+
+
+async def test_a_malformed_match_is_a_clear_error_and_the_association_serves_on(tmp_path: Path) -> None:
+    service = Scripted()
+    service.matches, service.pause = 50, 0.01
+    service.bad_identifier = b"\x10\x00\x20\x00LO\xff\x7fshort"  # claims 32 KiB, has 5 bytes
+    got = []
+    with anyio.fail_after(10):
+        async with client_pair(service, tmp_path) as (assoc, _):
+            with pytest.raises(MalformedDatasetError, match="identifier"):
+                async for match in assoc.find({"StudyInstanceUID": None}):
+                    got.append(match)
+            await service.cancelled.wait()  # the rest was cancelled, not read to the end
+            service.bad_identifier, service.matches = None, 1
+            assert len([m async for m in assoc.find({"StudyInstanceUID": None})]) == 1
+    assert len(got) == 1
 
 
 @pytest.mark.parametrize(
@@ -398,6 +424,18 @@ async def test_a_peer_aborting_mid_get_ends_the_loop_with_a_clear_error(tmp_path
     assert len(received) == 2  # what arrived before the abort is the caller's
     for instance in received:
         instance.close()
+
+
+async def test_a_peer_that_grants_no_scp_role_but_sends_anyway_is_served(tmp_path: Path) -> None:
+    """Role selection unanswered or refused: we warn and try; what the peer sends still arrives."""
+    service = Scripted()
+    service.instances = ct_instances(2)
+    with anyio.fail_after(10):
+        async with client_pair(service, tmp_path, grant_roles=False) as (assoc, _):
+            assert assoc.scp_roles == frozenset()
+            retrieval = assoc.get({"StudyInstanceUID": "1.2.3"})
+            assert len([i.close() async for i in retrieval]) == 2
+    assert retrieval.result is not None and retrieval.result.ok
 
 
 async def test_a_c_store_without_a_get_waiting_is_refused(tmp_path: Path) -> None:

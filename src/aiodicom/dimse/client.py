@@ -185,7 +185,8 @@ def query_retrieve_contexts(
         receive = list(dict.fromkeys(storage_classes))
         if fill:
             room = MAX_CONTEXTS - len(contexts) - len(receive)
-            receive += [uid for uid in STORAGE_SOP_CLASSES if uid not in set(receive)][: max(room, 0)]
+            chosen = set(receive)
+            receive += [uid for uid in STORAGE_SOP_CLASSES if uid not in chosen][: max(room, 0)]
         contexts.extend((uid, list(storage_transfer_syntaxes)) for uid in receive)
     return contexts
 
@@ -548,7 +549,8 @@ class ClientAssociation:
                 "(contexts=query_retrieve_contexts()) and register no C-STORE service of your own"
             )
         if not self.scp_roles:
-            raise NoPresentationContext("the peer accepted us as storage SCP for no SOP class (role selection)")
+            # Some SCPs never answer role selection yet send the C-STOREs: try, and let the counts tell.
+            self.log.warning("get_without_scp_role", detail="the peer granted us the storage SCP role for no class")
         running = self._query("get", query, C.CGetRQ, options)
 
         def route(exchange: _Exchange | None) -> None:

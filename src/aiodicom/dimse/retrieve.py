@@ -37,6 +37,7 @@ from aiodicom.codec.uids import (
     EXPLICIT_VR_LITTLE_ENDIAN,
     IMPLICIT_VR_LITTLE_ENDIAN,
 )
+from aiodicom.codec.walk import walk_dataset
 from aiodicom.dimse import command as C
 from aiodicom.dimse import status as S
 from aiodicom.dimse.association import DimseAssociation, Response
@@ -216,11 +217,19 @@ def encode_identifier(dataset: pydicom.Dataset, transfer_syntax: str) -> bytes:
 
 
 def decode_identifier(data: bytes, transfer_syntax: str) -> pydicom.Dataset:
-    """A response's identifier as a pydicom data set (raw bytes in ``transfer_syntax``)."""
+    """A response's identifier as a pydicom data set (raw bytes in ``transfer_syntax``).
+
+    The structure is walked first (aiodicom's own walker, as for a received C-STORE):
+    pydicom would read a value cut short as a shorter value rather than fail.
+    """
     import io
 
     from pydicom.filereader import read_dataset
 
+    try:
+        walk_dataset(data, transfer_syntax)
+    except MalformedDatasetError as exc:
+        raise MalformedDatasetError(f"the peer's identifier is malformed: {exc}") from None
     try:
         dataset = read_dataset(
             io.BytesIO(data),
