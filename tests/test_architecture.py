@@ -19,13 +19,14 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "aiodicom"
 
 # package -> aiodicom packages it must never import
 FORBIDDEN = {
-    "codec": {"ul", "transport", "dimse", "grinders", "factory", "data", "cli", "pipeline"},
-    "ul": {"transport", "dimse", "grinders", "factory", "data", "cli", "pipeline"},
-    "transport": {"dimse", "grinders", "factory", "data", "cli", "pipeline"},
-    "dimse": {"grinders", "factory", "data", "cli", "pipeline"},
-    "grinders": {"ul", "transport", "dimse", "cli", "pipeline"},
-    "factory": {"ul", "transport", "dimse", "cli", "pipeline"},
-    "data": {"ul", "transport", "dimse", "cli", "pipeline"},
+    "codec": {"ul", "transport", "dimse", "qr", "grinders", "factory", "data", "cli", "pipeline"},
+    "ul": {"transport", "dimse", "qr", "grinders", "factory", "data", "cli", "pipeline"},
+    "transport": {"dimse", "qr", "grinders", "factory", "data", "cli", "pipeline"},
+    "dimse": {"qr", "grinders", "factory", "data", "cli", "pipeline"},
+    "qr": {"grinders", "factory", "data", "cli", "pipeline"},
+    "grinders": {"ul", "transport", "dimse", "qr", "cli", "pipeline"},
+    "factory": {"ul", "transport", "dimse", "qr", "cli", "pipeline"},
+    "data": {"ul", "transport", "dimse", "qr", "cli", "pipeline"},
     "pipeline": {"cli"},
 }
 #: The sans-I/O core must not touch sockets, event loops or clocks.
@@ -166,6 +167,8 @@ def _vr_literals(path: Path) -> list[str]:
 _VR_POLICIES = {
     "data/anonymize.py:_DUMMY",  # the dummy value de-identification writes
     "dimse/command.py:_ENCODERS",  # the command set's coder for each VR of group 0000
+    "qr/matching.py:_NO_WILDCARDS",  # the VRs PS3.4 C.2.2.2.4 excludes from wildcard matching
+    "qr/matching.py:_FORMATS",  # the query value each ranged VR accepts
     "dimse/command.py:_READERS",
 }
 

@@ -24,11 +24,21 @@ _EXPORTS = {
     "ClientAssociation": "aiodicom.dimse.client",
     "connect": "aiodicom.dimse.client",
     "contexts_for_files": "aiodicom.dimse.client",
+    "query_retrieve_contexts": "aiodicom.dimse.client",
+    "MoveInbox": "aiodicom.dimse.retrieve",
+    "QueryFailed": "aiodicom.dimse.retrieve",
+    "Retrieval": "aiodicom.dimse.retrieve",
+    "RetrieveFailed": "aiodicom.dimse.retrieve",
+    "RetrieveResult": "aiodicom.dimse.retrieve",
+    "InvalidQueryError": "aiodicom.dimse.retrieve",
+    "QueryLevel": "aiodicom.dimse.services.models",
     "Server": "aiodicom.dimse.server",
     "Status": "aiodicom.dimse.status",
     "StatusCategory": "aiodicom.dimse.status",
     "AssociationInfo": "aiodicom.dimse.association",
     "ReceivedInstance": "aiodicom.dimse.store",
+    "Archive": "aiodicom.qr.archive",
+    "MoveDestination": "aiodicom.dimse.services.retrieve",
     "Timeouts": "aiodicom.transport.association",
     "ConnectTimeout": "aiodicom.transport.association",
     "AssociateTimeout": "aiodicom.transport.association",
@@ -66,6 +76,7 @@ _EXPORTS = {
 __all__ = [
     "AiodicomError",
     "AnyOf",
+    "Archive",
     "AssociateTimeout",
     "AssociationAborted",
     "AssociationError",
@@ -84,15 +95,23 @@ __all__ = [
     "Input",
     "InputContainer",
     "InvalidPortError",
+    "InvalidQueryError",
     "JsonLogFormatter",
     "MalformedDatasetError",
+    "MoveDestination",
+    "MoveInbox",
     "NoPresentationContext",
     "Not",
     "Pipeline",
     "PipelineStatus",
     "ProtocolError",
+    "QueryFailed",
+    "QueryLevel",
     "ReceivedInstance",
     "ResponseTimeout",
+    "Retrieval",
+    "RetrieveFailed",
+    "RetrieveResult",
     "Sender",
     "Server",
     "Status",
@@ -103,14 +122,30 @@ __all__ = [
     "connect",
     "contexts_for_files",
     "offload",
+    "query_retrieve_contexts",
     "run",
 ]
 
 if TYPE_CHECKING:
     from aiodicom._log import JsonLogFormatter, configure_logging
     from aiodicom.dimse.association import AssociationInfo
-    from aiodicom.dimse.client import ClientAssociation, connect, contexts_for_files
+    from aiodicom.dimse.client import (
+        ClientAssociation,
+        connect,
+        contexts_for_files,
+        query_retrieve_contexts,
+    )
+    from aiodicom.dimse.retrieve import (
+        InvalidQueryError,
+        MoveInbox,
+        QueryFailed,
+        Retrieval,
+        RetrieveFailed,
+        RetrieveResult,
+    )
     from aiodicom.dimse.server import Server
+    from aiodicom.dimse.services.models import QueryLevel
+    from aiodicom.dimse.services.retrieve import MoveDestination
     from aiodicom.dimse.status import Status, StatusCategory
     from aiodicom.dimse.store import ReceivedInstance
     from aiodicom.errors import (
@@ -131,6 +166,7 @@ if TYPE_CHECKING:
     from aiodicom.pipeline.inputs import AnyOf, DynamicInput, Input, Not
     from aiodicom.pipeline.offload import offload
     from aiodicom.pipeline.pipeline import InputContainer, Pipeline, PipelineStatus, Sender
+    from aiodicom.qr.archive import Archive
     from aiodicom.runner import run
     from aiodicom.transport.association import (
         AssociateTimeout,

@@ -501,3 +501,21 @@ def test_a_response_status_carries_the_error_comment() -> None:
     warned = Status(0xB000, error_comment="coerced").with_local_changes(("padded",))
     assert (warned, warned.error_comment, warned.local_changes) == (0xB000, "coerced", ("padded",))
     assert Status(0).error_comment is None and Status(0).local_changes == ()
+
+
+def test_a_response_with_elements_after_its_group_is_read_and_a_request_is_not() -> None:
+    """Orthanc puts a cancelled C-GET's Failed SOP Instance UID List inside the command PDV,
+    right after group 0000; a response is read without it, a request stays malformed."""
+    from aiodicom.dimse.command import CGetRSP
+    from aiodicom.dimse.status import CANCEL
+
+    extra = struct.pack("<HHI", 8, 0, 4) + struct.pack("<I", 12) + struct.pack("<HHI", 8, 0x58, 4) + b"1.2\x00"
+    response = CGetRSP(7, CANCEL, "1.2.840.10008.5.1.4.1.2.2.3", 4, 1, 0, 0)
+    message, has_dataset = decode_command(encode_command(response, has_dataset=False) + extra)
+    assert message == response and not has_dataset
+    with pytest.raises(MalformedCommandError, match="group 0000"):
+        decode_command(encode_command(CEchoRQ(1), has_dataset=False) + extra)
+    wrong = bytearray(encode_command(response, has_dataset=False))
+    struct.pack_into("<I", wrong, 8, struct.unpack_from("<I", wrong, 8)[0] - 2)  # a group length that lies
+    with pytest.raises(MalformedCommandError, match="group 0000"):  # not where the group length ends
+        decode_command(bytes(wrong) + extra)

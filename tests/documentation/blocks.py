@@ -11,10 +11,10 @@ The convention (written for contributors in ``docs/contributing.md``):
 - The ports 11112, 11113 and 11114 are documentation ports: each is replaced by a free
   port for the run, the same one in every block of the document, so runs never collide
   with each other or with a real service on 11112.
-- ``aiodicom receive ...`` and ``aiodicom serve ...`` in a shell block keep running in the
-  background: the run waits until its ``--port`` accepts connections, goes on with the
-  next line, and stops it with SIGTERM when the document ends; it must then exit with 0
-  (a graceful drain).
+- ``aiodicom receive ...``, ``aiodicom qrscp ...`` and ``aiodicom serve ...`` in a shell
+  block keep running in the background: the run waits until its ``--port`` accepts
+  connections, goes on with the next line, and stops it with SIGTERM when the document
+  ends; it must then exit with 0 (a graceful drain).
   A Python block preceded by ``<!-- docs-test: background port=11113 -->`` is run the
   same way (it must stop cleanly on SIGTERM).
 - A Python block preceded by ``<!-- docs-test: file=mynode.py -->`` is not run: it is
@@ -46,7 +46,7 @@ DOC_PORTS = ("11112", "11113", "11114")
 #: Seconds one command or Python block may take.
 STEP_TIMEOUT = 120.0
 #: Shell commands that serve until stopped.
-_SERVERS = (("aiodicom", "receive"), ("aiodicom", "serve"))
+_SERVERS = (("aiodicom", "receive"), ("aiodicom", "qrscp"), ("aiodicom", "serve"))
 
 _FENCE = re.compile(r"^(?P<indent> *)(?P<fence>`{3,}|~{3,})\s*(?P<info>[^`]*)$")
 _MARKER = re.compile(r"^\s*<!--\s*docs-test:\s*(?P<options>.*?)\s*-->\s*$")

@@ -20,7 +20,7 @@ from pydicom.dataset import Dataset
 
 import aiodicom
 from aiodicom.pipeline import InputContainer
-from peers import run_dcmtk_async, storescp
+from peers import free_port, run_dcmtk_async, storescp
 
 from .helpers import TEST_TIMEOUT, send_async, series, wait_until, write
 from .nodes import CT, PT, total_and_pid
@@ -433,3 +433,45 @@ async def test_dynamic_and_either_inputs_and_filter_end_to_end(tmp_path: Path) -
     assert {key: len(value) for key, value in ground.items()} == {  # list_grinder per series
         str(first[0].SeriesInstanceUID): 2, str(second[0].SeriesInstanceUID): 1}
     assert pet_uids == [str(pet[0].SOPInstanceUID)]
+
+
+async def test_a_data_directory_serves_one_pipeline_at_a_time(tmp_path: Path) -> None:
+    from aiodicom.pipeline.storage import DataDirectoryInUse
+
+    first = Recorder(data_directory=tmp_path / "data")
+    async with running(first):
+        with pytest.raises(DataDirectoryInUse):
+            await Recorder(data_directory=tmp_path / "data").serve()
+    async with running(Recorder(data_directory=tmp_path / "data")):  # released at stop
+        pass
+
+
+async def test_a_batch_the_outbox_holds_is_not_processed_again(tmp_path: Path) -> None:
+    """The crash window between the outbox taking a batch and the journal saying "submitted":
+    the restarted pipeline asks the outbox and only waits for the export."""
+    destination = free_port()
+
+    class Sending(Recorder):
+        async def process(self, container: InputContainer) -> aiodicom.Exporter:  # type: ignore[override]
+            await super().process(container)
+            return aiodicom.DicomExport(("127.0.0.1", destination, "STORESCP"), container.datasets["ct"])  # type: ignore[arg-type]
+
+    first = Sending(data_directory=tmp_path / "data")
+    ct, pt = series("WINDOW", "CT", 3), series("WINDOW", "PT", 2)
+    async with running(first) as port:
+        await send_async(port, [*ct, *pt])
+        await wait_until(lambda: _states(tmp_path) == ["submitted"], what="the batch submitted")
+    [record_file] = (tmp_path / "data" / "batches").glob("*/batch.json")
+    record = json.loads(record_file.read_text())
+    record_file.write_text(json.dumps({**record, "state": "validated"}))  # the journal write never happened
+    out = tmp_path / "received"
+    out.mkdir()
+    second = Sending(data_directory=tmp_path / "data")
+    with storescp(destination, output_dir=out):
+        async with running(second):
+            await wait_until(lambda: len(list(out.iterdir())) == 3 and not record_file.exists(), what="the export")
+    assert len(first.calls) == 1 and second.calls == []
+
+
+def _states(work: Path) -> list[str]:
+    return [json.loads(p.read_text())["state"] for p in (work / "data" / "batches").glob("*/batch.json")]

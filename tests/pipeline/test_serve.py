@@ -7,6 +7,7 @@ written by :class:`nodes.JournalNode`) and its export delivered once.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -31,7 +32,7 @@ def serving(work: Path, node: str = "JournalNode", **env: str) -> Iterator[Peer]
     """``aiodicom serve nodes:<node>`` on a free port, data in ``work/data``."""
     port = free_port()
     command = [sys.executable, "-m", "aiodicom", "serve", f"nodes:{node}", "--port", str(port),
-               "--data-directory", str(work / "data"), "--grace", "2"]  # fmt: skip
+               "--data-directory", str(work / "data"), "--grace", "2", "--log-format", "json"]  # fmt: skip
     with run_peer(command, port, env={"PIPE_TEST_DIR": str(work), **env}, cwd=HERE, ready_timeout=30) as peer:
         yield peer
 
@@ -90,6 +91,10 @@ async def test_kill_during_processing_processes_once_after_restart(tmp_path: Pat
         await wait_until(lambda: len(exported(tmp_path)) == 3 and not stored_names(tmp_path, "batches"),
                          what="the resumed batch processed and exported")  # fmt: skip
     assert peer.returncode == 0 and "stopped (received 0, processed 1" in peer.output()  # SIGTERM drains
+    events = [json.loads(line) for line in peer.output().splitlines() if line.startswith("{")]
+    resumed = [e for e in events if e.get("event") == "batch_resumed"]
+    assert resumed and resumed[0]["batch"] == batch_id and len(resumed[0]["patient"]) == 12  # hashed
+    assert "KILLPX" not in peer.output()  # no PHI in the logs at info level
     lines = calls(tmp_path)
     assert [line.split()[:2] for line in lines] == [["start", batch_id], ["start", batch_id], ["finish", batch_id]]
     assert {p.parent.name for p in exported(tmp_path)} == {batch_id}
@@ -127,6 +132,18 @@ async def test_kill_while_exports_wait_delivers_once_after_restart(tmp_path: Pat
 
 
 def _journal_states(work: Path) -> list[str]:
-    import json
-
     return [json.loads(path.read_text()).get("state") for path in (work / "data" / "batches").glob("*/batch.json")]
+
+
+def test_serve_reports_a_port_in_use_in_one_line(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run([sys.executable, "-m", "aiodicom", "serve", "nodes:JournalNode", "--port", str(port),
+                                 "--data-directory", str(tmp_path / "data")], cwd=HERE, capture_output=True,
+                                text=True, timeout=60, env={**os.environ, "PIPE_TEST_DIR": str(tmp_path)})  # fmt: skip
+    assert result.returncode == 1 and f"cannot listen on 127.0.0.1:{port}" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr

@@ -23,6 +23,7 @@ _COMMANDS = {
     "store": "store",
     "receive": "receive",
     "serve": "serve",
+    "qrscp": "qrscp",
     "generate": "generate",
     "show": "data",
     "to-nifti": "data",
@@ -30,8 +31,11 @@ _COMMANDS = {
     "from-nifti": "factory",
     "masks": "segmentation",
     "contours": "segmentation",
+    "find": "qr",
+    "get": "qr",
+    "move": "qr",
 }
-_MODULES = ("echo", "store", "receive", "serve", "generate", "data", "factory", "segmentation")
+_MODULES = ("echo", "store", "receive", "serve", "qr", "qrscp", "generate", "data", "factory", "segmentation")
 
 
 N = TypeVar("N", int, float)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TextIO
 import anyio
 import anyio.abc
 
-from aiodicom.cli import EXIT_INTERRUPTED, number
+from aiodicom.cli import EXIT_INTERRUPTED, number, single_error
 from aiodicom.cli.net import (
     LOG_FORMATS,
     LOG_LEVELS,
@@ -42,15 +42,8 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         description="Run a C-STORE SCP writing DIR/<Study>/<Series>/<SOP>.dcm. It listens on "
         "127.0.0.1 unless told otherwise: use --host 0.0.0.0 for modalities on the network.",
     )
-    receive.add_argument("--host", default="127.0.0.1",
-                         help="address to listen on; 0.0.0.0 for every interface [%(default)s]")
-    receive.add_argument("--port", type=listen_port, default=11112,
-                         help="TCP port (0: any free one) [%(default)s]")
-    receive.add_argument("--aet", default="AIODICOM", help="our AE title [%(default)s]")
+    add_listen_options(receive)
     receive.add_argument("--output-dir", required=True, type=Path, help="where to write the files")
-    receive.add_argument("--require-called-ae", action="store_true", help="reject other called AE titles")
-    receive.add_argument("--allow", action="append", metavar="AE", help="accept only these calling AE titles")
-    receive.add_argument("--accept-any-transfer-syntax", action="store_true", help="store compressed data untouched")
     receive.add_argument("--max-associations", type=at_least_one, default=64,
                          help="associations at once; with workers, each takes up to twice its share [%(default)s]")
     receive.add_argument("--workers", type=at_least_one, default=None, metavar="N",
@@ -70,28 +63,44 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     receive.add_argument("--fsync", action="store_true",
                          help="flush each file and its folder to disk before answering success "
                          "(survives a power loss; batched across associations) [off: survives a crash]")
-    receive.add_argument("--acse-timeout", type=seconds, default=30.0, metavar="S",
-                         help="seconds for association set-up and release [%(default)s]")
-    receive.add_argument("--dimse-timeout", type=seconds, default=60.0, metavar="S",
-                         help="seconds for a sender to take our responses [%(default)s]")
-    receive.add_argument("--idle-timeout", type=seconds, default=120.0, metavar="S",
-                         help="seconds an association may stay silent [%(default)s]")
     receive.add_argument("--tls-cert", help="serve TLS with this certificate (PEM)")
     receive.add_argument("--tls-key", help="private key for --tls-cert (PEM)")
     receive.add_argument("--tls-ca", help="CA for client certificates")
     receive.add_argument("--tls-require-client-cert", action="store_true")
-    receive.add_argument("--grace", type=number(float, 0.0), default=10.0,
-                         help="seconds to finish associations on SIGTERM or a first Ctrl-C "
-                         "(a second Ctrl-C stops at once) [%(default)s]")
     receive.add_argument("--metrics-port", type=listen_port, default=None, metavar="P",
                          help="serve Prometheus metrics at http://HOST:P/metrics (needs aiodicom[metrics])")
     receive.add_argument("--metrics-host", default="127.0.0.1", help="address for --metrics-port [%(default)s]")
-    receive.add_argument("--log-level", choices=LOG_LEVELS, default="warning",
-                         help="[%(default)s]")
-    receive.add_argument("--log-format", choices=LOG_FORMATS, default="console",
-                         help="console lines or one JSON object per line, on stderr [%(default)s]")
-    receive.add_argument("-v", "--verbose", action="store_true", help="same as --log-level info")
+    add_running_options(receive)
     receive.set_defaults(func=_receive)
+
+
+def add_listen_options(parser: argparse.ArgumentParser) -> None:
+    """Where an SCP listens and whom it accepts (``receive``, ``qrscp``)."""
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on; 0.0.0.0 for every interface [%(default)s]")
+    parser.add_argument("--port", type=listen_port, default=11112,
+                        help="TCP port (0: any free one) [%(default)s]")
+    parser.add_argument("--aet", default="AIODICOM", help="our AE title [%(default)s]")
+    parser.add_argument("--require-called-ae", action="store_true", help="reject other called AE titles")
+    parser.add_argument("--allow", action="append", metavar="AE", help="accept only these calling AE titles")
+    parser.add_argument("--accept-any-transfer-syntax", action="store_true", help="store compressed data untouched")
+
+
+def add_running_options(parser: argparse.ArgumentParser) -> None:
+    """An SCP's timeouts, shutdown grace and logs (``receive``, ``qrscp``)."""
+    parser.add_argument("--acse-timeout", type=seconds, default=30.0, metavar="S",
+                        help="seconds for association set-up and release [%(default)s]")
+    parser.add_argument("--dimse-timeout", type=seconds, default=60.0, metavar="S",
+                        help="seconds for a peer to take our messages or answer ours [%(default)s]")
+    parser.add_argument("--idle-timeout", type=seconds, default=120.0, metavar="S",
+                        help="seconds an association may stay silent [%(default)s]")
+    parser.add_argument("--grace", type=number(float, 0.0), default=10.0,
+                        help="seconds to finish associations on SIGTERM or a first Ctrl-C "
+                        "(a second Ctrl-C stops at once) [%(default)s]")
+    parser.add_argument("--log-level", choices=LOG_LEVELS, default="warning", help="[%(default)s]")
+    parser.add_argument("--log-format", choices=LOG_FORMATS, default="console",
+                        help="console lines or one JSON object per line, on stderr [%(default)s]")
+    parser.add_argument("-v", "--verbose", action="store_true", help="same as --log-level info")
 
 
 class FileWriter:
@@ -250,35 +259,42 @@ def _build_server(
 ) -> Any:
     """The Server that ``receive`` runs, or each of its workers (``channel``: on the shared port)."""
     from aiodicom.dimse.server import Server
-    from aiodicom.transport.association import Timeouts
     from aiodicom.ul.negotiation import DEFAULT_MAX_PDU_LENGTH
 
     on_store = tally.counting(FileWriter(output_dir))
     return Server(
-        args.aet,
-        args.host,
-        args.port,
         on_store=on_store if channel is None else channel.reporting(on_store),
-        on_released=tally.released,
-        on_aborted=tally.aborted,
-        accept_any_transfer_syntax=args.accept_any_transfer_syntax,
-        require_called_ae=args.require_called_ae,
-        calling_ae_allowlist=args.allow,
-        max_associations=args.max_associations,
+        **server_options(args, tally),
         max_operations=args.max_operations,
         max_connections_per_host=args.max_connections_per_host,
         max_memory=args.max_memory * 1024 * 1024,
         max_pdu_length=args.max_pdu or DEFAULT_MAX_PDU_LENGTH,
         ssl=_server_ssl(args),
-        timeouts=Timeouts(
-            acse=args.acse_timeout, dimse=args.dimse_timeout, network_idle=args.idle_timeout
-        ),
         spool_dir=output_dir / ".incoming",
         memory_threshold=args.memory_threshold,
         fsync=args.fsync,
         observer=_metrics_observer(args),
         reuse_port=channel is not None,
     )
+
+
+def server_options(args: argparse.Namespace, tally: Tally) -> dict[str, Any]:
+    """The ``Server`` arguments of the options every SCP command shares (see
+    :func:`add_listen_options`, :func:`add_running_options`), its reports going to ``tally``."""
+    from aiodicom.transport.association import Timeouts
+
+    return {
+        "ae_title": args.aet,
+        "host": args.host,
+        "port": args.port,
+        "on_released": tally.released,
+        "on_aborted": tally.aborted,
+        "accept_any_transfer_syntax": args.accept_any_transfer_syntax,
+        "require_called_ae": args.require_called_ae,
+        "calling_ae_allowlist": args.allow,
+        "max_associations": args.max_associations,
+        "timeouts": Timeouts(acse=args.acse_timeout, dimse=args.dimse_timeout, network_idle=args.idle_timeout),
+    }
 
 
 def _workers(args: argparse.Namespace) -> int:
@@ -329,6 +345,23 @@ class Stopper:
                     )
 
 
+async def start_listening(
+    group: anyio.abc.TaskGroup, serve: Callable[..., Coroutine[Any, Any, None]], host: str, port: int
+) -> int:
+    """``await group.start(serve)``; an address that cannot be bound is one line, not a traceback.
+
+    The OSError may come wrapped in the exception group of ``serve``'s own task group (a pipeline).
+    """
+    try:
+        bound: int = await group.start(serve)
+    except Exception as exc:
+        error = single_error(exc)
+        if isinstance(error, OSError):
+            raise CliError(f"cannot listen on {host}:{port}: {describe_os_error(error)}") from None
+        raise
+    return bound
+
+
 def _receive(args: argparse.Namespace) -> int:
     check_ae_options(args)
     configure_cli_logging("info" if args.verbose else args.log_level, args.log_format)
@@ -364,12 +397,7 @@ def _run_receiver(
             watchers.start_soon(stopper.watch)
             try:
                 async with anyio.create_task_group() as serving:
-                    try:
-                        port = await serving.start(serve)
-                    except OSError as exc:
-                        raise CliError(
-                            f"cannot listen on {args.host}:{args.port}: {describe_os_error(exc)}"
-                        ) from None
+                    port = await start_listening(serving, serve, args.host, args.port)
                     if observer is not None:  # served until the receiver stops
                         metrics_port = await _start_metrics(watchers, observer, args)
                         print(f"aiodicom receive: metrics at http://{args.metrics_host}:{metrics_port}/metrics",

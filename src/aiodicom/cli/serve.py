@@ -13,7 +13,6 @@ import anyio
 
 from aiodicom.cli import EXIT_INTERRUPTED, number
 from aiodicom.cli.net import LOG_FORMATS, LOG_LEVELS, CliError, configure_cli_logging, listen_port
-from aiodicom.transport.address import describe_os_error
 
 if TYPE_CHECKING:
     from aiodicom.pipeline import Pipeline
@@ -67,7 +66,7 @@ def _settings(args: argparse.Namespace) -> dict[str, object]:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from aiodicom.cli.receive import Stopper
+    from aiodicom.cli.receive import Stopper, start_listening
     from aiodicom.runner import run
 
     configure_cli_logging(args.log_level, args.log_format)
@@ -79,10 +78,7 @@ def _serve(args: argparse.Namespace) -> int:
             watchers.start_soon(stopper.watch)
             try:
                 async with anyio.create_task_group() as serving:
-                    try:
-                        port = await serving.start(pipeline.serve)
-                    except OSError as exc:
-                        raise CliError(f"cannot listen on {pipeline.host}:{pipeline.port}: {describe_os_error(exc)}") from None
+                    port = await start_listening(serving, pipeline.serve, pipeline.host, pipeline.port)
                     where = pipeline.data_directory or "memory only"
                     print(f"aiodicom serve: {args.target} listening on {pipeline.host}:{port} as "
                           f"{pipeline.ae_title}, data in {where}", flush=True)  # fmt: skip

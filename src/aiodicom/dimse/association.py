@@ -273,7 +273,19 @@ class DimseAssociation:
             return
         self.log.info("operation_cancelled", mid=message_id)
         self._cancelled.add(message_id)
-        task.cancel()
+        # Not task.cancel() here: a C-CANCEL read in the same batch as its request would
+        # cancel a task that has not started, whose body (and so its answer and the release
+        # of its window slot) would never run. The task's first step is already scheduled,
+        # so a cancel scheduled after it reaches the handler.
+        asyncio.get_running_loop().call_soon(task.cancel)
+
+    def cancel_requested(self, message_id: int) -> bool:
+        """Whether the peer sent C-CANCEL for its request ``message_id`` (being handled).
+
+        A handler that finishes its step in flight before stopping (a retrieve's
+        sub-operation) tells a C-CANCEL apart from an abort or a shutdown with this.
+        """
+        return message_id in self._cancelled
 
     async def _serve(self, item: AssembledMessage[C.Message]) -> None:
         message = item.command

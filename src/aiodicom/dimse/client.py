@@ -11,29 +11,33 @@ from __future__ import annotations
 import asyncio
 import os
 import ssl as _ssl
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Unpack
 
 from aiodicom.codec.part10 import FileMeta, pad_odd_lengths, read_file_meta, transcode
 from aiodicom.codec.uids import (
     EXPLICIT_VR_LITTLE_ENDIAN,
     IMPLICIT_VR_LITTLE_ENDIAN,
     LOSSLESS_COMPRESSED_TRANSFER_SYNTAXES,
+    STORAGE_SOP_CLASSES,
     UNCOMPRESSED_TRANSFER_SYNTAXES,
     VERIFICATION_SOP_CLASS,
     is_compressed,
+    sop_class_name,
     transfer_syntax_name,
 )
 from aiodicom.codec.walk import walk_dataset, walk_file
 from aiodicom.dimse import command as C
 from aiodicom.dimse.association import DimseAssociation
 from aiodicom.dimse.services import Service, ServiceRegistry
+from aiodicom.dimse.services.models import model_by_name
 from aiodicom.dimse.status import Status
 from aiodicom.errors import (
     AiodicomError,
     AssociationError,
+    ConfigurationError,
     DicomFileError,
     MalformedDatasetError,
     NoPresentationContext,
@@ -48,10 +52,27 @@ from aiodicom.transport.association import (
     Timeouts,
 )
 from aiodicom.ul.machine import Role
-from aiodicom.ul.negotiation import DEFAULT_MAX_PDU_LENGTH, build_request
+from aiodicom.ul.negotiation import (
+    DEFAULT_MAX_PDU_LENGTH,
+    accepted_scp_roles,
+    build_request,
+    scp_role_selections,
+)
 
 if TYPE_CHECKING:
     import pydicom
+
+    from aiodicom.dimse.retrieve import (
+        GetInbox,
+        MoveInbox,
+        ProgressCallback,
+        Query,
+        QueryOptions,
+        Retrieval,
+        RetrieveResult,
+        _Exchange,
+        _Running,
+    )
 
 #: Data sets up to this size are read whole; larger ones are streamed from disk.
 _STREAM_THRESHOLD = 32 * 1024 * 1024
@@ -88,6 +109,8 @@ COMMON_STORAGE_SOP_CLASSES: tuple[str, ...] = (
 )
 
 ContextSpec = tuple[str, Sequence[str]]
+#: Presentation contexts one association can propose (odd IDs 1-255, PS3.8 9.3.2.2).
+MAX_CONTEXTS = 128
 
 
 def default_contexts() -> list[ContextSpec]:
@@ -131,6 +154,43 @@ def contexts_for_encodings(encodings: Iterable[tuple[str, str]]) -> list[list[Co
     return [[(VERIFICATION_SOP_CLASS, [IMPLICIT_VR_LITTLE_ENDIAN]), *group] for group in groups]
 
 
+def query_retrieve_contexts(
+    models: Iterable[str] = ("study", "patient"),
+    *,
+    operations: Iterable[str] = ("find", "move", "get"),
+    storage_classes: Iterable[str] = COMMON_STORAGE_SOP_CLASSES,
+    storage_transfer_syntaxes: Sequence[str] = UNCOMPRESSED_TRANSFER_SYNTAXES[:2],
+    fill: bool = False,
+) -> list[ContextSpec]:
+    """Contexts for ``find``/``move``/``get``: Verification, the Query/Retrieve classes of
+    ``models`` and, with ``get``, ``storage_classes`` to receive its C-STOREs in.
+
+    With ``get`` among the operations, :func:`connect` proposes the SCP role for those
+    storage classes (role selection) and receives their C-STOREs into :meth:`ClientAssociation.get`.
+    ``fill`` adds the other storage SOP classes after them, in UID order, as many as fit
+    in the 128 contexts of an association (there are about 200: not all of them fit).
+    More than 128 contexts in all raise :class:`ValueError` at :func:`connect`: pass fewer
+    storage classes (e.g. only the ones the study holds) or open two associations.
+    """
+    wanted = tuple(dict.fromkeys(operations))
+    unknown = set(wanted) - {"find", "move", "get"}
+    if unknown:
+        raise ConfigurationError(f"unknown Query/Retrieve operation(s): {', '.join(sorted(unknown))}")
+    syntaxes = list(UNCOMPRESSED_TRANSFER_SYNTAXES[:2])
+    contexts: list[ContextSpec] = [(VERIFICATION_SOP_CLASS, [IMPLICIT_VR_LITTLE_ENDIAN])]
+    for name in dict.fromkeys(models):
+        model = model_by_name(name)
+        contexts.extend((getattr(model, operation), syntaxes) for operation in wanted)
+    if "get" in wanted:
+        receive = list(dict.fromkeys(storage_classes))
+        if fill:
+            room = MAX_CONTEXTS - len(contexts) - len(receive)
+            chosen = set(receive)
+            receive += [uid for uid in STORAGE_SOP_CLASSES if uid not in chosen][: max(room, 0)]
+        contexts.extend((uid, list(storage_transfer_syntaxes)) for uid in receive)
+    return contexts
+
+
 #: A message ready to send: (context ID, command factory by message ID, data set,
 #: what was changed locally to send it).
 _Prepared = tuple[int, Any, "bytes | memoryview", tuple[str, ...]]
@@ -144,13 +204,16 @@ class ClientAssociation:
     us (e.g. the C-STOREs of a C-GET) with the handlers given to :func:`connect`.
     """
 
-    def __init__(self, dimse: DimseAssociation) -> None:
+    def __init__(self, dimse: DimseAssociation, *, get_inbox: GetInbox | None = None) -> None:
         self.dimse = dimse
         self._association = dimse.association
         self.timeouts = dimse.association.timeouts
         #: Requests we may have in flight at once (the window the peer granted).
         self.max_outstanding = dimse.max_outstanding
         self.log = dimse.log
+        #: Storage SOP classes the peer agreed we receive as SCP (role selection, for C-GET).
+        self.scp_roles = accepted_scp_roles(self._association.request, self._association.response)
+        self._get_inbox = get_inbox
 
     # --- information -------------------------------------------------------------
 
@@ -209,9 +272,17 @@ class ClientAssociation:
         return status.with_local_changes(changes)
 
     async def store_files(
-        self, paths: Iterable[str | os.PathLike[str]], *, priority: int = C.Priority.MEDIUM
+        self,
+        paths: Iterable[str | os.PathLike[str]],
+        *,
+        priority: int = C.Priority.MEDIUM,
+        move_originator_ae: str | None = None,
+        move_originator_message_id: int | None = None,
     ) -> AsyncGenerator[tuple[Path, Status | AiodicomError], None]:
         """C-STORE files in order, reading each next file while the peer answers the last.
+
+        The Move Originator fields go on every request when given (the sub-operations of
+        a C-MOVE we serve).
 
         Yields ``(path, status)``, or ``(path, error)`` for a file that was not
         sent, and the association goes on: :class:`~aiodicom.errors.MalformedDatasetError`
@@ -229,7 +300,7 @@ class ClientAssociation:
             if index >= len(queue):
                 return None
             try:
-                return self._prepare_file(queue[index], priority, None, None)
+                return self._prepare_file(queue[index], priority, move_originator_ae, move_originator_message_id)
             except AiodicomError as exc:
                 return exc
             except OSError as exc:
@@ -245,7 +316,7 @@ class ClientAssociation:
             if current is None:  # too large to read whole: streamed from disk
                 outcome: Status | AiodicomError
                 try:
-                    outcome = await self._store_large(path, priority, None, None)
+                    outcome = await self._store_large(path, priority, move_originator_ae, move_originator_message_id)
                 except (DicomFileError, NoPresentationContext) as exc:
                     outcome = exc  # this file only; the association goes on
                 upcoming = prepare(index + 1)
@@ -381,6 +452,142 @@ class ClientAssociation:
 
             return (await self.dimse.request_final(context_id, rq_factory, send=send)).status
 
+    # --- query/retrieve ------------------------------------------------------------------
+
+    def find(self, query: Query, **options: Unpack[QueryOptions]) -> AsyncGenerator[pydicom.Dataset, None]:
+        """C-FIND: ``async for identifier in assoc.find(query, level="STUDY")``, one per match.
+
+        ``query`` is a pydicom data set or a mapping of keywords to values (``None`` or
+        ``""``: return this attribute). Options (:class:`~aiodicom.dimse.retrieve.QueryOptions`):
+        ``model`` is ``"study"`` (Study Root, the default) or ``"patient"`` (Patient Root);
+        ``level`` defaults to the query's own QueryRetrieveLevel, else the model's top
+        level; ``priority``; ``timeout`` bounds each response (default: ``Timeouts.dimse``).
+        Leaving the loop early or cancelling the task sends C-CANCEL and reads up to the
+        final response, so the association stays usable (``contextlib.aclosing`` makes that
+        happen before the next statement rather than when the generator is collected). A
+        failure status raises :class:`~aiodicom.dimse.retrieve.QueryFailed` after the
+        matches before it. Bad queries and a missing presentation context raise here,
+        before anything is sent.
+        """
+        from aiodicom.dimse.retrieve import find_responses
+
+        return find_responses(self._query("find", query, C.CFindRQ, options))
+
+    async def move(
+        self,
+        query: Query,
+        *,
+        destination_ae: str,
+        on_progress: ProgressCallback | None = None,
+        **options: Unpack[QueryOptions],
+    ) -> RetrieveResult:
+        """C-MOVE the matches of ``query`` to ``destination_ae``; the final counts.
+
+        ``on_progress`` gets a :class:`~aiodicom.dimse.retrieve.RetrieveResult` for each
+        pending response and the final one. Success or warning (0xB000: some sub-operations
+        failed; see ``failed`` and ``failed_sop_instance_uids``) and cancel return the
+        result; a failure status (0xA801 unknown destination, 0xA702 all failed, ...) raises
+        :class:`~aiodicom.dimse.retrieve.RetrieveFailed`, whose ``result`` has the counts.
+        Cancelling the task sends C-CANCEL and reads up to the final response. Options as
+        for :meth:`find`.
+        """
+        from aiodicom.dimse.retrieve import retrieve_responses
+
+        running = self._query("move", query, self._move_rq(destination_ae), options)
+        final: Any = None
+        async for final in retrieve_responses(running, "C-MOVE", on_progress):  # noqa: B007
+            pass  # no instances come on this association: only the final result
+        result: RetrieveResult = final
+        return result
+
+    def move_to_self(
+        self,
+        query: Query,
+        *,
+        inbox: MoveInbox,
+        on_progress: ProgressCallback | None = None,
+        **options: Unpack[QueryOptions],
+    ) -> Retrieval:
+        """C-MOVE to a :class:`~aiodicom.Server` of ours whose ``on_store`` is ``inbox.on_store``.
+
+        ``async for instance in assoc.move_to_self(query, inbox=inbox)`` yields each instance
+        as the server receives it (streamed to its spool like any C-STORE); they are the
+        caller's to ``save`` or ``close``. The peer must know ``inbox.ae_title`` as a move
+        destination. :attr:`~aiodicom.dimse.retrieve.Retrieval.result` has the final counts.
+        """
+        from aiodicom.dimse.retrieve import retrieval
+
+        originator = self._association.calling_ae.strip()
+        running = self._query("move", query, self._move_rq(inbox.ae_title), options)
+
+        def register(mid: int) -> None:
+            assert running.exchange is not None
+            inbox.register(originator, mid, running.exchange)
+
+        running.on_message_id = register
+        return retrieval(running, "C-MOVE", on_progress, on_end=inbox.unregister)
+
+    def get(
+        self, query: Query, *, on_progress: ProgressCallback | None = None, **options: Unpack[QueryOptions]
+    ) -> Retrieval:
+        """C-GET: ``async for instance in assoc.get(query)`` yields the instances as they arrive.
+
+        They come by C-STORE on this association, into the same streaming storage as a
+        server's (memory, then the spool file), for the storage classes :func:`connect`
+        proposed and the peer accepted us as SCP for (see :func:`query_retrieve_contexts`).
+        Each :class:`~aiodicom.ReceivedInstance` is the caller's: ``save`` or ``close`` it
+        inside the ``connect`` block. One C-GET at a time per association (its C-STOREs do
+        not say which C-GET they serve). Counts, errors, cancel and options as for
+        :meth:`move`; :attr:`~aiodicom.dimse.retrieve.Retrieval.result` has the final counts.
+        """
+        from aiodicom.dimse.retrieve import retrieval
+
+        inbox = self._get_inbox
+        if inbox is None:
+            raise ConfigurationError(
+                "this association receives no C-GET instances: propose a GET context "
+                "(contexts=query_retrieve_contexts()) and register no C-STORE service of your own"
+            )
+        if not self.scp_roles:
+            # Some SCPs never answer role selection yet send the C-STOREs: try, and let the counts tell.
+            self.log.warning("get_without_scp_role", detail="the peer granted us the storage SCP role for no class")
+        running = self._query("get", query, C.CGetRQ, options)
+
+        def route(exchange: _Exchange | None) -> None:
+            inbox.current = exchange
+
+        return retrieval(running, "C-GET", on_progress, lock=inbox.lock, on_begin=route, on_end=lambda _: route(None))
+
+    def _move_rq(self, destination_ae: str) -> Callable[[int, str, int], C.Message]:
+        from aiodicom.codec.ae import normalize_ae_title
+
+        destination = normalize_ae_title(destination_ae, "move destination AE title")
+        return lambda mid, uid, priority: C.CMoveRQ(mid, uid, destination, priority)
+
+    def _query(
+        self, operation: str, query: Query, make: Callable[[int, str, int], C.Message], options: QueryOptions
+    ) -> _Running:
+        """Check and encode a query now, so errors come before anything is sent.
+
+        ``make(message ID, SOP class, priority)`` builds the request.
+        """
+        from aiodicom.dimse.retrieve import _Running, encode_query, query_level
+
+        information_model = model_by_name(options.get("model", "study"))
+        level = options.get("level")
+        priority = options.get("priority", C.Priority.MEDIUM)
+        sop_class: str = getattr(information_model, operation)
+        context = self._association.context_for(sop_class, UNCOMPRESSED_TRANSFER_SYNTAXES)
+        if context is None:
+            raise NoPresentationContext(
+                f"the peer did not accept {sop_class_name(sop_class)}: propose it "
+                "(connect(..., contexts=query_retrieve_contexts()))"
+            )
+        asked = level if level is not None else query_level(query) or information_model.levels[0]
+        identifier = encode_query(query, information_model.level(asked), context.transfer_syntax)
+        return _Running(self.dimse, context.id, context.transfer_syntax, identifier,
+                        lambda mid: make(mid, sop_class, priority), options.get("timeout"))  # fmt: skip
+
     # --- ending ------------------------------------------------------------------------
 
     async def release(self) -> None:
@@ -462,6 +669,8 @@ async def connect(
     max_pdu_length: int = DEFAULT_MAX_PDU_LENGTH,
     max_outstanding: int | None = None,
     services: Sequence[Service] = (),
+    spool_dir: str | os.PathLike[str] | None = None,
+    memory_threshold: int = 1024 * 1024,
 ) -> AsyncIterator[ClientAssociation]:
     """Open an association, yield it, release it on exit (abort on error).
 
@@ -481,20 +690,78 @@ async def connect(
     :param services: services whose requests the peer may send us on this association
         (e.g. :func:`~aiodicom.dimse.services.storage.storage` for the C-STOREs of a C-GET);
         others are answered 0x0211 (unrecognized operation).
+    :param spool_dir: with a C-GET context proposed, where received data sets larger than
+        ``memory_threshold`` are written as they arrive (default: the private spool folder,
+        as for :class:`~aiodicom.Server`); on the file system of their destination, saving
+        them is a rename. It is removed when the association ends.
+    :param memory_threshold: C-GET data sets up to this many bytes stay in memory.
     :raises AssociationRejected: the peer rejected the association.
     :raises AssociationError: the connection failed or the association was aborted.
     :raises DicomTimeoutError: connecting or negotiating took longer than ``timeouts`` allow.
     """
     check_port(port, listening=False)
+    proposed = list(contexts) if contexts is not None else default_contexts()
+    storage_classes = _storage_to_receive(proposed)
     rq = build_request(
         called_ae,
         calling_ae,
-        contexts if contexts is not None else default_contexts(),
+        proposed,
         max_pdu_length=max_pdu_length,
         async_ops_window=(max_outstanding, 1) if max_outstanding else None,
+        role_selections=scp_role_selections(storage_classes),
     )
+    async with AsyncExitStack() as stack:
+        get_inbox = None
+        if storage_classes and not any(C.CStoreRQ in service.handlers for service in services):
+            get_inbox, storage = _get_storage(stack, storage_classes, spool_dir, memory_threshold)
+            services = [*services, storage]
+        registry = ServiceRegistry(services)
+        async with _open(host, port, rq, registry, ssl, timeouts, get_inbox) as client:
+            yield client
+
+
+def _storage_to_receive(contexts: Sequence[ContextSpec]) -> tuple[str, ...]:
+    """With a C-GET context proposed: the storage classes proposed, to receive its C-STOREs."""
+    from aiodicom.dimse.services.models import MODELS
+
+    get_classes = {model.get for model in MODELS.values()}
+    if not any(uid in get_classes for uid, _ in contexts):
+        return ()
+    storage = frozenset(STORAGE_SOP_CLASSES)
+    return tuple(dict.fromkeys(uid for uid, _ in contexts if uid in storage))
+
+
+def _get_storage(
+    stack: AsyncExitStack, sop_classes: Sequence[str], spool_dir: str | os.PathLike[str] | None, threshold: int
+) -> tuple[GetInbox, Service]:
+    """The C-STORE service of a C-GET SCU, its spool open until ``stack`` closes."""
+    from aiodicom.dimse.retrieve import GetInbox
+    from aiodicom.dimse.services.storage import Storage
+    from aiodicom.dimse.store import SpoolDirectory, SpoolFiles
+
+    folder = SpoolDirectory(Path(spool_dir)) if spool_dir is not None else SpoolDirectory.private()
+    spool = SpoolFiles(folder.open())
+    stack.callback(folder.close)
+    stack.callback(spool.close)
+    inbox = GetInbox()
+    storage = Storage(inbox.on_store, sop_classes=sop_classes, memory_threshold=threshold)
+    storage.open(spool)
+    stack.callback(storage.close)
+    return inbox, storage
+
+
+@asynccontextmanager
+async def _open(
+    host: str,
+    port: int,
+    rq: Any,
+    registry: ServiceRegistry,
+    ssl: _ssl.SSLContext | None,
+    timeouts: Timeouts,
+    get_inbox: GetInbox | None,
+) -> AsyncIterator[ClientAssociation]:
+    """Connect, negotiate ``rq``, run the reader; release on exit (abort on error)."""
     loop = asyncio.get_running_loop()
-    registry = ServiceRegistry(services)
 
     def factory() -> DicomProtocol:
         protocol = DicomProtocol(Role.REQUESTOR, timeouts=timeouts, command_decoder=registry.decoder)
@@ -518,7 +785,7 @@ async def connect(
             protocol.transport.abort()
         raise AssociateTimeout(f"{host}:{port} did not answer A-ASSOCIATE-RQ in {timeouts.acse} s") from None
     dimse = DimseAssociation(association, registry.handlers)
-    client = ClientAssociation(dimse)
+    client = ClientAssociation(dimse, get_inbox=get_inbox)
     # A plain asyncio task rather than an anyio task group: a one-shot ``aiodicom echo``
     # then never imports anyio, and the caller's exception comes back as it was raised.
     dimse.start()
@@ -540,4 +807,5 @@ __all__ = [
     "contexts_for_encodings",
     "contexts_for_files",
     "default_contexts",
+    "query_retrieve_contexts",
 ]

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import enum
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import (
     Any,
     Final,
@@ -644,16 +644,29 @@ def _decoder(message_type: type[_Message], spec: MessageSpec) -> _Decoder:
 _DECODERS: Final[dict[int, _Decoder]] = {spec.command_field: _decoder(t, spec) for t, spec in SCHEMA.items()}
 
 
+def _group_end(raw: Mapping[int, bytes]) -> int | None:
+    """Where group 0000 ends by its own (0000,0000) group length, if it came first."""
+    length = raw.get(0x0000)
+    if length is None or len(length) != 4:
+        return None
+    return 12 + int.from_bytes(length, "little")
+
+
 def decode_command(data: bytes | bytearray | memoryview) -> tuple[Message, bool]:
     """Decode a command set; return the message and whether a data set follows.
 
     The (0000,0000) group length is not trusted (the PDV boundaries are what
     delimit the command); every other length is checked against the buffer.
+    One exception, for responses only: elements of another group right where the group
+    length says group 0000 ends are ignored. Orthanc (1.10) sends the Failed SOP
+    Instance UID List of a cancelled C-GET that way, inside the command PDV; aborting
+    for it would take a usable association down. A request stays strict.
     """
     buf = data if type(data) is bytes else bytes(data)
     n = len(buf)
     pos = 0
     raw: dict[int, bytes] = {}
+    trailing: str | None = None
     while pos < n:
         if pos + 8 > n:
             raise MalformedCommandError(
@@ -661,9 +674,10 @@ def decode_command(data: bytes | bytearray | memoryview) -> tuple[Message, bool]
             )
         group, elem, length = _unpack_hdr(buf, pos)
         if group != 0:
-            raise MalformedCommandError(
-                f"command set holds ({group:04X},{elem:04X}) at offset {pos}; only group 0000 is allowed"
-            )
+            trailing = f"command set holds ({group:04X},{elem:04X}) at offset {pos}; only group 0000 is allowed"
+            if pos != _group_end(raw):
+                raise MalformedCommandError(trailing)
+            break
         pos += 8
         if length & 1:
             raise MalformedCommandError(
@@ -681,6 +695,8 @@ def decode_command(data: bytes | bytearray | memoryview) -> tuple[Message, bool]
     decoder = _DECODERS.get(command)
     if decoder is None:
         raise MalformedCommandError(f"unknown (0000,0100) Command Field 0x{command:04X}")
+    if trailing is not None and not issubclass(decoder.message_type, RESPONSE_TYPES):
+        raise MalformedCommandError(trailing)
     fields.what = decoder.label
     values = [read(fields, elem) for read, elem in decoder.readers]
     msg = cast(Message, decoder.message_type._from_values(values))

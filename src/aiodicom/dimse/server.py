@@ -194,6 +194,7 @@ class Server:
                 calling_ae_allowlist=calling_ae_allowlist,
                 max_pdu_length=max_pdu_length,
                 max_operations_performed=max_operations,
+                accept_scp_role_for=self.services.scp_roles,
             )
         elif not policy.supported:
             policy.supported = dict.fromkeys(self.services.sop_classes, transfer_syntaxes)

@@ -7,52 +7,42 @@ through. An exporter can also be awaited on its own: ``await exporter.export()``
 
 Data sets are taken as pydicom data sets, Part 10 files (paths, including
 :class:`~aiodicom.data.lazy.LazyDataset`) or Part 10 bytes, from a list or a
-generator. They are encoded once, into :class:`Instance` records (Part 10 bytes or
-a file), so the caller's data sets are never touched again: nothing an exporter
+generator. They are encoded once (:mod:`aiodicom.pipeline.encoding`), into
+:class:`Instance` records (Part 10 bytes or a file), so the caller's data sets are never touched again: nothing an exporter
 does changes them, and changing them after ``process()`` returned changes nothing
 that is exported.
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self, TypeAlias, cast
+from typing import TYPE_CHECKING, Literal, Self, TypeAlias, cast
 
 from aiodicom._log import get_logger
 from aiodicom._record import FrozenRecord
 from aiodicom.codec.ae import normalize_ae_title
-from aiodicom.codec.part10 import FileMeta, encode_file_meta, read_file_meta, transcode
-from aiodicom.codec.scan import scan_elements, text
-from aiodicom.codec.uids import (
-    DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
-    EXPLICIT_VR_BIG_ENDIAN,
-    EXPLICIT_VR_LITTLE_ENDIAN,
-    IMPLICIT_VR_LITTLE_ENDIAN,
-)
 from aiodicom.errors import AiodicomError, DicomFileError, MalformedDatasetError
+from aiodicom.pipeline.encoding import CHUNK, ExportItem, Instance, encode_item, write_file
 from aiodicom.transport.address import check_port
 from aiodicom.transport.association import DEFAULT_TIMEOUTS, Timeouts
 
 if TYPE_CHECKING:
-    import pydicom
+    from aiodicom.dimse.client import ClientAssociation
 
 log = get_logger("aiodicom.pipeline.export")
 
 #: A JSON value, as exporters persist their settings (:meth:`Exporter.to_record`).
 JsonValue: TypeAlias = "None | bool | int | float | str | list[JsonValue] | dict[str, JsonValue]"
-#: One data set to export: a pydicom data set, a Part 10 file, or Part 10 bytes.
-ExportItem: TypeAlias = "pydicom.Dataset | str | os.PathLike[str] | bytes"
+#: What an exporter takes: data sets in a list or a generator, or a single one.
+Datasets: TypeAlias = "Iterable[ExportItem] | ExportItem"
 #: A destination: an :class:`Address`, ``"CALLED_AE@host:port"``, ``(host, port)``,
 #: ``(host, port, called_ae)`` or ``(host, port, called_ae, calling_ae)``.
 AddressLike: TypeAlias = "Address | str | tuple[str, int] | tuple[str, int, str] | tuple[str, int, str, str]"
 
-#: The scanner reads the tags a layout names from this much of a file first.
-_HEAD = 64 * 1024
 
 
 class ExportError(AiodicomError):
@@ -65,118 +55,6 @@ class ExportError(AiodicomError):
     def __init__(self, message: str, failures: Sequence[tuple[str, str]] = ()) -> None:
         super().__init__(message)
         self.failures = list(failures)
-
-
-# --- what is exported ---------------------------------------------------------------
-
-
-class Instance(FrozenRecord):
-    """One encoded instance ready to export: Part 10 ``data`` in memory, or a ``path``.
-
-    The outbox writes every instance of a batch as a file of its own before the
-    batch counts as submitted, so exporters it runs get instances with a ``path``.
-    """
-
-    sop_class_uid: str
-    sop_instance_uid: str
-    transfer_syntax: str
-    data: bytes | None = None
-    path: Path | None = None
-
-    def source(self) -> bytes | Path:
-        """What :meth:`ClientAssociation.store <aiodicom.ClientAssociation.store>` takes."""
-        if self.data is not None:
-            return self.data
-        assert self.path is not None
-        return self.path
-
-    def read(self) -> bytes:
-        """The Part 10 bytes (read from the file when there is one)."""
-        if self.data is not None:
-            return self.data
-        assert self.path is not None
-        return self.path.read_bytes()
-
-    def texts(self, tags: Iterable[int]) -> dict[int, str]:
-        """Top-level text values (UIDs, IDs), scanned without decoding the data set."""
-        wanted = tuple(tags)
-        head = self.data if self.data is not None else _read_head(self.path)
-        meta = read_file_meta(head)
-        result = scan_elements(memoryview(head)[meta.dataset_offset :], self.transfer_syntax, wanted)
-        if not result.complete and self.data is None:
-            result = scan_elements(memoryview(self.read())[meta.dataset_offset :], self.transfer_syntax, wanted)
-        return {tag: text(raw) for tag, raw in result.values.items()}
-
-
-def _read_head(path: Path | None) -> bytes:
-    assert path is not None
-    with open(path, "rb") as handle:
-        return handle.read(_HEAD)
-
-
-def encode_item(item: ExportItem) -> Instance:
-    """Encode one data set into an :class:`Instance` (Part 10 bytes; a file stays a file).
-
-    A pydicom data set is encoded in its own transfer syntax (``file_meta``), explicit
-    VR little endian when it has none, without modifying it. Something that is not
-    DICOM raises :class:`~aiodicom.errors.MalformedDatasetError` naming it.
-    """
-    if isinstance(item, bytes | bytearray | memoryview):
-        data = bytes(item)
-        meta = _checked_meta(data, "Part 10 bytes")
-        return Instance(meta.sop_class_uid, meta.sop_instance_uid, meta.transfer_syntax, data=data)
-    if isinstance(item, str | os.PathLike):
-        path = Path(os.fspath(item))
-        meta = _checked_meta(path, str(path))
-        return Instance(meta.sop_class_uid, meta.sop_instance_uid, meta.transfer_syntax, path=path)
-    return _encode_dataset(item)
-
-
-def _checked_meta(source: bytes | Path, what: str) -> FileMeta:
-    try:
-        return read_file_meta(source)
-    except MalformedDatasetError as exc:
-        raise MalformedDatasetError(f"{what}: {exc}") from None
-    except DicomFileError as exc:
-        raise MalformedDatasetError(f"{what} is not a DICOM Part 10 file: {exc}") from None
-    except OSError as exc:
-        raise DicomFileError(f"cannot read {what}: {exc.strerror or exc}") from None
-
-
-#: How each transfer syntax's data set is written: (little endian, implicit VR); the
-#: rest (compressed syntaxes) are explicit VR little endian with encapsulated pixels.
-_LAYOUTS = {
-    IMPLICIT_VR_LITTLE_ENDIAN: (True, True),
-    EXPLICIT_VR_BIG_ENDIAN: (False, False),
-}
-
-
-def _encode_dataset(dataset: pydicom.Dataset) -> Instance:
-    from pydicom.filebase import DicomBytesIO
-    from pydicom.filewriter import write_dataset
-
-    try:
-        sop_class, sop_instance = str(dataset.SOPClassUID), str(dataset.SOPInstanceUID)
-    except AttributeError as exc:
-        raise MalformedDatasetError(f"a data set to export has no {exc.name or 'SOP Class/Instance UID'}") from None
-    meta = getattr(dataset, "file_meta", None)
-    ts = str(meta.TransferSyntaxUID) if meta is not None and "TransferSyntaxUID" in meta else EXPLICIT_VR_LITTLE_ENDIAN
-    little, implicit = _LAYOUTS.get(ts, (True, False))
-    buffer = DicomBytesIO()
-    buffer.is_little_endian, buffer.is_implicit_VR = little, implicit
-    try:
-        # A copy: pydicom caches encoded values in the elements it writes (person names).
-        write_dataset(buffer, copy.deepcopy(dataset))
-    except Exception as exc:  # pydicom raises many types for values it cannot encode
-        raise MalformedDatasetError(f"cannot encode data set {sop_instance}: {exc}") from exc
-    body = buffer.getvalue()
-    if ts == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
-        body = transcode(body, EXPLICIT_VR_LITTLE_ENDIAN, ts)
-    try:
-        head = encode_file_meta(sop_class, sop_instance, ts)
-    except DicomFileError as exc:
-        raise MalformedDatasetError(f"cannot export data set {sop_instance!r}: {exc}") from None
-    return Instance(sop_class, sop_instance, ts, data=head + body)
 
 
 # --- exporters ------------------------------------------------------------------------
@@ -196,9 +74,6 @@ class Exporter:
     keyword arguments, which fits exporters whose attributes are their arguments.
     """
 
-    #: Whether the outbox may save and restore it (see :meth:`to_record`).
-    durable: ClassVar[bool] = True
-
     async def export(self) -> None:
         """Deliver; raise when it did not all get through."""
         raise NotImplementedError(f"{type(self).__name__} must define async def export(self)")
@@ -206,6 +81,11 @@ class Exporter:
     def describe(self) -> str:
         """Where it goes, for logs, the status and dead-letter records (no PHI)."""
         return type(self).__name__
+
+    def destination(self) -> dict[str, JsonValue]:
+        """Where it goes, for a dead-letter record: enough to deliver it by hand."""
+        cls = type(self)
+        return {"kind": "custom", "class": f"{cls.__module__}:{cls.__qualname__}", "settings": self.to_record()}
 
     def to_record(self) -> dict[str, JsonValue]:
         """Settings to persist (JSON); the default: the instance's attributes."""
@@ -237,8 +117,8 @@ class InstanceExporter(Exporter):
     ``delivered`` reports. ``datasets`` may be a list or a generator (read once).
     """
 
-    def __init__(self, datasets: Iterable[ExportItem]) -> None:
-        self.datasets = datasets
+    def __init__(self, datasets: Datasets) -> None:
+        self.datasets: Iterable[ExportItem] = _as_items(datasets)
 
     async def export(self) -> None:
         """Encode the data sets and deliver them all; :class:`ExportError` lists what failed."""
@@ -258,6 +138,16 @@ class InstanceExporter(Exporter):
     @classmethod
     def from_record(cls, record: dict[str, JsonValue]) -> Self:
         return cls(datasets=(), **record)  # type: ignore[arg-type]
+
+
+def _as_items(datasets: Datasets) -> Iterable[ExportItem]:
+    """A lone data set, path or bytes is a batch of one (iterating it would give its
+    elements, or the characters of the path)."""
+    from pydicom.dataset import Dataset
+
+    if isinstance(datasets, str | bytes | bytearray | memoryview | os.PathLike | Dataset):
+        return [datasets]
+    return datasets
 
 
 def _nothing(_instance: Instance) -> None:
@@ -290,18 +180,20 @@ class Address(FrozenRecord):
     def parse(cls, value: AddressLike) -> Address:
         """An address from any :data:`AddressLike` form, with port and AE titles checked."""
         if isinstance(value, Address):
-            return value
-        if isinstance(value, str):
+            parts: tuple[object, ...] = (value.host, value.port, value.called_ae, value.calling_ae)
+        elif isinstance(value, str):
             called, at, rest = value.rpartition("@")
             host, colon, port = rest.rpartition(":")
             if not (at and colon and host and port.isdigit()):
                 raise ValueError(f"address {value!r} is not CALLED_AE@host:port")
-            parts: tuple[object, ...] = (host, int(port), called)
+            parts = (host, int(port), called)
         else:
             parts = tuple(value)
             if not 2 <= len(parts) <= 4:
                 raise ValueError(f"address {value!r} is not (host, port[, called AE[, calling AE]])")
         address = cls(*parts)  # type: ignore[arg-type]
+        if not isinstance(address.host, str) or not address.host:
+            raise ValueError(f"address {value!r} has no host")
         check_port(address.port, listening=False)
         normalize_ae_title(address.called_ae, "called AE title")
         normalize_ae_title(address.calling_ae, "calling AE title")
@@ -326,7 +218,7 @@ class DicomExport(InstanceExporter):
     """
 
     def __init__(
-        self, address: AddressLike, datasets: Iterable[ExportItem] = (), *, timeouts: Timeouts = DEFAULT_TIMEOUTS
+        self, address: AddressLike, datasets: Datasets = (), *, timeouts: Timeouts = DEFAULT_TIMEOUTS
     ) -> None:
         super().__init__(datasets)
         self.address = Address.parse(address)
@@ -385,24 +277,32 @@ class DicomExport(InstanceExporter):
                         failures.append((instance.sop_instance_uid, reason))
         except AiodicomError as exc:
             # The association failed: the one in flight had no answer, the rest were not sent.
-            failures += [(i.sop_instance_uid, str(exc) or type(exc).__name__) for i in batch[max(done, 0):]]
+            failures += [(i.sop_instance_uid, str(exc) or type(exc).__name__) for i in batch[done:]]
         return failures
 
 
 _TIMEOUT_FIELDS = ("connect", "acse", "dimse", "network_idle", "artim", "pdu", "min_rate")
 
 
-async def _store_one(assoc: Any, instance: Instance) -> str | None:
-    """C-STORE one instance: None when delivered (success or warning), else why not."""
+async def _store_one(assoc: ClientAssociation, instance: Instance) -> str | None:
+    """C-STORE one instance: None when delivered (success or warning), else why not.
+
+    A problem with this instance alone (unreadable, malformed, no context for it) is its
+    reason and the association goes on; one of the association is raised.
+    """
     from aiodicom.errors import NoPresentationContext
 
     try:
         status = await assoc.store(instance.source())
     except (MalformedDatasetError, DicomFileError, NoPresentationContext) as exc:
         return str(exc)
+    except OSError as exc:
+        if isinstance(exc, AiodicomError):  # a timeout is also an OSError: the association's
+            raise
+        return _reason(exc)
     if status.is_success or status.is_warning:
         if status.is_warning:
-            log.info("export.warning", sop_instance_uid=instance.sop_instance_uid, status=f"0x{int(status):04X}")
+            log.debug("export_warning", sop_instance_uid=instance.sop_instance_uid, status=f"0x{int(status):04X}")
         return None
     comment = f": {status.error_comment}" if status.error_comment else ""
     return f"0x{int(status):04X} ({status.description}){comment}"
@@ -430,22 +330,25 @@ class FileExport(InstanceExporter):
     def __init__(
         self,
         directory: str | os.PathLike[str],
-        datasets: Iterable[ExportItem] = (),
+        datasets: Datasets = (),
         *,
         layout: str = "{SOPInstanceUID}.dcm",
         on_conflict: OnConflict = "keep-both",
         fsync: bool = False,
     ) -> None:
-        from aiodicom.dimse.store import _parse_layout
+        from aiodicom.dimse.store import GroupSync, layout_path
 
         super().__init__(datasets)
         self.directory = Path(directory)
-        _parse_layout(layout)  # unknown fields fail here, not at export time
+        named: list[int] = []  # the tags the layout names, found by building it once
+        layout_path(self.directory, layout, lambda tag: named.append(tag))  # unknown fields fail here
+        self._tags = tuple(named)
         if on_conflict not in _CONFLICTS:
             raise ValueError(f"on_conflict must be one of {', '.join(_CONFLICTS)}, not {on_conflict!r}")
         self.layout = layout
         self.on_conflict: OnConflict = on_conflict
         self.fsync = fsync
+        self._syncer = GroupSync() if fsync else None
 
     def describe(self) -> str:
         return f"folder {self.directory}"
@@ -458,15 +361,13 @@ class FileExport(InstanceExporter):
         return {"kind": "folder", "directory": str(self.directory.resolve())}
 
     async def deliver(self, instances: Sequence[Instance], delivered: Delivered) -> None:
-        from aiodicom.dimse.store import LAYOUT_FIELDS, layout_path
+        from aiodicom.dimse.store import layout_path
 
         failures: list[tuple[str, str]] = []
-        tags = [tag for tag, _ in LAYOUT_FIELDS.values()]
         for instance in instances:
             try:
-                values = instance.texts(tags)
-                target = layout_path(self.directory, self.layout, values.get)
-                self._write(target, instance.read())
+                values = instance.texts(self._tags)
+                await self._write(layout_path(self.directory, self.layout, values.get), instance)
             except (AiodicomError, OSError) as exc:
                 failures.append((instance.sop_instance_uid, _reason(exc)))
                 continue
@@ -474,32 +375,32 @@ class FileExport(InstanceExporter):
         if failures:
             raise _failed(self.describe(), failures, len(instances))
 
-    def _write(self, target: Path, data: bytes) -> Path:
+    async def _write(self, target: Path, instance: Instance) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         temporary = target.parent / f".{target.name}.{uuid.uuid4().hex[:8]}.tmp"
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
-            try:
-                _write_all(fd, data)
-                if self.fsync:
-                    os.fsync(fd)
-            finally:
-                os.close(fd)
-            return _CONFLICTS[self.on_conflict](temporary, target, data)
+            await write_file(temporary, instance.chunks())
+            if self._syncer is not None:
+                await self._syncer.sync([temporary])
+            written = _CONFLICTS[self.on_conflict](temporary, target)
+            if self._syncer is not None:
+                await self._syncer.sync([written])  # the new name, in its folder
+            return written
         finally:
             if temporary.exists():
                 temporary.unlink()
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-
-
-def _same(path: Path, data: bytes) -> bool:
+def _same(a: Path, b: Path) -> bool:
+    """True when both files hold the same bytes (compared piece by piece)."""
     try:
-        return path.stat().st_size == len(data) and path.read_bytes() == data
+        if a.stat().st_size != b.stat().st_size:
+            return False
+        with open(a, "rb") as one, open(b, "rb") as other:
+            while chunk := one.read(CHUNK):
+                if chunk != other.read(len(chunk)):
+                    return False
+        return True
     except OSError:
         return False
 
@@ -513,26 +414,26 @@ def _link(temporary: Path, target: Path) -> bool:
     return True
 
 
-def _keep_both(temporary: Path, target: Path, data: bytes) -> Path:
+def _keep_both(temporary: Path, target: Path) -> Path:
     for n in range(1, 10_000):
         candidate = target if n == 1 else target.with_name(f"{target.stem}_{n}{target.suffix}")
-        if _same(candidate, data) or _link(temporary, candidate):
+        if _same(candidate, temporary) or _link(temporary, candidate):
             return candidate
-    raise ExportError(f"{target}: 10000 files of that name with other content already exist")
+    raise ExportError("10000 files of its name with other content already exist")
 
 
-def _replace(temporary: Path, target: Path, data: bytes) -> Path:
+def _replace(temporary: Path, target: Path) -> Path:
     os.replace(temporary, target)
     return target
 
 
-def _fail(temporary: Path, target: Path, data: bytes) -> Path:
-    if _same(target, data) or _link(temporary, target):
+def _fail(temporary: Path, target: Path) -> Path:
+    if _same(target, temporary) or _link(temporary, target):
         return target
-    raise ExportError(f"{target} already exists with other content")
+    raise ExportError("a file of its name already exists with other content")
 
 
-_CONFLICTS: dict[str, Callable[[Path, Path, bytes], Path]] = {
+_CONFLICTS: dict[str, Callable[[Path, Path], Path]] = {
     "keep-both": _keep_both,
     "replace": _replace,
     "fail": _fail,
@@ -540,14 +441,16 @@ _CONFLICTS: dict[str, Callable[[Path, Path, bytes], Path]] = {
 
 
 def _reason(exc: BaseException) -> str:
+    """Why, without the file's path: a layout may put patient IDs in it, and reasons are logged."""
     if isinstance(exc, OSError) and not isinstance(exc, AiodicomError):
-        return f"{exc.filename or ''}: {os.strerror(exc.errno) if exc.errno else exc}".lstrip(": ")
+        return os.strerror(exc.errno) if exc.errno else type(exc).__name__
     return str(exc) or type(exc).__name__
 
 
 __all__ = [
     "Address",
     "AddressLike",
+    "Datasets",
     "DicomExport",
     "ExportError",
     "ExportItem",
@@ -555,5 +458,5 @@ __all__ = [
     "FileExport",
     "Instance",
     "InstanceExporter",
-    "encode_item",
+    "JsonValue",
 ]

@@ -16,6 +16,7 @@ Directory layout (names from :func:`~aiodicom.dimse.store.safe_component`, never
     pending/<batch>/acks.log       one line per delivered instance, finished or dead exporter
     dead/<batch>/e<N>/             what exporter N never delivered, and record.json
     done/<batch>.json              the outcome, for ``wait()`` after a restart
+    unreadable/<batch>/            a pending batch that could not be read back, and reason.txt
 
 Every instance the destination acknowledges is appended to ``acks.log`` before the next
 one is sent, so after a crash a resumed batch sends only what had no answer: at most
@@ -28,11 +29,14 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import random
+import shlex
 import shutil
 import time
 import uuid
 from collections import deque
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
@@ -41,22 +45,14 @@ import anyio.abc
 
 from aiodicom._log import get_logger
 from aiodicom._record import FrozenRecord, Record, field
-from aiodicom.dimse.store import safe_component
-from aiodicom.pipeline.export import (
-    Exporter,
-    ExportError,
-    Instance,
-    InstanceExporter,
-    JsonValue,
-    encode_item,
-)
+from aiodicom.dimse.store import GroupSync, safe_component
+from aiodicom.pipeline.encoding import ExportItem, Instance, encode_dataset, encode_item, write_file
+from aiodicom.pipeline.export import Exporter, ExportError, InstanceExporter, JsonValue
 
 log = get_logger("aiodicom.pipeline.outbox")
 
 #: The version of ``batch.json``, ``record.json`` and ``done/*.json``.
 RECORD_VERSION = 1
-#: Copies of files are made in chunks of this size, with the event loop served in between.
-_CHUNK = 8 * 1024 * 1024
 _KEY_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 #: Outcomes of finished batches kept in memory for :meth:`Outbox.wait`.
 _KEEP_OUTCOMES = 10_000
@@ -126,6 +122,8 @@ class _Job(Record):
     state: JobState = "pending"
     error: str | None = None
     dead_letter: str | None = None
+    #: Why each instance failed on the last try (SOP Instance UID -> reason).
+    failures: dict[str, str] = field(default_factory=dict)
 
     def remaining(self) -> list[Instance]:
         return [i for n, i in enumerate(self.instances or ()) if n not in self.acked]
@@ -173,10 +171,15 @@ class Outbox:
         self.backoff = backoff
         self.max_backoff = max_backoff
         self.fsync = fsync
+        #: Shared flushes (group commit) of what must survive a power loss, when asked for.
+        self._syncer = GroupSync() if fsync else None
         self._limit = anyio.Semaphore(max_batches)
         self._batches: dict[str, _Batch] = {}
         self._outcomes: dict[str, ExportOutcome] = {}
-        self._waiting: list[_Batch] = []
+        self._resumed = False
+        #: Folders submit() is writing right now (the resume must leave them alone).
+        self._writing: set[Path] = set()
+        self._submitting: dict[str, anyio.Event] = {}
         self._group: anyio.abc.TaskGroup | None = None
         self._errors: deque[str] = deque(maxlen=20)
         self._delivered = 0
@@ -190,12 +193,13 @@ class Outbox:
         Cancelled (shutdown), exports in progress stop where they are; with a directory
         they resume, from the first unacknowledged instance, on the next start.
         """
-        if self.directory is not None:
-            self._waiting[:0] = self._resume(self.directory)
+        if self.directory is not None and not self._resumed:
+            self._resume(self.directory)
+            self._resumed = True
         async with anyio.create_task_group() as group:
             self._group = group
-            waiting, self._waiting = self._waiting, []
-            for batch in waiting:
+            # Oldest first: resumed, submitted before run(), or cut short by an earlier run().
+            for batch in [b for b in self._batches.values() if b.outcome is None]:
                 group.start_soon(self._run_batch, batch)
             task_status.started()
             try:
@@ -211,20 +215,33 @@ class Outbox:
         delivered or dead-lettered) is ignored, so a caller that crashed after
         submitting can submit the same batch again safely.
         """
-        if batch_id in self._batches or self._known_outcome(batch_id) is not None:
-            log.info("export.duplicate_batch", batch_id=batch_id)
+        while batch_id in self._submitting:  # the same batch, being written: wait for that
+            await self._submitting[batch_id].wait()
+        if self.known(batch_id):
+            log.info("export_duplicate_batch", batch_id=batch_id)
             return
         key = safe_component(batch_id, "_batch", allowed=_KEY_CHARS)
-        if self.directory is None:
-            batch = _Batch(batch_id, key, [await self._memory_job(n, e) for n, e in enumerate(exports)], None)
-        else:
-            batch = await self._write_batch(self.directory, batch_id, key, exports)
+        self._submitting[batch_id] = written = anyio.Event()
+        try:
+            if self.directory is None:
+                batch = _Batch(batch_id, key, [await self._memory_job(n, e) for n, e in enumerate(exports)], None)
+            else:
+                batch = await self._write_batch(self.directory, batch_id, key, exports)
+        finally:
+            del self._submitting[batch_id]
+            written.set()
         self._batches[batch_id] = batch
-        log.info("export.submitted", batch_id=batch_id, exports=len(batch.jobs))
-        if self._group is not None:
+        log.info("export_submitted", batch_id=batch_id, exports=len(batch.jobs))
+        if self._group is not None:  # otherwise run() starts it
             self._group.start_soon(self._run_batch, batch)
-        else:
-            self._waiting.append(batch)
+
+    def known(self, batch_id: str) -> bool:
+        """True when the outbox holds ``batch_id``: pending, delivered or dead-lettered.
+
+        After a crash between :meth:`submit` returning and the caller noting it, the
+        caller asks this before producing the batch again (``submit`` ignores it anyway).
+        """
+        return batch_id in self._batches or self._known_outcome(batch_id) is not None
 
     async def wait(self, batch_id: str) -> ExportOutcome:
         """Wait until ``batch_id`` is delivered or dead-lettered (also one resumed after a restart)."""
@@ -263,6 +280,7 @@ class Outbox:
         pending = directory / "pending"
         temporary = pending / f".tmp-{key}-{uuid.uuid4().hex[:8]}"
         temporary.mkdir(parents=True)
+        self._writing.add(temporary)
         try:
             records: list[JsonValue] = []
             jobs = []
@@ -270,18 +288,18 @@ class Outbox:
                 record, job = await self._write_job(temporary, index, exporter)
                 records.append(record)
                 jobs.append(job)
-            batch_record: dict[str, JsonValue] = {"version": RECORD_VERSION, "batch_id": batch_id, "submitted": time.time_ns(),
-                            "exports": records}
-            _write_json(temporary / "batch.json", batch_record, self.fsync)
-            if self.fsync:
-                _sync_tree(temporary)
+            batch_record: dict[str, JsonValue] = {
+                "version": RECORD_VERSION, "batch_id": batch_id, "submitted": time.time_ns(), "exports": records}
+            _write_json(temporary / "batch.json", batch_record)
+            await self._sync([p for p in temporary.rglob("*") if p.is_file()])
             final = pending / key
             os.rename(temporary, final)
-            if self.fsync:
-                _sync_dir(pending)
+            await self._sync([final / "batch.json"])  # and pending/, which the rename changed
         except BaseException:
             shutil.rmtree(temporary, ignore_errors=True)
             raise
+        finally:
+            self._writing.discard(temporary)
         for job in jobs:
             for n, instance in enumerate(job.instances or ()):
                 assert instance.path is not None
@@ -297,15 +315,12 @@ class Outbox:
         subfolder.mkdir()
         instances, entries = [], []
         for n, item in enumerate(exporter.datasets):
-            instance = encode_item(item)
             path = subfolder / f"{n:06d}.dcm"
-            await _keep(instance, path)
-            instances.append(Instance(instance.sop_class_uid, instance.sop_instance_uid,
-                                      instance.transfer_syntax, path=path))
+            instance = await _keep(item, path)
+            instances.append(instance)
             entries.append({"file": f"e{index}/{path.name}", "sop_class_uid": instance.sop_class_uid,
                             "sop_instance_uid": instance.sop_instance_uid,
                             "transfer_syntax": instance.transfer_syntax})
-            await anyio.sleep(0)
         record["instances"] = entries  # type: ignore[assignment]
         return record, _Job(index, exporter, instances)
 
@@ -317,15 +332,15 @@ class Outbox:
                 for job in batch.jobs:
                     if job.state not in ("delivered", "dead"):
                         group.start_soon(self._run_job, batch, job)
-        self._finish(batch)
+        await self._finish(batch)
 
     async def _run_job(self, batch: _Batch, job: _Job) -> None:
         index = {id(instance): n for n, instance in enumerate(job.instances or ())}
 
-        def delivered(instance: Instance) -> None:
+        async def delivered(instance: Instance) -> None:
             n = index[id(instance)]
             job.acked.add(n)
-            self._note(batch, f"{job.index} {n}")
+            await self._note(batch, f"{job.index} {n}")
 
         while True:
             job.attempts += 1
@@ -336,37 +351,42 @@ class Outbox:
                 else:
                     await job.exporter.export()
             except Exception as exc:  # a custom exporter may raise anything: it failed
-                if not self._failed(batch, job, exc):
+                if not await self._failed(batch, job, exc):
                     return
-                await anyio.sleep(min(self.backoff * 2 ** (job.attempts - 1), self.max_backoff))
+                await anyio.sleep(self._delay(job.attempts))
                 continue
             job.state, job.error = "delivered", None
-            self._note(batch, f"{job.index} done")
-            log.info("export.delivered", batch_id=batch.batch_id, destination=job.exporter.describe(),
+            await self._note(batch, f"{job.index} done")
+            log.info("export_delivered", batch_id=batch.batch_id, destination=job.exporter.describe(),
                      instances=len(job.instances or ()), attempts=job.attempts)
             return
 
-    def _failed(self, batch: _Batch, job: _Job, exc: Exception) -> bool:
+    def _delay(self, attempts: int) -> float:
+        """Doubling backoff, spread by +-20% so that batches failing together retry apart."""
+        return min(self.backoff * 2.0 ** (attempts - 1), self.max_backoff) * random.uniform(0.8, 1.2)
+
+    async def _failed(self, batch: _Batch, job: _Job, exc: Exception) -> bool:
         """Record a failed try; dead-letter after the last one. True: try again."""
         job.error = str(exc) or type(exc).__name__
+        job.failures = dict(exc.failures) if isinstance(exc, ExportError) else {}
         destination = job.exporter.describe()
         self._errors.append(job.error if job.error.startswith(destination) else f"{destination}: {job.error}")
-        self._note(batch, f"{job.index} failed")
+        await self._note(batch, f"{job.index} failed")
         last = job.attempts >= self.attempts
-        log.warning("export.failed", batch_id=batch.batch_id, destination=destination, attempt=job.attempts,
+        log.warning("export_failed", batch_id=batch.batch_id, destination=destination, attempt=job.attempts,
                     attempts=self.attempts, error=job.error, final=last)
         if not last:
             job.state = "retrying"
             return True
         job.state = "dead"
         if batch.folder is not None and self.directory is not None:
-            job.dead_letter = str(self._dead_letter(self.directory, batch, job))
-        self._note(batch, f"{job.index} dead")
-        log.error("export.dead_lettered", batch_id=batch.batch_id, destination=destination,
+            job.dead_letter = str(await self._dead_letter(self.directory, batch, job))
+        await self._note(batch, f"{job.index} dead")
+        log.error("export_dead_lettered", batch_id=batch.batch_id, destination=destination,
                   instances=len(job.remaining()), dead_letter=job.dead_letter)
         return False
 
-    def _dead_letter(self, directory: Path, batch: _Batch, job: _Job) -> Path:
+    async def _dead_letter(self, directory: Path, batch: _Batch, job: _Job) -> Path:
         """Link the undelivered instances and a record into ``dead/<batch>/e<N>``, in one rename."""
         dead = directory / "dead"
         target = dead / batch.key / f"e{job.index}"
@@ -374,34 +394,35 @@ class Outbox:
             return target
         temporary = dead / f".tmp-{batch.key}-e{job.index}-{uuid.uuid4().hex[:8]}"
         temporary.mkdir(parents=True)
-        names = []
+        files: list[JsonValue] = []
         for instance in job.remaining():
             assert instance.path is not None
             _link_or_copy(instance.path, temporary / instance.path.name)
-            names.append(instance.path.name)
+            files.append({"file": instance.path.name, "sop_instance_uid": instance.sop_instance_uid,
+                          "reason": job.failures.get(instance.sop_instance_uid)})
         exporter = job.exporter
-        destination = getattr(exporter, "destination", None)
         record: dict[str, JsonValue] = {
             "version": RECORD_VERSION, "batch_id": batch.batch_id, "exporter": exporter.describe(),
-            "destination": destination() if callable(destination) else {
-                "kind": "custom", "class": _class_path(exporter), "settings": exporter.to_record()},
-            "error": job.error, "attempts": job.attempts, "files": names,  # type: ignore[dict-item]
-            "dead_lettered": time.time(),
+            "destination": exporter.destination(), "error": job.error, "attempts": job.attempts,
+            "files": files, "dead_lettered": datetime.now(UTC).isoformat(timespec="seconds"),
         }
         resend = _resend_command(record["destination"], target)
         if resend:
             record["resend"] = resend
-        _write_json(temporary / "record.json", record, self.fsync)
+        _write_json(temporary / "record.json", record)
+        await self._sync([p for p in temporary.iterdir()])
         target.parent.mkdir(parents=True, exist_ok=True)
         os.rename(temporary, target)
+        await self._sync([target / "record.json"])
         return target
 
-    def _finish(self, batch: _Batch) -> None:
+    async def _finish(self, batch: _Batch) -> None:
         outcome = ExportOutcome(batch.batch_id, tuple(job.result() for job in batch.jobs))
         if batch.folder is not None and self.directory is not None:
             done = self.directory / "done"
             done.mkdir(exist_ok=True)
-            _write_json(done / f"{batch.key}.json", outcome.to_json(), self.fsync)
+            _write_json(done / f"{batch.key}.json", outcome.to_json())
+            await self._sync([done / f"{batch.key}.json"])
             shutil.rmtree(batch.folder, ignore_errors=True)
         batch.outcome = outcome
         self._batches.pop(batch.batch_id, None)
@@ -414,17 +435,22 @@ class Outbox:
             self._dead += 1
         batch.done.set()
 
-    def _note(self, batch: _Batch, line: str) -> None:
+    async def _note(self, batch: _Batch, line: str) -> None:
         """Append one line to the batch's ``acks.log`` (before anything else is sent)."""
         if batch.folder is None:
             return
-        fd = os.open(batch.folder / "acks.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        path = batch.folder / "acks.log"
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             os.write(fd, f"{line}\n".encode())
-            if self.fsync:
-                os.fsync(fd)
         finally:
             os.close(fd)
+        await self._sync([path])
+
+    async def _sync(self, paths: list[Path]) -> None:
+        """With ``fsync``: return once ``paths`` and their folders are on disk (shared flushes)."""
+        if self._syncer is not None and paths:
+            await self._syncer.sync(paths)
 
     # --- resuming --------------------------------------------------------------------------
 
@@ -438,25 +464,40 @@ class Outbox:
         except FileNotFoundError:
             return None
 
-    def _resume(self, directory: Path) -> list[_Batch]:
-        """Batches left pending by the last run, oldest first; half-written ones are removed."""
+    def _resume(self, directory: Path) -> None:
+        """Load the batches left pending by the last run, oldest first; remove half-written ones."""
         for leftover in (directory / "pending").glob(".tmp-*"):
-            shutil.rmtree(leftover, ignore_errors=True)
+            if leftover not in self._writing:
+                shutil.rmtree(leftover, ignore_errors=True)
         for leftover in (directory / "dead").glob(".tmp-*"):
             shutil.rmtree(leftover, ignore_errors=True)
         loaded = []
         for folder in (directory / "pending").glob("*"):
+            if folder.name.startswith(".tmp-"):
+                continue
             if (directory / "done" / f"{folder.name}.json").exists():  # finished, not yet removed
                 shutil.rmtree(folder, ignore_errors=True)
                 continue
-            record = json.loads((folder / "batch.json").read_text())
-            loaded.append((record["submitted"], self._load(directory, folder, record)))
+            try:
+                record = json.loads((folder / "batch.json").read_text())
+                loaded.append((record["submitted"], self._load(directory, folder, record)))
+            except (OSError, ValueError, LookupError, TypeError, ImportError, AttributeError, ExportError) as exc:
+                self._set_aside(directory, folder, exc)
         batches = [batch for _, batch in sorted(loaded, key=lambda pair: pair[0])]
-        for batch in batches:
-            self._batches[batch.batch_id] = batch
+        self._batches = {**{batch.batch_id: batch for batch in batches}, **self._batches}
         if batches:
-            log.info("export.resumed", batches=len(batches))
-        return batches
+            log.info("export_resumed", batches=len(batches))
+
+    def _set_aside(self, directory: Path, folder: Path, exc: Exception) -> None:
+        """A pending batch that cannot be read back (damaged, or its exporter class is gone):
+        moved to ``unreadable/`` with the reason, so the rest resumes and nothing is deleted."""
+        reason = f"{type(exc).__name__}: {exc}"
+        target = directory / "unreadable" / folder.name
+        target.parent.mkdir(exist_ok=True)
+        os.rename(folder, target)
+        (target / "reason.txt").write_text(reason + "\n")
+        self._errors.append(f"pending batch {folder.name} set aside in {target}: {reason}")
+        log.error("export_unreadable_batch", folder=str(target), error=reason)
 
     def _load(self, directory: Path, folder: Path, record: dict[str, object]) -> _Batch:
         notes = _read_notes(folder / "acks.log")
@@ -525,16 +566,18 @@ def _moved(instance: Instance, old: Path, new: Path) -> Instance:
                     path=new / instance.path.relative_to(old))
 
 
-async def _keep(instance: Instance, path: Path) -> None:
-    """Write the instance's Part 10 bytes to ``path``: copied, never linked to the caller's file."""
-    if instance.data is not None:
-        path.write_bytes(instance.data)
-        return
-    assert instance.path is not None
-    with open(instance.path, "rb") as source, open(path, "wb") as target:
-        while chunk := source.read(_CHUNK):
-            target.write(chunk)
-            await anyio.sleep(0)
+async def _keep(item: ExportItem, path: Path) -> Instance:
+    """Write one data set to ``path`` as Part 10, in chunks with the event loop served between.
+
+    A caller's file is copied, never linked: changing it later changes nothing exported.
+    """
+    if isinstance(item, bytes | bytearray | memoryview | str | os.PathLike):
+        found = encode_item(item)
+        await write_file(path, found.chunks())
+        return Instance(found.sop_class_uid, found.sop_instance_uid, found.transfer_syntax, path=path)
+    sop_class, sop_instance, ts, parts = encode_dataset(item)
+    await write_file(path, parts)
+    return Instance(sop_class, sop_instance, ts, path=path)
 
 
 def _link_or_copy(source: Path, target: Path) -> None:
@@ -544,34 +587,11 @@ def _link_or_copy(source: Path, target: Path) -> None:
         shutil.copyfile(source, target)
 
 
-def _write_json(path: Path, value: dict[str, JsonValue], fsync: bool) -> None:
+def _write_json(path: Path, value: dict[str, JsonValue]) -> None:
+    """Write a JSON record under a temporary name, then rename it into place."""
     temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    with open(temporary, "w") as handle:
-        json.dump(value, handle, indent=1)
-        handle.write("\n")
-        if fsync:
-            handle.flush()
-            os.fsync(handle.fileno())
+    temporary.write_text(json.dumps(value, indent=1) + "\n")
     os.replace(temporary, path)
-
-
-def _sync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _sync_tree(root: Path) -> None:
-    for folder, _dirs, files in os.walk(root):
-        for name in files:
-            fd = os.open(Path(folder) / name, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        _sync_dir(Path(folder))
 
 
 def _resend_command(destination: JsonValue, folder: Path) -> str | None:
@@ -579,7 +599,8 @@ def _resend_command(destination: JsonValue, folder: Path) -> str | None:
     if not isinstance(destination, dict) or destination.get("kind") != "dicom":
         return None
     d = destination
-    return f"aiodicom store --aec {d['called_ae']} --aet {d['calling_ae']} {d['host']} {d['port']} {folder}"
+    words = [str(d["host"]), str(d["port"]), str(folder), "--aec", str(d["called_ae"]), "--aet", str(d["calling_ae"])]
+    return "aiodicom store " + " ".join(map(shlex.quote, words))
 
 
 __all__ = ["ExportOutcome", "ExportResult", "Outbox", "OutboxStatus"]

@@ -322,14 +322,13 @@ class Pipeline:
         from aiodicom.pipeline.outbox import Outbox
 
         store = PipelineStore(self.data_directory, fsync=self.fsync, quota=self.max_storage_bytes)
-        store.open()
-        self._store = store
-        self._stopping = False
-        self._outbox = Outbox(None if store.ephemeral else store.outbox, fsync=self.fsync)
-        self._server = self._make_server(store)
         send, receive = anyio.create_memory_object_stream[_Batch](math.inf)
         self._send = send
         try:
+            store.open()
+            self._store = store
+            self._outbox = Outbox(None if store.ephemeral else store.outbox, fsync=self.fsync)
+            self._server = server = self._make_server(store)
             async with anyio.create_task_group() as group:
                 self._task_group = group
                 await group.start(self._outbox.run)
@@ -339,6 +338,8 @@ class Pipeline:
                 group.start_soon(self._housekeeping)
                 port = await group.start(self._run_server)
                 self.port = port
+                if self._stopping:  # shutdown() came while starting: the server had no stop event yet
+                    server.shutdown(self.grace)
                 task_status.started(port)
         finally:
             self._task_group = None
@@ -551,7 +552,8 @@ class Pipeline:
 
     def _expired(self, patient: _Patient, wall: float) -> bool:
         days = self.study_expiration_days
-        if days is None or wall - patient.last_received_wall < days * 86400 or patient.delivering:
+        busy = patient.delivering or patient.lock.locked()  # sending, or being validated
+        if days is None or wall - patient.last_received_wall < days * 86400 or busy:
             return False
         assert self._store is not None
         del self._patients[patient.folder]
@@ -706,7 +708,7 @@ class Pipeline:
                     holder.add(stored)
         sender = found.record.get("sender")
         batch = _Batch(found.batch_id, patient_id, found.folder, inputs, Sender(**sender) if isinstance(sender, dict) else None)
-        submitted = found.record.get("state") == "submitted" or _outbox_knows(self._outbox, found.batch_id)
+        submitted = found.record.get("state") == "submitted" or self._outbox.known(found.batch_id)
         self.log.info("batch_resumed", batch=batch.batch_id, patient=batch.hashed, submitted=submitted)
         if submitted:
             self._await_export(batch)
@@ -749,17 +751,6 @@ def _exports(result: object) -> list[Exporter]:
         if not isinstance(item, Exporter):
             raise TypeError(f"process() returned {type(item).__name__}, not an Exporter")
     return list(items)
-
-
-def _outbox_knows(outbox: Outbox, batch_id: str) -> bool:
-    """Whether the outbox already holds ``batch_id`` (then process must not run again).
-
-    ``Outbox.known`` is asked of the export branch (CONTRACT-NOTES.md); until it is
-    there, a batch that crashed between submit and the journal's "submitted" is processed
-    again, and the outbox ignores the second submit (no export twice).
-    """
-    known = getattr(outbox, "known", None)
-    return bool(known(batch_id)) if callable(known) else False
 
 
 def _outbox_status(outbox: Outbox) -> dict[str, object]:

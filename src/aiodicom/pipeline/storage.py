@@ -26,6 +26,7 @@ flushed before it counts (files, then their folders).
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -42,11 +43,15 @@ from aiodicom.dimse.store import GroupSync, safe_component
 from aiodicom.errors import AiodicomError, DicomFileError
 from aiodicom.pipeline.inputs import StoredInstance
 
-__all__ = ["BatchFolder", "PipelineStore", "QuotaExceeded"]
+__all__ = ["BatchFolder", "DataDirectoryInUse", "PipelineStore", "QuotaExceeded"]
 
 RECORD = "batch.json"
 QUARANTINE_RECORD = "record.json"
 _HEAD = 64 * 1024
+
+
+class DataDirectoryInUse(AiodicomError):
+    """Another running pipeline holds the data directory (two would corrupt each other's journal)."""
 
 
 class QuotaExceeded(AiodicomError):
@@ -113,10 +118,20 @@ class PipelineStore:
         #: Bytes of the instances held in ``incoming`` and ``batches``.
         self.used = 0
         self._syncer = GroupSync() if fsync else None
+        self._lock_fd = -1
 
     # --- lifecycle ---------------------------------------------------------------------
 
     def open(self) -> None:
+        """Create the layout and take the directory's lock (held until :meth:`close`)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.root / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise DataDirectoryInUse(f"{self.root} is used by another running pipeline") from None
+        self._lock_fd = fd
         for folder in (self.incoming, self.batches, self.quarantine_dir):
             folder.mkdir(parents=True, exist_ok=True)
         self.used = sum(path.stat().st_size for path in self._all_instances())
@@ -124,6 +139,9 @@ class PipelineStore:
     def close(self) -> None:
         if self.ephemeral:
             shutil.rmtree(self.root, ignore_errors=True)
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)  # the kernel drops the lock of a killed process too
+            self._lock_fd = -1
 
     def _all_instances(self) -> Iterator[Path]:
         for top in (self.incoming, self.batches):

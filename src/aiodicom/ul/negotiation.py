@@ -225,6 +225,30 @@ def accepted_contexts(rq: P.AssociateRQ, ac: P.AssociateAC) -> list[AcceptedCont
     return result
 
 
+def scp_role_selections(sop_classes: Iterable[str]) -> list[P.RoleSelection]:
+    """Role selection sub-items proposing that we, the requestor, act as SCP for ``sop_classes``.
+
+    What a C-GET SCU proposes for the storage classes it is to receive (PS3.4 C.4.3.1.1):
+    SCU role 0, SCP role 1, as DCMTK's getscu and pynetdicom do; one item per class.
+    """
+    return [P.RoleSelection(uid, False, True) for uid in dict.fromkeys(sop_classes)]
+
+
+def accepted_scp_roles(rq: P.AssociateRQ, ac: P.AssociateAC) -> frozenset[str]:
+    """SOP classes for which the acceptor agreed that we, the requestor, act as SCP.
+
+    Only classes we proposed the SCP role for count: an acceptor's answer for anything
+    else, or an SCP role it grants that we never asked for, is ignored. A class the
+    acceptor left out of its answer keeps the default roles (we are SCU only, PS3.7 D.3.3.4).
+    """
+    proposed = {role.sop_class_uid for role in rq.user_information.role_selections if role.scp_role}
+    return frozenset(
+        role.sop_class_uid
+        for role in ac.user_information.role_selections
+        if role.scp_role and role.sop_class_uid in proposed
+    )
+
+
 def default_storage_policy(
     ae_title: str,
     sop_classes: Iterable[str],

@@ -9,8 +9,10 @@ classes derive from it, and so do the command decoder and the request handlers.
 - :mod:`aiodicom.dimse.services.verification`: C-ECHO;
 - :mod:`aiodicom.dimse.services.storage`: C-STORE (a handler returns a status).
 
-Query/retrieve will add C-FIND (a handler yields (status, identifier) pairs) and
-C-MOVE/C-GET (progress) here, with cancel through the association's C-CANCEL routing.
+- :mod:`aiodicom.dimse.services.query`: C-FIND (a handler yields (status, identifier) pairs);
+- :mod:`aiodicom.dimse.services.retrieve`: C-MOVE and C-GET (a handler names the instances,
+  the service runs the C-STORE sub-operations), cancelled through the association's
+  C-CANCEL routing.
 """
 
 from __future__ import annotations
@@ -36,6 +38,9 @@ class Service:
     handlers: Mapping[type, RequestHandler] = {}
     #: Request type -> where its data set goes (default: a bounded in-memory sink).
     sinks: Mapping[type, SinkFactory] = {}
+    #: SOP classes for which a requestor may take the SCP role (Role Selection), e.g. the
+    #: storage classes a C-GET sends on the requestor's own association.
+    scp_roles: tuple[str, ...] = ()
 
 
 class ServiceRegistry:
@@ -59,6 +64,10 @@ class ServiceRegistry:
         #: Every SOP class a registered service serves, in registration order.
         self.sop_classes: tuple[str, ...] = tuple(
             dict.fromkeys(uid for service in self.services for uid in service.sop_classes)
+        )
+        #: SOP classes for which a requestor may take the SCP role, from every service.
+        self.scp_roles: tuple[str, ...] = tuple(
+            dict.fromkeys(uid for service in self.services for uid in service.scp_roles)
         )
         self._decoder = command_decoder(sinks)
 
