@@ -116,3 +116,23 @@ def test_startup_benchmark_times_every_command(tmp_path: Path) -> None:
     data = json.loads(saved.read_text())
     assert set(data["median_ms"]) >= {"aiodicom echo", "echoscu", "aiodicom store 1 file", "storescu 1 file"}
     assert all(len(times) == data["rounds"] and min(times) > 0 for times in data["seconds"].values())
+
+
+@pytest.mark.dcmtk
+@pytest.mark.timeout(150)
+def test_quick_pipeline_benchmark_measures_every_part(tmp_path: Path) -> None:
+    """``bench_pipeline.py`` (issue 9): its own checks fail the run when a contender fails or
+    a pipeline processes a patient twice or never; every part must record its figures."""
+    result = _run("bench_pipeline", tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    (saved,) = (tmp_path / "results").glob("bench_pipeline-*.json")
+    data = json.loads(saved.read_text())
+    runs = data["a"]["runs"]
+    contenders = {run["contender"] for run in runs}
+    assert contenders == {"aiodicom receive", "aiodicom pipeline", "pynetdicom keep (DicomNode-style)"}
+    assert all(run["ok"] and run["items_per_s"] > 0 and 0 < run["peak_rss_mb"] < 4096 for run in runs)
+    responsiveness = data["b"]["results"]
+    assert responsiveness["processed"] == 5 and responsiveness["loaded_echoes"] > 0
+    assert responsiveness["loaded_p99_ms"] > 0
+    delays = data["c"]["delays_s"]
+    assert len(delays) == 2 and all(0 < delay < 30 for delay in delays)
