@@ -150,6 +150,9 @@ async def test_abort_mid_study_keeps_data_and_the_next_release_validates(tmp_pat
         await wait_until(lambda: pipeline.status().associations == 0, what="the abort")
         assert pipeline.calls == [] and pipeline.status().instances_waiting == 4
         assert len(list((tmp_path / "data" / "incoming").glob("*/*.dcm"))) == 4  # acknowledged = on disk
+        [waiting] = pipeline._patients.values()
+        pixel_data = [i.tags[0x7FE00010] for i in waiting.instances.values() if 0x7FE00010 in i.tags]
+        assert pixel_data == [b""] * 4  # PixelData counts as present; its bytes are not kept while waiting
         await send_async(port, ct[2:])
         await wait_until(lambda: len(pipeline.calls) == 1, what="processing after the release")
         assert pipeline.calls[0]["ct"] == uids(ct) and pipeline.calls[0]["pt"] == uids(pt)
