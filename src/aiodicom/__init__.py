@@ -59,6 +59,9 @@ _EXPORTS = {
     "NoPresentationContext": "aiodicom.errors",
     "ProtocolError": "aiodicom.errors",
     "StatusError": "aiodicom.errors",
+    "Exporter": "aiodicom.pipeline.export",
+    "DicomExport": "aiodicom.pipeline.export",
+    "FileExport": "aiodicom.pipeline.export",
 }
 
 __all__ = [
@@ -72,8 +75,11 @@ __all__ = [
     "ClientAssociation",
     "ConnectTimeout",
     "DicomFileError",
+    "DicomExport",
     "DicomTimeoutError",
     "DimseError",
+    "Exporter",
+    "FileExport",
     "IdleTimeout",
     "InvalidQueryError",
     "JsonLogFormatter",
@@ -138,6 +144,7 @@ if TYPE_CHECKING:
         ProtocolError,
         StatusError,
     )
+    from aiodicom.pipeline.export import DicomExport, Exporter, FileExport
     from aiodicom.qr.archive import Archive
     from aiodicom.runner import run
     from aiodicom.transport.association import (

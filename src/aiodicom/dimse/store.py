@@ -725,18 +725,7 @@ class ReceivedInstance:
         text is the application's and is trusted, but the result must still
         stay under ``root`` (:class:`StorageError` otherwise).
         """
-        base = Path(root)
-        parts = []
-        for literal, name in _parse_layout(layout):
-            parts.append(literal)
-            if name is not None:
-                tag, uid = LAYOUT_FIELDS[name]
-                parts.append(safe_component(self.text(tag), f"_unknown-{name}", allowed=_SAFE if uid else _TEXT_SAFE))
-        relative = "".join(parts)
-        target = base / relative
-        if os.path.isabs(relative) or ".." in Path(relative).parts:
-            raise StorageError(f"layout {layout!r} leads outside {base}")
-        return self.save(target)
+        return self.save(layout_path(root, layout, self.text))
 
     # --- ownership ---------------------------------------------------------------------
 
@@ -839,6 +828,26 @@ def safe_component(value: str | None, fallback: str, *, allowed: frozenset[str] 
     cleaned = "".join(ch if ch in allowed else "_" for ch in stripped)[:48].lstrip(".")
     digest = hashlib.sha256(value.encode("utf-8", "surrogateescape")).hexdigest()[:12]
     return f"_{cleaned}_{digest}"
+
+
+def layout_path(root: str | os.PathLike[str], layout: str, text: Callable[[int], str | None]) -> Path:
+    """The path under ``root`` that ``layout`` names for an instance whose tags ``text`` reads.
+
+    Every ``{Field}`` becomes a :func:`safe_component` of the instance's own value (see
+    :meth:`ReceivedInstance.save_under`); shared by everything that files instances by
+    their values, so a wire value is made safe in one place only.
+    """
+    base = Path(root)
+    parts = []
+    for literal, name in _parse_layout(layout):
+        parts.append(literal)
+        if name is not None:
+            tag, uid = LAYOUT_FIELDS[name]
+            parts.append(safe_component(text(tag), f"_unknown-{name}", allowed=_SAFE if uid else _TEXT_SAFE))
+    relative = "".join(parts)
+    if os.path.isabs(relative) or ".." in Path(relative).parts:
+        raise StorageError(f"layout {layout!r} leads outside {base}")
+    return base / relative
 
 
 @functools.lru_cache(maxsize=32)

@@ -1,0 +1,1 @@
+"""Pipelines: receive per patient, validate, process, export (see docs/guide/pipelines.md)."""

@@ -1,0 +1,559 @@
+"""Exporters: where a pipeline's results go (a DICOM node, a folder, or your own code).
+
+``process()`` returns exporters; the pipeline hands them to its
+:class:`~aiodicom.pipeline.outbox.Outbox`, which makes each batch durable, runs its
+exporters concurrently, retries what failed and dead-letters what never got
+through. An exporter can also be awaited on its own: ``await exporter.export()``.
+
+Data sets are taken as pydicom data sets, Part 10 files (paths, including
+:class:`~aiodicom.data.lazy.LazyDataset`) or Part 10 bytes, from a list or a
+generator. They are encoded once, into :class:`Instance` records (Part 10 bytes or
+a file), so the caller's data sets are never touched again: nothing an exporter
+does changes them, and changing them after ``process()`` returned changes nothing
+that is exported.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self, TypeAlias, cast
+
+from aiodicom._log import get_logger
+from aiodicom._record import FrozenRecord
+from aiodicom.codec.ae import normalize_ae_title
+from aiodicom.codec.part10 import FileMeta, encode_file_meta, read_file_meta, transcode
+from aiodicom.codec.scan import scan_elements, text
+from aiodicom.codec.uids import (
+    DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
+    EXPLICIT_VR_BIG_ENDIAN,
+    EXPLICIT_VR_LITTLE_ENDIAN,
+    IMPLICIT_VR_LITTLE_ENDIAN,
+)
+from aiodicom.errors import AiodicomError, DicomFileError, MalformedDatasetError
+from aiodicom.transport.address import check_port
+from aiodicom.transport.association import DEFAULT_TIMEOUTS, Timeouts
+
+if TYPE_CHECKING:
+    import pydicom
+
+log = get_logger("aiodicom.pipeline.export")
+
+#: A JSON value, as exporters persist their settings (:meth:`Exporter.to_record`).
+JsonValue: TypeAlias = "None | bool | int | float | str | list[JsonValue] | dict[str, JsonValue]"
+#: One data set to export: a pydicom data set, a Part 10 file, or Part 10 bytes.
+ExportItem: TypeAlias = "pydicom.Dataset | str | os.PathLike[str] | bytes"
+#: A destination: an :class:`Address`, ``"CALLED_AE@host:port"``, ``(host, port)``,
+#: ``(host, port, called_ae)`` or ``(host, port, called_ae, calling_ae)``.
+AddressLike: TypeAlias = "Address | str | tuple[str, int] | tuple[str, int, str] | tuple[str, int, str, str]"
+
+#: The scanner reads the tags a layout names from this much of a file first.
+_HEAD = 64 * 1024
+
+
+class ExportError(AiodicomError):
+    """An export did not (fully) get through; ``failures`` says which instances and why.
+
+    ``failures`` holds ``(SOP Instance UID, reason)`` pairs; it is empty when the
+    exporter failed as a whole (a custom exporter that raised, say).
+    """
+
+    def __init__(self, message: str, failures: Sequence[tuple[str, str]] = ()) -> None:
+        super().__init__(message)
+        self.failures = list(failures)
+
+
+# --- what is exported ---------------------------------------------------------------
+
+
+class Instance(FrozenRecord):
+    """One encoded instance ready to export: Part 10 ``data`` in memory, or a ``path``.
+
+    The outbox writes every instance of a batch as a file of its own before the
+    batch counts as submitted, so exporters it runs get instances with a ``path``.
+    """
+
+    sop_class_uid: str
+    sop_instance_uid: str
+    transfer_syntax: str
+    data: bytes | None = None
+    path: Path | None = None
+
+    def source(self) -> bytes | Path:
+        """What :meth:`ClientAssociation.store <aiodicom.ClientAssociation.store>` takes."""
+        if self.data is not None:
+            return self.data
+        assert self.path is not None
+        return self.path
+
+    def read(self) -> bytes:
+        """The Part 10 bytes (read from the file when there is one)."""
+        if self.data is not None:
+            return self.data
+        assert self.path is not None
+        return self.path.read_bytes()
+
+    def texts(self, tags: Iterable[int]) -> dict[int, str]:
+        """Top-level text values (UIDs, IDs), scanned without decoding the data set."""
+        wanted = tuple(tags)
+        head = self.data if self.data is not None else _read_head(self.path)
+        meta = read_file_meta(head)
+        result = scan_elements(memoryview(head)[meta.dataset_offset :], self.transfer_syntax, wanted)
+        if not result.complete and self.data is None:
+            result = scan_elements(memoryview(self.read())[meta.dataset_offset :], self.transfer_syntax, wanted)
+        return {tag: text(raw) for tag, raw in result.values.items()}
+
+
+def _read_head(path: Path | None) -> bytes:
+    assert path is not None
+    with open(path, "rb") as handle:
+        return handle.read(_HEAD)
+
+
+def encode_item(item: ExportItem) -> Instance:
+    """Encode one data set into an :class:`Instance` (Part 10 bytes; a file stays a file).
+
+    A pydicom data set is encoded in its own transfer syntax (``file_meta``), explicit
+    VR little endian when it has none, without modifying it. Something that is not
+    DICOM raises :class:`~aiodicom.errors.MalformedDatasetError` naming it.
+    """
+    if isinstance(item, bytes | bytearray | memoryview):
+        data = bytes(item)
+        meta = _checked_meta(data, "Part 10 bytes")
+        return Instance(meta.sop_class_uid, meta.sop_instance_uid, meta.transfer_syntax, data=data)
+    if isinstance(item, str | os.PathLike):
+        path = Path(os.fspath(item))
+        meta = _checked_meta(path, str(path))
+        return Instance(meta.sop_class_uid, meta.sop_instance_uid, meta.transfer_syntax, path=path)
+    return _encode_dataset(item)
+
+
+def _checked_meta(source: bytes | Path, what: str) -> FileMeta:
+    try:
+        return read_file_meta(source)
+    except MalformedDatasetError as exc:
+        raise MalformedDatasetError(f"{what}: {exc}") from None
+    except DicomFileError as exc:
+        raise MalformedDatasetError(f"{what} is not a DICOM Part 10 file: {exc}") from None
+    except OSError as exc:
+        raise DicomFileError(f"cannot read {what}: {exc.strerror or exc}") from None
+
+
+#: How each transfer syntax's data set is written: (little endian, implicit VR); the
+#: rest (compressed syntaxes) are explicit VR little endian with encapsulated pixels.
+_LAYOUTS = {
+    IMPLICIT_VR_LITTLE_ENDIAN: (True, True),
+    EXPLICIT_VR_BIG_ENDIAN: (False, False),
+}
+
+
+def _encode_dataset(dataset: pydicom.Dataset) -> Instance:
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset
+
+    try:
+        sop_class, sop_instance = str(dataset.SOPClassUID), str(dataset.SOPInstanceUID)
+    except AttributeError as exc:
+        raise MalformedDatasetError(f"a data set to export has no {exc.name or 'SOP Class/Instance UID'}") from None
+    meta = getattr(dataset, "file_meta", None)
+    ts = str(meta.TransferSyntaxUID) if meta is not None and "TransferSyntaxUID" in meta else EXPLICIT_VR_LITTLE_ENDIAN
+    little, implicit = _LAYOUTS.get(ts, (True, False))
+    buffer = DicomBytesIO()
+    buffer.is_little_endian, buffer.is_implicit_VR = little, implicit
+    try:
+        # A copy: pydicom caches encoded values in the elements it writes (person names).
+        write_dataset(buffer, copy.deepcopy(dataset))
+    except Exception as exc:  # pydicom raises many types for values it cannot encode
+        raise MalformedDatasetError(f"cannot encode data set {sop_instance}: {exc}") from exc
+    body = buffer.getvalue()
+    if ts == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
+        body = transcode(body, EXPLICIT_VR_LITTLE_ENDIAN, ts)
+    try:
+        head = encode_file_meta(sop_class, sop_instance, ts)
+    except DicomFileError as exc:
+        raise MalformedDatasetError(f"cannot export data set {sop_instance!r}: {exc}") from None
+    return Instance(sop_class, sop_instance, ts, data=head + body)
+
+
+# --- exporters ------------------------------------------------------------------------
+
+
+class Exporter:
+    """Base class of exporters: subclass it and write ``async def export(self)``.
+
+    ``export()`` delivers everything or raises (any exception counts as a failure;
+    the outbox retries it with backoff, then dead-letters it). Keep it idempotent: a
+    retry, or a restart after a crash, runs it again.
+
+    With a durable outbox (a pipeline with a ``data_directory``) a pending exporter
+    must survive a restart, so it is saved as its class (which must be importable
+    by module and name) and :meth:`to_record`; :meth:`from_record` builds it again.
+    The defaults save the instance's attributes and pass them back to ``__init__`` as
+    keyword arguments, which fits exporters whose attributes are their arguments.
+    """
+
+    #: Whether the outbox may save and restore it (see :meth:`to_record`).
+    durable: ClassVar[bool] = True
+
+    async def export(self) -> None:
+        """Deliver; raise when it did not all get through."""
+        raise NotImplementedError(f"{type(self).__name__} must define async def export(self)")
+
+    def describe(self) -> str:
+        """Where it goes, for logs, the status and dead-letter records (no PHI)."""
+        return type(self).__name__
+
+    def to_record(self) -> dict[str, JsonValue]:
+        """Settings to persist (JSON); the default: the instance's attributes."""
+        values = dict(vars(self)) if hasattr(self, "__dict__") else {}
+        try:
+            json.dumps(values)
+        except (TypeError, ValueError) as exc:
+            raise ExportError(
+                f"{type(self).__name__} cannot be kept across a restart: its attributes are not JSON "
+                f"({exc}); define to_record() and from_record()"
+            ) from None
+        return values
+
+    @classmethod
+    def from_record(cls, record: dict[str, JsonValue]) -> Self:
+        """Build the exporter again from :meth:`to_record`'s settings."""
+        return cls(**record)
+
+
+#: Called with each instance once the destination has it (the outbox records it).
+Delivered = Callable[[Instance], Awaitable[None] | None]
+
+
+class InstanceExporter(Exporter):
+    """An exporter of data sets, one instance at a time: what the outbox tracks per instance.
+
+    Subclasses implement :meth:`deliver`; the outbox calls it with the instances not
+    yet delivered (so a retry or a resumed batch sends only those) and records each one
+    ``delivered`` reports. ``datasets`` may be a list or a generator (read once).
+    """
+
+    def __init__(self, datasets: Iterable[ExportItem]) -> None:
+        self.datasets = datasets
+
+    async def export(self) -> None:
+        """Encode the data sets and deliver them all; :class:`ExportError` lists what failed."""
+        await self.deliver([encode_item(item) for item in self.datasets], _nothing)
+
+    async def deliver(self, instances: Sequence[Instance], delivered: Delivered) -> None:
+        """Deliver ``instances``, calling ``delivered`` for each one; raise :class:`ExportError`."""
+        raise NotImplementedError
+
+    def settings(self) -> dict[str, JsonValue]:
+        """What :meth:`to_record` saves besides the data (subclasses list their options)."""
+        return {}
+
+    def to_record(self) -> dict[str, JsonValue]:
+        return self.settings()
+
+    @classmethod
+    def from_record(cls, record: dict[str, JsonValue]) -> Self:
+        return cls(datasets=(), **record)  # type: ignore[arg-type]
+
+
+def _nothing(_instance: Instance) -> None:
+    return None
+
+
+async def _report(delivered: Delivered, instance: Instance) -> None:
+    result = delivered(instance)
+    if result is not None:
+        await result
+
+
+def _failed(what: str, failures: list[tuple[str, str]], total: int) -> ExportError:
+    first = failures[0][1]
+    return ExportError(f"{what}: {len(failures)} of {total} instances not delivered (first: {first})", failures)
+
+
+# --- DICOM ----------------------------------------------------------------------------
+
+
+class Address(FrozenRecord):
+    """A DICOM node: where to connect and which AE titles to use."""
+
+    host: str
+    port: int
+    called_ae: str = "ANY-SCP"
+    calling_ae: str = "AIODICOM"
+
+    @classmethod
+    def parse(cls, value: AddressLike) -> Address:
+        """An address from any :data:`AddressLike` form, with port and AE titles checked."""
+        if isinstance(value, Address):
+            return value
+        if isinstance(value, str):
+            called, at, rest = value.rpartition("@")
+            host, colon, port = rest.rpartition(":")
+            if not (at and colon and host and port.isdigit()):
+                raise ValueError(f"address {value!r} is not CALLED_AE@host:port")
+            parts: tuple[object, ...] = (host, int(port), called)
+        else:
+            parts = tuple(value)
+            if not 2 <= len(parts) <= 4:
+                raise ValueError(f"address {value!r} is not (host, port[, called AE[, calling AE]])")
+        address = cls(*parts)  # type: ignore[arg-type]
+        check_port(address.port, listening=False)
+        normalize_ae_title(address.called_ae, "called AE title")
+        normalize_ae_title(address.calling_ae, "calling AE title")
+        return address
+
+    def __str__(self) -> str:
+        return f"{self.called_ae}@{self.host}:{self.port}"
+
+
+class DicomExport(InstanceExporter):
+    """C-STORE data sets to a DICOM node.
+
+    Each instance is proposed in its own transfer syntax (plus an uncompressed
+    fallback unless it is lossy compressed; see
+    :func:`~aiodicom.dimse.client.contexts_for_encodings`), so it arrives as it was
+    encoded. A success or warning status (e.g. 0xB000, coercion) counts as
+    delivered; a failure status, or no answer, does not.
+
+    :param address: the destination (:data:`AddressLike`).
+    :param datasets: data sets, Part 10 files or bytes; a list or a generator.
+    :param timeouts: the association's waits (:class:`~aiodicom.Timeouts`).
+    """
+
+    def __init__(
+        self, address: AddressLike, datasets: Iterable[ExportItem] = (), *, timeouts: Timeouts = DEFAULT_TIMEOUTS
+    ) -> None:
+        super().__init__(datasets)
+        self.address = Address.parse(address)
+        self.timeouts = timeouts
+
+    def describe(self) -> str:
+        return f"DICOM {self.address}"
+
+    def settings(self) -> dict[str, JsonValue]:
+        a = self.address
+        return {
+            "address": [a.host, a.port, a.called_ae, a.calling_ae],
+            "timeouts": {name: getattr(self.timeouts, name) for name in _TIMEOUT_FIELDS},
+        }
+
+    @classmethod
+    def from_record(cls, record: dict[str, JsonValue]) -> Self:
+        host, port, called, calling = cast(list[object], record["address"])
+        timeouts = Timeouts(**cast(dict[str, float], record.get("timeouts") or {}))
+        return cls((str(host), cast(int, port), str(called), str(calling)), timeouts=timeouts)
+
+    def destination(self) -> dict[str, JsonValue]:
+        """The dead-letter record's destination: what ``aiodicom store`` needs to resend."""
+        a = self.address
+        return {"kind": "dicom", "host": a.host, "port": a.port, "called_ae": a.called_ae, "calling_ae": a.calling_ae}
+
+    async def deliver(self, instances: Sequence[Instance], delivered: Delivered) -> None:
+        from aiodicom.dimse.client import contexts_for_encodings
+
+        failures: list[tuple[str, str]] = []
+        encodings = {(i.sop_class_uid, i.transfer_syntax): None for i in instances}
+        for group in contexts_for_encodings(encodings) if instances else []:
+            classes = {abstract for abstract, _ in group}
+            batch = [i for i in instances if i.sop_class_uid in classes]
+            failures += await self._send(group, batch, delivered)
+        if failures:
+            raise _failed(self.describe(), failures, len(instances))
+
+    async def _send(self, contexts: Sequence[tuple[str, Sequence[str]]], batch: list[Instance],
+                    delivered: Delivered) -> list[tuple[str, str]]:
+        """Send one association's worth; every instance not delivered comes back with why."""
+        from aiodicom.dimse.client import connect
+
+        failures: list[tuple[str, str]] = []
+        done = 0
+        a = self.address
+        try:
+            async with connect(a.host, a.port, called_ae=a.called_ae, calling_ae=a.calling_ae,
+                               contexts=contexts, timeouts=self.timeouts) as assoc:
+                for instance in batch:
+                    reason = await _store_one(assoc, instance)
+                    done += 1
+                    if reason is None:
+                        await _report(delivered, instance)
+                    else:
+                        failures.append((instance.sop_instance_uid, reason))
+        except AiodicomError as exc:
+            # The association failed: the one in flight had no answer, the rest were not sent.
+            failures += [(i.sop_instance_uid, str(exc) or type(exc).__name__) for i in batch[max(done, 0):]]
+        return failures
+
+
+_TIMEOUT_FIELDS = ("connect", "acse", "dimse", "network_idle", "artim", "pdu", "min_rate")
+
+
+async def _store_one(assoc: Any, instance: Instance) -> str | None:
+    """C-STORE one instance: None when delivered (success or warning), else why not."""
+    from aiodicom.errors import NoPresentationContext
+
+    try:
+        status = await assoc.store(instance.source())
+    except (MalformedDatasetError, DicomFileError, NoPresentationContext) as exc:
+        return str(exc)
+    if status.is_success or status.is_warning:
+        if status.is_warning:
+            log.info("export.warning", sop_instance_uid=instance.sop_instance_uid, status=f"0x{int(status):04X}")
+        return None
+    comment = f": {status.error_comment}" if status.error_comment else ""
+    return f"0x{int(status):04X} ({status.description}){comment}"
+
+
+# --- files ----------------------------------------------------------------------------
+
+#: What :class:`FileExport` does when the file it would write exists with other content.
+OnConflict = Literal["keep-both", "replace", "fail"]
+
+
+class FileExport(InstanceExporter):
+    """Write data sets as Part 10 files into a folder.
+
+    Names come from ``layout`` (default ``{SOPInstanceUID}.dcm``; the fields of
+    :data:`~aiodicom.dimse.store.LAYOUT_FIELDS`), each value made a safe path
+    component, never a raw wire value. Each file is written under a temporary name
+    and linked into place, so a reader never sees half a file and an existing file
+    is never replaced by surprise: a file with the same content counts as delivered
+    (a retried export is harmless); one with other content is kept, and the new one
+    gets a numbered name (``on_conflict="keep-both"``), replaces it (``"replace"``)
+    or fails (``"fail"``).
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        datasets: Iterable[ExportItem] = (),
+        *,
+        layout: str = "{SOPInstanceUID}.dcm",
+        on_conflict: OnConflict = "keep-both",
+        fsync: bool = False,
+    ) -> None:
+        from aiodicom.dimse.store import _parse_layout
+
+        super().__init__(datasets)
+        self.directory = Path(directory)
+        _parse_layout(layout)  # unknown fields fail here, not at export time
+        if on_conflict not in _CONFLICTS:
+            raise ValueError(f"on_conflict must be one of {', '.join(_CONFLICTS)}, not {on_conflict!r}")
+        self.layout = layout
+        self.on_conflict: OnConflict = on_conflict
+        self.fsync = fsync
+
+    def describe(self) -> str:
+        return f"folder {self.directory}"
+
+    def settings(self) -> dict[str, JsonValue]:
+        return {"directory": str(self.directory), "layout": self.layout, "on_conflict": self.on_conflict,
+                "fsync": self.fsync}
+
+    def destination(self) -> dict[str, JsonValue]:
+        return {"kind": "folder", "directory": str(self.directory.resolve())}
+
+    async def deliver(self, instances: Sequence[Instance], delivered: Delivered) -> None:
+        from aiodicom.dimse.store import LAYOUT_FIELDS, layout_path
+
+        failures: list[tuple[str, str]] = []
+        tags = [tag for tag, _ in LAYOUT_FIELDS.values()]
+        for instance in instances:
+            try:
+                values = instance.texts(tags)
+                target = layout_path(self.directory, self.layout, values.get)
+                self._write(target, instance.read())
+            except (AiodicomError, OSError) as exc:
+                failures.append((instance.sop_instance_uid, _reason(exc)))
+                continue
+            await _report(delivered, instance)
+        if failures:
+            raise _failed(self.describe(), failures, len(instances))
+
+    def _write(self, target: Path, data: bytes) -> Path:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temporary = target.parent / f".{target.name}.{uuid.uuid4().hex[:8]}.tmp"
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            try:
+                _write_all(fd, data)
+                if self.fsync:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+            return _CONFLICTS[self.on_conflict](temporary, target, data)
+        finally:
+            if temporary.exists():
+                temporary.unlink()
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _same(path: Path, data: bytes) -> bool:
+    try:
+        return path.stat().st_size == len(data) and path.read_bytes() == data
+    except OSError:
+        return False
+
+
+def _link(temporary: Path, target: Path) -> bool:
+    """Link ``temporary`` to ``target`` unless ``target`` exists (atomically: no clobber)."""
+    try:
+        os.link(temporary, target)
+    except FileExistsError:
+        return False
+    return True
+
+
+def _keep_both(temporary: Path, target: Path, data: bytes) -> Path:
+    for n in range(1, 10_000):
+        candidate = target if n == 1 else target.with_name(f"{target.stem}_{n}{target.suffix}")
+        if _same(candidate, data) or _link(temporary, candidate):
+            return candidate
+    raise ExportError(f"{target}: 10000 files of that name with other content already exist")
+
+
+def _replace(temporary: Path, target: Path, data: bytes) -> Path:
+    os.replace(temporary, target)
+    return target
+
+
+def _fail(temporary: Path, target: Path, data: bytes) -> Path:
+    if _same(target, data) or _link(temporary, target):
+        return target
+    raise ExportError(f"{target} already exists with other content")
+
+
+_CONFLICTS: dict[str, Callable[[Path, Path, bytes], Path]] = {
+    "keep-both": _keep_both,
+    "replace": _replace,
+    "fail": _fail,
+}
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and not isinstance(exc, AiodicomError):
+        return f"{exc.filename or ''}: {os.strerror(exc.errno) if exc.errno else exc}".lstrip(": ")
+    return str(exc) or type(exc).__name__
+
+
+__all__ = [
+    "Address",
+    "AddressLike",
+    "DicomExport",
+    "ExportError",
+    "ExportItem",
+    "Exporter",
+    "FileExport",
+    "Instance",
+    "InstanceExporter",
+    "encode_item",
+]
