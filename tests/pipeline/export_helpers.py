@@ -7,13 +7,20 @@ Peers are real processes (DCMTK ``storescp``, Orthanc) started by PID through
 from __future__ import annotations
 
 import pickle
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 
+import anyio
 import pydicom
 from pydicom.dataset import Dataset
 
+from aiodicom.dimse.server import Server
+from aiodicom.dimse.status import Status
+from aiodicom.dimse.store import ReceivedInstance
 from aiodicom.synthetic import make_dataset
-from peers import dataset_bytes
+from peers import LOCALHOST, dataset_bytes
 
 
 def small_datasets(count: int, *, patient_id: str = "EXPORT01", **options: object) -> list[Dataset]:
@@ -50,3 +57,45 @@ def same_data(path: Path, dataset: Dataset) -> bool:
     """True when the file holds ``dataset``'s elements (compared decoded, pixels included)."""
     stored = pydicom.dcmread(path)
     return stored == dataset and dataset_bytes(path) != b""
+
+
+class Destination:
+    """An aiodicom :class:`~aiodicom.Server` on 127.0.0.1 that answers what a test says.
+
+    ``answer(uid, times_seen)`` gives the status for each C-STORE (None: success);
+    ``received`` counts every request by SOP Instance UID, ``stored`` the ones answered
+    success or warning.
+    """
+
+    def __init__(self, answer: Callable[[str, int], int | None] | None = None) -> None:
+        self.answer = answer or (lambda _uid, _seen: None)
+        self.received: Counter[str] = Counter()
+        self.stored: Counter[str] = Counter()
+        self.port = 0
+        #: Called instead of :meth:`on_store` when set (a test that holds an answer back).
+        self.hook: Callable[[ReceivedInstance], Awaitable[int | None]] | None = None
+
+    async def handle(self, instance: ReceivedInstance) -> int | None:
+        return await (self.hook or self.on_store)(instance)
+
+    async def on_store(self, instance: ReceivedInstance) -> int | None:
+        uid = instance.sop_instance_uid
+        self.received[uid] += 1
+        status = self.answer(uid, self.received[uid])
+        if status is None or Status(status).is_warning:
+            self.stored[uid] += 1
+        return status
+
+
+@asynccontextmanager
+async def destination(answer: Callable[[str, int], int | None] | None = None,
+                      *, ae_title: str = "DEST", port: int = 0) -> AsyncIterator[Destination]:
+    """A running :class:`Destination` (stopped when the block ends)."""
+    dest = Destination(answer)
+    server = Server(ae_title, LOCALHOST, port, on_store=dest.handle, require_called_ae=True)
+    async with anyio.create_task_group() as group:
+        dest.port = await group.start(server.serve)
+        try:
+            yield dest
+        finally:
+            server.shutdown(grace=0.5)

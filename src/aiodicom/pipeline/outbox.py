@@ -350,7 +350,7 @@ class Outbox:
         """Record a failed try; dead-letter after the last one. True: try again."""
         job.error = str(exc) or type(exc).__name__
         destination = job.exporter.describe()
-        self._errors.append(f"{destination}: {job.error}")
+        self._errors.append(job.error if job.error.startswith(destination) else f"{destination}: {job.error}")
         self._note(batch, f"{job.index} failed")
         last = job.attempts >= self.attempts
         log.warning("export.failed", batch_id=batch.batch_id, destination=destination, attempt=job.attempts,
