@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,8 +12,8 @@ import pytest
 
 from aiodicom.codec.uids import IMPLICIT_VR_LITTLE_ENDIAN
 from aiodicom.pipeline.export import Address, DicomExport, ExportError
-from orthanc_peer import Orthanc, orthanc
 from peers import LOCALHOST, compress_jpeg_lossless, dataset_bytes
+from qr.orthanc import Orthanc, orthanc
 
 from .export_helpers import small_datasets, snapshot
 
@@ -28,7 +29,7 @@ def anyio_backend() -> str:
 
 @pytest.fixture(scope="module")
 def pacs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Orthanc]:
-    with orthanc(tmp_path_factory.mktemp("orthanc")) as running:
+    with orthanc(tmp_path_factory.mktemp("orthanc"), extra={"DicomCheckCalledAet": True}) as running:
         yield running
 
 
@@ -43,15 +44,15 @@ async def test_orthanc_stores_each_instance_as_it_was_encoded(pacs: Orthanc, tmp
 
     await DicomExport(Address(LOCALHOST, pacs.port, pacs.aet), (*explicit, *implicit, jpeg)).export()
 
-    stored = pacs.instances()
+    stored = _by_uid(pacs)
     for ds in (*explicit, *implicit):
         orthanc_id = stored[str(ds.SOPInstanceUID)]
-        assert pacs.transfer_syntax(orthanc_id) == ds.file_meta.TransferSyntaxUID
-        assert pydicom.dcmread(io.BytesIO(pacs.file(orthanc_id))) == ds
+        assert _raw(pacs, f"/instances/{orthanc_id}/metadata/TransferSyntax").decode() == ds.file_meta.TransferSyntaxUID
+        assert pydicom.dcmread(io.BytesIO(_raw(pacs, f"/instances/{orthanc_id}/file"))) == ds
     jpeg_id = stored[str(pydicom.dcmread(jpeg).SOPInstanceUID)]
-    assert pacs.transfer_syntax(jpeg_id) == JPEG_LOSSLESS_SV1
+    assert _raw(pacs, f"/instances/{jpeg_id}/metadata/TransferSyntax").decode() == JPEG_LOSSLESS_SV1
     stored_jpeg = tmp_path / "stored-jpeg.dcm"
-    stored_jpeg.write_bytes(pacs.file(jpeg_id))
+    stored_jpeg.write_bytes(_raw(pacs, f"/instances/{jpeg_id}/file"))
     assert dataset_bytes(stored_jpeg) == dataset_bytes(jpeg)
     assert snapshot(explicit + implicit) == before
 
@@ -62,5 +63,17 @@ async def test_a_rejected_association_fails_every_instance_and_stores_nothing(pa
         await DicomExport(Address(LOCALHOST, pacs.port, "NOT-ORTHANC"), datasets).export()
     assert sorted(uid for uid, _ in caught.value.failures) == sorted(str(ds.SOPInstanceUID) for ds in datasets)
     assert "reject" in str(caught.value).lower()
-    assert not set(pacs.instances()) & {str(ds.SOPInstanceUID) for ds in datasets}
+    assert not set(_by_uid(pacs)) & {str(ds.SOPInstanceUID) for ds in datasets}
 
+
+
+def _by_uid(pacs: Orthanc) -> dict[str, str]:
+    """SOP Instance UID -> Orthanc's instance id, for everything Orthanc stored."""
+    return {pacs.rest("GET", f"/instances/{i}/simplified-tags")["SOPInstanceUID"]: i for i in pacs.instances()}
+
+
+def _raw(pacs: Orthanc, path: str) -> bytes:
+    """A REST resource that is not JSON (a file, a metadata value)."""
+    with urllib.request.urlopen(pacs.url + path, timeout=10) as answer:
+        data: bytes = answer.read()
+    return data

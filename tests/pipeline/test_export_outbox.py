@@ -136,13 +136,33 @@ async def test_a_batch_id_is_taken_once_and_unknown_ids_are_an_error(tmp_path: P
         await outbox.submit("same", [FileExport(tmp_path / "files", first)])
         await _wait(outbox, "same")
         await outbox.submit("same", [FileExport(tmp_path / "files", second)])
+        assert outbox.known("same") and not outbox.known("other")
         with pytest.raises(KeyError):
             await outbox.wait("other")
     again = Outbox(tmp_path / "outbox")  # a restart remembers the outcome
+    assert again.known("same")
     async with running(again):
         await again.submit("same", [FileExport(tmp_path / "files", second)])
         assert (await _wait(again, "same")).delivered
     assert list(stored_by_uid(tmp_path / "files")) == [str(first[0].SOPInstanceUID)]
+
+
+async def test_hostile_batch_ids_stay_inside_the_outbox_and_never_collide(tmp_path: Path) -> None:
+    ids = ["../../x", "/etc", "..", "a/b", "a_b", "Åsa", "x" * 300]
+    outbox = Outbox(tmp_path / "outbox", attempts=1)
+    async with running(outbox):
+        for n, batch_id in enumerate(ids):
+            await outbox.submit(batch_id, [FileExport(tmp_path / "files" / str(n), small_datasets(1)),
+                                           FailingExport()])
+        outcomes = [await _wait(outbox, batch_id) for batch_id in ids]
+    assert [o.batch_id for o in outcomes] == ids
+    everything = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert all((tmp_path / "outbox").resolve() in p.resolve().parents or (tmp_path / "files") in p.parents
+               for p in everything)
+    assert len(list((tmp_path / "outbox" / "done").iterdir())) == len(ids)
+    assert len(list((tmp_path / "outbox" / "dead").iterdir())) == len(ids)
+    restarted = Outbox(tmp_path / "outbox")
+    assert all(restarted.known(batch_id) for batch_id in ids)
 
 
 class GatedExport(Exporter):

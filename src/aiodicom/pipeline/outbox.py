@@ -28,6 +28,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import shlex
 import shutil
 import time
 import uuid
@@ -211,7 +212,7 @@ class Outbox:
         delivered or dead-lettered) is ignored, so a caller that crashed after
         submitting can submit the same batch again safely.
         """
-        if batch_id in self._batches or self._known_outcome(batch_id) is not None:
+        if self.known(batch_id):
             log.info("export.duplicate_batch", batch_id=batch_id)
             return
         key = safe_component(batch_id, "_batch", allowed=_KEY_CHARS)
@@ -225,6 +226,14 @@ class Outbox:
             self._group.start_soon(self._run_batch, batch)
         else:
             self._waiting.append(batch)
+
+    def known(self, batch_id: str) -> bool:
+        """True when the outbox holds ``batch_id``: pending, delivered or dead-lettered.
+
+        After a crash between :meth:`submit` returning and the caller noting it, the
+        caller asks this before producing the batch again (``submit`` ignores it anyway).
+        """
+        return batch_id in self._batches or self._known_outcome(batch_id) is not None
 
     async def wait(self, batch_id: str) -> ExportOutcome:
         """Wait until ``batch_id`` is delivered or dead-lettered (also one resumed after a restart)."""
@@ -579,7 +588,8 @@ def _resend_command(destination: JsonValue, folder: Path) -> str | None:
     if not isinstance(destination, dict) or destination.get("kind") != "dicom":
         return None
     d = destination
-    return f"aiodicom store --aec {d['called_ae']} --aet {d['calling_ae']} {d['host']} {d['port']} {folder}"
+    words = [str(d["host"]), str(d["port"]), str(folder), "--aec", str(d["called_ae"]), "--aet", str(d["calling_ae"])]
+    return "aiodicom store " + " ".join(map(shlex.quote, words))
 
 
 __all__ = ["ExportOutcome", "ExportResult", "Outbox", "OutboxStatus"]
