@@ -18,10 +18,13 @@ from __future__ import annotations
 import copy
 import json
 import os
+import struct
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self, TypeAlias, cast
+
+import anyio
 
 from aiodicom._log import get_logger
 from aiodicom._record import FrozenRecord
@@ -53,6 +56,8 @@ AddressLike: TypeAlias = "Address | str | tuple[str, int] | tuple[str, int, str]
 
 #: The scanner reads the tags a layout names from this much of a file first.
 _HEAD = 64 * 1024
+#: Files are written and copied in pieces of this size, the event loop served between two.
+CHUNK = 1024 * 1024
 
 
 class ExportError(AiodicomError):
@@ -96,6 +101,18 @@ class Instance(FrozenRecord):
             return self.data
         assert self.path is not None
         return self.path.read_bytes()
+
+    def chunks(self) -> Iterator[bytes | memoryview]:
+        """The Part 10 bytes in pieces of at most :data:`CHUNK` (the file is read piece by piece)."""
+        if self.data is not None:
+            view = memoryview(self.data)
+            for start in range(0, len(view), CHUNK):
+                yield view[start : start + CHUNK]
+            return
+        assert self.path is not None
+        with open(self.path, "rb") as source:
+            while chunk := source.read(CHUNK):
+                yield chunk
 
     def texts(self, tags: Iterable[int]) -> dict[int, str]:
         """Top-level text values (UIDs, IDs), scanned without decoding the data set."""
@@ -149,34 +166,135 @@ _LAYOUTS = {
     IMPLICIT_VR_LITTLE_ENDIAN: (True, True),
     EXPLICIT_VR_BIG_ENDIAN: (False, False),
 }
+#: Top-level binary values at least this long are not copied while encoding: they are
+#: handed on as they are, and written to disk in chunks with the event loop served between.
+LARGE_VALUE = 1 << 20
+_BINARY_VRS = frozenset({"OB", "OW", "OD", "OF", "OL", "OV", "UN"})
+_SEQUENCE_DELIMITER = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
+_EXPLICIT_HEADER = struct.Struct("<HH2s2xI")
+_IMPLICIT_HEADER = struct.Struct("<HHI")
+
+#: A data set encoded as Part 10: its identity and the buffers that make the file, in order.
+Encoded: TypeAlias = "tuple[str, str, str, list[bytes | memoryview]]"
 
 
-def _encode_dataset(dataset: pydicom.Dataset) -> Instance:
+def encode_dataset(dataset: pydicom.Dataset) -> Encoded:
+    """Encode a pydicom data set as Part 10 buffers, without modifying it.
+
+    In its own transfer syntax (``file_meta``), explicit VR little endian when it has
+    none. Large binary values (pixel data) are not copied: each is one buffer of its
+    own, so encoding a 1 GB instance costs the header's time, not a gigabyte of copies
+    on the event loop. Something that cannot be encoded raises
+    :class:`~aiodicom.errors.MalformedDatasetError`.
+    """
+    sop_class, sop_instance = _uid(dataset, 0x00080016), _uid(dataset, 0x00080018)
+    if not (sop_class and sop_instance):
+        raise MalformedDatasetError("a data set to export has no SOP Class UID or no SOP Instance UID")
+    meta = getattr(dataset, "file_meta", None)
+    ts = str(meta.TransferSyntaxUID) if meta is not None and "TransferSyntaxUID" in meta else EXPLICIT_VR_LITTLE_ENDIAN
+    try:
+        parts: list[bytes | memoryview] = [encode_file_meta(sop_class, sop_instance, ts)]
+        if ts in (EXPLICIT_VR_BIG_ENDIAN, DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN):
+            body = _write(dataset, ts)
+            parts.append(transcode(body, EXPLICIT_VR_LITTLE_ENDIAN, ts) if ts == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN
+                         else body)
+        else:
+            parts += _split(dataset, ts)
+    except DicomFileError as exc:
+        raise MalformedDatasetError(f"cannot export data set {sop_instance!r}: {exc}") from None
+    except Exception as exc:  # pydicom raises many types for values it cannot encode
+        raise MalformedDatasetError(f"cannot encode data set {sop_instance}: {exc}") from exc
+    return sop_class, sop_instance, ts, parts
+
+
+def _write(dataset: pydicom.Dataset, ts: str, encoding: str | list[str] | None = None) -> bytes:
     from pydicom.filebase import DicomBytesIO
     from pydicom.filewriter import write_dataset
 
-    try:
-        sop_class, sop_instance = str(dataset.SOPClassUID), str(dataset.SOPInstanceUID)
-    except AttributeError as exc:
-        raise MalformedDatasetError(f"a data set to export has no {exc.name or 'SOP Class/Instance UID'}") from None
-    meta = getattr(dataset, "file_meta", None)
-    ts = str(meta.TransferSyntaxUID) if meta is not None and "TransferSyntaxUID" in meta else EXPLICIT_VR_LITTLE_ENDIAN
     little, implicit = _LAYOUTS.get(ts, (True, False))
     buffer = DicomBytesIO()
     buffer.is_little_endian, buffer.is_implicit_VR = little, implicit
-    try:
-        # A copy: pydicom caches encoded values in the elements it writes (person names).
+    # A copy: pydicom caches encoded values in the elements it writes (person names).
+    if encoding is None:
         write_dataset(buffer, copy.deepcopy(dataset))
-    except Exception as exc:  # pydicom raises many types for values it cannot encode
-        raise MalformedDatasetError(f"cannot encode data set {sop_instance}: {exc}") from exc
-    body = buffer.getvalue()
-    if ts == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
-        body = transcode(body, EXPLICIT_VR_LITTLE_ENDIAN, ts)
-    try:
-        head = encode_file_meta(sop_class, sop_instance, ts)
-    except DicomFileError as exc:
-        raise MalformedDatasetError(f"cannot export data set {sop_instance!r}: {exc}") from None
-    return Instance(sop_class, sop_instance, ts, data=head + body)
+    else:
+        write_dataset(buffer, copy.deepcopy(dataset), encoding)
+    return buffer.getvalue()
+
+
+def _split(dataset: pydicom.Dataset, ts: str) -> list[bytes | memoryview]:
+    """Little endian data sets: runs of small elements encoded by pydicom, large values as they are."""
+    from pydicom.dataset import Dataset
+
+    implicit = _LAYOUTS.get(ts, (True, False))[1]
+    encoding = _character_sets(dataset)
+    parts: list[bytes | memoryview] = []
+
+    def new_run() -> Dataset:
+        run = Dataset()
+        # Raw elements in a later run decode with the data set's character set, not the default.
+        run._parent_encoding = encoding
+        return run
+
+    run = new_run()
+    for tag in sorted(dataset.keys()):  # insertion order is not tag order; the file's is
+        element = dataset.get_item(tag)  # raw elements stay raw: reading converts nothing
+        value = _large_value(element)
+        if value is None:
+            run[tag] = element
+            continue
+        if len(run):
+            parts.append(_write(run, ts, encoding))
+            run = new_run()
+        parts += _large_element(int(tag), element, value, implicit)
+    if len(run):
+        parts.append(_write(run, ts, encoding))
+    return parts
+
+
+def _uid(dataset: pydicom.Dataset, tag: int) -> str:
+    """A top-level UID, read without converting the element (attribute access would)."""
+    value = getattr(dataset.get_item(tag), "value", None)
+    if isinstance(value, bytes):
+        value = value.decode("ascii", "replace")
+    return "" if value is None else str(value).strip(" \0")
+
+
+def _character_sets(dataset: pydicom.Dataset) -> list[str]:
+    """Specific Character Set (0008,0005), read without converting anything in ``dataset``."""
+    element = dataset.get_item(0x00080005)
+    value = getattr(element, "value", None)
+    if value is None:
+        return ["iso8859"]  # pydicom's default
+    if isinstance(value, bytes):
+        value = value.decode("ascii", "replace").split("\\")
+    from pydicom.charset import convert_encodings
+
+    terms = [str(term).strip() for term in ([value] if isinstance(value, str) else value)]
+    return convert_encodings(terms)  # Python's codec names, as pydicom keeps them
+
+
+def _large_value(element: Any) -> memoryview | None:
+    vr, value = getattr(element, "VR", None), getattr(element, "value", None)
+    if vr in _BINARY_VRS and isinstance(value, bytes | bytearray | memoryview) and len(value) >= LARGE_VALUE:
+        return memoryview(value).cast("B")
+    return None
+
+
+def _large_element(tag: int, element: Any, value: memoryview, implicit: bool) -> list[bytes | memoryview]:
+    undefined = bool(getattr(element, "is_undefined_length", False))
+    length = 0xFFFFFFFF if undefined else len(value) + len(value) % 2
+    if implicit:
+        header = _IMPLICIT_HEADER.pack(tag >> 16, tag & 0xFFFF, length)
+    else:
+        header = _EXPLICIT_HEADER.pack(tag >> 16, tag & 0xFFFF, str(element.VR).encode(), length)
+    tail = _SEQUENCE_DELIMITER if undefined else b"\0" * (len(value) % 2)
+    return [header, value, tail] if tail else [header, value]
+
+
+def _encode_dataset(dataset: pydicom.Dataset) -> Instance:
+    sop_class, sop_instance, ts, parts = encode_dataset(dataset)
+    return Instance(sop_class, sop_instance, ts, data=b"".join(parts))
 
 
 # --- exporters ------------------------------------------------------------------------
@@ -465,8 +583,7 @@ class FileExport(InstanceExporter):
         for instance in instances:
             try:
                 values = instance.texts(tags)
-                target = layout_path(self.directory, self.layout, values.get)
-                self._write(target, instance.read())
+                await self._write(layout_path(self.directory, self.layout, values.get), instance)
             except (AiodicomError, OSError) as exc:
                 failures.append((instance.sop_instance_uid, _reason(exc)))
                 continue
@@ -474,32 +591,44 @@ class FileExport(InstanceExporter):
         if failures:
             raise _failed(self.describe(), failures, len(instances))
 
-    def _write(self, target: Path, data: bytes) -> Path:
+    async def _write(self, target: Path, instance: Instance) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         temporary = target.parent / f".{target.name}.{uuid.uuid4().hex[:8]}.tmp"
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
-            try:
-                _write_all(fd, data)
-                if self.fsync:
-                    os.fsync(fd)
-            finally:
-                os.close(fd)
-            return _CONFLICTS[self.on_conflict](temporary, target, data)
+            await write_file(temporary, instance.chunks(), fsync=self.fsync)
+            return _CONFLICTS[self.on_conflict](temporary, target)
         finally:
             if temporary.exists():
                 temporary.unlink()
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-
-
-def _same(path: Path, data: bytes) -> bool:
+async def write_file(path: Path, chunks: Iterable[bytes | memoryview], *, fsync: bool = False) -> None:
+    """Create ``path`` (never an existing file) from ``chunks``, serving the event loop between two."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
-        return path.stat().st_size == len(data) and path.read_bytes() == data
+        for chunk in chunks:
+            view = memoryview(chunk)
+            for start in range(0, len(view), CHUNK):
+                part = view[start : start + CHUNK]
+                while part:
+                    part = part[os.write(fd, part) :]
+                await anyio.sleep(0)
+        if fsync:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _same(a: Path, b: Path) -> bool:
+    """True when both files hold the same bytes (compared piece by piece)."""
+    try:
+        if a.stat().st_size != b.stat().st_size:
+            return False
+        with open(a, "rb") as one, open(b, "rb") as other:
+            while chunk := one.read(CHUNK):
+                if chunk != other.read(len(chunk)):
+                    return False
+        return True
     except OSError:
         return False
 
@@ -513,26 +642,26 @@ def _link(temporary: Path, target: Path) -> bool:
     return True
 
 
-def _keep_both(temporary: Path, target: Path, data: bytes) -> Path:
+def _keep_both(temporary: Path, target: Path) -> Path:
     for n in range(1, 10_000):
         candidate = target if n == 1 else target.with_name(f"{target.stem}_{n}{target.suffix}")
-        if _same(candidate, data) or _link(temporary, candidate):
+        if _same(candidate, temporary) or _link(temporary, candidate):
             return candidate
     raise ExportError(f"{target}: 10000 files of that name with other content already exist")
 
 
-def _replace(temporary: Path, target: Path, data: bytes) -> Path:
+def _replace(temporary: Path, target: Path) -> Path:
     os.replace(temporary, target)
     return target
 
 
-def _fail(temporary: Path, target: Path, data: bytes) -> Path:
-    if _same(target, data) or _link(temporary, target):
+def _fail(temporary: Path, target: Path) -> Path:
+    if _same(target, temporary) or _link(temporary, target):
         return target
     raise ExportError(f"{target} already exists with other content")
 
 
-_CONFLICTS: dict[str, Callable[[Path, Path, bytes], Path]] = {
+_CONFLICTS: dict[str, Callable[[Path, Path], Path]] = {
     "keep-both": _keep_both,
     "replace": _replace,
     "fail": _fail,
@@ -555,5 +684,7 @@ __all__ = [
     "FileExport",
     "Instance",
     "InstanceExporter",
+    "encode_dataset",
     "encode_item",
+    "write_file",
 ]

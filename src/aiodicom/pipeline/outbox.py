@@ -46,18 +46,19 @@ from aiodicom.dimse.store import safe_component
 from aiodicom.pipeline.export import (
     Exporter,
     ExportError,
+    ExportItem,
     Instance,
     InstanceExporter,
     JsonValue,
+    encode_dataset,
     encode_item,
+    write_file,
 )
 
 log = get_logger("aiodicom.pipeline.outbox")
 
 #: The version of ``batch.json``, ``record.json`` and ``done/*.json``.
 RECORD_VERSION = 1
-#: Copies of files are made in chunks of this size, with the event loop served in between.
-_CHUNK = 8 * 1024 * 1024
 _KEY_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 #: Outcomes of finished batches kept in memory for :meth:`Outbox.wait`.
 _KEEP_OUTCOMES = 10_000
@@ -306,15 +307,12 @@ class Outbox:
         subfolder.mkdir()
         instances, entries = [], []
         for n, item in enumerate(exporter.datasets):
-            instance = encode_item(item)
             path = subfolder / f"{n:06d}.dcm"
-            await _keep(instance, path)
-            instances.append(Instance(instance.sop_class_uid, instance.sop_instance_uid,
-                                      instance.transfer_syntax, path=path))
+            instance = await _keep(item, path)
+            instances.append(instance)
             entries.append({"file": f"e{index}/{path.name}", "sop_class_uid": instance.sop_class_uid,
                             "sop_instance_uid": instance.sop_instance_uid,
                             "transfer_syntax": instance.transfer_syntax})
-            await anyio.sleep(0)
         record["instances"] = entries  # type: ignore[assignment]
         return record, _Job(index, exporter, instances)
 
@@ -534,16 +532,18 @@ def _moved(instance: Instance, old: Path, new: Path) -> Instance:
                     path=new / instance.path.relative_to(old))
 
 
-async def _keep(instance: Instance, path: Path) -> None:
-    """Write the instance's Part 10 bytes to ``path``: copied, never linked to the caller's file."""
-    if instance.data is not None:
-        path.write_bytes(instance.data)
-        return
-    assert instance.path is not None
-    with open(instance.path, "rb") as source, open(path, "wb") as target:
-        while chunk := source.read(_CHUNK):
-            target.write(chunk)
-            await anyio.sleep(0)
+async def _keep(item: ExportItem, path: Path) -> Instance:
+    """Write one data set to ``path`` as Part 10, in chunks with the event loop served between.
+
+    A caller's file is copied, never linked: changing it later changes nothing exported.
+    """
+    if isinstance(item, bytes | bytearray | memoryview | str | os.PathLike):
+        found = encode_item(item)
+        await write_file(path, found.chunks())
+        return Instance(found.sop_class_uid, found.sop_instance_uid, found.transfer_syntax, path=path)
+    sop_class, sop_instance, ts, parts = encode_dataset(item)
+    await write_file(path, parts)
+    return Instance(sop_class, sop_instance, ts, path=path)
 
 
 def _link_or_copy(source: Path, target: Path) -> None:
