@@ -179,6 +179,20 @@ class GatedExport(Exporter):
         Path(self.marker).write_text("done")
 
 
+class Meet(Exporter):
+    """Finishes only once its partner has started: two of them pass only when run at once."""
+
+    def __init__(self, mine: str, partner: str) -> None:
+        self.mine = mine
+        self.partner = partner
+
+    async def export(self) -> None:
+        Path(self.mine).touch()
+        with anyio.fail_after(5):
+            while not Path(self.partner).exists():
+                await anyio.sleep(0.01)
+
+
 class FailingExport(Exporter):
     async def export(self) -> None:
         raise RuntimeError("the upload service said no")
@@ -203,6 +217,15 @@ async def test_custom_exporters_are_retried_dead_lettered_and_resumed(tmp_path: 
     assert not failing.delivered and failing.attempts == 2  # not tried again after the restart
     record = json.loads((Path(failing.dead_letter or "") / "record.json").read_text())
     assert record["destination"]["kind"] == "custom" and "said no" in record["error"]
+
+
+async def test_the_exporters_of_a_batch_run_at_the_same_time(tmp_path: Path) -> None:
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    outbox = Outbox(tmp_path / "outbox", attempts=1)
+    async with running(outbox):
+        await outbox.submit("together", [Meet(a, b), Meet(b, a)])
+        outcome = await _wait(outbox, "together")
+    assert outcome.delivered, outcome
 
 
 async def test_an_exporter_that_cannot_be_restored_is_refused_by_a_durable_outbox(tmp_path: Path) -> None:
