@@ -90,6 +90,15 @@ async def test_an_unwritable_folder_fails_each_instance_and_leaves_nothing(tmp_p
     assert len(caught.value.failures) == 2
 
 
+async def test_a_single_data_set_path_or_bytes_is_a_batch_of_one(tmp_path: Path) -> None:
+    ds, on_disk = small_datasets(2)
+    path = tmp_path / "source.dcm"
+    on_disk.save_as(path, enforce_file_format=True)
+    for item in (ds, path, str(path), path.read_bytes()):
+        await FileExport(tmp_path / "out", item).export()  # type: ignore[arg-type]
+    assert sorted(stored_by_uid(tmp_path / "out")) == sorted([str(ds.SOPInstanceUID), str(on_disk.SOPInstanceUID)])
+
+
 def test_a_layout_naming_an_unknown_field_is_refused_at_once(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="PatientName"):
         FileExport(tmp_path, [], layout="{PatientName}.dcm")

@@ -49,7 +49,9 @@ log = get_logger("aiodicom.pipeline.export")
 #: A JSON value, as exporters persist their settings (:meth:`Exporter.to_record`).
 JsonValue: TypeAlias = "None | bool | int | float | str | list[JsonValue] | dict[str, JsonValue]"
 #: One data set to export: a pydicom data set, a Part 10 file, or Part 10 bytes.
-ExportItem: TypeAlias = "pydicom.Dataset | str | os.PathLike[str] | bytes"
+ExportItem: TypeAlias = "pydicom.Dataset | str | os.PathLike[str] | bytes | bytearray | memoryview"
+#: What an exporter takes: data sets in a list or a generator, or a single one.
+Datasets: TypeAlias = "Iterable[ExportItem] | ExportItem"
 #: A destination: an :class:`Address`, ``"CALLED_AE@host:port"``, ``(host, port)``,
 #: ``(host, port, called_ae)`` or ``(host, port, called_ae, calling_ae)``.
 AddressLike: TypeAlias = "Address | str | tuple[str, int] | tuple[str, int, str] | tuple[str, int, str, str]"
@@ -355,8 +357,8 @@ class InstanceExporter(Exporter):
     ``delivered`` reports. ``datasets`` may be a list or a generator (read once).
     """
 
-    def __init__(self, datasets: Iterable[ExportItem]) -> None:
-        self.datasets = datasets
+    def __init__(self, datasets: Datasets) -> None:
+        self.datasets: Iterable[ExportItem] = _as_items(datasets)
 
     async def export(self) -> None:
         """Encode the data sets and deliver them all; :class:`ExportError` lists what failed."""
@@ -376,6 +378,16 @@ class InstanceExporter(Exporter):
     @classmethod
     def from_record(cls, record: dict[str, JsonValue]) -> Self:
         return cls(datasets=(), **record)  # type: ignore[arg-type]
+
+
+def _as_items(datasets: Datasets) -> Iterable[ExportItem]:
+    """A lone data set, path or bytes is a batch of one (iterating it would give its
+    elements, or the characters of the path)."""
+    from pydicom.dataset import Dataset
+
+    if isinstance(datasets, str | bytes | bytearray | memoryview | os.PathLike | Dataset):
+        return [datasets]
+    return datasets
 
 
 def _nothing(_instance: Instance) -> None:
@@ -444,7 +456,7 @@ class DicomExport(InstanceExporter):
     """
 
     def __init__(
-        self, address: AddressLike, datasets: Iterable[ExportItem] = (), *, timeouts: Timeouts = DEFAULT_TIMEOUTS
+        self, address: AddressLike, datasets: Datasets = (), *, timeouts: Timeouts = DEFAULT_TIMEOUTS
     ) -> None:
         super().__init__(datasets)
         self.address = Address.parse(address)
@@ -548,7 +560,7 @@ class FileExport(InstanceExporter):
     def __init__(
         self,
         directory: str | os.PathLike[str],
-        datasets: Iterable[ExportItem] = (),
+        datasets: Datasets = (),
         *,
         layout: str = "{SOPInstanceUID}.dcm",
         on_conflict: OnConflict = "keep-both",
@@ -680,6 +692,7 @@ __all__ = [
     "DicomExport",
     "ExportError",
     "ExportItem",
+    "Datasets",
     "Exporter",
     "FileExport",
     "Instance",
