@@ -68,8 +68,9 @@ async def test_warnings_count_as_delivered_and_only_failures_are_resent(tmp_path
     assert not outcome.delivered and result.attempts == 3 and "0xA900" in (result.error or "")
     dead = Path(result.dead_letter or "")
     record = json.loads((dead / "record.json").read_text())
-    assert [p.name for p in dead.glob("*.dcm")] == record["files"]
+    assert [p.name for p in dead.glob("*.dcm")] == [f["file"] for f in record["files"]]
     assert list(stored_by_uid(dead)) == [uids[2]]  # only what failed
+    assert record["files"][0]["sop_instance_uid"] == uids[2] and "0xA900" in record["files"][0]["reason"]
     assert outbox.status().dead_lettered == 1 and "0xA900" in outbox.status().last_errors[-1]
 
 
@@ -84,6 +85,31 @@ async def test_a_destination_that_comes_back_gets_everything_on_a_later_try(tmp_
         async with destination(port=port) as dest:
             outcome = await _wait(outbox, "b")
     assert outcome.delivered and outcome.results[0].attempts >= 2
+    assert dest.stored == {str(ds.SOPInstanceUID): 1 for ds in datasets}
+
+
+async def test_a_restart_resumes_pending_batches_and_drops_half_written_ones(tmp_path: Path) -> None:
+    datasets = small_datasets(2)
+    port = free_port()
+    outbox = Outbox(tmp_path / "outbox", attempts=100, backoff=0.05, max_backoff=0.1)
+    async with running(outbox):
+        await outbox.submit("later", [DicomExport((LOCALHOST, port, "DEST"), datasets)])
+        await _until(lambda: outbox.status().retrying == 1, "a retry is scheduled")
+    half = tmp_path / "outbox" / "pending" / ".tmp-cut-short-0000"  # a submit that never returned
+    half.mkdir()
+    (half / "batch.json").write_text("{")
+    damaged = tmp_path / "outbox" / "pending" / "damaged"  # a batch whose record was damaged
+    damaged.mkdir()
+    (damaged / "batch.json").write_text('{"version": 1, "batch_id": "damaged", "exp')
+    async with destination(port=port) as dest:
+        resumed = Outbox(tmp_path / "outbox", attempts=100, backoff=0.05, max_backoff=0.1)
+        async with running(resumed):
+            assert resumed.known("later") and not half.exists()
+            outcome = await _wait(resumed, "later")
+    assert outcome.delivered
+    set_aside = tmp_path / "outbox" / "unreadable" / "damaged"
+    assert (set_aside / "batch.json").exists() and "JSONDecodeError" in (set_aside / "reason.txt").read_text()
+    assert "damaged" in resumed.status().last_errors[0]
     assert dest.stored == {str(ds.SOPInstanceUID): 1 for ds in datasets}
 
 

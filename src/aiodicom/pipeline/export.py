@@ -327,6 +327,11 @@ class Exporter:
         """Where it goes, for logs, the status and dead-letter records (no PHI)."""
         return type(self).__name__
 
+    def destination(self) -> dict[str, JsonValue]:
+        """Where it goes, for a dead-letter record: enough to deliver it by hand."""
+        cls = type(self)
+        return {"kind": "custom", "class": f"{cls.__module__}:{cls.__qualname__}", "settings": self.to_record()}
+
     def to_record(self) -> dict[str, JsonValue]:
         """Settings to persist (JSON); the default: the instance's attributes."""
         values = dict(vars(self)) if hasattr(self, "__dict__") else {}

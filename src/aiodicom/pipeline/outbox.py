@@ -16,6 +16,7 @@ Directory layout (names from :func:`~aiodicom.dimse.store.safe_component`, never
     pending/<batch>/acks.log       one line per delivered instance, finished or dead exporter
     dead/<batch>/e<N>/             what exporter N never delivered, and record.json
     done/<batch>.json              the outcome, for ``wait()`` after a restart
+    unreadable/<batch>/            a pending batch that could not be read back, and reason.txt
 
 Every instance the destination acknowledges is appended to ``acks.log`` before the next
 one is sent, so after a crash a resumed batch sends only what had no answer: at most
@@ -28,12 +29,14 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import random
 import shlex
 import shutil
 import time
 import uuid
 from collections import deque
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
@@ -128,6 +131,8 @@ class _Job(Record):
     state: JobState = "pending"
     error: str | None = None
     dead_letter: str | None = None
+    #: Why each instance failed on the last try (SOP Instance UID -> reason).
+    failures: dict[str, str] = field(default_factory=dict)
 
     def remaining(self) -> list[Instance]:
         return [i for n, i in enumerate(self.instances or ()) if n not in self.acked]
@@ -345,7 +350,7 @@ class Outbox:
             except Exception as exc:  # a custom exporter may raise anything: it failed
                 if not self._failed(batch, job, exc):
                     return
-                await anyio.sleep(min(self.backoff * 2 ** (job.attempts - 1), self.max_backoff))
+                await anyio.sleep(self._delay(job.attempts))
                 continue
             job.state, job.error = "delivered", None
             self._note(batch, f"{job.index} done")
@@ -353,9 +358,14 @@ class Outbox:
                      instances=len(job.instances or ()), attempts=job.attempts)
             return
 
+    def _delay(self, attempts: int) -> float:
+        """Doubling backoff, spread by +-20% so that batches failing together retry apart."""
+        return min(self.backoff * 2.0 ** (attempts - 1), self.max_backoff) * random.uniform(0.8, 1.2)
+
     def _failed(self, batch: _Batch, job: _Job, exc: Exception) -> bool:
         """Record a failed try; dead-letter after the last one. True: try again."""
         job.error = str(exc) or type(exc).__name__
+        job.failures = dict(exc.failures) if isinstance(exc, ExportError) else {}
         destination = job.exporter.describe()
         self._errors.append(job.error if job.error.startswith(destination) else f"{destination}: {job.error}")
         self._note(batch, f"{job.index} failed")
@@ -381,19 +391,17 @@ class Outbox:
             return target
         temporary = dead / f".tmp-{batch.key}-e{job.index}-{uuid.uuid4().hex[:8]}"
         temporary.mkdir(parents=True)
-        names = []
+        files: list[JsonValue] = []
         for instance in job.remaining():
             assert instance.path is not None
             _link_or_copy(instance.path, temporary / instance.path.name)
-            names.append(instance.path.name)
+            files.append({"file": instance.path.name, "sop_instance_uid": instance.sop_instance_uid,
+                          "reason": job.failures.get(instance.sop_instance_uid)})
         exporter = job.exporter
-        destination = getattr(exporter, "destination", None)
         record: dict[str, JsonValue] = {
             "version": RECORD_VERSION, "batch_id": batch.batch_id, "exporter": exporter.describe(),
-            "destination": destination() if callable(destination) else {
-                "kind": "custom", "class": _class_path(exporter), "settings": exporter.to_record()},
-            "error": job.error, "attempts": job.attempts, "files": names,  # type: ignore[dict-item]
-            "dead_lettered": time.time(),
+            "destination": exporter.destination(), "error": job.error, "attempts": job.attempts,
+            "files": files, "dead_lettered": datetime.now(UTC).isoformat(timespec="seconds"),
         }
         resend = _resend_command(record["destination"], target)
         if resend:
@@ -456,14 +464,28 @@ class Outbox:
             if (directory / "done" / f"{folder.name}.json").exists():  # finished, not yet removed
                 shutil.rmtree(folder, ignore_errors=True)
                 continue
-            record = json.loads((folder / "batch.json").read_text())
-            loaded.append((record["submitted"], self._load(directory, folder, record)))
+            try:
+                record = json.loads((folder / "batch.json").read_text())
+                loaded.append((record["submitted"], self._load(directory, folder, record)))
+            except (OSError, ValueError, LookupError, TypeError, ImportError, AttributeError, ExportError) as exc:
+                self._set_aside(directory, folder, exc)
         batches = [batch for _, batch in sorted(loaded, key=lambda pair: pair[0])]
         for batch in batches:
             self._batches[batch.batch_id] = batch
         if batches:
             log.info("export.resumed", batches=len(batches))
         return batches
+
+    def _set_aside(self, directory: Path, folder: Path, exc: Exception) -> None:
+        """A pending batch that cannot be read back (damaged, or its exporter class is gone):
+        moved to ``unreadable/`` with the reason, so the rest resumes and nothing is deleted."""
+        reason = f"{type(exc).__name__}: {exc}"
+        target = directory / "unreadable" / folder.name
+        target.parent.mkdir(exist_ok=True)
+        os.rename(folder, target)
+        (target / "reason.txt").write_text(reason + "\n")
+        self._errors.append(f"pending batch {folder.name} set aside in {target}: {reason}")
+        log.error("export.unreadable_batch", folder=str(target), error=reason)
 
     def _load(self, directory: Path, folder: Path, record: dict[str, object]) -> _Batch:
         notes = _read_notes(folder / "acks.log")
