@@ -9,13 +9,14 @@ from __future__ import annotations
 import json
 import shlex
 import subprocess
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
 import pytest
 
+from aiodicom.errors import MalformedDatasetError
 from aiodicom.pipeline.export import Address, DicomExport, Exporter, ExportError, FileExport
 from aiodicom.pipeline.outbox import ExportOutcome, Outbox
 from peers import LOCALHOST, aiodicom_command, free_port, peer_env, storescp
@@ -189,6 +190,30 @@ async def test_hostile_batch_ids_stay_inside_the_outbox_and_never_collide(tmp_pa
     assert len(list((tmp_path / "outbox" / "dead").iterdir())) == len(ids)
     restarted = Outbox(tmp_path / "outbox")
     assert all(restarted.known(batch_id) for batch_id in ids)
+
+
+@pytest.mark.parametrize("durable", [True, False], ids=["directory", "memory"])
+async def test_a_bad_data_set_or_a_failing_generator_fails_the_submit_and_leaves_nothing(
+    tmp_path: Path, durable: bool
+) -> None:
+    good = small_datasets(2)
+
+    def failing() -> Iterator[object]:
+        yield good[0]
+        raise RuntimeError("process() went wrong while yielding")
+
+    outbox = Outbox(tmp_path / "outbox" if durable else None)
+    with pytest.raises(MalformedDatasetError, match="not a DICOM Part 10 file"):
+        await outbox.submit("bad", [FileExport(tmp_path / "files", [good[0], b"not DICOM"])])
+    with pytest.raises(RuntimeError, match="went wrong"):
+        await outbox.submit("bad", [FileExport(tmp_path / "files", failing())])  # type: ignore[arg-type]
+    assert not outbox.known("bad") and outbox.status().pending == 0
+    if durable:
+        assert not any((tmp_path / "outbox" / "pending").iterdir())
+    async with running(outbox):  # the same id, done right, goes through
+        await outbox.submit("bad", [FileExport(tmp_path / "files", good)])
+        assert (await _wait(outbox, "bad")).delivered
+    assert len(list((tmp_path / "files").iterdir())) == 2
 
 
 class GatedExport(Exporter):

@@ -537,7 +537,7 @@ async def _store_one(assoc: Any, instance: Instance) -> str | None:
         return str(exc)
     if status.is_success or status.is_warning:
         if status.is_warning:
-            log.info("export.warning", sop_instance_uid=instance.sop_instance_uid, status=f"0x{int(status):04X}")
+            log.debug("export.warning", sop_instance_uid=instance.sop_instance_uid, status=f"0x{int(status):04X}")
         return None
     comment = f": {status.error_comment}" if status.error_comment else ""
     return f"0x{int(status):04X} ({status.description}){comment}"
