@@ -37,6 +37,7 @@ from aiodicom.codec.uids import (
     EXPLICIT_VR_LITTLE_ENDIAN,
     IMPLICIT_VR_LITTLE_ENDIAN,
 )
+from aiodicom.codec.vr import BULK_VRS
 from aiodicom.errors import AiodicomError, DicomFileError, MalformedDatasetError
 from aiodicom.transport.address import check_port
 from aiodicom.transport.association import DEFAULT_TIMEOUTS, Timeouts
@@ -171,7 +172,6 @@ _LAYOUTS = {
 #: Top-level binary values at least this long are not copied while encoding: they are
 #: handed on as they are, and written to disk in chunks with the event loop served between.
 LARGE_VALUE = 1 << 20
-_BINARY_VRS = frozenset({"OB", "OW", "OD", "OF", "OL", "OV", "UN"})
 _SEQUENCE_DELIMITER = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
 _EXPLICIT_HEADER = struct.Struct("<HH2s2xI")
 _IMPLICIT_HEADER = struct.Struct("<HHI")
@@ -278,7 +278,7 @@ def _character_sets(dataset: pydicom.Dataset) -> list[str]:
 
 def _large_value(element: Any) -> memoryview | None:
     vr, value = getattr(element, "VR", None), getattr(element, "value", None)
-    if vr in _BINARY_VRS and isinstance(value, bytes | bytearray | memoryview) and len(value) >= LARGE_VALUE:
+    if vr in BULK_VRS and isinstance(value, bytes | bytearray | memoryview) and len(value) >= LARGE_VALUE:
         return memoryview(value).cast("B")
     return None
 
