@@ -75,6 +75,21 @@ async def test_warnings_count_as_delivered_and_only_failures_are_resent(tmp_path
     assert outbox.status().dead_lettered == 1 and "0xA900" in outbox.status().last_errors[-1]
 
 
+async def test_with_fsync_every_step_is_flushed_before_it_counts(tmp_path: Path) -> None:
+    datasets = small_datasets(3)
+    async with destination() as dest:
+        outbox = Outbox(tmp_path / "outbox", fsync=True)
+        files = FileExport(tmp_path / "files", datasets, fsync=True)
+        async with running(outbox):
+            await outbox.submit("b", [DicomExport((LOCALHOST, dest.port, "DEST"), datasets), files])
+            assert outbox._syncer is not None and outbox._syncer.batches >= 2  # the files, then the rename
+            assert (await _wait(outbox, "b")).delivered
+    # every acknowledgement, the two "done" notes and the outcome: flushed (some together)
+    assert outbox._syncer.batches >= 4
+    assert dest.stored == {str(ds.SOPInstanceUID): 1 for ds in datasets}
+    assert len(list((tmp_path / "files").iterdir())) == 3
+
+
 async def test_a_destination_that_comes_back_gets_everything_on_a_later_try(tmp_path: Path) -> None:
     datasets = small_datasets(3)
     port = free_port()

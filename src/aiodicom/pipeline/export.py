@@ -22,7 +22,7 @@ import struct
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self, TypeAlias, cast
+from typing import TYPE_CHECKING, Any, Literal, Self, TypeAlias, cast
 
 import anyio
 
@@ -44,6 +44,8 @@ from aiodicom.transport.association import DEFAULT_TIMEOUTS, Timeouts
 
 if TYPE_CHECKING:
     import pydicom
+
+    from aiodicom.dimse.client import ClientAssociation
 
 log = get_logger("aiodicom.pipeline.export")
 
@@ -316,9 +318,6 @@ class Exporter:
     keyword arguments, which fits exporters whose attributes are their arguments.
     """
 
-    #: Whether the outbox may save and restore it (see :meth:`to_record`).
-    durable: ClassVar[bool] = True
-
     async def export(self) -> None:
         """Deliver; raise when it did not all get through."""
         raise NotImplementedError(f"{type(self).__name__} must define async def export(self)")
@@ -425,18 +424,20 @@ class Address(FrozenRecord):
     def parse(cls, value: AddressLike) -> Address:
         """An address from any :data:`AddressLike` form, with port and AE titles checked."""
         if isinstance(value, Address):
-            return value
-        if isinstance(value, str):
+            parts: tuple[object, ...] = (value.host, value.port, value.called_ae, value.calling_ae)
+        elif isinstance(value, str):
             called, at, rest = value.rpartition("@")
             host, colon, port = rest.rpartition(":")
             if not (at and colon and host and port.isdigit()):
                 raise ValueError(f"address {value!r} is not CALLED_AE@host:port")
-            parts: tuple[object, ...] = (host, int(port), called)
+            parts = (host, int(port), called)
         else:
             parts = tuple(value)
             if not 2 <= len(parts) <= 4:
                 raise ValueError(f"address {value!r} is not (host, port[, called AE[, calling AE]])")
         address = cls(*parts)  # type: ignore[arg-type]
+        if not isinstance(address.host, str) or not address.host:
+            raise ValueError(f"address {value!r} has no host")
         check_port(address.port, listening=False)
         normalize_ae_title(address.called_ae, "called AE title")
         normalize_ae_title(address.calling_ae, "calling AE title")
@@ -520,21 +521,29 @@ class DicomExport(InstanceExporter):
                         failures.append((instance.sop_instance_uid, reason))
         except AiodicomError as exc:
             # The association failed: the one in flight had no answer, the rest were not sent.
-            failures += [(i.sop_instance_uid, str(exc) or type(exc).__name__) for i in batch[max(done, 0):]]
+            failures += [(i.sop_instance_uid, str(exc) or type(exc).__name__) for i in batch[done:]]
         return failures
 
 
 _TIMEOUT_FIELDS = ("connect", "acse", "dimse", "network_idle", "artim", "pdu", "min_rate")
 
 
-async def _store_one(assoc: Any, instance: Instance) -> str | None:
-    """C-STORE one instance: None when delivered (success or warning), else why not."""
+async def _store_one(assoc: ClientAssociation, instance: Instance) -> str | None:
+    """C-STORE one instance: None when delivered (success or warning), else why not.
+
+    A problem with this instance alone (unreadable, malformed, no context for it) is its
+    reason and the association goes on; one of the association is raised.
+    """
     from aiodicom.errors import NoPresentationContext
 
     try:
         status = await assoc.store(instance.source())
     except (MalformedDatasetError, DicomFileError, NoPresentationContext) as exc:
         return str(exc)
+    except OSError as exc:
+        if isinstance(exc, AiodicomError):  # a timeout is also an OSError: the association's
+            raise
+        return _reason(exc)
     if status.is_success or status.is_warning:
         if status.is_warning:
             log.debug("export.warning", sop_instance_uid=instance.sop_instance_uid, status=f"0x{int(status):04X}")
@@ -571,16 +580,19 @@ class FileExport(InstanceExporter):
         on_conflict: OnConflict = "keep-both",
         fsync: bool = False,
     ) -> None:
-        from aiodicom.dimse.store import _parse_layout
+        from aiodicom.dimse.store import GroupSync, layout_path
 
         super().__init__(datasets)
         self.directory = Path(directory)
-        _parse_layout(layout)  # unknown fields fail here, not at export time
+        named: list[int] = []  # the tags the layout names, found by building it once
+        layout_path(self.directory, layout, lambda tag: named.append(tag))  # unknown fields fail here
+        self._tags = tuple(named)
         if on_conflict not in _CONFLICTS:
             raise ValueError(f"on_conflict must be one of {', '.join(_CONFLICTS)}, not {on_conflict!r}")
         self.layout = layout
         self.on_conflict: OnConflict = on_conflict
         self.fsync = fsync
+        self._syncer = GroupSync() if fsync else None
 
     def describe(self) -> str:
         return f"folder {self.directory}"
@@ -593,13 +605,12 @@ class FileExport(InstanceExporter):
         return {"kind": "folder", "directory": str(self.directory.resolve())}
 
     async def deliver(self, instances: Sequence[Instance], delivered: Delivered) -> None:
-        from aiodicom.dimse.store import LAYOUT_FIELDS, layout_path
+        from aiodicom.dimse.store import layout_path
 
         failures: list[tuple[str, str]] = []
-        tags = [tag for tag, _ in LAYOUT_FIELDS.values()]
         for instance in instances:
             try:
-                values = instance.texts(tags)
+                values = instance.texts(self._tags)
                 await self._write(layout_path(self.directory, self.layout, values.get), instance)
             except (AiodicomError, OSError) as exc:
                 failures.append((instance.sop_instance_uid, _reason(exc)))
@@ -612,14 +623,19 @@ class FileExport(InstanceExporter):
         target.parent.mkdir(parents=True, exist_ok=True)
         temporary = target.parent / f".{target.name}.{uuid.uuid4().hex[:8]}.tmp"
         try:
-            await write_file(temporary, instance.chunks(), fsync=self.fsync)
-            return _CONFLICTS[self.on_conflict](temporary, target)
+            await write_file(temporary, instance.chunks())
+            if self._syncer is not None:
+                await self._syncer.sync([temporary])
+            written = _CONFLICTS[self.on_conflict](temporary, target)
+            if self._syncer is not None:
+                await self._syncer.sync([written])  # the new name, in its folder
+            return written
         finally:
             if temporary.exists():
                 temporary.unlink()
 
 
-async def write_file(path: Path, chunks: Iterable[bytes | memoryview], *, fsync: bool = False) -> None:
+async def write_file(path: Path, chunks: Iterable[bytes | memoryview]) -> None:
     """Create ``path`` (never an existing file) from ``chunks``, serving the event loop between two."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
@@ -630,8 +646,6 @@ async def write_file(path: Path, chunks: Iterable[bytes | memoryview], *, fsync:
                 while part:
                     part = part[os.write(fd, part) :]
                 await anyio.sleep(0)
-        if fsync:
-            os.fsync(fd)
     finally:
         os.close(fd)
 

@@ -45,7 +45,7 @@ import anyio.abc
 
 from aiodicom._log import get_logger
 from aiodicom._record import FrozenRecord, Record, field
-from aiodicom.dimse.store import safe_component
+from aiodicom.dimse.store import GroupSync, safe_component
 from aiodicom.pipeline.export import (
     Exporter,
     ExportError,
@@ -180,6 +180,8 @@ class Outbox:
         self.backoff = backoff
         self.max_backoff = max_backoff
         self.fsync = fsync
+        #: Shared flushes (group commit) of what must survive a power loss, when asked for.
+        self._syncer = GroupSync() if fsync else None
         self._limit = anyio.Semaphore(max_batches)
         self._batches: dict[str, _Batch] = {}
         self._outcomes: dict[str, ExportOutcome] = {}
@@ -287,13 +289,11 @@ class Outbox:
                 jobs.append(job)
             batch_record: dict[str, JsonValue] = {"version": RECORD_VERSION, "batch_id": batch_id, "submitted": time.time_ns(),
                             "exports": records}
-            _write_json(temporary / "batch.json", batch_record, self.fsync)
-            if self.fsync:
-                _sync_tree(temporary)
+            _write_json(temporary / "batch.json", batch_record)
+            await self._sync([p for p in temporary.rglob("*") if p.is_file()])
             final = pending / key
             os.rename(temporary, final)
-            if self.fsync:
-                _sync_dir(pending)
+            await self._sync([final / "batch.json"])  # and pending/, which the rename changed
         except BaseException:
             shutil.rmtree(temporary, ignore_errors=True)
             raise
@@ -329,15 +329,15 @@ class Outbox:
                 for job in batch.jobs:
                     if job.state not in ("delivered", "dead"):
                         group.start_soon(self._run_job, batch, job)
-        self._finish(batch)
+        await self._finish(batch)
 
     async def _run_job(self, batch: _Batch, job: _Job) -> None:
         index = {id(instance): n for n, instance in enumerate(job.instances or ())}
 
-        def delivered(instance: Instance) -> None:
+        async def delivered(instance: Instance) -> None:
             n = index[id(instance)]
             job.acked.add(n)
-            self._note(batch, f"{job.index} {n}")
+            await self._note(batch, f"{job.index} {n}")
 
         while True:
             job.attempts += 1
@@ -348,12 +348,12 @@ class Outbox:
                 else:
                     await job.exporter.export()
             except Exception as exc:  # a custom exporter may raise anything: it failed
-                if not self._failed(batch, job, exc):
+                if not await self._failed(batch, job, exc):
                     return
                 await anyio.sleep(self._delay(job.attempts))
                 continue
             job.state, job.error = "delivered", None
-            self._note(batch, f"{job.index} done")
+            await self._note(batch, f"{job.index} done")
             log.info("export.delivered", batch_id=batch.batch_id, destination=job.exporter.describe(),
                      instances=len(job.instances or ()), attempts=job.attempts)
             return
@@ -362,13 +362,13 @@ class Outbox:
         """Doubling backoff, spread by +-20% so that batches failing together retry apart."""
         return min(self.backoff * 2.0 ** (attempts - 1), self.max_backoff) * random.uniform(0.8, 1.2)
 
-    def _failed(self, batch: _Batch, job: _Job, exc: Exception) -> bool:
+    async def _failed(self, batch: _Batch, job: _Job, exc: Exception) -> bool:
         """Record a failed try; dead-letter after the last one. True: try again."""
         job.error = str(exc) or type(exc).__name__
         job.failures = dict(exc.failures) if isinstance(exc, ExportError) else {}
         destination = job.exporter.describe()
         self._errors.append(job.error if job.error.startswith(destination) else f"{destination}: {job.error}")
-        self._note(batch, f"{job.index} failed")
+        await self._note(batch, f"{job.index} failed")
         last = job.attempts >= self.attempts
         log.warning("export.failed", batch_id=batch.batch_id, destination=destination, attempt=job.attempts,
                     attempts=self.attempts, error=job.error, final=last)
@@ -377,13 +377,13 @@ class Outbox:
             return True
         job.state = "dead"
         if batch.folder is not None and self.directory is not None:
-            job.dead_letter = str(self._dead_letter(self.directory, batch, job))
-        self._note(batch, f"{job.index} dead")
+            job.dead_letter = str(await self._dead_letter(self.directory, batch, job))
+        await self._note(batch, f"{job.index} dead")
         log.error("export.dead_lettered", batch_id=batch.batch_id, destination=destination,
                   instances=len(job.remaining()), dead_letter=job.dead_letter)
         return False
 
-    def _dead_letter(self, directory: Path, batch: _Batch, job: _Job) -> Path:
+    async def _dead_letter(self, directory: Path, batch: _Batch, job: _Job) -> Path:
         """Link the undelivered instances and a record into ``dead/<batch>/e<N>``, in one rename."""
         dead = directory / "dead"
         target = dead / batch.key / f"e{job.index}"
@@ -406,17 +406,20 @@ class Outbox:
         resend = _resend_command(record["destination"], target)
         if resend:
             record["resend"] = resend
-        _write_json(temporary / "record.json", record, self.fsync)
+        _write_json(temporary / "record.json", record)
+        await self._sync([p for p in temporary.iterdir()])
         target.parent.mkdir(parents=True, exist_ok=True)
         os.rename(temporary, target)
+        await self._sync([target / "record.json"])
         return target
 
-    def _finish(self, batch: _Batch) -> None:
+    async def _finish(self, batch: _Batch) -> None:
         outcome = ExportOutcome(batch.batch_id, tuple(job.result() for job in batch.jobs))
         if batch.folder is not None and self.directory is not None:
             done = self.directory / "done"
             done.mkdir(exist_ok=True)
-            _write_json(done / f"{batch.key}.json", outcome.to_json(), self.fsync)
+            _write_json(done / f"{batch.key}.json", outcome.to_json())
+            await self._sync([done / f"{batch.key}.json"])
             shutil.rmtree(batch.folder, ignore_errors=True)
         batch.outcome = outcome
         self._batches.pop(batch.batch_id, None)
@@ -429,17 +432,22 @@ class Outbox:
             self._dead += 1
         batch.done.set()
 
-    def _note(self, batch: _Batch, line: str) -> None:
+    async def _note(self, batch: _Batch, line: str) -> None:
         """Append one line to the batch's ``acks.log`` (before anything else is sent)."""
         if batch.folder is None:
             return
-        fd = os.open(batch.folder / "acks.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        path = batch.folder / "acks.log"
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             os.write(fd, f"{line}\n".encode())
-            if self.fsync:
-                os.fsync(fd)
         finally:
             os.close(fd)
+        await self._sync([path])
+
+    async def _sync(self, paths: list[Path]) -> None:
+        """With ``fsync``: return once ``paths`` and their folders are on disk (shared flushes)."""
+        if self._syncer is not None and paths:
+            await self._syncer.sync(paths)
 
     # --- resuming --------------------------------------------------------------------------
 
@@ -575,34 +583,11 @@ def _link_or_copy(source: Path, target: Path) -> None:
         shutil.copyfile(source, target)
 
 
-def _write_json(path: Path, value: dict[str, JsonValue], fsync: bool) -> None:
+def _write_json(path: Path, value: dict[str, JsonValue]) -> None:
+    """Write a JSON record under a temporary name, then rename it into place."""
     temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    with open(temporary, "w") as handle:
-        json.dump(value, handle, indent=1)
-        handle.write("\n")
-        if fsync:
-            handle.flush()
-            os.fsync(handle.fileno())
+    temporary.write_text(json.dumps(value, indent=1) + "\n")
     os.replace(temporary, path)
-
-
-def _sync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _sync_tree(root: Path) -> None:
-    for folder, _dirs, files in os.walk(root):
-        for name in files:
-            fd = os.open(Path(folder) / name, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        _sync_dir(Path(folder))
 
 
 def _resend_command(destination: JsonValue, folder: Path) -> str | None:
