@@ -7,7 +7,7 @@ discards). A ticker task sleeps 1 ms in a loop and records how late it wakes up.
 phases: submitting N 512x512 CT data sets (pydicom, in memory), exporting them, and
 submitting one large data set (``--large-mb``) to see the stall its encoding causes.
 
-    python benchmarks/bench_export.py [--quick] [--images N] [--large-mb M] [--workdir DIR]
+    python benchmarks/bench_export.py [--quick] [--images N] [--large-mb M] [--fsync] [--workdir DIR]
 """
 
 from __future__ import annotations
@@ -55,15 +55,15 @@ class Ticker:
                 "median_ms": round(statistics.median(values), 2)}
 
 
-async def measure(work: Path, port: int, images: int, large_mb: int) -> dict[str, object]:
+async def measure(work: Path, port: int, images: int, large_mb: int, fsync: bool) -> dict[str, object]:
     datasets = [make_dataset(index=n, slices=images, rows=512, columns=512) for n in range(images)]
     large = make_dataset(rows=1024, columns=1024)
     frames = max(1, large_mb * 1024 * 1024 // (1024 * 1024 * 2))
     large.NumberOfFrames = frames
     large.PixelData = bytes(1024 * 1024 * 2 * frames)
     ticker = Ticker()
-    results: dict[str, object] = {"images": images, "large_mb": large_mb}
-    outbox = Outbox(work / "outbox", attempts=1)
+    results: dict[str, object] = {"images": images, "large_mb": large_mb, "fsync": fsync}
+    outbox = Outbox(work / "outbox", attempts=1, fsync=fsync)
     address = (LOCALHOST, port, "BENCH")
     async with anyio.create_task_group() as group:
         group.start_soon(ticker.run)
@@ -89,13 +89,14 @@ def main() -> int:
     p = h.parser(__doc__.splitlines()[0])
     p.add_argument("--images", type=int, default=None, help="CT images in the batch (default 200; quick 10)")
     p.add_argument("--large-mb", type=int, default=None, help="size of the large data set (default 256; quick 8)")
+    p.add_argument("--fsync", action="store_true", help="Outbox(fsync=True): batches and acknowledgements flushed")
     args = p.parse_args()
     h.require_dcmtk()
     images = args.images or (10 if args.quick else 200)
     large_mb = args.large_mb or (8 if args.quick else 256)
     with h.scratch(args.workdir) as work, storescp(aet="BENCH") as peer:
-        results = anyio.run(measure, work, peer.port, images, large_mb)
-    lines = ["## bench_export", "", "| phase | seconds | images/s | loop stall max / p99 / median (ms) |",
+        results = anyio.run(measure, work, peer.port, images, large_mb, args.fsync)
+    lines = [f"## bench_export{' (fsync)' if args.fsync else ''}", "", "| phase | seconds | images/s | loop stall max / p99 / median (ms) |",
              "|---|---|---|---|"]
     for phase in ("submit", "export", "submit_large", "export_large"):
         r = results[phase]
