@@ -181,6 +181,13 @@ async def test_a_batch_id_is_taken_once_and_unknown_ids_are_an_error(tmp_path: P
         assert outbox.known("same") and not outbox.known("other")
         with pytest.raises(KeyError):
             await outbox.wait("other")
+    twice = Outbox(tmp_path / "twice")  # two submits of one batch at the same time: one batch
+    async with running(twice):
+        async with anyio.create_task_group() as group:
+            for datasets in (first, second):
+                group.start_soon(twice.submit, "both", [FileExport(tmp_path / "both", datasets)])
+        assert (await _wait(twice, "both")).delivered
+    assert len(list((tmp_path / "both").iterdir())) == 1
     again = Outbox(tmp_path / "outbox")  # a restart remembers the outcome
     assert again.known("same")
     async with running(again):

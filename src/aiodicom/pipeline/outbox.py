@@ -186,6 +186,7 @@ class Outbox:
         self._batches: dict[str, _Batch] = {}
         self._outcomes: dict[str, ExportOutcome] = {}
         self._waiting: list[_Batch] = []
+        self._submitting: dict[str, anyio.Event] = {}
         self._group: anyio.abc.TaskGroup | None = None
         self._errors: deque[str] = deque(maxlen=20)
         self._delivered = 0
@@ -220,14 +221,21 @@ class Outbox:
         delivered or dead-lettered) is ignored, so a caller that crashed after
         submitting can submit the same batch again safely.
         """
+        while batch_id in self._submitting:  # the same batch, being written: wait for that
+            await self._submitting[batch_id].wait()
         if self.known(batch_id):
             log.info("export.duplicate_batch", batch_id=batch_id)
             return
         key = safe_component(batch_id, "_batch", allowed=_KEY_CHARS)
-        if self.directory is None:
-            batch = _Batch(batch_id, key, [await self._memory_job(n, e) for n, e in enumerate(exports)], None)
-        else:
-            batch = await self._write_batch(self.directory, batch_id, key, exports)
+        self._submitting[batch_id] = written = anyio.Event()
+        try:
+            if self.directory is None:
+                batch = _Batch(batch_id, key, [await self._memory_job(n, e) for n, e in enumerate(exports)], None)
+            else:
+                batch = await self._write_batch(self.directory, batch_id, key, exports)
+        finally:
+            del self._submitting[batch_id]
+            written.set()
         self._batches[batch_id] = batch
         log.info("export.submitted", batch_id=batch_id, exports=len(batch.jobs))
         if self._group is not None:
@@ -287,8 +295,8 @@ class Outbox:
                 record, job = await self._write_job(temporary, index, exporter)
                 records.append(record)
                 jobs.append(job)
-            batch_record: dict[str, JsonValue] = {"version": RECORD_VERSION, "batch_id": batch_id, "submitted": time.time_ns(),
-                            "exports": records}
+            batch_record: dict[str, JsonValue] = {
+                "version": RECORD_VERSION, "batch_id": batch_id, "submitted": time.time_ns(), "exports": records}
             _write_json(temporary / "batch.json", batch_record)
             await self._sync([p for p in temporary.rglob("*") if p.is_file()])
             final = pending / key
