@@ -12,15 +12,17 @@ from pathlib import Path
 import anyio
 import pydicom
 import pytest
+from pydicom.encaps import encapsulate
 
 from aiodicom.codec.uids import IMPLICIT_VR_LITTLE_ENDIAN
-from aiodicom.pipeline.export import Address, DicomExport, FileExport
+from aiodicom.pipeline.export import Address, DicomExport, ExportError, FileExport
 from aiodicom.pipeline.outbox import Outbox
 from peers import LOCALHOST, Peer, compress_jpeg_lossless, storescp
 
 from .export_helpers import same_data, small_datasets, snapshot, stored_by_uid
 
 JPEG_LOSSLESS_SV1 = "1.2.840.10008.1.2.4.70"
+JPEG_BASELINE = "1.2.840.10008.1.2.4.50"
 
 pytestmark = [pytest.mark.anyio, pytest.mark.dcmtk("storescp", "dcmcjpeg")]
 
@@ -74,6 +76,23 @@ async def test_a_generator_is_read_once_and_each_instance_keeps_its_encoding(
         assert pydicom.dcmread(path).file_meta.TransferSyntaxUID == IMPLICIT_VR_LITTLE_ENDIAN
     jpeg_uid = str(pydicom.dcmread(jpeg).SOPInstanceUID)
     assert pydicom.dcmread(stored[jpeg_uid]).file_meta.TransferSyntaxUID == JPEG_LOSSLESS_SV1
+
+
+async def test_an_instance_the_peer_cannot_take_fails_alone(tmp_path: Path) -> None:
+    plain = small_datasets(2)
+    lossy = small_datasets(1)[0]
+    lossy.file_meta.TransferSyntaxUID = JPEG_BASELINE  # never decoded: only proposed
+    lossy.PixelData = encapsulate([b"\xff\xd8" + bytes(64) + b"\xff\xd9"])
+    lossy["PixelData"].VR = "OB"
+    lossy["PixelData"].is_undefined_length = True
+    out = tmp_path / "out"
+    out.mkdir()
+    with storescp(output_dir=out, aet="DEST") as peer:  # uncompressed syntaxes only
+        with pytest.raises(ExportError) as caught:
+            await DicomExport(Address(LOCALHOST, peer.port, "DEST"), [plain[0], lossy, plain[1]]).export()
+    ((uid, reason),) = caught.value.failures
+    assert uid == str(lossy.SOPInstanceUID) and "lossy" in reason
+    assert set(stored_by_uid(out)) == {str(ds.SOPInstanceUID) for ds in plain}
 
 
 @pytest.mark.parametrize("durable", [True, False], ids=["directory", "memory"])
