@@ -64,7 +64,7 @@ async def test_other_content_under_the_same_name_follows_the_policy(tmp_path: Pa
     changed.PatientID = "OTHER"
     export = FileExport(tmp_path, [changed], on_conflict=policy)  # type: ignore[arg-type]
     if policy == "fail":
-        with pytest.raises(ExportError, match="already exists"):
+        with pytest.raises(ExportError, match="already exists with other content"):
             await export.export()
         assert pydicom.dcmread(tmp_path / name).PatientID == ds.PatientID
     else:
@@ -88,6 +88,8 @@ async def test_an_unwritable_folder_fails_each_instance_and_leaves_nothing(tmp_p
     with pytest.raises(ExportError) as caught:
         await FileExport(folder, datasets).export()
     assert len(caught.value.failures) == 2
+    # Reasons are logged: no paths (a layout may put IDs in them; the configured folder is named once).
+    assert all(str(tmp_path) not in reason for _uid, reason in caught.value.failures)
 
 
 async def test_a_single_data_set_path_or_bytes_is_a_batch_of_one(tmp_path: Path) -> None:

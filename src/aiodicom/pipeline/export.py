@@ -546,7 +546,7 @@ async def _store_one(assoc: ClientAssociation, instance: Instance) -> str | None
         return _reason(exc)
     if status.is_success or status.is_warning:
         if status.is_warning:
-            log.debug("export.warning", sop_instance_uid=instance.sop_instance_uid, status=f"0x{int(status):04X}")
+            log.debug("export_warning", sop_instance_uid=instance.sop_instance_uid, status=f"0x{int(status):04X}")
         return None
     comment = f": {status.error_comment}" if status.error_comment else ""
     return f"0x{int(status):04X} ({status.description}){comment}"
@@ -678,7 +678,7 @@ def _keep_both(temporary: Path, target: Path) -> Path:
         candidate = target if n == 1 else target.with_name(f"{target.stem}_{n}{target.suffix}")
         if _same(candidate, temporary) or _link(temporary, candidate):
             return candidate
-    raise ExportError(f"{target}: 10000 files of that name with other content already exist")
+    raise ExportError("10000 files of its name with other content already exist")
 
 
 def _replace(temporary: Path, target: Path) -> Path:
@@ -689,7 +689,7 @@ def _replace(temporary: Path, target: Path) -> Path:
 def _fail(temporary: Path, target: Path) -> Path:
     if _same(target, temporary) or _link(temporary, target):
         return target
-    raise ExportError(f"{target} already exists with other content")
+    raise ExportError("a file of its name already exists with other content")
 
 
 _CONFLICTS: dict[str, Callable[[Path, Path], Path]] = {
@@ -700,8 +700,9 @@ _CONFLICTS: dict[str, Callable[[Path, Path], Path]] = {
 
 
 def _reason(exc: BaseException) -> str:
+    """Why, without the file's path: a layout may put patient IDs in it, and reasons are logged."""
     if isinstance(exc, OSError) and not isinstance(exc, AiodicomError):
-        return f"{exc.filename or ''}: {os.strerror(exc.errno) if exc.errno else exc}".lstrip(": ")
+        return os.strerror(exc.errno) if exc.errno else type(exc).__name__
     return str(exc) or type(exc).__name__
 
 

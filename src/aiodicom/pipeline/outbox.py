@@ -224,7 +224,7 @@ class Outbox:
         while batch_id in self._submitting:  # the same batch, being written: wait for that
             await self._submitting[batch_id].wait()
         if self.known(batch_id):
-            log.info("export.duplicate_batch", batch_id=batch_id)
+            log.info("export_duplicate_batch", batch_id=batch_id)
             return
         key = safe_component(batch_id, "_batch", allowed=_KEY_CHARS)
         self._submitting[batch_id] = written = anyio.Event()
@@ -237,7 +237,7 @@ class Outbox:
             del self._submitting[batch_id]
             written.set()
         self._batches[batch_id] = batch
-        log.info("export.submitted", batch_id=batch_id, exports=len(batch.jobs))
+        log.info("export_submitted", batch_id=batch_id, exports=len(batch.jobs))
         if self._group is not None:
             self._group.start_soon(self._run_batch, batch)
         else:
@@ -362,7 +362,7 @@ class Outbox:
                 continue
             job.state, job.error = "delivered", None
             await self._note(batch, f"{job.index} done")
-            log.info("export.delivered", batch_id=batch.batch_id, destination=job.exporter.describe(),
+            log.info("export_delivered", batch_id=batch.batch_id, destination=job.exporter.describe(),
                      instances=len(job.instances or ()), attempts=job.attempts)
             return
 
@@ -378,7 +378,7 @@ class Outbox:
         self._errors.append(job.error if job.error.startswith(destination) else f"{destination}: {job.error}")
         await self._note(batch, f"{job.index} failed")
         last = job.attempts >= self.attempts
-        log.warning("export.failed", batch_id=batch.batch_id, destination=destination, attempt=job.attempts,
+        log.warning("export_failed", batch_id=batch.batch_id, destination=destination, attempt=job.attempts,
                     attempts=self.attempts, error=job.error, final=last)
         if not last:
             job.state = "retrying"
@@ -387,7 +387,7 @@ class Outbox:
         if batch.folder is not None and self.directory is not None:
             job.dead_letter = str(await self._dead_letter(self.directory, batch, job))
         await self._note(batch, f"{job.index} dead")
-        log.error("export.dead_lettered", batch_id=batch.batch_id, destination=destination,
+        log.error("export_dead_lettered", batch_id=batch.batch_id, destination=destination,
                   instances=len(job.remaining()), dead_letter=job.dead_letter)
         return False
 
@@ -489,7 +489,7 @@ class Outbox:
         for batch in batches:
             self._batches[batch.batch_id] = batch
         if batches:
-            log.info("export.resumed", batches=len(batches))
+            log.info("export_resumed", batches=len(batches))
         return batches
 
     def _set_aside(self, directory: Path, folder: Path, exc: Exception) -> None:
@@ -501,7 +501,7 @@ class Outbox:
         os.rename(folder, target)
         (target / "reason.txt").write_text(reason + "\n")
         self._errors.append(f"pending batch {folder.name} set aside in {target}: {reason}")
-        log.error("export.unreadable_batch", folder=str(target), error=reason)
+        log.error("export_unreadable_batch", folder=str(target), error=reason)
 
     def _load(self, directory: Path, folder: Path, record: dict[str, object]) -> _Batch:
         notes = _read_notes(folder / "acks.log")
