@@ -17,7 +17,7 @@ from aiodicom.codec.uids import (
     IMPLICIT_VR_LITTLE_ENDIAN,
 )
 from aiodicom.errors import MalformedDatasetError
-from aiodicom.pipeline.export import LARGE_VALUE, encode_dataset, encode_item
+from aiodicom.pipeline.encoding import LARGE_VALUE, encode_dataset, encode_item
 from aiodicom.synthetic import make_dataset
 from peers import dataset_bytes
 

@@ -46,17 +46,8 @@ import anyio.abc
 from aiodicom._log import get_logger
 from aiodicom._record import FrozenRecord, Record, field
 from aiodicom.dimse.store import GroupSync, safe_component
-from aiodicom.pipeline.export import (
-    Exporter,
-    ExportError,
-    ExportItem,
-    Instance,
-    InstanceExporter,
-    JsonValue,
-    encode_dataset,
-    encode_item,
-    write_file,
-)
+from aiodicom.pipeline.encoding import ExportItem, Instance, encode_dataset, encode_item, write_file
+from aiodicom.pipeline.export import Exporter, ExportError, InstanceExporter, JsonValue
 
 log = get_logger("aiodicom.pipeline.outbox")
 
