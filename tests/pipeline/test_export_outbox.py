@@ -129,6 +129,23 @@ async def test_a_restart_resumes_pending_batches_and_drops_half_written_ones(tmp
     assert dest.stored == {str(ds.SOPInstanceUID): 1 for ds in datasets}
 
 
+@pytest.mark.parametrize("durable", [True, False], ids=["directory", "memory"])
+async def test_stopping_and_running_the_same_outbox_again_goes_on_with_its_batches(
+    tmp_path: Path, durable: bool
+) -> None:
+    datasets = small_datasets(2)
+    port = free_port()
+    outbox = Outbox(tmp_path / "outbox" if durable else None, attempts=100, backoff=0.05, max_backoff=0.1)
+    await outbox.submit("early", [DicomExport((LOCALHOST, port, "DEST"), datasets[:1])])  # before run()
+    async with running(outbox):
+        await outbox.submit("b", [DicomExport((LOCALHOST, port, "DEST"), datasets[1:])])
+        await _until(lambda: outbox.status().retrying == 2, "both batches wait for a retry")
+    async with destination(port=port) as dest, running(outbox):
+        outcomes = [await _wait(outbox, batch_id) for batch_id in ("early", "b")]
+    assert all(outcome.delivered for outcome in outcomes)
+    assert dest.stored == {str(ds.SOPInstanceUID): 1 for ds in datasets}
+
+
 @pytest.mark.dcmtk("storescp")
 async def test_a_dead_letter_is_resent_by_aiodicom_store(tmp_path: Path) -> None:
     datasets = small_datasets(3)

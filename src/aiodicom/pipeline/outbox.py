@@ -176,7 +176,9 @@ class Outbox:
         self._limit = anyio.Semaphore(max_batches)
         self._batches: dict[str, _Batch] = {}
         self._outcomes: dict[str, ExportOutcome] = {}
-        self._waiting: list[_Batch] = []
+        self._resumed = False
+        #: Folders submit() is writing right now (the resume must leave them alone).
+        self._writing: set[Path] = set()
         self._submitting: dict[str, anyio.Event] = {}
         self._group: anyio.abc.TaskGroup | None = None
         self._errors: deque[str] = deque(maxlen=20)
@@ -191,12 +193,13 @@ class Outbox:
         Cancelled (shutdown), exports in progress stop where they are; with a directory
         they resume, from the first unacknowledged instance, on the next start.
         """
-        if self.directory is not None:
-            self._waiting[:0] = self._resume(self.directory)
+        if self.directory is not None and not self._resumed:
+            self._resume(self.directory)
+            self._resumed = True
         async with anyio.create_task_group() as group:
             self._group = group
-            waiting, self._waiting = self._waiting, []
-            for batch in waiting:
+            # Oldest first: resumed, submitted before run(), or cut short by an earlier run().
+            for batch in [b for b in self._batches.values() if b.outcome is None]:
                 group.start_soon(self._run_batch, batch)
             task_status.started()
             try:
@@ -229,10 +232,8 @@ class Outbox:
             written.set()
         self._batches[batch_id] = batch
         log.info("export_submitted", batch_id=batch_id, exports=len(batch.jobs))
-        if self._group is not None:
+        if self._group is not None:  # otherwise run() starts it
             self._group.start_soon(self._run_batch, batch)
-        else:
-            self._waiting.append(batch)
 
     def known(self, batch_id: str) -> bool:
         """True when the outbox holds ``batch_id``: pending, delivered or dead-lettered.
@@ -279,6 +280,7 @@ class Outbox:
         pending = directory / "pending"
         temporary = pending / f".tmp-{key}-{uuid.uuid4().hex[:8]}"
         temporary.mkdir(parents=True)
+        self._writing.add(temporary)
         try:
             records: list[JsonValue] = []
             jobs = []
@@ -296,6 +298,8 @@ class Outbox:
         except BaseException:
             shutil.rmtree(temporary, ignore_errors=True)
             raise
+        finally:
+            self._writing.discard(temporary)
         for job in jobs:
             for n, instance in enumerate(job.instances or ()):
                 assert instance.path is not None
@@ -460,14 +464,17 @@ class Outbox:
         except FileNotFoundError:
             return None
 
-    def _resume(self, directory: Path) -> list[_Batch]:
-        """Batches left pending by the last run, oldest first; half-written ones are removed."""
+    def _resume(self, directory: Path) -> None:
+        """Load the batches left pending by the last run, oldest first; remove half-written ones."""
         for leftover in (directory / "pending").glob(".tmp-*"):
-            shutil.rmtree(leftover, ignore_errors=True)
+            if leftover not in self._writing:
+                shutil.rmtree(leftover, ignore_errors=True)
         for leftover in (directory / "dead").glob(".tmp-*"):
             shutil.rmtree(leftover, ignore_errors=True)
         loaded = []
         for folder in (directory / "pending").glob("*"):
+            if folder.name.startswith(".tmp-"):
+                continue
             if (directory / "done" / f"{folder.name}.json").exists():  # finished, not yet removed
                 shutil.rmtree(folder, ignore_errors=True)
                 continue
@@ -477,11 +484,9 @@ class Outbox:
             except (OSError, ValueError, LookupError, TypeError, ImportError, AttributeError, ExportError) as exc:
                 self._set_aside(directory, folder, exc)
         batches = [batch for _, batch in sorted(loaded, key=lambda pair: pair[0])]
-        for batch in batches:
-            self._batches[batch.batch_id] = batch
+        self._batches = {**{batch.batch_id: batch for batch in batches}, **self._batches}
         if batches:
             log.info("export_resumed", batches=len(batches))
-        return batches
 
     def _set_aside(self, directory: Path, folder: Path, exc: Exception) -> None:
         """A pending batch that cannot be read back (damaged, or its exporter class is gone):
