@@ -478,3 +478,12 @@ async def test_a_batch_the_outbox_holds_is_not_processed_again(tmp_path: Path) -
 
 def _states(work: Path) -> list[str]:
     return [json.loads(p.read_text())["state"] for p in (work / "data" / "batches").glob("*/batch.json")]
+
+
+async def test_require_calling_aet_rejects_other_senders(tmp_path: Path) -> None:
+    pipeline = Recorder(data_directory=None, require_calling_aet=["MODALITY1"])
+    async with running(pipeline) as port:
+        refused = await send_async(port, series("P", "CT", 1), calling_ae="INTRUDER")
+        allowed = await send_async(port, series("P", "CT", 1), calling_ae="MODALITY1")
+    assert refused.ended == "rejected" and refused.statuses == []
+    assert [code for code, _ in allowed.statuses] == [0]
