@@ -150,6 +150,9 @@ async def test_abort_mid_study_keeps_data_and_the_next_release_validates(tmp_pat
         await wait_until(lambda: pipeline.status().associations == 0, what="the abort")
         assert pipeline.calls == [] and pipeline.status().instances_waiting == 4
         assert len(list((tmp_path / "data" / "incoming").glob("*/*.dcm"))) == 4  # acknowledged = on disk
+        [waiting] = pipeline._patients.values()
+        pixel_data = [i.tags[0x7FE00010] for i in waiting.instances.values() if 0x7FE00010 in i.tags]
+        assert pixel_data == [b""] * 4  # PixelData counts as present; its bytes are not kept while waiting
         await send_async(port, ct[2:])
         await wait_until(lambda: len(pipeline.calls) == 1, what="processing after the release")
         assert pipeline.calls[0]["ct"] == uids(ct) and pipeline.calls[0]["pt"] == uids(pt)
@@ -475,3 +478,12 @@ async def test_a_batch_the_outbox_holds_is_not_processed_again(tmp_path: Path) -
 
 def _states(work: Path) -> list[str]:
     return [json.loads(p.read_text())["state"] for p in (work / "data" / "batches").glob("*/batch.json")]
+
+
+async def test_require_calling_aet_rejects_other_senders(tmp_path: Path) -> None:
+    pipeline = Recorder(data_directory=None, require_calling_aet=["MODALITY1"])
+    async with running(pipeline) as port:
+        refused = await send_async(port, series("P", "CT", 1), calling_ae="INTRUDER")
+        allowed = await send_async(port, series("P", "CT", 1), calling_ae="MODALITY1")
+    assert refused.ended == "rejected" and refused.statuses == []
+    assert [code for code, _ in allowed.statuses] == [0]

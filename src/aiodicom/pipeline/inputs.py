@@ -151,6 +151,11 @@ class StoredInstance:
     def value(self, tag: int) -> Value:
         return decode_value(tag, self.tags.get(tag), self.transfer_syntax)
 
+    def keep_values_of(self, tags: frozenset[int]) -> StoredInstance:
+        """Forget the values of other tags (a PixelData presence must not keep 64 KiB per instance)."""
+        self.tags = {tag: raw if tag in tags else b"" for tag, raw in self.tags.items()}
+        return self
+
 
 class _InputMeta(type):
     """Lets ``InputA | InputB`` build an input that takes the first alternative matching."""
@@ -200,8 +205,17 @@ class Input(metaclass=_InputMeta):
     @classmethod
     def routing_tags(cls) -> frozenset[int]:
         """Every tag this input reads to decide (collected as instances arrive)."""
-        tags = {tag_number(t) for t in cls.required_tags}
-        tags |= {tag_number(t) for t in cls.required_values}
+        return cls.presence_tags() | cls.value_tags()
+
+    @classmethod
+    def presence_tags(cls) -> frozenset[int]:
+        """Tags whose presence alone matters (``required_tags``): their values are not kept."""
+        return frozenset(tag_number(t) for t in cls.required_tags)
+
+    @classmethod
+    def value_tags(cls) -> frozenset[int]:
+        """Tags whose values decide (``required_values``, the single-series/date rules)."""
+        tags = {tag_number(t) for t in cls.required_values}
         if cls.enforce_single_series:
             tags.add(SERIES_INSTANCE_UID)
         if cls.enforce_single_study_date:
@@ -325,8 +339,8 @@ class DynamicInput(Input):
     separator_tag: ClassVar[int | str] = "SeriesInstanceUID"
 
     @classmethod
-    def routing_tags(cls) -> frozenset[int]:
-        return super().routing_tags() | {tag_number(cls.separator_tag)}
+    def value_tags(cls) -> frozenset[int]:
+        return super().value_tags() | {tag_number(cls.separator_tag)}
 
     def groups(self) -> dict[str, list[StoredInstance]]:
         """The instances by separator value, in arrival order."""
@@ -364,8 +378,12 @@ class _EitherInput(Input):
         self.chosen: Input | None = None
 
     @classmethod
-    def routing_tags(cls) -> frozenset[int]:
-        return frozenset().union(*(alternative.routing_tags() for alternative in cls.alternatives))
+    def presence_tags(cls) -> frozenset[int]:
+        return frozenset().union(*(alternative.presence_tags() for alternative in cls.alternatives))
+
+    @classmethod
+    def value_tags(cls) -> frozenset[int]:
+        return frozenset().union(*(alternative.value_tags() for alternative in cls.alternatives))
 
     @classmethod
     def check(cls) -> None:

@@ -21,7 +21,7 @@ Directory layout (names from :func:`~aiodicom.dimse.store.safe_component`, never
 Every instance the destination acknowledges is appended to ``acks.log`` before the next
 one is sent, so after a crash a resumed batch sends only what had no answer: at most
 the instance in flight at the crash is sent twice (C-STORE has no way to ask whether it
-arrived; storing the same SOP Instance UID again replaces it on every PACS we know).
+arrived; archives keep one copy per SOP Instance UID).
 """
 
 from __future__ import annotations

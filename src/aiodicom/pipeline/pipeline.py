@@ -262,6 +262,8 @@ class Pipeline:
         self._check()
         self._identifier = tag_number(self.patient_identifier_tag)
         self._routing_tags = frozenset({self._identifier}).union(*(i.routing_tags() for i in self.inputs.values()))
+        #: Routing tags whose values are kept per waiting instance (the others only count as present).
+        self._value_tags = frozenset({self._identifier}).union(*(i.value_tags() for i in self.inputs.values()))
         self._patients: dict[str, _Patient] = {}
         self._touched: dict[int, set[str]] = {}
         self._queued: deque[_Batch] = deque()
@@ -419,6 +421,7 @@ class Pipeline:
             log.warning("instance_without_identifier", tag=keyword)
             return Status(NO_IDENTIFIER, error_comment=f"no {keyword} (missing or empty): cannot group by patient")
         stored = StoredInstance(instance.sop_instance_uid, Path(), instance.transfer_syntax, values, instance.size)
+        stored.keep_values_of(self._value_tags)
         if not await resolve(self.filter(instance)):
             return self._unroutable("refused by the pipeline's filter")
         patient = self._patient(patient_id)
@@ -684,7 +687,7 @@ class Pipeline:
 
     def _restore_instance(self, path: Path) -> None:
         stored = readable(path, self._routing_tags)
-        patient_id = _text(stored.tags.get(self._identifier)) if stored is not None else ""
+        patient_id = _text(stored.keep_values_of(self._value_tags).tags.get(self._identifier)) if stored else ""
         if stored is None or not patient_id:
             self.log.warning("restore_skipped_file", file=path.name)
             return
@@ -702,6 +705,7 @@ class Pipeline:
             stored = readable(path, self._routing_tags)
             if stored is None:
                 continue
+            stored.keep_values_of(self._value_tags)
             patient_id = patient_id or _text(stored.tags.get(self._identifier))
             for holder in inputs.values():
                 if holder.accepts(stored):
