@@ -15,6 +15,7 @@ from pathlib import Path
 
 import anyio
 import pytest
+from pydicom.dataset import Dataset
 
 from aiodicom.errors import MalformedDatasetError
 from aiodicom.pipeline.export import Address, DicomExport, Exporter, ExportError, FileExport
@@ -49,6 +50,14 @@ async def _until(condition: object, what: str) -> None:
     with anyio.fail_after(WAIT):
         while not condition():  # type: ignore[operator]
             await anyio.sleep(0.01)
+
+
+async def _submit_to_nobody(outbox: Outbox, batch_id: str, datasets: list[Dataset], port: int) -> None:
+    """Submit a DicomExport to a port where nothing listens yet; return once it waits for a retry."""
+    retrying = outbox.status().retrying
+    await outbox.submit(batch_id, [DicomExport((LOCALHOST, port, "DEST"), datasets)])
+    await _until(lambda: outbox.status().retrying > retrying, "a retry is scheduled")
+    assert "cannot connect" in outbox.status().last_errors[-1]
 
 
 async def test_warnings_count_as_delivered_and_only_failures_are_resent(tmp_path: Path) -> None:
@@ -95,9 +104,7 @@ async def test_a_destination_that_comes_back_gets_everything_on_a_later_try(tmp_
     port = free_port()
     outbox = Outbox(tmp_path / "outbox", attempts=20, backoff=0.05, max_backoff=0.2)
     async with running(outbox):
-        await outbox.submit("b", [DicomExport((LOCALHOST, port, "DEST"), datasets)])
-        await _until(lambda: outbox.status().retrying == 1, "a retry is scheduled")
-        assert "cannot connect" in outbox.status().last_errors[-1]
+        await _submit_to_nobody(outbox, "b", datasets, port)
         async with destination(port=port) as dest:
             outcome = await _wait(outbox, "b")
     assert outcome.delivered and outcome.results[0].attempts >= 2
@@ -109,8 +116,7 @@ async def test_a_restart_resumes_pending_batches_and_drops_half_written_ones(tmp
     port = free_port()
     outbox = Outbox(tmp_path / "outbox", attempts=100, backoff=0.05, max_backoff=0.1)
     async with running(outbox):
-        await outbox.submit("later", [DicomExport((LOCALHOST, port, "DEST"), datasets)])
-        await _until(lambda: outbox.status().retrying == 1, "a retry is scheduled")
+        await _submit_to_nobody(outbox, "later", datasets, port)
     half = tmp_path / "outbox" / "pending" / ".tmp-cut-short-0000"  # a submit that never returned
     half.mkdir()
     (half / "batch.json").write_text("{")
@@ -138,8 +144,8 @@ async def test_stopping_and_running_the_same_outbox_again_goes_on_with_its_batch
     outbox = Outbox(tmp_path / "outbox" if durable else None, attempts=100, backoff=0.05, max_backoff=0.1)
     await outbox.submit("early", [DicomExport((LOCALHOST, port, "DEST"), datasets[:1])])  # before run()
     async with running(outbox):
-        await outbox.submit("b", [DicomExport((LOCALHOST, port, "DEST"), datasets[1:])])
-        await _until(lambda: outbox.status().retrying == 2, "both batches wait for a retry")
+        await _until(lambda: outbox.status().retrying == 1, "the early batch waits for a retry")
+        await _submit_to_nobody(outbox, "b", datasets[1:], port)
     async with destination(port=port) as dest, running(outbox):
         outcomes = [await _wait(outbox, batch_id) for batch_id in ("early", "b")]
     assert all(outcome.delivered for outcome in outcomes)
