@@ -1,7 +1,7 @@
 """Shared by the ``test_export_*`` files: small synthetic data and what a peer stored.
 
 Peers are real processes (DCMTK ``storescp``, Orthanc) started by PID through
-``tests/peers.py`` and ``tests/orthanc_peer.py``.
+``tests/peers.py`` and ``tests/qr/orthanc.py``.
 """
 
 from __future__ import annotations
