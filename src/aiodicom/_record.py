@@ -9,7 +9,11 @@ hash and ``repr`` go over the fields in order. Type checkers see dataclasses
 (``dataclass_transform``), so constructors and attributes stay statically typed.
 
 :class:`Record` is mutable (as ``@dataclass(slots=True)``), :class:`FrozenRecord`
-immutable and hashable (as ``@dataclass(frozen=True, slots=True)``).
+immutable and hashable (as ``@dataclass(frozen=True, slots=True)``). What else of
+dataclasses the package uses is here too: ``field(default_factory=..., compare=False)``,
+``__post_init__``, :func:`replace` (also ``copy.replace`` on 3.13), pickling and copying.
+Every class a one-shot command imports is a record, so ``dataclasses`` (and the
+~1 ms per class it costs at import) stays out of ``aiodicom echo``/``store``.
 """
 
 from __future__ import annotations
@@ -29,15 +33,20 @@ class FrozenRecordError(AttributeError):
 class _Factory:
     """A default built anew for each record (a list, say), as ``default_factory``."""
 
-    __slots__ = ("make",)
+    __slots__ = ("make", "compare")
 
-    def __init__(self, make: Callable[[], object]) -> None:
+    def __init__(self, make: Callable[[], object], compare: bool) -> None:
         self.make = make
+        self.compare = compare
 
 
-def field(*, default_factory: Callable[[], _T]) -> _T:
-    """A field whose default is ``default_factory()``, made for each record."""
-    return cast(_T, _Factory(default_factory))
+def field(*, default_factory: Callable[[], _T], compare: bool = True) -> _T:
+    """A field whose default is ``default_factory()``, made for each record.
+
+    ``compare=False`` leaves the field out of equality and hash, as in
+    :func:`dataclasses.field` (a timestamp or a counter riding along with an identity).
+    """
+    return cast(_T, _Factory(default_factory, compare))
 
 
 _UNSET: Final = object()
@@ -54,10 +63,15 @@ class _RecordType(type):
         if with_default != sorted(with_default):
             raise TypeError(f"{name}: a field without a default follows one with a default")
         defaults = [namespace.pop(n) for n in names if n in namespace]
+        compared = tuple(
+            n for n, d in zip(names[len(names) - len(defaults) :], defaults, strict=True)
+            if isinstance(d, _Factory) and not d.compare
+        )
         namespace["__slots__"] = names
         namespace["__match_args__"] = names
         cls = super().__new__(mcls, name, bases, namespace)
         cls._field_names = names  # type: ignore[attr-defined]
+        cls._compared_names = tuple(n for n in names if n not in compared)  # type: ignore[attr-defined]
         cls._required_count = len(names) - len(defaults)  # type: ignore[attr-defined]
         cls._defaults = tuple(defaults)  # type: ignore[attr-defined]
         return cls
@@ -76,6 +90,7 @@ class _FrozenRecordType(_RecordType):
 class _Base:
     __slots__ = ()
     _field_names: ClassVar[tuple[str, ...]] = ()
+    _compared_names: ClassVar[tuple[str, ...]] = ()
     _required_count: ClassVar[int] = 0
     _defaults: ClassVar[tuple[object, ...]] = ()
 
@@ -102,11 +117,31 @@ class _Base:
     def _values(self) -> tuple[object, ...]:
         return tuple(getattr(self, name) for name in self._field_names)
 
+    def _key(self) -> tuple[object, ...]:
+        """The values equality and hash go by (all but ``compare=False`` fields)."""
+        return tuple(getattr(self, name) for name in self._compared_names)
+
+    def _asdict(self) -> dict[str, object]:
+        """Field name -> value, in order (a shallow :func:`dataclasses.asdict`)."""
+        return dict(zip(self._field_names, self._values(), strict=True))
+
     def __eq__(self, other: object) -> bool:
         if type(other) is not type(self):
             return NotImplemented
         assert isinstance(other, _Base)
-        return self._values() == other._values()
+        return self._key() == other._key()
+
+    # Pickle and copy by field values: the default would restore the slots with
+    # setattr, which a frozen record refuses.
+    def __getstate__(self) -> tuple[object, ...]:
+        return self._values()
+
+    def __setstate__(self, state: tuple[object, ...]) -> None:
+        self._set(state)
+
+    def __replace__(self, **changes: object) -> Self:
+        """``copy.replace(record, field=value)`` (Python 3.13), as for a dataclass."""
+        return replace(self, **changes)
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{n}={getattr(self, n)!r}" for n in self._field_names)
@@ -132,7 +167,7 @@ class FrozenRecord(_Base, metaclass=_FrozenRecordType):
         raise FrozenRecordError(f"cannot delete field {name!r} of a {type(self).__name__}")
 
     def __hash__(self) -> int:
-        return hash((type(self), self._values()))
+        return hash((type(self), self._key()))
 
 
 _R = TypeVar("_R", bound=_Base)
@@ -162,6 +197,8 @@ def _compile_init(cls: type[_Base]) -> Callable[..., None]:
         body = [f" _setter(self, {n!r}, {n})" for n in names] or [" pass"]
     else:
         body = [f" self.{n} = {n}" for n in names] or [" pass"]
+    if hasattr(cls, "__post_init__"):
+        body.append(" self.__post_init__()")
     source = f"def __init__({', '.join(params)}):\n" + "\n".join(prologue + body) + "\n"
     exec(source, env)  # noqa: S102 - built from the class's own field names only
     init = env["__init__"]
@@ -177,4 +214,7 @@ def replace(record: _R, **changes: object) -> _R:
     ]
     if changes:
         raise TypeError(f"{type(record).__name__} has no field {next(iter(changes))!r}")
-    return record._from_values(values)
+    copy = record._from_values(values)
+    if hasattr(copy, "__post_init__"):
+        copy.__post_init__()
+    return copy

@@ -6,6 +6,7 @@ import argparse
 import time
 from typing import Any
 
+from aiodicom.cli import startup
 from aiodicom.cli.net import (
     add_ae_options,
     add_timeout_options,
@@ -31,8 +32,9 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
 
 
 def _echo(args: argparse.Namespace) -> int:
-    from aiodicom.dimse.client import connect
-    from aiodicom.runner import run
+    with startup():
+        from aiodicom.dimse.client import connect
+        from aiodicom.runner import run
 
     check_ae_options(args)
     configure_logging(args.verbose, client=True)

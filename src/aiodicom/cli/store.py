@@ -31,10 +31,10 @@ import sys
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import aclosing
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from aiodicom._record import Record, field
+from aiodicom.cli import startup
 from aiodicom.cli.net import (
     CliError,
     add_ae_options,
@@ -68,30 +68,31 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     add_tls_client_options(store)
     store.add_argument("--max-pdu", type=int, default=None, help="maximum PDU length we announce")
     store.add_argument("--no-progress", action="store_true", help="no progress bar")
-    store.add_argument("--report", type=Path, metavar="FILE.json",
+    store.add_argument("--report", metavar="FILE.json",
                        help="write the outcome of every file as JSON (also when the run is cut short)")
     store.add_argument("-v", "--verbose", action="store_true")
     store.set_defaults(func=_store)
 
 
-def iter_files(paths: list[str]) -> Iterator[tuple[Path, bool]]:
-    """``(file, found in a folder)`` for files named and files under folders named, in a stable order."""
+def iter_files(paths: list[str]) -> Iterator[tuple[str, bool]]:
+    """``(file, found in a folder)`` for files named and files under folders named, in a stable order.
+
+    Plain ``os.path`` strings: pathlib's import is a sizeable part of a one-file store's start-up.
+    """
     for name in paths:
-        path = Path(name)
-        if path.is_dir():
-            for root, dirs, files in os.walk(path):
+        if os.path.isdir(name):
+            for root, dirs, files in os.walk(name):
                 dirs.sort()
                 for file_name in sorted(files):
                     if not file_name.startswith("."):
-                        yield Path(root) / file_name, True
-        elif path.is_file():
-            yield path, False
+                        yield os.path.join(root, file_name), True
+        elif os.path.isfile(name):
+            yield name, False
         else:
             raise CliError(f"no such file or folder: {name}")
 
 
-@dataclass(slots=True)
-class FileResult:
+class FileResult(Record):
     """One file's outcome, as the report writes it."""
 
     path: str
@@ -135,8 +136,8 @@ class StoreRun:
         self.in_flight: FileResult | None = None
         self.elapsed = 0.0
 
-    def add(self, path: Path, outcome: str = "not_sent", reason: str | None = None) -> FileResult:
-        result = FileResult(str(path), outcome, reason=reason)
+    def add(self, path: str, outcome: str = "not_sent", reason: str | None = None) -> FileResult:
+        result = FileResult(path, outcome, reason=reason)
         self.results.append(result)
         return result
 
@@ -210,7 +211,7 @@ class StoreRun:
             "elapsed_seconds": round(self.elapsed, 3),
             "stopped": self.stopped,
             "counts": self.counts(),
-            "files": [asdict(result) for result in self.results],
+            "files": [result._asdict() for result in self.results],
         }
 
 
@@ -305,7 +306,9 @@ async def _send_batch(assoc: Any, run: StoreRun, batch: list[FileResult], progre
 
 
 def _store(args: argparse.Namespace) -> int:
-    from aiodicom.runner import run as run_async
+    with startup():  # everything the run needs, imported here: _scan and _send find it loaded
+        import aiodicom.dimse.client  # noqa: F401
+        from aiodicom.runner import run as run_async
 
     check_ae_options(args)
     configure_logging(args.verbose, client=True)
@@ -339,7 +342,8 @@ def _finish(args: argparse.Namespace, run: StoreRun) -> None:
         import json  # only with --report: a one-file store starts faster without it
 
         try:
-            args.report.write_text(json.dumps(run.report(), indent=1) + "\n")
+            with open(args.report, "w", encoding="utf-8") as report:
+                report.write(json.dumps(run.report(), indent=1) + "\n")
         except OSError as exc:
             print(f"aiodicom store: error: cannot write the report {args.report}: {exc.strerror or exc}",
                   file=sys.stderr)

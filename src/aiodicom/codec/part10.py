@@ -19,9 +19,9 @@ import os
 import struct
 import zlib
 from collections.abc import Collection
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO, Final
 
+from aiodicom._record import FrozenRecord
 from aiodicom.codec.ae import ae_title_problem
 from aiodicom.codec.scan import dataset_end, odd_length_elements, scan_elements, text
 from aiodicom.codec.uids import (
@@ -116,8 +116,7 @@ def encode_file_meta(
 # --- reading ---------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class FileMeta:
+class FileMeta(FrozenRecord):
     """Identity of a stored data set and where its bytes start.
 
     ``dataset_offset`` is the byte offset of the data set in the source (after

@@ -14,9 +14,9 @@ from __future__ import annotations
 import struct
 import zlib
 from collections.abc import Collection
-from dataclasses import dataclass
 from typing import Final
 
+from aiodicom._record import FrozenRecord
 from aiodicom.codec.uids import (
     DEFLATED_DATA_SET_SYNTAXES,
     EXPLICIT_VR_BIG_ENDIAN,
@@ -28,8 +28,7 @@ from aiodicom.errors import DicomFileError
 __all__ = ["ScanResult", "dataset_end", "odd_length_elements", "scan_elements", "text"]
 
 
-@dataclass(frozen=True, slots=True)
-class ScanResult:
+class ScanResult(FrozenRecord):
     """What :func:`scan_elements` found.
 
     ``values`` maps each wanted tag that was found to its raw value bytes

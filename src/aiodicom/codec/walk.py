@@ -18,10 +18,10 @@ routing. Whatever the input, the only error it raises is
 
 from __future__ import annotations
 
+import os
 import struct
 import zlib
 from collections.abc import Collection
-from pathlib import Path
 from typing import BinaryIO, Final
 
 from aiodicom.codec.scan import (
@@ -385,7 +385,7 @@ def walk_dataset(
 
 
 def walk_file(
-    source: str | Path | BinaryIO, offset: int, transfer_syntax: str, *, chunk: int = 64 * 1024
+    source: str | os.PathLike[str] | BinaryIO, offset: int, transfer_syntax: str, *, chunk: int = 64 * 1024
 ) -> None:
     """Walk the data set of a file from ``offset`` to its end, seeking over large values.
 
@@ -393,7 +393,7 @@ def walk_file(
     data value is one seek. Used by a sender to refuse a truncated file before
     anything goes on the wire.
     """
-    if isinstance(source, (str, Path)):
+    if isinstance(source, (str, os.PathLike)):
         with open(source, "rb") as opened:
             walk_file(opened, offset, transfer_syntax, chunk=chunk)
         return

@@ -26,9 +26,9 @@ import itertools
 import time
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
 from typing import TypeAlias, TypedDict, Unpack
 
+from aiodicom._record import FrozenRecord, Record, field
 from aiodicom.dimse import command as C
 from aiodicom.dimse import status as S
 from aiodicom.errors import (
@@ -46,8 +46,7 @@ from aiodicom.ul.negotiation import AcceptedContext
 UNLIMITED_WINDOW = 64
 
 
-@dataclass(frozen=True, slots=True)
-class AssociationInfo:
+class AssociationInfo(FrozenRecord):
     """Who sent something, for handlers and logs."""
 
     #: A number identifying the association in this process's logs.
@@ -68,8 +67,7 @@ class AssociationInfo:
 
 
 
-@dataclass(slots=True)
-class Response:
+class Response(Record):
     """One response to a request we sent, with its data set (a C-FIND match) if any."""
 
     command: C.Message
@@ -80,8 +78,7 @@ class Response:
         return self.command.status  # type: ignore[union-attr]
 
 
-@dataclass(slots=True)
-class Request:
+class Request(Record):
     """A request the peer sent us, as a handler sees it.
 
     The handler answers with :meth:`respond` (pending responses first, the final one
@@ -124,8 +121,7 @@ class RequestOptions(TypedDict, total=False):
     timeout: float | None
 
 
-@dataclass(slots=True)
-class _Operation:
+class _Operation(Record):
     """A request we sent: its responses, queued until :meth:`DimseAssociation.request` takes them."""
 
     responses: deque[Response | BaseException] = field(default_factory=deque)

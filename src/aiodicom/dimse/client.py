@@ -13,8 +13,7 @@ import os
 import ssl as _ssl
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Unpack
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar, Unpack
 
 from aiodicom.codec.part10 import FileMeta, pad_odd_lengths, read_file_meta, transcode
 from aiodicom.codec.uids import (
@@ -73,6 +72,12 @@ if TYPE_CHECKING:
         _Exchange,
         _Running,
     )
+
+#: A file path as the caller gives it (``str`` or ``pathlib.Path``...). Paths are used as
+#: given, never converted to ``Path``: pathlib's import (urllib.parse, ipaddress) would be
+#: a sizeable part of a one-file ``aiodicom store``'s start-up.
+StrPath: TypeAlias = str | os.PathLike[str]
+_P = TypeVar("_P", bound=StrPath)
 
 #: Data sets up to this size are read whole; larger ones are streamed from disk.
 _STREAM_THRESHOLD = 32 * 1024 * 1024
@@ -134,7 +139,7 @@ def contexts_for_files(paths: Iterable[str | os.PathLike[str]]) -> list[list[Con
     contexts stay in one group, so each file belongs to exactly one association.
     """
     return contexts_for_encodings(
-        (meta.sop_class_uid, meta.transfer_syntax) for meta in map(read_file_meta, map(Path, paths))
+        (meta.sop_class_uid, meta.transfer_syntax) for meta in map(read_file_meta, paths)
     )
 
 
@@ -257,7 +262,7 @@ class ClientAssociation:
         if isinstance(source, (bytes, bytearray, memoryview)):
             prepared = self._prepare(bytes(source), priority, move_originator_ae, move_originator_message_id)
         elif isinstance(source, (str, os.PathLike)):
-            path = Path(source)
+            path = source
             try:
                 from_file = self._prepare_file(path, priority, move_originator_ae, move_originator_message_id)
                 if from_file is None:
@@ -273,19 +278,19 @@ class ClientAssociation:
 
     async def store_files(
         self,
-        paths: Iterable[str | os.PathLike[str]],
+        paths: Iterable[_P],
         *,
         priority: int = C.Priority.MEDIUM,
         move_originator_ae: str | None = None,
         move_originator_message_id: int | None = None,
-    ) -> AsyncGenerator[tuple[Path, Status | AiodicomError], None]:
+    ) -> AsyncGenerator[tuple[_P, Status | AiodicomError], None]:
         """C-STORE files in order, reading each next file while the peer answers the last.
 
         The Move Originator fields go on every request when given (the sub-operations of
         a C-MOVE we serve).
 
-        Yields ``(path, status)``, or ``(path, error)`` for a file that was not
-        sent, and the association goes on: :class:`~aiodicom.errors.MalformedDatasetError`
+        Yields ``(path, status)`` with each path as given, or ``(path, error)`` for a file
+        that was not sent, and the association goes on: :class:`~aiodicom.errors.MalformedDatasetError`
         for a file that is not DICOM or whose data set is cut short or garbage
         (checked before any byte of it is sent), :class:`~aiodicom.errors.DicomFileError`
         for an unreadable one, :class:`~aiodicom.errors.NoPresentationContext`
@@ -294,7 +299,7 @@ class ClientAssociation:
         what the peer said. Errors of the association itself (abort, timeout)
         are raised.
         """
-        queue = [Path(p) for p in paths]
+        queue = list(paths)
 
         def prepare(index: int) -> _Prepared | None | AiodicomError:
             if index >= len(queue):
@@ -304,7 +309,7 @@ class ClientAssociation:
             except AiodicomError as exc:
                 return exc
             except OSError as exc:
-                return DicomFileError(f"cannot read {queue[index]}: {exc.strerror or exc}")
+                return DicomFileError(f"cannot read {_path_text(queue[index])}: {exc.strerror or exc}")
 
         upcoming = prepare(0)
         for index, path in enumerate(queue):
@@ -334,7 +339,7 @@ class ClientAssociation:
 
     def _prepare_file(
         self,
-        path: Path,
+        path: StrPath,
         priority: int,
         move_originator_ae: str | None,
         move_originator_message_id: int | None,
@@ -375,14 +380,14 @@ class ClientAssociation:
 
     async def _store_large(
         self,
-        path: Path,
+        path: StrPath,
         priority: int,
         move_originator_ae: str | None,
         move_originator_message_id: int | None,
     ) -> Status:
         meta = _checked_meta(path)
         walk_file(path, meta.dataset_offset, meta.transfer_syntax)
-        dataset_length = path.stat().st_size - meta.dataset_offset
+        dataset_length = os.stat(path).st_size - meta.dataset_offset
         context = self._context_for(meta.sop_class_uid, meta.transfer_syntax)
         rq_factory = self._store_rq(
             meta.sop_class_uid, meta.sop_instance_uid, priority, move_originator_ae, move_originator_message_id
@@ -443,7 +448,7 @@ class ClientAssociation:
             raise NoPresentationContext(f"the peer accepted no presentation context for SOP class {sop_class}{what}")
         return fallback
 
-    async def _store_streamed(self, context_id: int, rq_factory: Any, path: Path, offset: int, length: int) -> Status:
+    async def _store_streamed(self, context_id: int, rq_factory: Any, path: StrPath, offset: int, length: int) -> Status:
         with open(path, "rb") as handle:
             handle.seek(offset)
 
@@ -609,7 +614,7 @@ def _repair(payload: bytes | memoryview, transfer_syntax: str) -> tuple[bytes | 
     return payload, (f"padded odd-length {tags}",)
 
 
-def _checked_meta(source: bytes | Path) -> FileMeta:
+def _checked_meta(source: bytes | StrPath) -> FileMeta:
     """The file meta of something we are about to send; not DICOM at all is malformed too."""
     try:
         return read_file_meta(source)
@@ -619,14 +624,19 @@ def _checked_meta(source: bytes | Path) -> FileMeta:
         raise MalformedDatasetError(f"not a DICOM file: {exc}") from None
 
 
-def _naming(path: Path, error: MalformedDatasetError) -> MalformedDatasetError:
+def _path_text(path: StrPath) -> str:
+    return os.fspath(path)
+
+
+def _naming(path: StrPath, error: MalformedDatasetError) -> MalformedDatasetError:
     """``error`` with the file named, for a caller of ``store(path)`` (store_files yields the path)."""
-    if str(path) in str(error):
+    name = _path_text(path)
+    if name in str(error):
         return error
-    return MalformedDatasetError(f"{path}: {error}", error.offset)
+    return MalformedDatasetError(f"{name}: {error}", error.offset)
 
 
-def _read_range(path: Path | None, offset: int, length: int) -> bytes:
+def _read_range(path: StrPath | None, offset: int, length: int) -> bytes:
     assert path is not None
     with open(path, "rb") as handle:
         handle.seek(offset)
@@ -738,6 +748,8 @@ def _get_storage(
     from aiodicom.dimse.retrieve import GetInbox
     from aiodicom.dimse.services.storage import Storage
     from aiodicom.dimse.store import SpoolDirectory, SpoolFiles
+
+    from pathlib import Path
 
     folder = SpoolDirectory(Path(spool_dir)) if spool_dir is not None else SpoolDirectory.private()
     spool = SpoolFiles(folder.open())

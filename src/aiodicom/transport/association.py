@@ -17,10 +17,10 @@ import socket
 import ssl as _ssl
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, cast
 
 from aiodicom._log import get_logger
+from aiodicom._record import FrozenRecord
 from aiodicom.errors import (
     AssociationAborted,
     AssociationError,
@@ -63,8 +63,7 @@ _STOP_DECODING = _YIELD | _BUDGET | _CLOSING
 _ids = itertools.count(1)
 
 
-@dataclass(frozen=True, slots=True)
-class Timeouts:
+class Timeouts(FrozenRecord):
     """Seconds to wait at each stage; ``None`` waits forever (not recommended).
 
     ``min_rate`` (bytes per second) goes with ``pdu``: together they bound how long a
@@ -118,8 +117,7 @@ class IdleTimeout(DicomTimeoutError):
     """The peer sent nothing for ``Timeouts.network_idle`` on an established association."""
 
 
-@dataclass(frozen=True, slots=True)
-class ReleaseRequest:
+class ReleaseRequest(FrozenRecord):
     """The peer asked to release; answer with :meth:`Association.accept_release`."""
 
     collision: bool = False

@@ -10,9 +10,9 @@ receiver stream a data set to disk without ever holding it whole.
 from __future__ import annotations
 
 from collections.abc import Callable, Container
-from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
+from aiodicom._record import Record
 from aiodicom.errors import ProtocolError
 from aiodicom.ul.pdu import PDV, REASON_INVALID_PARAMETER, REASON_UNEXPECTED_PARAMETER
 
@@ -76,8 +76,7 @@ class BoundedMemorySink:
 C = TypeVar("C")
 
 
-@dataclass(slots=True)
-class AssembledMessage(Generic[C]):
+class AssembledMessage(Record, Generic[C]):
     context_id: int
     command: C
     #: The sink that received the data set, or None for a command without one.

@@ -6,8 +6,8 @@ the answer (requestor). No I/O, so every rule is testable on its own.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Mapping
-from dataclasses import dataclass, field
 
+from aiodicom._record import FrozenRecord, Record, field
 from aiodicom.codec.ae import ae_title_problem, normalize_ae_title
 from aiodicom.codec.uids import (
     APPLICATION_CONTEXT_NAME,
@@ -26,8 +26,7 @@ from aiodicom.ul import pdu as P
 DEFAULT_MAX_PDU_LENGTH = 4 * 1024 * 1024
 
 
-@dataclass(frozen=True, slots=True)
-class AcceptedContext:
+class AcceptedContext(FrozenRecord):
     """A presentation context both sides agreed on."""
 
     id: int
@@ -35,8 +34,7 @@ class AcceptedContext:
     transfer_syntax: str
 
 
-@dataclass(slots=True)
-class AcceptorPolicy:
+class AcceptorPolicy(Record):
     """What an SCP accepts; see :func:`negotiate`."""
 
     ae_title: str
