@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import pickle
 
 import pytest
@@ -63,3 +64,46 @@ def test_records_pickle_and_have_slots() -> None:
     rq = P.AssociateRJ(1, 2, 3)
     assert pickle.loads(pickle.dumps(rq)) == rq
     assert not hasattr(rq, "__dict__")
+
+
+class Stamped(FrozenRecord):
+    """Like AssociationInfo: an identity plus values that ride along and do not compare."""
+
+    name: str
+    seen: list[int] = field(default_factory=list, compare=False)
+
+
+class Checked(Record):
+    """Like AcceptorPolicy: ``__post_init__`` normalizes what the constructor got."""
+
+    title: str
+    count: int = 0
+
+    def __post_init__(self) -> None:
+        self.title = self.title.strip()
+
+
+def test_fields_left_out_of_comparison_do_not_change_equality_or_hash() -> None:
+    first, second = Stamped("a", [1]), Stamped("a", [2])
+    assert first == second and hash(first) == hash(second)
+    assert Stamped("a") != Stamped("b")
+    assert repr(first) == "Stamped(name='a', seen=[1])"  # still shown
+
+
+def test_post_init_runs_on_construction_and_replace() -> None:
+    assert Checked("  x ").title == "x"
+    assert Checked(title=" y", count=2) == Checked("y", 2)
+    assert replace(Checked("x"), title=" z ").title == "z"
+
+
+@pytest.mark.parametrize("record", [Point(1, 2), Stamped("a", [3]), Bag("b", [1]), Checked("c", 4)], ids=repr)
+def test_frozen_and_mutable_records_pickle_and_copy(record: object) -> None:
+    for copied in (pickle.loads(pickle.dumps(record)), copy.copy(record), copy.deepcopy(record)):
+        assert type(copied) is type(record) and copied == record
+        assert repr(copied) == repr(record)
+
+
+def test_replace_protocol_and_asdict() -> None:
+    point = Point(1, 2)
+    assert point.__replace__(y=3) == Point(1, 3)  # copy.replace(point, y=3) on Python 3.13
+    assert Bag("a", [1])._asdict() == {"name": "a", "items": [1]}

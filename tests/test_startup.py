@@ -21,13 +21,20 @@ from peers import aiodicom_command, aiodicom_receive, peer_env
 
 #: Packages a one-shot client command must not import: the data stack (numpy, pydicom,
 #: nibabel), anyio and structlog, which it does not need when nothing goes wrong, and
-#: json (JSON logs only), shutil (bz2, lzma...; argparse wants it for the terminal width) and
-#: uvloop (faster for many messages, slower to import than one message takes).
-HEAVY = ("numpy", "pydicom", "nibabel", "anyio", "structlog", "json", "shutil", "uvloop")
+#: json (JSON logs only), shutil (bz2, lzma...; argparse wants it for the terminal width),
+#: uvloop (faster for many messages, slower to import than one message takes),
+#: dataclasses (code generated per class at import: the network path uses records),
+#: pathlib with urllib and ipaddress, which it imports (paths stay strings).
+HEAVY = (
+    "numpy", "pydicom", "nibabel", "anyio", "structlog", "json", "shutil", "uvloop",
+    "dataclasses", "pathlib", "urllib", "ipaddress",
+)  # fmt: skip
+#: What only sending files needs: ``aiodicom echo`` starts without the Part 10 reader.
+FILE_CODEC = ("aiodicom.codec.part10", "aiodicom.codec.walk", "aiodicom.codec.scan", "zlib")
 
 
-def imported_packages(*args: str) -> set[str]:
-    """Top-level packages imported by ``aiodicom ARGS`` (which must succeed)."""
+def imported_modules(*args: str) -> set[str]:
+    """Modules imported by ``aiodicom ARGS`` (which must succeed)."""
     command = aiodicom_command(*args)
     command.insert(1, "-Ximporttime")
     result = subprocess.run(command, capture_output=True, text=True, env=peer_env(), timeout=60)
@@ -38,7 +45,11 @@ def imported_packages(*args: str) -> set[str]:
         if line.startswith("import time:")
     }
     assert "aiodicom.dimse.client" in names  # the report is complete
-    return {name.split(".")[0] for name in names}
+    return names
+
+
+def packages(modules: set[str]) -> set[str]:
+    return {name.split(".")[0] for name in modules}
 
 
 @pytest.mark.parametrize(
@@ -52,11 +63,13 @@ def test_echo_and_one_file_store_import_no_heavy_package(
     )
     with aiodicom_receive(tmp_path / "out") as peer:
         where = ("127.0.0.1", str(peer.port), "--aec", "AIODICOM")
-        echo = imported_packages("echo", *where)
-        store = imported_packages("store", where[0], where[1], str(image), *where[2:], "--no-progress")
+        echo = imported_modules("echo", *where)
+        store = imported_modules("store", where[0], where[1], str(image), *where[2:], "--no-progress")
     assert list((tmp_path / "out").rglob("*.dcm")), peer.output()
-    assert sorted(echo & set(HEAVY)) == []
-    assert sorted(store & set(HEAVY)) == []
+    assert sorted(packages(echo) & set(HEAVY)) == []
+    assert sorted(packages(store) & set(HEAVY)) == []
+    assert sorted(echo & set(FILE_CODEC)) == []
+    assert "aiodicom.codec.part10" in store  # the check sees what store does import
 
 
 def test_version_is_cheap() -> None:
@@ -66,3 +79,36 @@ def test_version_is_cheap() -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("aiodicom ")
     assert "asyncio" not in result.stderr and "aiodicom.dimse" not in result.stderr
+
+
+#: ``aiodicom echo`` as the program (``main()`` without arguments, as the console script
+#: calls it), reporting what the collector looks like once the command is done.
+_AS_PROGRAM = """
+import gc, sys
+from aiodicom.cli import main
+sys.argv = ["aiodicom", *sys.argv[1:]]
+code = main()
+print(gc.get_freeze_count(), gc.isenabled(), code)
+"""
+
+
+def test_start_up_objects_are_frozen_out_of_the_collector_only_in_the_program(tmp_path: Path) -> None:
+    """The objects start-up made are frozen (later collections and the last one at exit
+    skip them) and the collector is back on for the run; ``main(argv)`` called from
+    Python leaves the host's collector alone."""
+    with aiodicom_receive(tmp_path / "out") as peer:
+        where = ["127.0.0.1", str(peer.port), "--aec", "AIODICOM"]
+        command = [sys.executable, "-c", _AS_PROGRAM, "echo", *where]
+        result = subprocess.run(command, capture_output=True, text=True, env=peer_env(), timeout=60)
+        assert result.returncode == 0, result.stdout + result.stderr
+        frozen, enabled, code = result.stdout.splitlines()[-1].split()
+        assert int(frozen) > 10_000 and enabled == "True" and code == "0", result.stdout
+
+        hosted = "import gc, sys\nfrom aiodicom.cli import main\ncode = main(sys.argv[1:])\n" + (
+            "print(gc.get_freeze_count(), gc.isenabled(), code)"
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", hosted, "echo", *where], capture_output=True, text=True, env=peer_env(), timeout=60
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert result.stdout.splitlines()[-1].split() == ["0", "True", "0"], result.stdout

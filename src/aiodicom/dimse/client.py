@@ -15,7 +15,6 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, S
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar, Unpack
 
-from aiodicom.codec.part10 import FileMeta, pad_odd_lengths, read_file_meta, transcode
 from aiodicom.codec.uids import (
     EXPLICIT_VR_LITTLE_ENDIAN,
     IMPLICIT_VR_LITTLE_ENDIAN,
@@ -27,7 +26,6 @@ from aiodicom.codec.uids import (
     sop_class_name,
     transfer_syntax_name,
 )
-from aiodicom.codec.walk import walk_dataset, walk_file
 from aiodicom.dimse import command as C
 from aiodicom.dimse.association import DimseAssociation
 from aiodicom.dimse.services import Service, ServiceRegistry
@@ -61,6 +59,7 @@ from aiodicom.ul.negotiation import (
 if TYPE_CHECKING:
     import pydicom
 
+    from aiodicom.codec.part10 import FileMeta
     from aiodicom.dimse.retrieve import (
         GetInbox,
         MoveInbox,
@@ -72,6 +71,9 @@ if TYPE_CHECKING:
         _Exchange,
         _Running,
     )
+
+# The Part 10 reader and the data set walker (codec.part10, codec.walk) are imported by
+# the functions that send files: ``aiodicom echo`` starts without them.
 
 #: A file path as the caller gives it (``str`` or ``pathlib.Path``...). Paths are used as
 #: given, never converted to ``Path``: pathlib's import (urllib.parse, ipaddress) would be
@@ -138,6 +140,8 @@ def contexts_for_files(paths: Iterable[str | os.PathLike[str]]) -> list[list[Con
     compressed files never are. A SOP class's
     contexts stay in one group, so each file belongs to exactly one association.
     """
+    from aiodicom.codec.part10 import read_file_meta
+
     return contexts_for_encodings(
         (meta.sop_class_uid, meta.transfer_syntax) for meta in map(read_file_meta, paths)
     )
@@ -364,6 +368,9 @@ class ClientAssociation:
         move_originator_ae: str | None,
         move_originator_message_id: int | None,
     ) -> _Prepared:
+        from aiodicom.codec.part10 import transcode
+        from aiodicom.codec.walk import walk_dataset
+
         meta = _checked_meta(data)
         context = self._context_for(meta.sop_class_uid, meta.transfer_syntax)
         rq_factory = self._store_rq(
@@ -385,6 +392,9 @@ class ClientAssociation:
         move_originator_ae: str | None,
         move_originator_message_id: int | None,
     ) -> Status:
+        from aiodicom.codec.part10 import transcode
+        from aiodicom.codec.walk import walk_file
+
         meta = _checked_meta(path)
         walk_file(path, meta.dataset_offset, meta.transfer_syntax)
         dataset_length = os.stat(path).st_size - meta.dataset_offset
@@ -607,6 +617,8 @@ class ClientAssociation:
 
 def _repair(payload: bytes | memoryview, transfer_syntax: str) -> tuple[bytes | memoryview, tuple[str, ...]]:
     """Pad odd-length values (PS3.5 7.1.1) before sending, as DCMTK does; say so."""
+    from aiodicom.codec.part10 import pad_odd_lengths
+
     payload, padded = pad_odd_lengths(payload, transfer_syntax)
     if not padded:
         return payload, ()
@@ -616,6 +628,8 @@ def _repair(payload: bytes | memoryview, transfer_syntax: str) -> tuple[bytes | 
 
 def _checked_meta(source: bytes | StrPath) -> FileMeta:
     """The file meta of something we are about to send; not DICOM at all is malformed too."""
+    from aiodicom.codec.part10 import read_file_meta
+
     try:
         return read_file_meta(source)
     except MalformedDatasetError:
@@ -650,6 +664,8 @@ def _encode_dataset(dataset: pydicom.Dataset, transfer_syntax: str) -> bytes:
     """Encode a data set (without file meta) in an uncompressed transfer syntax."""
     from pydicom.filebase import DicomBytesIO
     from pydicom.filewriter import write_dataset
+
+    from aiodicom.codec.part10 import transcode
 
     if is_compressed(transfer_syntax):
         raise NoPresentationContext(f"cannot encode a data set in compressed {transfer_syntax}")
@@ -745,11 +761,11 @@ def _get_storage(
     stack: AsyncExitStack, sop_classes: Sequence[str], spool_dir: str | os.PathLike[str] | None, threshold: int
 ) -> tuple[GetInbox, Service]:
     """The C-STORE service of a C-GET SCU, its spool open until ``stack`` closes."""
+    from pathlib import Path
+
     from aiodicom.dimse.retrieve import GetInbox
     from aiodicom.dimse.services.storage import Storage
     from aiodicom.dimse.store import SpoolDirectory, SpoolFiles
-
-    from pathlib import Path
 
     folder = SpoolDirectory(Path(spool_dir)) if spool_dir is not None else SpoolDirectory.private()
     spool = SpoolFiles(folder.open())
