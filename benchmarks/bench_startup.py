@@ -13,13 +13,19 @@ and as ``python -m aiodicom``.
 Wall time on a machine other programs load is noisy, so every contender runs in every
 round (the order alternating) and the ratios to DCMTK come from the same run.
 ``--instructions`` also counts each command's instructions once under valgrind
-(cachegrind): a figure the machine's load does not move, for before/after comparisons.
+(cachegrind): a figure the machine's load does not move. ``--baseline SRC`` adds the
+console-script commands run from another version's ``src`` folder (its package first on
+``PYTHONPATH``), for a before/after comparison within one run, e.g.
 
-    python benchmarks/bench_startup.py [--quick] [--rounds N] [--instructions]
+    git archive <commit> src | tar -x -C /tmp/baseline
+    python benchmarks/bench_startup.py --rounds 30 --instructions --baseline /tmp/baseline/src
+
+    python benchmarks/bench_startup.py [--quick] [--rounds N] [--instructions] [--baseline SRC]
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import statistics
 import subprocess
@@ -40,7 +46,11 @@ TARGET_MS = 100.0
 SCRIPT = Path(sys.executable).with_name("aiodicom")
 
 
-def commands(port: int, image: Path) -> dict[str, list[str]]:
+#: A contender: its command line and, for a baseline, the ``src`` folder that goes first on PYTHONPATH.
+Contender = tuple[list[str], Path | None]
+
+
+def commands(port: int, image: Path, baseline: Path | None) -> dict[str, Contender]:
     """Each contender's command line; DCMTK by absolute path, never a same-named script."""
     echoscu, storescu = h.dcmtk("echoscu"), h.dcmtk("storescu")
     assert echoscu is not None and storescu is not None
@@ -57,28 +67,44 @@ def commands(port: int, image: Path) -> dict[str, list[str]]:
         "storescu 1 file": [storescu, "-aec", "SINK", *where, str(image)],
         "aiodicom store 1 file": h.aiodicom_command(*store),
     }
+    ours = [str(SCRIPT)] if SCRIPT.is_file() else h.python_module_command("aiodicom")
     if SCRIPT.is_file():
-        contenders["aiodicom echo (script)"] = [str(SCRIPT), *echo]
-        contenders["aiodicom store 1 file (script)"] = [str(SCRIPT), *store]
-    return contenders
+        contenders["aiodicom echo (script)"] = [*ours, *echo]
+        contenders["aiodicom store 1 file (script)"] = [*ours, *store]
+    result: dict[str, Contender] = {name: (command, None) for name, command in contenders.items()}
+    if baseline is not None:
+        result["aiodicom echo (baseline)"] = ([*ours, *echo], baseline)
+        result["aiodicom store 1 file (baseline)"] = ([*ours, *store], baseline)
+    return result
 
 
-def time_once(command: list[str]) -> float:
+def environment(source: Path | None) -> dict[str, str]:
+    env = h.env()
+    if source is not None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(source), env.get("PYTHONPATH"))))
+    return env
+
+
+def time_once(contender: Contender) -> float:
+    command, source = contender
     started = time.perf_counter()
-    result = subprocess.run(command, capture_output=True, env=h.env(), check=False)
+    result = subprocess.run(command, capture_output=True, env=environment(source), check=False)
     elapsed = time.perf_counter() - started
     if result.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed:\n{result.stdout!r}\n{result.stderr!r}")
     return elapsed
 
 
-def instructions(command: list[str]) -> int | None:
+def instructions(contender: Contender) -> int | None:
     """Instructions one run executes (valgrind's cachegrind), or None without valgrind."""
     valgrind = shutil.which("valgrind")
     if valgrind is None:
         return None
+    command, source = contender
     probe = [valgrind, "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null"]
-    result = subprocess.run([*probe, *command], capture_output=True, text=True, env=h.env(), check=False)
+    result = subprocess.run(
+        [*probe, *command], capture_output=True, text=True, env=environment(source), check=False
+    )
     for line in result.stderr.splitlines():
         if "I   refs:" in line or "I refs:" in line:
             return int(line.rsplit(":", 1)[1].strip().replace(",", ""))
@@ -94,15 +120,15 @@ def main() -> int:
     parser = h.parser(__doc__.splitlines()[0])
     parser.add_argument("--instructions", action="store_true",
                         help="also count each command's instructions once under valgrind")
+    parser.add_argument("--baseline", type=Path, default=None, metavar="SRC",
+                        help="another version's src folder: its echo and store run too")
     args = parser.parse_args()
     h.require_dcmtk()
     rounds = args.rounds or (3 if args.quick else 30)
     # Bytecode for our package, as an install has: these machines set PYTHONDONTWRITEBYTECODE.
-    subprocess.run(
-        [sys.executable, "-m", "compileall", "-q", str(Path(aiodicom.__file__).parent)],
-        capture_output=True,
-        check=True,
-    )
+    for package in (Path(aiodicom.__file__).parent, args.baseline and args.baseline / "aiodicom"):
+        if package:
+            subprocess.run([sys.executable, "-m", "compileall", "-q", str(package)], capture_output=True, check=True)
     seconds: dict[str, list[float]] = {}
     counts: dict[str, int | None] = {}
     with h.scratch(args.workdir) as work:
@@ -112,15 +138,15 @@ def main() -> int:
             sink = h.popen([part.format(port=port) for part in SINK], log)
             try:
                 h.wait_for_port(port, timeout=h.READY_TIMEOUT)
-                contenders = commands(port, image)
-                for command in contenders.values():  # warm the page cache once
-                    time_once(command)
+                contenders = commands(port, image, args.baseline)
+                for contender in contenders.values():  # warm the page cache once
+                    time_once(contender)
                 for round_ in range(rounds):
                     order = list(contenders.items())
-                    for name, command in order if round_ % 2 == 0 else reversed(order):
-                        seconds.setdefault(name, []).append(time_once(command))
+                    for name, contender in order if round_ % 2 == 0 else reversed(order):
+                        seconds.setdefault(name, []).append(time_once(contender))
                 if args.instructions:
-                    counts = {name: instructions(command) for name, command in contenders.items()}
+                    counts = {name: instructions(contender) for name, contender in contenders.items()}
             finally:
                 h.stop(sink)
     medians = {name: statistics.median(values) * 1000 for name, values in seconds.items()}
@@ -156,7 +182,7 @@ def report(
     floor = medians["python -c 'import asyncio'"]
     lines.append("")
     for ours, theirs in (("aiodicom echo", "echoscu"), ("aiodicom store 1 file", "storescu 1 file")):
-        for variant in (ours, f"{ours} (script)"):
+        for variant in (ours, f"{ours} (script)", f"{ours} (baseline)"):
             if variant in medians:
                 lines.append(
                     f"{variant}: {medians[variant]:.0f} ms, {medians[variant] / medians[theirs]:.1f}x "

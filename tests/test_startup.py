@@ -112,3 +112,12 @@ def test_start_up_objects_are_frozen_out_of_the_collector_only_in_the_program(tm
         )
         assert result.returncode == 0, result.stdout + result.stderr
         assert result.stdout.splitlines()[-1].split() == ["0", "True", "0"], result.stdout
+
+
+def test_echo_proposes_only_verification(tmp_path: Path) -> None:
+    """Like ``echoscu``: one context, not the 27 a store would propose (both sides' work)."""
+    with aiodicom_receive(tmp_path / "out") as peer:
+        command = aiodicom_command("echo", "127.0.0.1", str(peer.port), "--aec", "AIODICOM", "-v")
+        result = subprocess.run(command, capture_output=True, text=True, env=peer_env(), timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "association_established" in result.stderr and "contexts=1 " in result.stderr, result.stderr

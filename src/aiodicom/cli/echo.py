@@ -33,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
 
 def _echo(args: argparse.Namespace) -> int:
     with startup():
-        from aiodicom.dimse.client import connect
+        from aiodicom.dimse.client import connect, verification_contexts
         from aiodicom.runner import run
 
     check_ae_options(args)
@@ -42,7 +42,7 @@ def _echo(args: argparse.Namespace) -> int:
     async def main() -> int:
         started = time.perf_counter()
         async with connect(
-            args.host, args.port, called_ae=args.aec, calling_ae=args.aet,
+            args.host, args.port, called_ae=args.aec, calling_ae=args.aet, contexts=verification_contexts(),
             ssl=client_ssl(args), timeouts=client_timeouts(args),
         ) as assoc:
             status = await assoc.echo()

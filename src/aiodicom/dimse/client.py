@@ -120,10 +120,16 @@ ContextSpec = tuple[str, Sequence[str]]
 MAX_CONTEXTS = 128
 
 
+def verification_contexts() -> list[ContextSpec]:
+    """Verification alone, in implicit VR little endian (what every SCP accepts): all
+    ``echo`` needs, as ``echoscu`` proposes; 27 contexts would only make both sides work."""
+    return [(VERIFICATION_SOP_CLASS, [IMPLICIT_VR_LITTLE_ENDIAN])]
+
+
 def default_contexts() -> list[ContextSpec]:
     """Verification plus common storage classes, uncompressed."""
     syntaxes = list(UNCOMPRESSED_TRANSFER_SYNTAXES[:2])
-    contexts: list[ContextSpec] = [(VERIFICATION_SOP_CLASS, [IMPLICIT_VR_LITTLE_ENDIAN])]
+    contexts = verification_contexts()
     contexts.extend((uid, syntaxes) for uid in COMMON_STORAGE_SOP_CLASSES)
     return contexts
 
@@ -836,4 +842,5 @@ __all__ = [
     "contexts_for_files",
     "default_contexts",
     "query_retrieve_contexts",
+    "verification_contexts",
 ]
