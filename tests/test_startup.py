@@ -31,6 +31,8 @@ HEAVY = (
 )  # fmt: skip
 #: What only sending files needs: ``aiodicom echo`` starts without the Part 10 reader.
 FILE_CODEC = ("aiodicom.codec.part10", "aiodicom.codec.walk", "aiodicom.codec.scan", "zlib")
+#: What only Query/Retrieve needs: neither echo nor store imports it.
+QUERY_RETRIEVE = ("aiodicom.dimse.services.models", "aiodicom.dimse.retrieve", "aiodicom.qr")
 
 
 def imported_modules(*args: str) -> set[str]:
@@ -69,6 +71,7 @@ def test_echo_and_one_file_store_import_no_heavy_package(
     assert sorted(packages(echo) & set(HEAVY)) == []
     assert sorted(packages(store) & set(HEAVY)) == []
     assert sorted(echo & set(FILE_CODEC)) == []
+    assert sorted((echo | store) & set(QUERY_RETRIEVE)) == []
     assert "aiodicom.codec.part10" in store  # the check sees what store does import
 
 

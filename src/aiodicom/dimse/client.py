@@ -19,6 +19,7 @@ from aiodicom.codec.uids import (
     EXPLICIT_VR_LITTLE_ENDIAN,
     IMPLICIT_VR_LITTLE_ENDIAN,
     LOSSLESS_COMPRESSED_TRANSFER_SYNTAXES,
+    QUERY_RETRIEVE_SOP_CLASSES,
     STORAGE_SOP_CLASSES,
     UNCOMPRESSED_TRANSFER_SYNTAXES,
     VERIFICATION_SOP_CLASS,
@@ -29,7 +30,6 @@ from aiodicom.codec.uids import (
 from aiodicom.dimse import command as C
 from aiodicom.dimse.association import DimseAssociation
 from aiodicom.dimse.services import Service, ServiceRegistry
-from aiodicom.dimse.services.models import model_by_name
 from aiodicom.dimse.status import Status
 from aiodicom.errors import (
     AiodicomError,
@@ -166,7 +166,7 @@ def contexts_for_encodings(encodings: Iterable[tuple[str, str]]) -> list[list[Co
         if groups[-1] and len(groups[-1]) + len(syntaxes) > 127:
             groups.append([])
         groups[-1].extend((sop_class, list(ts)) for ts in syntaxes)
-    return [[(VERIFICATION_SOP_CLASS, [IMPLICIT_VR_LITTLE_ENDIAN]), *group] for group in groups]
+    return [[*verification_contexts(), *group] for group in groups]
 
 
 def query_retrieve_contexts(
@@ -187,12 +187,14 @@ def query_retrieve_contexts(
     More than 128 contexts in all raise :class:`ValueError` at :func:`connect`: pass fewer
     storage classes (e.g. only the ones the study holds) or open two associations.
     """
+    from aiodicom.dimse.services.models import model_by_name  # not for echo or store
+
     wanted = tuple(dict.fromkeys(operations))
     unknown = set(wanted) - {"find", "move", "get"}
     if unknown:
         raise ConfigurationError(f"unknown Query/Retrieve operation(s): {', '.join(sorted(unknown))}")
     syntaxes = list(UNCOMPRESSED_TRANSFER_SYNTAXES[:2])
-    contexts: list[ContextSpec] = [(VERIFICATION_SOP_CLASS, [IMPLICIT_VR_LITTLE_ENDIAN])]
+    contexts = verification_contexts()
     for name in dict.fromkeys(models):
         model = model_by_name(name)
         contexts.extend((getattr(model, operation), syntaxes) for operation in wanted)
@@ -593,6 +595,7 @@ class ClientAssociation:
         ``make(message ID, SOP class, priority)`` builds the request.
         """
         from aiodicom.dimse.retrieve import _Running, encode_query, query_level
+        from aiodicom.dimse.services.models import model_by_name
 
         information_model = model_by_name(options.get("model", "study"))
         level = options.get("level")
@@ -754,6 +757,8 @@ async def connect(
 
 def _storage_to_receive(contexts: Sequence[ContextSpec]) -> tuple[str, ...]:
     """With a C-GET context proposed: the storage classes proposed, to receive its C-STOREs."""
+    if not any(uid in QUERY_RETRIEVE_SOP_CLASSES for uid, _ in contexts):
+        return ()  # no Query/Retrieve at all (echo, store): the models need not be imported
     from aiodicom.dimse.services.models import MODELS
 
     get_classes = {model.get for model in MODELS.values()}

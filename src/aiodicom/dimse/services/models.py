@@ -7,10 +7,10 @@ answer and which attribute identifies an entity at each level. No I/O here.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
 
+from aiodicom._record import FrozenRecord
 from aiodicom.codec import uids
 from aiodicom.errors import AiodicomError
 
@@ -84,8 +84,7 @@ QUERY_KEYS: Final[dict[str, tuple[int, str]]] = {
 QUERY_KEYWORDS: Final[dict[int, str]] = {tag: keyword for keyword, (tag, _vr) in QUERY_KEYS.items()}
 
 
-@dataclass(frozen=True, slots=True)
-class InformationModel:
+class InformationModel(FrozenRecord):
     """One Query/Retrieve information model: its name, SOP classes and levels (top first)."""
 
     name: str
