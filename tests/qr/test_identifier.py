@@ -14,7 +14,7 @@ from aiodicom.dimse.association import Response
 from aiodicom.dimse.retrieve import (
     InvalidQueryError,
     _plain_identifier,
-    encode_identifier,
+    encode_dataset_identifier,
     encode_query,
     identifier_dataset,
     retrieve_result,
@@ -35,7 +35,7 @@ def test_the_plain_encoder_writes_what_pydicom_writes(query: dict[str, str | Non
     level = QueryLevel(str(query.get("QueryRetrieveLevel") or "STUDY"))
     plain = _plain_identifier(query, level, transfer_syntax)
     assert plain is not None
-    assert plain == encode_identifier(identifier_dataset(query, level), transfer_syntax)
+    assert plain == encode_dataset_identifier(identifier_dataset(query, level), transfer_syntax)
 
 
 @pytest.mark.parametrize(
@@ -59,7 +59,7 @@ def test_a_dataset_goes_through_pydicom_and_a_conflicting_level_is_refused() -> 
 def test_the_failed_sop_instance_uid_list_is_read() -> None:
     listed = Dataset()
     listed.FailedSOPInstanceUIDList = ["1.2.3", "1.2.44"]
-    data = encode_identifier(listed, EXPLICIT_VR_LITTLE_ENDIAN)
+    data = encode_dataset_identifier(listed, EXPLICIT_VR_LITTLE_ENDIAN)
     response = Response(C.CMoveRSP(1, S.SUB_OPERATIONS_COMPLETE_WITH_FAILURES, "", None, 3, 2, 0), data)
     result = retrieve_result(response, EXPLICIT_VR_LITTLE_ENDIAN)
     assert result.failed_sop_instance_uids == ("1.2.3", "1.2.44")
@@ -82,3 +82,26 @@ def test_a_retrieve_from_the_command_line_does_not_import_pydicom() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("transfer_syntax", [EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN])
+@pytest.mark.parametrize("query", QUERIES)
+def test_one_codec_serves_both_roles(query: dict[str, str | None], transfer_syntax: str) -> None:
+    """The SCU's query is what the SCP's decoder reads back; the SCP's answer is what the SCU reads."""
+    from aiodicom.codec.identifier import decode_identifier, encode_identifier, read_identifier
+    from aiodicom.dimse.services.models import QUERY_KEYS
+
+    level = QueryLevel(str(query.get("QueryRetrieveLevel") or "STUDY"))
+    decoded = decode_identifier(encode_query(query, level, transfer_syntax), transfer_syntax)
+    expected = {keyword: value or "" for keyword, value in query.items()} | {"QueryRetrieveLevel": level.value}
+    assert {tag: (vr, raw.rstrip(b" \0").decode()) for tag, (vr, raw) in decoded.items()} == {
+        QUERY_KEYS[keyword][0]: (QUERY_KEYS[keyword][1], value) for keyword, value in expected.items()
+    }
+    answer = read_identifier(encode_identifier(decoded, transfer_syntax), transfer_syntax)
+    read = {e.keyword: [str(v) for v in (e.value if e.VM > 1 else [e.value or ""])] for e in answer}
+    assert read == {keyword: value.split("\\") for keyword, value in expected.items()}
+
+
+def test_a_value_too_long_for_its_vr_is_a_clear_error() -> None:
+    with pytest.raises(InvalidQueryError, match="too long"):
+        encode_query({"PatientID": "P" * 70000}, QueryLevel.STUDY, EXPLICIT_VR_LITTLE_ENDIAN)

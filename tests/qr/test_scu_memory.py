@@ -78,9 +78,9 @@ def encode(dataset: Dataset, transfer_syntax: str = EXPLICIT_VR_LITTLE_ENDIAN) -
 
 
 def decode(data: bytes, transfer_syntax: str) -> Dataset:
-    from aiodicom.dimse.retrieve import decode_identifier
+    from aiodicom.codec.identifier import read_identifier
 
-    return decode_identifier(data, transfer_syntax)
+    return read_identifier(data, transfer_syntax)
 
 
 class Scripted(Service):

@@ -6,13 +6,18 @@ data set for each would cost more than the query. An identifier here is an order
 dictionary for implicit VR), each answer is encoded from text values straight into bytes.
 Sequences are kept as their VR with no value (an SCP returns them empty). Nothing raises
 but :class:`~aiodicom.errors.MalformedDatasetError`.
+
+Both roles use this module: the SCP decodes requests and encodes answers here, the SCU
+encodes its queries here (a mapping of the models' keys, so a retrieve from the command
+line never imports pydicom) and reads answers with :func:`read_identifier`, the one
+place a pydicom data set is built (sequences and all, for the caller).
 """
 
 from __future__ import annotations
 
 import struct
 from collections.abc import Iterable, Mapping
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from aiodicom.codec.scan import (
     _BE_EXPLICIT,
@@ -27,9 +32,21 @@ from aiodicom.codec.scan import (
 )
 from aiodicom.codec.uids import DEFLATED_DATA_SET_SYNTAXES
 from aiodicom.codec.vr import LONG_VRS, VR_TABLE
-from aiodicom.errors import DicomFileError, MalformedDatasetError
+from aiodicom.codec.walk import walk_dataset
+from aiodicom.errors import AiodicomError, DicomFileError, MalformedDatasetError
 
-__all__ = ["Identifier", "decode_identifier", "encode_identifier", "keyword_tag", "tag_vr"]
+if TYPE_CHECKING:
+    import pydicom
+
+__all__ = [
+    "Identifier",
+    "IdentifierEncodingError",
+    "decode_identifier",
+    "encode_identifier",
+    "keyword_tag",
+    "read_identifier",
+    "tag_vr",
+]
 
 #: tag -> (VR, raw value bytes, padding included).
 Identifier = dict[int, tuple[str, bytes]]
@@ -117,12 +134,25 @@ def _element(buf: bytes, pos: int, implicit: bool, big: bool, out: Identifier) -
     return int(start + length)
 
 
+class IdentifierEncodingError(AiodicomError, ValueError):
+    """An element that cannot be encoded: a value too long for its VR's 16-bit length."""
+
+
+#: (implicit, big endian) -> header writer for short-length VRs, long-length VRs.
+_HEADERS: Final = {
+    (True, False): (struct.Struct("<HHI").pack, struct.Struct("<HHI").pack),
+    (False, False): (struct.Struct("<HH2sH").pack, struct.Struct("<HH2s2xI").pack),
+    (False, True): (struct.Struct(">HH2sH").pack, struct.Struct(">HH2s2xI").pack),
+}
+
+
 def encode_identifier(
     elements: Iterable[tuple[int, str, bytes]] | Mapping[int, tuple[str, bytes]], transfer_syntax: str
 ) -> bytes:
     """Encode ``(tag, VR, value)`` elements (sorted here) in an uncompressed transfer syntax.
 
     Values are padded to even length with their VR's padding; a sequence goes out empty.
+    A value longer than a short VR's 16-bit length raises :class:`IdentifierEncodingError`.
     """
     items = (
         [(tag, vr, value) for tag, (vr, value) in elements.items()]
@@ -130,7 +160,7 @@ def encode_identifier(
         else list(elements)
     )
     implicit, big = _syntax(transfer_syntax)
-    order = ">" if big else "<"
+    short_header, long_header = _HEADERS[(implicit, big)]
     parts: list[bytes] = []
     for tag, vr, value in sorted(items, key=lambda item: item[0]):
         if vr == "SQ":
@@ -139,10 +169,38 @@ def encode_identifier(
             value += VR_TABLE[vr].pad if vr in VR_TABLE else b"\0"
         group, elem = tag >> 16, tag & 0xFFFF
         if implicit:
-            parts.append(struct.pack("<HHI", group, elem, len(value)))
-        elif vr.encode() in LONG_VRS:
-            parts.append(struct.pack(f"{order}HH2s2xI", group, elem, vr.encode(), len(value)))
+            parts.append(short_header(group, elem, len(value)))
         else:
-            parts.append(struct.pack(f"{order}HH2sH", group, elem, vr.encode(), len(value)))
+            raw_vr = vr.encode()
+            if raw_vr in LONG_VRS:
+                parts.append(long_header(group, elem, raw_vr, len(value)))
+            elif len(value) > 0xFFFF:
+                raise IdentifierEncodingError(f"({group:04X},{elem:04X}) {vr}: {len(value)} bytes is too long")
+            else:
+                parts.append(short_header(group, elem, raw_vr, len(value)))
         parts.append(value)
     return b"".join(parts)
+
+
+def read_identifier(data: bytes, transfer_syntax: str) -> pydicom.Dataset:
+    """An identifier as a pydicom data set, sequences included: what an SCU gives its caller.
+
+    The structure is walked first (aiodicom's own walker, as for a received C-STORE):
+    pydicom would read a value cut short as a shorter value rather than fail.
+    """
+    import io
+
+    from pydicom.filereader import read_dataset
+
+    try:
+        walk_dataset(data, transfer_syntax)
+    except MalformedDatasetError as exc:
+        raise MalformedDatasetError(f"the peer's identifier is malformed: {exc}") from None
+    implicit, big = _syntax(transfer_syntax)
+    try:
+        dataset = read_dataset(io.BytesIO(data), is_implicit_VR=implicit, is_little_endian=not big)
+        for _element in dataset:  # pydicom reads lazily: malformed values surface here
+            pass
+    except Exception as exc:  # pydicom raises many types for bad data
+        raise MalformedDatasetError(f"cannot decode the peer's identifier: {exc}") from None
+    return dataset

@@ -5,7 +5,8 @@
 association was opened:
 
 - the identifier: a pydicom data set or a mapping of keywords to values, encoded in the
-  context's transfer syntax with its Query/Retrieve Level (:func:`identifier_dataset`);
+  context's transfer syntax with its Query/Retrieve Level (:func:`encode_query`; the bytes
+  are written, and answers read, by :mod:`aiodicom.codec.identifier`, which the SCP uses too);
 - :class:`RetrieveResult`, the sub-operation counts and Failed SOP Instance UID List of a
   C-MOVE/C-GET response, and the errors a failure status raises;
 - :class:`_Exchange`: one request in flight. A pump task reads its responses into a
@@ -23,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import struct
 import sys
 from collections.abc import AsyncGenerator, Callable, Mapping
 from contextlib import nullcontext
@@ -31,20 +31,16 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeAlias, TypedDict
 
 from aiodicom._log import get_logger
+from aiodicom.codec import identifier as codec_identifier
 from aiodicom.codec.scan import scan_elements, text
-from aiodicom.codec.uids import (
-    EXPLICIT_VR_BIG_ENDIAN,
-    EXPLICIT_VR_LITTLE_ENDIAN,
-    IMPLICIT_VR_LITTLE_ENDIAN,
-)
-from aiodicom.codec.walk import walk_dataset
+from aiodicom.codec.uids import EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN
 from aiodicom.dimse import command as C
 from aiodicom.dimse import status as S
 from aiodicom.dimse.association import DimseAssociation, Response
 from aiodicom.dimse.services.models import QUERY_KEYS, InformationModel, QueryLevel
 from aiodicom.dimse.services.storage import StoreHandler
 from aiodicom.dimse.store import ReceivedInstance
-from aiodicom.errors import AiodicomError, ConfigurationError, MalformedDatasetError, StatusError
+from aiodicom.errors import AiodicomError, ConfigurationError, StatusError
 
 if TYPE_CHECKING:
     import pydicom
@@ -163,41 +159,30 @@ def encode_query(query: Query, level: QueryLevel, transfer_syntax: str) -> bytes
     plain = _plain_identifier(query, level, transfer_syntax)
     if plain is not None:
         return plain
-    return encode_identifier(identifier_dataset(query, level), transfer_syntax)
-
-
-_SHORT_EXPLICIT = struct.Struct("<HH2sH").pack
-_IMPLICIT = struct.Struct("<HHI").pack
+    return encode_dataset_identifier(identifier_dataset(query, level), transfer_syntax)
 
 
 def _plain_identifier(query: Query, level: QueryLevel, transfer_syntax: str) -> bytes | None:
-    """``query`` encoded without pydicom, or None when it needs pydicom (see :func:`encode_query`)."""
+    """``query`` encoded by :mod:`aiodicom.codec.identifier`, or None when it needs pydicom
+    (see :func:`encode_query`)."""
     pydicom = sys.modules.get("pydicom")
     if not isinstance(query, Mapping) or (pydicom is not None and isinstance(query, pydicom.Dataset)):
         return None
     if transfer_syntax not in (EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN):
         return None
-    values: dict[int, tuple[str, str]] = {}
+    elements: dict[int, tuple[str, bytes]] = {}
     for keyword, value in query.items():
         key = QUERY_KEYS.get(keyword)
         text = "" if value is None else value
         if key is None or not isinstance(text, str) or not text.isascii() or not text.isprintable():
             return None
-        values[key[0]] = (key[1], text)
+        elements[key[0]] = (key[1], text.encode("ascii"))
     _check_level(query.get("QueryRetrieveLevel"), level)
-    values[QUERY_KEYS["QueryRetrieveLevel"][0]] = ("CS", level.value)
-    explicit = transfer_syntax == EXPLICIT_VR_LITTLE_ENDIAN
-    parts: list[bytes] = []
-    for tag, (vr, text) in sorted(values.items()):
-        raw = text.encode("ascii")
-        if len(raw) % 2:
-            raw += b"\0" if vr == "UI" else b" "
-        if len(raw) > 0xFFFF:
-            return None
-        header = _SHORT_EXPLICIT(tag >> 16, tag & 0xFFFF, vr.encode(), len(raw)) if explicit else _IMPLICIT(
-            tag >> 16, tag & 0xFFFF, len(raw))
-        parts += (header, raw)
-    return b"".join(parts)
+    elements[QUERY_KEYS["QueryRetrieveLevel"][0]] = ("CS", level.value.encode("ascii"))
+    try:
+        return codec_identifier.encode_identifier(elements, transfer_syntax)
+    except codec_identifier.IdentifierEncodingError as exc:
+        raise InvalidQueryError(f"cannot encode the query: {exc}") from None
 
 
 def query_level(query: Query) -> str | None:
@@ -206,41 +191,14 @@ def query_level(query: Query) -> str | None:
     return str(value).strip() or None if value is not None else None
 
 
-def encode_identifier(dataset: pydicom.Dataset, transfer_syntax: str) -> bytes:
-    """``dataset`` encoded for a context in ``transfer_syntax`` (uncompressed)."""
+def encode_dataset_identifier(dataset: pydicom.Dataset, transfer_syntax: str) -> bytes:
+    """A query given as a data set (or beyond the models' ASCII keys), encoded by pydicom."""
     from aiodicom.dimse.client import _encode_dataset
 
     try:
         return _encode_dataset(dataset, transfer_syntax)
     except AiodicomError as exc:
         raise InvalidQueryError(f"cannot encode the query: {exc}") from None
-
-
-def decode_identifier(data: bytes, transfer_syntax: str) -> pydicom.Dataset:
-    """A response's identifier as a pydicom data set (raw bytes in ``transfer_syntax``).
-
-    The structure is walked first (aiodicom's own walker, as for a received C-STORE):
-    pydicom would read a value cut short as a shorter value rather than fail.
-    """
-    import io
-
-    from pydicom.filereader import read_dataset
-
-    try:
-        walk_dataset(data, transfer_syntax)
-    except MalformedDatasetError as exc:
-        raise MalformedDatasetError(f"the peer's identifier is malformed: {exc}") from None
-    try:
-        dataset = read_dataset(
-            io.BytesIO(data),
-            is_implicit_VR=transfer_syntax == IMPLICIT_VR_LITTLE_ENDIAN,
-            is_little_endian=transfer_syntax != EXPLICIT_VR_BIG_ENDIAN,
-        )
-        for _element in dataset:  # pydicom reads lazily: malformed values surface here
-            pass
-    except Exception as exc:  # pydicom raises many types for bad data
-        raise MalformedDatasetError(f"cannot decode the peer's identifier: {exc}") from None
-    return dataset
 
 
 #: Failed SOP Instance UID List (0008,0058), in a C-MOVE/C-GET response's identifier.
@@ -412,7 +370,7 @@ async def find_responses(running: _Running) -> AsyncGenerator[pydicom.Dataset, N
             if not status.is_pending:
                 break
             if response.dataset is not None:
-                yield decode_identifier(response.dataset, running.transfer_syntax)
+                yield codec_identifier.read_identifier(response.dataset, running.transfer_syntax)
     finally:
         await exchange.stop()
     if status.is_failure:
@@ -585,8 +543,7 @@ __all__ = [
     "RetrieveFailed",
     "RetrieveResult",
     "check_final",
-    "decode_identifier",
-    "encode_identifier",
+    "encode_dataset_identifier",
     "encode_query",
     "find_responses",
     "identifier_dataset",
