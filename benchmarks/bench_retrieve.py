@@ -148,7 +148,8 @@ def main() -> int:
                     "runs": runs, "summary": summaries, "ratios": ratios,
                 }  # fmt: skip
     report.append("Every SCU writes every file; its wall time includes its start-up (the aiodicom CLI's "
-                  "is ~0.1-0.2 s, DCMTK's a few ms).")  # fmt: skip
+                  "is ~0.1-0.2 s with its bytecode compiled first, as an install has; DCMTK's a few ms). "
+                  "On a loaded machine the wall time follows the CPU time: compare the CPU column too.")  # fmt: skip
     print("\n".join(report))
     print(f"\nraw numbers: {h.save('bench_retrieve', args.results_dir, payload)}")
     return 0 if ok else 1
