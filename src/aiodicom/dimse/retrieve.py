@@ -37,7 +37,12 @@ from aiodicom.codec.uids import EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_EN
 from aiodicom.dimse import command as C
 from aiodicom.dimse import status as S
 from aiodicom.dimse.association import DimseAssociation, Response
-from aiodicom.dimse.services.models import QUERY_KEYS, InformationModel, QueryLevel
+from aiodicom.dimse.services.models import (
+    FAILED_SOP_INSTANCE_UID_LIST,
+    QUERY_KEYS,
+    InformationModel,
+    QueryLevel,
+)
 from aiodicom.dimse.services.storage import StoreHandler
 from aiodicom.dimse.store import ReceivedInstance
 from aiodicom.errors import AiodicomError, ConfigurationError, StatusError
@@ -201,8 +206,6 @@ def encode_dataset_identifier(dataset: pydicom.Dataset, transfer_syntax: str) ->
         raise InvalidQueryError(f"cannot encode the query: {exc}") from None
 
 
-#: Failed SOP Instance UID List (0008,0058), in a C-MOVE/C-GET response's identifier.
-FAILED_SOP_INSTANCE_UID_LIST = 0x00080058
 
 
 def retrieve_result(response: Response, transfer_syntax: str) -> RetrieveResult:

@@ -31,7 +31,7 @@ from typing import Final
 from aiodicom._log import get_logger
 from aiodicom.codec.part10 import read_file_meta
 from aiodicom.codec.scan import scan_elements, text
-from aiodicom.dimse.services.models import QueryLevel
+from aiodicom.dimse.services.models import QUERY_KEYS, QueryLevel
 from aiodicom.dimse.services.retrieve import StoredInstance
 from aiodicom.errors import AiodicomError
 
@@ -57,35 +57,40 @@ class Attribute:
     stored: bool = True
 
 
-_A = Attribute
+def _key(keyword: str, level: QueryLevel, stored: bool = True) -> Attribute:
+    """An indexed attribute; its tag and VR come from the models' one table (``QUERY_KEYS``)."""
+    tag, vr = QUERY_KEYS[keyword]
+    return Attribute(keyword, tag, vr, level, stored)
+
+
 #: Every attribute the index knows, by level (PS3.4 C.6.1.1 and C.6.2.1 required keys and
 #: the common optional ones).
 ATTRIBUTES: Final[tuple[Attribute, ...]] = (
-    _A("PatientID", 0x00100020, "LO", L.PATIENT),
-    _A("PatientName", 0x00100010, "PN", L.PATIENT),
-    _A("PatientBirthDate", 0x00100030, "DA", L.PATIENT),
-    _A("PatientSex", 0x00100040, "CS", L.PATIENT),
-    _A("NumberOfPatientRelatedStudies", 0x00201200, "IS", L.PATIENT, False),
-    _A("NumberOfPatientRelatedSeries", 0x00201202, "IS", L.PATIENT, False),
-    _A("NumberOfPatientRelatedInstances", 0x00201204, "IS", L.PATIENT, False),
-    _A("StudyInstanceUID", 0x0020000D, "UI", L.STUDY),
-    _A("StudyDate", 0x00080020, "DA", L.STUDY),
-    _A("StudyTime", 0x00080030, "TM", L.STUDY),
-    _A("AccessionNumber", 0x00080050, "SH", L.STUDY),
-    _A("StudyID", 0x00200010, "SH", L.STUDY),
-    _A("StudyDescription", 0x00081030, "LO", L.STUDY),
-    _A("ReferringPhysicianName", 0x00080090, "PN", L.STUDY),
-    _A("ModalitiesInStudy", 0x00080061, "CS", L.STUDY, False),
-    _A("NumberOfStudyRelatedSeries", 0x00201206, "IS", L.STUDY, False),
-    _A("NumberOfStudyRelatedInstances", 0x00201208, "IS", L.STUDY, False),
-    _A("SeriesInstanceUID", 0x0020000E, "UI", L.SERIES),
-    _A("Modality", 0x00080060, "CS", L.SERIES),
-    _A("SeriesNumber", 0x00200011, "IS", L.SERIES),
-    _A("SeriesDescription", 0x0008103E, "LO", L.SERIES),
-    _A("NumberOfSeriesRelatedInstances", 0x00201209, "IS", L.SERIES, False),
-    _A("SOPInstanceUID", 0x00080018, "UI", L.IMAGE),
-    _A("SOPClassUID", 0x00080016, "UI", L.IMAGE),
-    _A("InstanceNumber", 0x00200013, "IS", L.IMAGE),
+    _key("PatientID", L.PATIENT),
+    _key("PatientName", L.PATIENT),
+    _key("PatientBirthDate", L.PATIENT),
+    _key("PatientSex", L.PATIENT),
+    _key("NumberOfPatientRelatedStudies", L.PATIENT, False),
+    _key("NumberOfPatientRelatedSeries", L.PATIENT, False),
+    _key("NumberOfPatientRelatedInstances", L.PATIENT, False),
+    _key("StudyInstanceUID", L.STUDY),
+    _key("StudyDate", L.STUDY),
+    _key("StudyTime", L.STUDY),
+    _key("AccessionNumber", L.STUDY),
+    _key("StudyID", L.STUDY),
+    _key("StudyDescription", L.STUDY),
+    _key("ReferringPhysicianName", L.STUDY),
+    _key("ModalitiesInStudy", L.STUDY, False),
+    _key("NumberOfStudyRelatedSeries", L.STUDY, False),
+    _key("NumberOfStudyRelatedInstances", L.STUDY, False),
+    _key("SeriesInstanceUID", L.SERIES),
+    _key("Modality", L.SERIES),
+    _key("SeriesNumber", L.SERIES),
+    _key("SeriesDescription", L.SERIES),
+    _key("NumberOfSeriesRelatedInstances", L.SERIES, False),
+    _key("SOPInstanceUID", L.IMAGE),
+    _key("SOPClassUID", L.IMAGE),
+    _key("InstanceNumber", L.IMAGE),
 )
 _BY_TAG: Final = {a.tag: a for a in ATTRIBUTES}
 _BY_KEYWORD: Final = {a.keyword: a for a in ATTRIBUTES}

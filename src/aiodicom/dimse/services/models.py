@@ -83,6 +83,9 @@ QUERY_KEYS: Final[dict[str, tuple[int, str]]] = {
 #: Tag -> keyword, for the keys of :data:`QUERY_KEYS`.
 QUERY_KEYWORDS: Final[dict[int, str]] = {tag: keyword for keyword, (tag, _vr) in QUERY_KEYS.items()}
 
+#: Failed SOP Instance UID List (0008,0058), in a C-MOVE/C-GET response's identifier.
+FAILED_SOP_INSTANCE_UID_LIST: Final = 0x00080058
+
 
 class InformationModel(FrozenRecord):
     """One Query/Retrieve information model: its name, SOP classes and levels (top first)."""
@@ -179,6 +182,7 @@ def operation_by_sop_class(uid: str) -> tuple[InformationModel, str]:
 __all__ = [
     "MODELS",
     "PATIENT_ROOT",
+    "FAILED_SOP_INSTANCE_UID_LIST",
     "QUERY_KEYS",
     "QUERY_KEYWORDS",
     "STUDY_ROOT",

@@ -34,7 +34,12 @@ from aiodicom.dimse.association import AssociationInfo, Request
 from aiodicom.dimse.client import ClientAssociation, connect, contexts_for_encodings
 from aiodicom.dimse.events import ServerObserver
 from aiodicom.dimse.services import Service
-from aiodicom.dimse.services.models import MODELS, InformationModel, model_by_sop_class
+from aiodicom.dimse.services.models import (
+    FAILED_SOP_INSTANCE_UID_LIST,
+    MODELS,
+    InformationModel,
+    model_by_sop_class,
+)
 from aiodicom.dimse.services.query import identifier_of
 from aiodicom.errors import (
     AiodicomError,
@@ -46,8 +51,6 @@ from aiodicom.transport.association import DEFAULT_TIMEOUTS, Timeouts
 
 __all__ = ["MoveDestination", "Retrieve", "RetrieveHandler", "RetrieveRequest", "StoredInstance", "SubOperations"]
 
-#: (0008,0058) Failed SOP Instance UID List.
-FAILED_SOP_INSTANCE_UID_LIST = 0x00080058
 #: A UI value longer than this does not fit an explicit VR element: the list is cut there.
 _MAX_UID_LIST = 0xFFFE
 
