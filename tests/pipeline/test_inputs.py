@@ -72,8 +72,19 @@ def test_bad_definitions_fail_when_the_pipeline_is_made() -> None:
     ok = type("Ok", (aiodicom.Pipeline,), {"inputs": {"x": Input}})
     with pytest.raises(ConfigurationError, match="no setting"):
         ok(prot=1)
-    with pytest.raises(ConfigurationError, match="workers must be 1"):
+    with pytest.raises(ConfigurationError, match="not server_options workers"):
         ok(server_options={"workers": 2})
+    with pytest.raises(ConfigurationError, match="workers must be at least 1"):
+        ok(workers=0)
+
+    class OneSeries(Input):
+        enforce_single_series = True
+
+    for kind in (OneSeries, Input | OneSeries):  # workers cannot know an input's first instance
+        node = type("Node", (aiodicom.Pipeline,), {"inputs": {"x": kind}})
+        with pytest.raises(ConfigurationError, match="use workers=1"):
+            node(workers=2)
+        node(workers=1)
     with pytest.raises(ConfigurationError, match="unroutable"):
         ok(unroutable="drop")
 

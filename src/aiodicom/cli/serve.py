@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import os
 import sys
@@ -12,7 +13,14 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from aiodicom.cli import EXIT_INTERRUPTED, number
-from aiodicom.cli.net import LOG_FORMATS, LOG_LEVELS, CliError, configure_cli_logging, listen_port
+from aiodicom.cli.net import (
+    LOG_FORMATS,
+    LOG_LEVELS,
+    CliError,
+    at_least_one,
+    configure_cli_logging,
+    listen_port,
+)
 
 if TYPE_CHECKING:
     from aiodicom.pipeline import Pipeline
@@ -32,6 +40,8 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     serve.add_argument("--aet", default=None, help="our AE title [the class's ae_title]")
     serve.add_argument("--data-directory", type=Path, default=None, metavar="DIR",
                        help="where acknowledged data, batches and exports live [the class's]")
+    serve.add_argument("--workers", type=at_least_one, default=None, metavar="N",
+                       help="receiving processes sharing the port (Linux) [the class's workers, 1]")
     serve.add_argument("--grace", type=number(float, 0.0), default=10.0,
                        help="seconds to finish associations and batches after SIGTERM/Ctrl-C [%(default)s]")
     serve.add_argument("--log-level", choices=LOG_LEVELS, default="info", help="log level [%(default)s]")
@@ -61,8 +71,11 @@ def load_pipeline(target: str) -> type[Pipeline]:
 
 def _settings(args: argparse.Namespace) -> dict[str, object]:
     chosen = {"host": args.host, "port": args.port, "ae_title": args.aet, "data_directory": args.data_directory,
-              "grace": args.grace}  # fmt: skip
-    return {name: value for name, value in chosen.items() if value is not None}
+              "grace": args.grace, "workers": args.workers}  # fmt: skip
+    settings: dict[str, object] = {name: value for name, value in chosen.items() if value is not None}
+    # receiving workers (if any) log as this process does
+    settings["worker_setup"] = functools.partial(configure_cli_logging, args.log_level, args.log_format)
+    return settings
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -21,8 +21,10 @@ How the parent and a worker talk:
   port is served, ``stored`` for every instance a store handler kept (its saved
   paths, its routing tags). The parent exposes these as
   :meth:`WorkerPool.stored_instances`, an async iterator: the seam for handlers
-  that need one place (a pipeline that groups instances per patient) while the
-  instances arrive in N processes.
+  that need one place while the instances arrive in N processes. ``message``
+  records carry a target's own JSON payloads (:meth:`WorkerChannel.message`, read
+  with :meth:`WorkerPool.messages`): a pipeline's workers report what they stored
+  for which patient and when each association ended, in order per worker.
 
 A worker that exits while the pool serves stops the whole pool: the others drain
 within the grace and :meth:`WorkerPool.serve` raises :class:`WorkerError`. A
@@ -119,6 +121,14 @@ class StoredInstance:
     tags: Mapping[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class WorkerMessage:
+    """A payload a worker's target sent with :meth:`WorkerChannel.message`."""
+
+    worker: int
+    payload: dict[str, object]
+
+
 WorkerTarget = Callable[[T, "WorkerChannel"], Coroutine[object, object, None]]
 
 
@@ -175,6 +185,13 @@ class WorkerChannel:
             os.write(self._report_fd, json.dumps(record).encode() + b"\n")
         except OSError as exc:
             self.log.error("worker_report_failed", error=str(exc))
+
+    def message(self, payload: Mapping[str, object]) -> None:
+        """Send ``payload`` (JSON-ready) to the parent's :meth:`WorkerPool.messages` readers.
+
+        Messages of one worker arrive in the order they were sent.
+        """
+        self._send({"event": "message", "payload": payload})
 
     def listening(self, port: int) -> None:
         """Tell the parent this worker serves ``port``."""
@@ -321,6 +338,8 @@ class _Worker:
     listening: anyio.Event = field(default_factory=anyio.Event)
     #: Open associations, as last reported.
     active: int = 0
+    #: Its report pipe reached end of file (everything it sent was read).
+    reports_read: anyio.Event = field(default_factory=anyio.Event)
 
 
 class WorkerPool(Generic[T]):
@@ -354,6 +373,7 @@ class WorkerPool(Generic[T]):
         self._stop = anyio.Event()
         self._grace = 10.0
         self._subscribers: list[MemoryObjectSendStream[StoredInstance]] = []
+        self._readers: list[MemoryObjectSendStream[WorkerMessage]] = []
         #: Instances and bytes the workers reported stored.
         self.instances = 0
         self.bytes = 0
@@ -374,6 +394,16 @@ class WorkerPool(Generic[T]):
         """Every instance stored by any worker from now on, until the pool stops."""
         send, receive = anyio.create_memory_object_stream[StoredInstance](math.inf)
         self._subscribers.append(send)
+        return _iterate(receive)
+
+    def messages(self) -> AsyncIterator[WorkerMessage]:
+        """Every :meth:`WorkerChannel.message` of any worker from now on, until the pool stops.
+
+        Subscribe before :meth:`serve`; the iterator ends after the last worker's last
+        message was read, so a reader sees everything the workers sent.
+        """
+        send, receive = anyio.create_memory_object_stream[WorkerMessage](math.inf)
+        self._readers.append(send)
         return _iterate(receive)
 
     async def serve(self, *, task_status: anyio.abc.TaskStatus[int] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -403,6 +433,7 @@ class WorkerPool(Generic[T]):
                         self.shutdown(self._grace)  # tells workers started after the first call
                 with anyio.CancelScope(shield=True):
                     await self._wait_all(self._grace + KILL_MARGIN)
+                    await self._wait_reports(KILL_MARGIN)
                 group.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
@@ -410,6 +441,8 @@ class WorkerPool(Generic[T]):
             reserved.close()
             for subscriber in self._subscribers:
                 subscriber.close()
+            for reader in self._readers:
+                reader.close()
             log.info("workers_stopped", instances=self.instances)
         if self.failure is not None:
             raise self.failure
@@ -439,6 +472,14 @@ class WorkerPool(Generic[T]):
                 self._on_report(worker, json.loads(line))
         finally:
             transport.close()
+            worker.reports_read.set()
+
+    async def _wait_reports(self, timeout: float) -> None:
+        """Let the readers take what exited workers wrote last (their pipes end at exit)."""
+        with anyio.move_on_after(timeout):
+            for worker in self._workers:
+                if worker.process.returncode is not None:
+                    await worker.reports_read.wait()
 
     @property
     def active_associations(self) -> int:
@@ -449,6 +490,13 @@ class WorkerPool(Generic[T]):
         event = record.get("event")
         if event == "listening":
             worker.listening.set()
+            return
+        if event == "message":
+            payload = record.get("payload")
+            message = WorkerMessage(worker.index, payload if isinstance(payload, dict) else {})
+            for reader in self._readers:
+                with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+                    reader.send_nowait(message)
             return
         if event == "active":
             count = record.get("associations")
@@ -515,7 +563,7 @@ def _tell(worker: _Worker, line: str) -> None:
         stdin.write(line.encode())
 
 
-async def _iterate(receive: anyio.abc.ObjectReceiveStream[StoredInstance]) -> AsyncIterator[StoredInstance]:
+async def _iterate(receive: anyio.abc.ObjectReceiveStream[T]) -> AsyncIterator[T]:
     async with receive:
         async for item in receive:
             yield item

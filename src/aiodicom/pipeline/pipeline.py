@@ -36,8 +36,14 @@ What happens to an instance, in order:
    "submitted"; the batch's data is removed once its export outcome is known.
 
 Everything runs in one event loop; heavy grinders and :func:`aiodicom.offload`
-calls run in worker processes. Multi-process receive (``Server(workers=N)``) is not
-used: the pipeline owns its per-patient state in one process (``workers=1``).
+calls run in worker processes. With ``workers=N`` (N > 1) receiving runs in N
+processes sharing the port (:class:`~aiodicom.dimse.workers.WorkerPool`): each
+worker routes (:meth:`Pipeline._route`, the stateless part: identifier, filter,
+every input's required tags and values), stores and answers; it reports each kept
+instance and each association's end to this process, the one owner of the
+per-patient state, which feeds them to the same state machine (:meth:`Pipeline._admit`,
+:meth:`Pipeline._association_ended`). Batches are then cut file by file
+(:meth:`PipelineStore.cut_files`): a worker may be adding to the patient's folder.
 """
 
 from __future__ import annotations
@@ -47,10 +53,18 @@ import time
 import traceback
 import uuid
 from collections import Counter, deque
-from collections.abc import Awaitable, Collection, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Collection,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal, TypeAlias
 
 import anyio
 import anyio.abc
@@ -61,6 +75,14 @@ from aiodicom.dimse.association import AssociationInfo
 from aiodicom.dimse.server import Server
 from aiodicom.dimse.status import Status
 from aiodicom.dimse.store import ReceivedInstance, StorageError
+from aiodicom.dimse.workers import (
+    WorkerChannel,
+    WorkerMessage,
+    WorkerPool,
+    serve_until_stopped,
+    share,
+    usable_workers,
+)
 from aiodicom.errors import ConfigurationError
 from aiodicom.pipeline.inputs import Input, StoredInstance, resolve, tag_number
 from aiodicom.pipeline.offload import offload
@@ -88,6 +110,11 @@ UNROUTABLE = 0xC000
 OUT_OF_RESOURCES = 0xA700
 #: Errors kept for :meth:`Pipeline.status`.
 _LAST_ERRORS = 10
+#: Seconds between two measures of the data directory by a worker (quota with workers).
+_MEASURE_INTERVAL = 1.0
+
+#: An association: (worker index, its id in that worker); (0, id) in one process.
+AssociationKey: TypeAlias = tuple[int, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,7 +203,7 @@ class _Patient:
     inputs: dict[str, Input]
     lock: anyio.Lock = field(default_factory=anyio.Lock)
     #: Associations that delivered data for this patient and are still open.
-    delivering: set[int] = field(default_factory=set)
+    delivering: set[AssociationKey] = field(default_factory=set)
     #: A release asked for validation while another association was still delivering.
     release_pending: bool = False
     #: Data arrived since the last validation.
@@ -189,6 +216,16 @@ class _Patient:
     @property
     def hashed(self) -> str:
         return patient_hash(self.patient_id)
+
+
+@dataclass(eq=False)
+class _Routed:
+    """What the stateless part of routing decided for a kept instance."""
+
+    patient_id: str
+    stored: StoredInstance
+    #: Inputs whose required tags and values it has.
+    names: list[str]
 
 
 @dataclass(eq=False)
@@ -253,25 +290,37 @@ class Pipeline:
     grace: float = 10.0
     #: More :class:`~aiodicom.Server` keyword arguments (timeouts, TLS, limits).
     server_options: ClassVar[Mapping[str, object]] = {}
+    #: Receiving processes sharing the port (Linux; elsewhere 1). With N > 1 each worker
+    #: routes, stores and answers, and this process keeps the per-patient state; the
+    #: class must be importable (``module:Class``) and its settings picklable.
+    workers: int = 1
+    #: Called first in each receiving worker process (e.g. to configure logging); picklable.
+    worker_setup: Callable[[], None] | None = None
 
     def __init__(self, **settings: object) -> None:
         for name, value in settings.items():
             if name.startswith("_") or not hasattr(type(self), name) or callable(getattr(type(self), name)):
                 raise ConfigurationError(f"{type(self).__name__} has no setting {name!r}")
             setattr(self, name, value)
+        #: The constructor's settings, which worker processes are built with.
+        self._settings = dict(settings)
         self._check()
         self._identifier = tag_number(self.patient_identifier_tag)
         self._routing_tags = frozenset({self._identifier}).union(*(i.routing_tags() for i in self.inputs.values()))
         #: Routing tags whose values are kept per waiting instance (the others only count as present).
         self._value_tags = frozenset({self._identifier}).union(*(i.value_tags() for i in self.inputs.values()))
+        #: One blank instance of each input: the stateless routing asks them.
+        self._blank = {name: kind() for name, kind in self.inputs.items()}
         self._patients: dict[str, _Patient] = {}
-        self._touched: dict[int, set[str]] = {}
+        self._touched: dict[AssociationKey, set[str]] = {}
         self._queued: deque[_Batch] = deque()
         self._processing: dict[str, _Batch] = {}
         self._exporting: set[str] = set()
         self._counts: Counter[str] = Counter()
         self._errors: deque[dict[str, object]] = deque(maxlen=_LAST_ERRORS)
-        self._server: Server | None = None
+        self._server: Server | WorkerPool[dict[str, object]] | None = None
+        #: In a receiving worker: its line to the owner of the state.
+        self._channel: WorkerChannel | None = None
         self._store: PipelineStore | None = None
         self._outbox: Outbox | None = None
         self._task_group: anyio.abc.TaskGroup | None = None
@@ -291,7 +340,15 @@ class Pipeline:
         if self.max_concurrent_processes < 1:
             raise ConfigurationError("max_concurrent_processes must be at least 1")
         if self.server_options.get("workers", 1) != 1:
-            raise ConfigurationError("a pipeline receives in one process: server_options workers must be 1")
+            raise ConfigurationError("set the pipeline's workers, not server_options workers")
+        if not isinstance(self.workers, int) or self.workers < 1:
+            raise ConfigurationError(f"workers must be at least 1, not {self.workers!r}")
+        stateful = [name for name, kind in self.inputs.items() if _stateful_routing(kind)]
+        if self.workers > 1 and stateful:
+            raise ConfigurationError(
+                f"inputs {', '.join(stateful)} take instances by their first one (enforce_single_series or "
+                "enforce_single_study_date): workers cannot decide that alone; use workers=1"
+            )
 
     # --- what users override -------------------------------------------------------------
 
@@ -350,11 +407,23 @@ class Pipeline:
             store.close()
             self.log.info("pipeline_stopped", **self._counts)
 
-    def _make_server(self, store: PipelineStore) -> Server:
-        options: dict[str, object] = {
-            "on_store": self._on_store,
-            "on_released": self._on_released,
-            "on_aborted": self._on_aborted,
+    def _make_server(self, store: PipelineStore) -> Server | WorkerPool[dict[str, object]]:
+        """One Server, or the pool of receiving workers (``workers`` > 1, where supported)."""
+        workers = usable_workers(self.workers)
+        if workers == 1:
+            hooks = {"on_store": self._on_store, "on_released": self._on_released, "on_aborted": self._on_aborted}
+            return Server(self.ae_title, self.host, self.port, **self._server_options(store, hooks))  # type: ignore[arg-type]
+        arguments: dict[str, object] = {"kind": type(self), "settings": self._settings, "root": str(store.root),
+                                        "workers": workers}  # fmt: skip
+
+        def worker_arguments(port: int) -> dict[str, object]:
+            return {**arguments, "port": port}
+
+        return WorkerPool(_pipeline_worker, worker_arguments, host=self.host, port=self.port, workers=workers)
+
+    def _server_options(self, store: PipelineStore, hooks: Mapping[str, object]) -> dict[str, object]:
+        return {
+            **hooks,
             "accept_any_transfer_syntax": self.accept_any_transfer_syntax,
             "require_called_ae": self.require_called_aet,
             "calling_ae_allowlist": self.require_calling_aet,
@@ -364,11 +433,14 @@ class Pipeline:
             "routing_tags": self._routing_tags,
             **self.server_options,
         }
-        return Server(self.ae_title, self.host, self.port, **options)  # type: ignore[arg-type]
 
     async def _run_server(self, *, task_status: anyio.abc.TaskStatus[int]) -> None:
-        assert self._server is not None
-        await self._server.serve(task_status=task_status)
+        server = self._server
+        assert server is not None
+        if isinstance(server, WorkerPool):
+            await self._run_pool(server, task_status)
+        else:
+            await server.serve(task_status=task_status)
         await self._drain()
         if self._task_group is not None:
             self._task_group.cancel_scope.cancel()
@@ -409,58 +481,173 @@ class Pipeline:
     # --- receiving -----------------------------------------------------------------------
 
     async def _on_store(self, instance: ReceivedInstance) -> Status | None:
-        store = self._store
-        assert store is not None
-        log = self.log.bind(association=instance.association.id)
+        """One process: route, then keep under the patient's lock (the single-X rules need it)."""
+        routed = await self._route(instance)
+        if not isinstance(routed, _Routed):
+            return routed
+        patient = self._patient(routed.patient_id)
+        async with patient.lock:
+            if self._patients.get(patient.folder) is not patient:  # validated meanwhile
+                patient = self._patient(routed.patient_id)
+            names = [name for name in routed.names if patient.inputs[name].accepts(routed.stored)]
+            if not names:
+                return self._unroutable(self._no_input())
+            previous = patient.instances.get(routed.stored.sop_instance_uid)
+            saved = self._save(instance, patient.folder, previous.path if previous is not None else None)
+            if isinstance(saved, Status):
+                return saved
+            routed.stored.path = saved
+            self._admit(patient, routed.stored, names, (0, instance.association.id), Sender.of(instance.association))
+        return None
+
+    async def _route(self, instance: ReceivedInstance) -> _Routed | Status | None:
+        """The stateless part of routing, the same in one process and in every worker.
+
+        The patient identifier, ``filter``, and each input's required tags and values
+        (asked of blank inputs). Anything but a :class:`_Routed` is the answer for an
+        instance that is not kept (None: unroutable, acknowledged by policy).
+        """
         values = instance.tags(self._routing_tags)
-        raw = values.get(self._identifier)
-        patient_id = _text(raw)
+        patient_id = _text(values.get(self._identifier))
         if not patient_id:
-            self._counts["rejected"] += 1
+            self._count("rejected")
             keyword = str(self.patient_identifier_tag)
-            log.warning("instance_without_identifier", tag=keyword)
+            self.log.warning("instance_without_identifier", association=instance.association.id, tag=keyword)
             return Status(NO_IDENTIFIER, error_comment=f"no {keyword} (missing or empty): cannot group by patient")
         stored = StoredInstance(instance.sop_instance_uid, Path(), instance.transfer_syntax, values, instance.size)
         stored.keep_values_of(self._value_tags)
         if not await resolve(self.filter(instance)):
             return self._unroutable("refused by the pipeline's filter")
-        patient = self._patient(patient_id)
-        async with patient.lock:
-            if self._patients.get(patient.folder) is not patient:  # validated meanwhile
-                patient = self._patient(patient_id)
-            names = [name for name, holder in patient.inputs.items() if holder.accepts(stored)]
-            if not names:
-                return self._unroutable(f"no input takes it (inputs: {', '.join(self.inputs)})")
-            path = store.instance_path(patient.folder, instance.sop_instance_uid)
-            previous = patient.instances.get(stored.sop_instance_uid)
-            try:
-                store.reserve(instance.size, previous.path if previous is not None else None)
-            except QuotaExceeded as exc:
-                log.warning("storage_quota_reached", quota=store.quota)
-                return Status(OUT_OF_RESOURCES, error_comment=str(exc))
-            try:
-                stored.path = instance.save(path)
-            except (StorageError, OSError) as exc:
-                store.release(instance.size)
-                reason = _reason(exc)
-                log.error("store_failed", error=reason)
-                return Status(OUT_OF_RESOURCES, error_comment=f"cannot store the instance: {reason}")
-            store.settle(instance.size, stored.path)
-            self._keep(patient, stored, names)
-            patient.delivering.add(instance.association.id)
-            patient.sender = Sender.of(instance.association)
-            self._touched.setdefault(instance.association.id, set()).add(patient.folder)
+        names = [name for name, blank in self._blank.items() if blank.accepts(stored)]
+        if not names:
+            return self._unroutable(self._no_input())
+        return _Routed(patient_id, stored, names)
+
+    def _no_input(self) -> str:
+        return f"no input takes it (inputs: {', '.join(self.inputs)})"
+
+    def _save(self, instance: ReceivedInstance, folder: str, previous: Path | None) -> Path | Status:
+        """Store ``instance`` in the patient ``folder`` within the quota (durable before the answer)."""
+        store = self._store
+        assert store is not None
+        log = self.log.bind(association=instance.association.id)
+        try:
+            store.reserve(instance.size, previous)
+        except QuotaExceeded as exc:
+            log.warning("storage_quota_reached", quota=store.quota)
+            return Status(OUT_OF_RESOURCES, error_comment=str(exc))
+        try:
+            path = instance.save(store.instance_path(folder, instance.sop_instance_uid))
+        except (StorageError, OSError) as exc:
+            store.release(instance.size)
+            reason = _reason(exc)
+            log.error("store_failed", error=reason)
+            return Status(OUT_OF_RESOURCES, error_comment=f"cannot store the instance: {reason}")
+        store.settle(instance.size, path)
+        return path
+
+    def _admit(
+        self, patient: _Patient, stored: StoredInstance, names: Sequence[str], association: AssociationKey, sender: Sender
+    ) -> None:
+        """A stored instance joins its patient (the state machine's input, under the patient's lock)."""
+        self._keep(patient, stored, names)
+        patient.delivering.add(association)
+        patient.sender = sender
+        self._touched.setdefault(association, set()).add(patient.folder)
         self._counts["received"] += 1
-        log.debug("instance_received", patient=patient.hashed, inputs=names)
-        return None
+        self.log.debug(
+            "instance_received", worker=association[0], association=association[1], patient=patient.hashed, inputs=list(names)
+        )
 
     def _unroutable(self, why: str) -> Status | None:
-        self._counts["unroutable"] += 1
+        self._count("unroutable")
         if self.unroutable == "accept":
             self.log.warning("unroutable_accepted", reason=why)
             return None
         self.log.warning("unroutable_rejected", reason=why)
         return Status(UNROUTABLE, error_comment=why)
+
+    def _count(self, name: str) -> None:
+        """Count an event; a worker tells the owner of the state, whose counts status() shows."""
+        self._counts[name] += 1
+        if self._channel is not None:
+            self._channel.message({"event": "count", "name": name})
+
+    # --- receiving in worker processes ---------------------------------------------------
+
+    async def _serve_worker(self, root: str, workers: int, channel: WorkerChannel) -> None:
+        """A receiving worker: route, store and answer; report kept instances and ends."""
+        store = PipelineStore(root, fsync=self.fsync, quota=self.max_storage_bytes)
+        store.attach()
+        self._store, self._channel = store, channel
+        hooks = {"on_store": self._store_in_worker, "on_released": self._report_released, "on_aborted": self._report_aborted}
+        options = {**self._server_options(store, hooks), "reuse_port": True}
+        options["max_associations"] = share(self.max_associations, workers)
+        server = Server(self.ae_title, self.host, self.port, **options)  # type: ignore[arg-type]
+        async with anyio.create_task_group() as group:
+            group.start_soon(channel.report_active, lambda: server.active_associations)
+            if store.quota is not None:
+                group.start_soon(_measure, store)
+            await serve_until_stopped(server.serve, server.shutdown, channel)
+            group.cancel_scope.cancel()
+
+    async def _store_in_worker(self, instance: ReceivedInstance) -> Status | None:
+        routed = await self._route(instance)
+        if not isinstance(routed, _Routed):
+            return routed
+        assert self._store is not None and self._channel is not None
+        folder = patient_folder_name(routed.patient_id)
+        target = self._store.instance_path(folder, instance.sop_instance_uid)
+        saved = self._save(instance, folder, target if target.exists() else None)
+        if isinstance(saved, Status):
+            return saved
+        routed.stored.path = saved
+        self._channel.message(_stored_message(instance.association, routed))
+        return None
+
+    async def _report_released(self, info: AssociationInfo) -> None:
+        assert self._channel is not None
+        self._channel.message({"event": "ended", "association": info.id, "released": True})
+
+    async def _report_aborted(self, info: AssociationInfo) -> None:
+        assert self._channel is not None
+        self._channel.message({"event": "ended", "association": info.id, "released": False})
+
+    async def _run_pool(self, pool: WorkerPool[dict[str, object]], task_status: anyio.abc.TaskStatus[int]) -> None:
+        """Serve with the pool while feeding its workers' reports to the state machine, in order."""
+        messages = pool.messages()
+        async with anyio.create_task_group() as readers:
+            readers.start_soon(self._read_messages, messages)
+            await pool.serve(task_status=task_status)
+        # the reader ended with the pool's last message: every report was applied
+
+    async def _read_messages(self, messages: AsyncIterator[WorkerMessage]) -> None:
+        handlers = {"stored": self._worker_stored, "ended": self._worker_ended, "count": self._worker_count}
+        async for message in messages:
+            handler = handlers.get(str(message.payload.get("event")))
+            if handler is None:
+                self.log.error("worker_message_unknown", worker=message.worker)
+                continue
+            await handler(message.worker, message.payload)
+
+    async def _worker_stored(self, worker: int, payload: Mapping[str, object]) -> None:
+        routed, association, sender = _decode_stored(payload)
+        patient = self._patient(routed.patient_id)
+        async with patient.lock:
+            if self._patients.get(patient.folder) is not patient:
+                patient = self._patient(routed.patient_id)
+            if not routed.stored.path.exists():  # a later copy of a batch's instance, cut with it
+                self.log.debug("instance_already_cut", patient=patient.hashed)
+                return
+            self._admit(patient, routed.stored, routed.names, (worker, association), sender)
+
+    async def _worker_ended(self, worker: int, payload: Mapping[str, object]) -> None:
+        association = payload.get("association")
+        if isinstance(association, int):
+            await self._association_ended((worker, association), released=payload.get("released") is True)
+
+    async def _worker_count(self, worker: int, payload: Mapping[str, object]) -> None:
+        self._counts[str(payload.get("name"))] += 1
 
     def _patient(self, patient_id: str) -> _Patient:
         folder = patient_folder_name(patient_id)
@@ -483,20 +670,21 @@ class Pipeline:
         patient.last_received_wall = time.time()
 
     async def _on_released(self, info: AssociationInfo) -> None:
-        await self._association_ended(info, released=True)
+        await self._association_ended((0, info.id), released=True)
 
     async def _on_aborted(self, info: AssociationInfo) -> None:
-        await self._association_ended(info, released=False)
+        await self._association_ended((0, info.id), released=False)
 
-    async def _association_ended(self, info: AssociationInfo, *, released: bool) -> None:
-        for folder in self._touched.pop(info.id, ()):
+    async def _association_ended(self, association: AssociationKey, *, released: bool) -> None:
+        """Validate each patient the association sent for, once no other is still sending for it."""
+        for folder in self._touched.pop(association, ()):
             patient = self._patients.get(folder)
             if patient is None:
                 continue
-            patient.delivering.discard(info.id)
+            patient.delivering.discard(association)
             patient.release_pending = patient.release_pending or released
             if not released:
-                self.log.info("association_aborted_data_kept", association=info.id, patient=patient.hashed)
+                self.log.info("association_aborted_data_kept", association=association[1], patient=patient.hashed)
             if patient.release_pending and not patient.delivering:
                 await self._validate(patient, reason="released" if released else "other_association_ended")
 
@@ -522,7 +710,7 @@ class Pipeline:
                 return
             batch_id = _new_batch_id()
             try:
-                folder = await store.cut(patient.folder, batch_id, _record("validated", patient.patient_id, patient.sender))
+                folder = await self._cut(patient, batch_id)
             except OSError as exc:  # the data stay in incoming/ and validate again later
                 log.error("batch_cut_failed", error=exc.strerror or repr(exc))
                 self._error(None, patient.hashed, f"cannot start a batch: {exc.strerror or exc!r}")
@@ -534,6 +722,16 @@ class Pipeline:
         self.log.info("patient_validated", patient=patient.hashed, batch=batch_id, reason=reason, instances=len(patient.instances))
         self._counts["validated"] += 1
         self._enqueue(_Batch(batch_id, patient.patient_id, folder, patient.inputs, patient.sender))
+
+    async def _cut(self, patient: _Patient, batch_id: str) -> Path:
+        """The patient's instances become a batch: its folder renamed, or with workers (who may be
+        adding to that folder meanwhile) exactly the files this process knows of."""
+        store = self._store
+        assert store is not None
+        record = _record("validated", patient.patient_id, patient.sender)
+        if isinstance(self._server, WorkerPool):
+            return await store.cut_files(patient.folder, batch_id, record, [i.path for i in patient.instances.values()])
+        return await store.cut(patient.folder, batch_id, record)
 
     def _enqueue(self, batch: _Batch) -> None:
         assert self._send is not None
@@ -560,7 +758,10 @@ class Pipeline:
             return False
         assert self._store is not None
         del self._patients[patient.folder]
-        self._store.remove_patient(patient.folder)
+        if isinstance(self._server, WorkerPool):  # a worker may be adding to the folder: known files only
+            self._store.remove_files([instance.path for instance in patient.instances.values()])
+        else:
+            self._store.remove_patient(patient.folder)
         self._counts["expired"] += 1
         self.log.info("patient_expired", patient=patient.hashed, instances=len(patient.instances))
         return True
@@ -718,6 +919,65 @@ class Pipeline:
             self._await_export(batch)
         else:
             self._enqueue(batch)
+
+
+async def _pipeline_worker(arguments: dict[str, object], channel: WorkerChannel) -> None:
+    """A receiving worker of ``Pipeline(workers=N)``: the pipeline class built again from its settings."""
+    kind, settings = arguments["kind"], arguments["settings"]
+    assert isinstance(kind, type) and issubclass(kind, Pipeline) and isinstance(settings, dict)
+    pipeline = kind(**{**settings, "port": arguments["port"]})
+    if pipeline.worker_setup is not None:
+        pipeline.worker_setup()
+    pipeline.log = pipeline.log.bind(worker=channel.index)
+    await pipeline._serve_worker(str(arguments["root"]), int(str(arguments["workers"])), channel)
+
+
+async def _measure(store: PipelineStore) -> None:
+    """A worker's view of the data directory's size, for the quota (the others store too)."""
+    while True:
+        await anyio.sleep(_MEASURE_INTERVAL)
+        store.used = store.measure()
+
+
+def _stateful_routing(kind: type[Input]) -> bool:
+    """Whether an input's choice depends on what it already holds (only the owner of the state knows)."""
+    alternatives: tuple[type[Input], ...] = getattr(kind, "alternatives", ()) or (kind,)
+    return any(a.enforce_single_series or a.enforce_single_study_date for a in alternatives)
+
+
+def _stored_message(info: AssociationInfo, routed: _Routed) -> dict[str, object]:
+    """A worker's report of a kept instance: what the owner of the state needs to route it."""
+    stored = routed.stored
+    return {
+        "event": "stored",
+        "association": info.id,
+        "sender": [info.calling_ae, info.peer_host, info.peer_port],
+        "patient_id": routed.patient_id,
+        "inputs": routed.names,
+        "path": str(stored.path),
+        "sop_instance_uid": stored.sop_instance_uid,
+        "transfer_syntax": stored.transfer_syntax,
+        "size": stored.size,
+        "tags": {str(tag): raw.decode("latin-1") for tag, raw in stored.tags.items()},
+    }
+
+
+def _decode_stored(payload: Mapping[str, object]) -> tuple[_Routed, int, Sender]:
+    """The other side of :func:`_stored_message`."""
+    tags, sender = payload["tags"], payload["sender"]
+    assert isinstance(tags, dict) and isinstance(sender, list)
+    ae, host, port = sender
+    stored = StoredInstance(
+        str(payload["sop_instance_uid"]),
+        Path(str(payload["path"])),
+        str(payload["transfer_syntax"]),
+        {int(tag): str(raw).encode("latin-1") for tag, raw in tags.items()},
+        int(str(payload["size"])),
+    )
+    names = payload["inputs"]
+    assert isinstance(names, list)
+    routed = _Routed(str(payload["patient_id"]), stored, [str(name) for name in names])
+    return routed, int(str(payload["association"])), Sender(str(ae), str(host), int(port))
 
 
 def _reason(exc: BaseException) -> str:

@@ -22,10 +22,17 @@ folder is removed. After kill -9, :meth:`PipelineStore.restore` reads this back:
 incoming folders wait for validation again, batches without "submitted" are
 processed, submitted ones wait for their export outcome. With ``fsync`` every step is
 flushed before it counts (files, then their folders).
+
+With receiving workers (``Pipeline(workers=N)``) other processes write into
+``incoming/<patient>/`` while the owner of the state cuts a batch, so the folder is
+not renamed: :meth:`PipelineStore.cut_files` moves the files the owner knows of into
+``batches/.cutting-<batch id>/`` (whose record names the patient folder) and renames
+that into place; a restart puts the files of an unfinished cut back into ``incoming/``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -46,6 +53,8 @@ from aiodicom.pipeline.inputs import StoredInstance
 __all__ = ["BatchFolder", "DataDirectoryInUse", "PipelineStore", "QuotaExceeded"]
 
 RECORD = "batch.json"
+#: Prefix of a batch folder being filled file by file (:meth:`PipelineStore.cut_files`).
+CUTTING = ".cutting-"
 QUARANTINE_RECORD = "record.json"
 _HEAD = 64 * 1024
 
@@ -132,9 +141,18 @@ class PipelineStore:
             os.close(fd)
             raise DataDirectoryInUse(f"{self.root} is used by another running pipeline") from None
         self._lock_fd = fd
+        self.attach()
+
+    def attach(self) -> None:
+        """Create the layout and measure it, without the lock: a receiving worker's view of
+        the directory its pipeline's owner holds."""
         for folder in (self.incoming, self.batches, self.quarantine_dir):
             folder.mkdir(parents=True, exist_ok=True)
-        self.used = sum(path.stat().st_size for path in self._all_instances())
+        self.used = self.measure()
+
+    def measure(self) -> int:
+        """Bytes of the instances in ``incoming`` and ``batches`` now."""
+        return sum(_size(path) for path in self._all_instances())
 
     def close(self) -> None:
         if self.ephemeral:
@@ -175,6 +193,24 @@ class PipelineStore:
         await self.write_record(target, record)
         return target
 
+    async def cut_files(self, patient_folder: str, batch_id: str, record: dict[str, object], files: list[Path]) -> Path:
+        """Make exactly ``files`` of a patient's incoming folder the batch ``batch_id``.
+
+        Other processes may add to the folder meanwhile (see the module docstring): the
+        files are moved into a staging folder, renamed into place once complete. A file
+        already gone was replaced by a later copy and moved by an earlier cut.
+        """
+        staging = self.batches / f"{CUTTING}{batch_id}"
+        staging.mkdir()
+        await self.write_record(staging, {**record, "patient_folder": patient_folder})
+        for path in files:
+            with contextlib.suppress(FileNotFoundError):
+                os.rename(path, staging / path.name)
+        target = self.batches / batch_id
+        os.rename(staging, target)
+        await self.write_record(target, record)
+        return target
+
     async def write_record(self, folder: Path, record: dict[str, object], name: str = RECORD) -> None:
         """Replace ``folder/name`` atomically with ``record`` (flushed with ``fsync``)."""
         target = folder / name
@@ -197,6 +233,12 @@ class PipelineStore:
         await self.write_record(target, record, QUARANTINE_RECORD)
         return target
 
+    def remove_files(self, files: list[Path]) -> None:
+        """Drop some of a patient's incoming files (expired; workers may be adding others)."""
+        for path in files:
+            self.release(_size(path))
+            path.unlink(missing_ok=True)
+
     def remove_patient(self, patient_folder: str) -> None:
         """Drop a patient's incoming data (expired)."""
         folder = self.incoming / patient_folder
@@ -207,6 +249,8 @@ class PipelineStore:
 
     def restore(self) -> tuple[dict[str, list[Path]], list[BatchFolder]]:
         """What a previous run left: incoming files by patient folder, and batches."""
+        for staging in self.batches.glob(f"{CUTTING}*"):
+            self._undo_cut(staging)
         incoming: dict[str, list[Path]] = {}
         for folder in sorted(self.incoming.iterdir()):
             if folder.is_dir():
@@ -218,10 +262,25 @@ class PipelineStore:
                     shutil.rmtree(folder, ignore_errors=True)
         batches = []
         for folder in sorted(self.batches.iterdir(), key=_mtime):
-            if folder.is_dir():
+            if folder.is_dir() and not folder.name.startswith("."):
                 _drop_temporaries(folder)
                 batches.append(BatchFolder(folder.name, folder, sorted(folder.glob("*.dcm"), key=_mtime), _record(folder)))
         return incoming, batches
+
+    def _undo_cut(self, staging: Path) -> None:
+        """A cut interrupted by a crash: its files go back to their patient's incoming folder
+        (unless a later copy is there), as if it never started."""
+        patient_folder = str(_record(staging).get("patient_folder") or "")
+        if not patient_folder or patient_folder != Path(patient_folder).name:
+            return  # not ours: left for a human
+        home = self.incoming / patient_folder
+        home.mkdir(parents=True, exist_ok=True)
+        for path in staging.glob("*.dcm"):
+            if (home / path.name).exists():
+                path.unlink()
+            else:
+                os.rename(path, home / path.name)
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _record(folder: Path) -> dict[str, object]:
