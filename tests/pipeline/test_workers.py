@@ -233,3 +233,18 @@ async def test_a_cut_takes_known_files_only_and_an_interrupted_one_is_undone(tmp
     assert sorted(p.name for p in incoming[folder]) == sorted(p.name for p in [late, *again])
     assert (restarted.incoming / folder / again[0].name).read_bytes() == newer
     restarted.close()
+
+
+async def test_quota_in_a_worker_answers_out_of_resources(tmp_path: Path) -> None:
+    """In-process owner, two worker processes: the quota is each worker's to enforce (0xA700)."""
+    from .nodes import JournalNode
+
+    pipeline = JournalNode(port=0, workers=2, data_directory=tmp_path / "data", max_storage_bytes=1, grace=2)
+    async with anyio.create_task_group() as group:
+        port = await group.start(pipeline.serve)
+        sent = await send_async(port, series("QUOTA", "CT", 2))
+        pipeline.shutdown()
+    assert [code for code, _ in sent.statuses] == [0xA700, 0xA700]
+    assert all("quota" in (comment or "") for _, comment in sent.statuses)
+    assert not list((tmp_path / "data" / "incoming").glob("*/*.dcm"))
+    assert pipeline.status().counts.get("received", 0) == 0
