@@ -1,9 +1,9 @@
 """The pipelines bench_pipeline.py measures, served as ``aiodicom serve`` would.
 
-    python benchmarks/_pipeline_node.py CLASS PORT DATA_DIRECTORY
+    python benchmarks/_pipeline_node.py CLASS PORT DATA_DIRECTORY [MORE SERVE OPTIONS]
 
 runs ``aiodicom serve _pipeline_node:CLASS --port PORT --data-directory DATA_DIRECTORY``
-(SIGTERM drains). Every ``process`` call appends one line to
+(SIGTERM drains; e.g. ``--workers 2`` after the three arguments). Every ``process`` call appends one line to
 ``DATA_DIRECTORY/processed.log``: the wall-clock time it started, the patient and the
 instance count, which is how the benchmark checks "every patient processed once" and
 measures the delay from the sender's release to ``process``.
@@ -82,8 +82,10 @@ def main() -> int:
     from aiodicom.cli import main as cli
 
     name, port, data = sys.argv[1:4]
+    # receiving workers (--workers N) import this module too: from this folder
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")]))
     return cli(["serve", f"_pipeline_node:{name}", "--port", port, "--data-directory", data,
-                "--log-level", "warning", "--grace", "60"])  # fmt: skip
+                "--log-level", "warning", "--grace", "60", *sys.argv[4:]])  # fmt: skip
 
 
 if __name__ == "__main__":  # offload's workers import this file: start nothing then

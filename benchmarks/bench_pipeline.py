@@ -111,12 +111,14 @@ def throughput(
     receive = h.common_contenders()["aiodicom"]
     receive.name = "aiodicom receive"
     pipeline = h.Contender("aiodicom pipeline", [sys.executable, NODE, "Trivial", "{port}", "{out}"])
+    pipeline_workers = h.Contender("aiodicom pipeline --workers 2",
+                                   [sys.executable, NODE, "Trivial", "{port}", "{out}", "--workers", "2"])  # fmt: skip
     pynetdicom = h.check_command("pynetdicom keep (DicomNode-style)", [sys.executable, PYNETDICOM_NODE, "{port}", "{out}"],
                                  [sys.executable, "-c", "import pynetdicom"])  # fmt: skip
-    contenders = [receive, pipeline, pynetdicom]
+    contenders = [receive, pipeline, pipeline_workers, pynetdicom]
     h.apply_only(contenders, only)
     checks = {receive.name: h.check_stored(files), pipeline.name: check_pipeline(patients),
-              pynetdicom.name: check_kept(patients)}  # fmt: skip
+              pipeline_workers.name: check_pipeline(patients), pynetdicom.name: check_kept(patients)}  # fmt: skip
     senders = [h.storescu(folder) for folder in folders]
 
     def measure(c: h.Contender, r: int) -> h.Run:
@@ -128,6 +130,7 @@ def throughput(
     ratios = [
         h.compare(summaries, "pipeline vs aiodicom receive", pipeline.name, receive.name, 0.9),
         h.compare(summaries, "pipeline vs DicomNode-style pynetdicom", pipeline.name, pynetdicom.name),
+        h.compare(summaries, "pipeline --workers 2 vs pipeline", pipeline_workers.name, pipeline.name),
     ]
     rss = summaries.get(pipeline.name)
     rss_line = f"Pipeline peak RSS (median): {h._fmt(rss.peak_rss_mb, 1)} MB (target < 200 MB)." if rss else ""
