@@ -235,15 +235,19 @@ async def test_a_cut_takes_known_files_only_and_an_interrupted_one_is_undone(tmp
     restarted.close()
 
 
-async def test_quota_in_a_worker_answers_out_of_resources(tmp_path: Path) -> None:
-    """In-process owner, two worker processes: the quota is each worker's to enforce (0xA700)."""
+async def test_quota_and_calling_aet_in_workers(tmp_path: Path) -> None:
+    """In-process owner, two worker processes: each worker enforces the quota (0xA700) and
+    the calling AE allow list (association rejected)."""
     from .nodes import JournalNode
 
-    pipeline = JournalNode(port=0, workers=2, data_directory=tmp_path / "data", max_storage_bytes=1, grace=2)
+    pipeline = JournalNode(port=0, workers=2, data_directory=tmp_path / "data", max_storage_bytes=1, grace=2,
+                           require_calling_aet=["PYNETDICOM"])  # fmt: skip
     async with anyio.create_task_group() as group:
         port = await group.start(pipeline.serve)
         sent = await send_async(port, series("QUOTA", "CT", 2))
+        strangers = [await send_async(port, series("QUOTA", "CT", 1), calling_ae="STRANGER") for _ in range(4)]
         pipeline.shutdown()
+    assert [s.ended for s in strangers] == ["rejected"] * 4
     assert [code for code, _ in sent.statuses] == [0xA700, 0xA700]
     assert all("quota" in (comment or "") for _, comment in sent.statuses)
     assert not list((tmp_path / "data" / "incoming").glob("*/*.dcm"))

@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
 import anyio
 import anyio.abc
-from anyio.streams.memory import MemoryObjectSendStream
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from aiodicom._log import get_logger
 from aiodicom.dimse.status import Status
@@ -396,15 +396,16 @@ class WorkerPool(Generic[T]):
         self._subscribers.append(send)
         return _iterate(receive)
 
-    def messages(self) -> AsyncIterator[WorkerMessage]:
+    def messages(self) -> MemoryObjectReceiveStream[WorkerMessage]:
         """Every :meth:`WorkerChannel.message` of any worker from now on, until the pool stops.
 
-        Subscribe before :meth:`serve`; the iterator ends after the last worker's last
-        message was read, so a reader sees everything the workers sent.
+        Subscribe before :meth:`serve`; the stream ends after the last worker's last
+        message was read, so a reader sees everything the workers sent (``receive_nowait``
+        takes what has already arrived, e.g. to apply it as one batch).
         """
         send, receive = anyio.create_memory_object_stream[WorkerMessage](math.inf)
         self._readers.append(send)
-        return _iterate(receive)
+        return receive
 
     async def serve(self, *, task_status: anyio.abc.TaskStatus[int] = anyio.TASK_STATUS_IGNORED) -> None:
         """Start the workers, serve until :meth:`shutdown`, stop them all.

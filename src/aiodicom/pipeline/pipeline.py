@@ -48,13 +48,13 @@ per-patient state, which feeds them to the same state machine (:meth:`Pipeline._
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 import traceback
 import uuid
 from collections import Counter, deque
 from collections.abc import (
-    AsyncIterator,
     Awaitable,
     Callable,
     Collection,
@@ -621,14 +621,30 @@ class Pipeline:
             await pool.serve(task_status=task_status)
         # the reader ended with the pool's last message: every report was applied
 
-    async def _read_messages(self, messages: AsyncIterator[WorkerMessage]) -> None:
+    async def _read_messages(self, messages: MemoryObjectReceiveStream[WorkerMessage]) -> None:
+        """Apply the workers' reports; of those already arrived, stored instances before ends.
+
+        Each worker's reports come in order, but two workers' pipes are read independently:
+        an association that another worker has already acknowledged an instance for must
+        count as still sending when a release read in the same turn is applied.
+        """
+        async with messages:
+            async for first in messages:
+                arrived = [first]
+                with contextlib.suppress(anyio.WouldBlock, anyio.EndOfStream):
+                    while True:
+                        arrived.append(messages.receive_nowait())
+                arrived.sort(key=lambda message: message.payload.get("event") == "ended")  # stable: order kept
+                for message in arrived:
+                    await self._apply(message)
+
+    async def _apply(self, message: WorkerMessage) -> None:
         handlers = {"stored": self._worker_stored, "ended": self._worker_ended, "count": self._worker_count}
-        async for message in messages:
-            handler = handlers.get(str(message.payload.get("event")))
-            if handler is None:
-                self.log.error("worker_message_unknown", worker=message.worker)
-                continue
-            await handler(message.worker, message.payload)
+        handler = handlers.get(str(message.payload.get("event")))
+        if handler is None:
+            self.log.error("worker_message_unknown", worker=message.worker)
+            return
+        await handler(message.worker, message.payload)
 
     async def _worker_stored(self, worker: int, payload: Mapping[str, object]) -> None:
         routed, association, sender = _decode_stored(payload)
