@@ -129,7 +129,8 @@ def test_quick_pipeline_benchmark_measures_every_part(tmp_path: Path) -> None:
     data = json.loads(saved.read_text())
     runs = data["a"]["runs"]
     contenders = {run["contender"] for run in runs}
-    assert contenders == {"aiodicom receive", "aiodicom pipeline", "pynetdicom keep (DicomNode-style)"}
+    assert contenders == {"aiodicom receive", "aiodicom pipeline", "aiodicom pipeline --workers 2",
+                          "pynetdicom keep (DicomNode-style)"}  # fmt: skip
     assert all(run["ok"] and run["items_per_s"] > 0 and 0 < run["peak_rss_mb"] < 4096 for run in runs)
     responsiveness = data["b"]["results"]
     assert responsiveness["processed"] == 5 and responsiveness["loaded_echoes"] > 0
