@@ -265,6 +265,7 @@ class _Exchange:
         *,
         on_message_id: Callable[[int], None] | None = None,
         timeout: float | None = None,
+        pending: bool = True,
     ) -> None:
         self.dimse = dimse
         self.context_id = context_id
@@ -273,6 +274,9 @@ class _Exchange:
         self._items: asyncio.Queue[_Item] = asyncio.Queue()
         self._held = 0
         self._room = asyncio.Event()
+        #: False: pending responses are dropped in the pump (a retrieval nobody watches the
+        #: progress of), so the caller's task wakes for instances and the final response only.
+        self._pending = pending
 
         def build(mid: int) -> C.Message:
             self.message_id = mid
@@ -285,7 +289,8 @@ class _Exchange:
     async def _read(self, build: Callable[[int], C.Message], identifier: bytes, timeout: float | None) -> None:
         try:
             async for response in self.dimse.request(self.context_id, build, identifier, timeout=timeout):
-                self._items.put_nowait(response)
+                if self._pending or not response.status.is_pending:
+                    self._items.put_nowait(response)
         except Exception as exc:  # noqa: BLE001 - the caller raises it from its own task
             self._items.put_nowait(exc)
 
@@ -349,12 +354,13 @@ class _Running:
     on_message_id: Callable[[int], None] | None = None
     exchange: _Exchange | None = None
 
-    def begin(self) -> _Exchange:
-        """Send the request (in the exchange's pump task); once only."""
+    def begin(self, *, pending: bool = True) -> _Exchange:
+        """Send the request (in the exchange's pump task); once only. ``pending=False``:
+        the caller does not want the pending responses (see :class:`_Exchange`)."""
         if self.exchange is None:
             self.exchange = _Exchange(
                 self.dimse, self.context_id, self.make, self.identifier,
-                on_message_id=self.on_message_id, timeout=self.timeout,
+                on_message_id=self.on_message_id, timeout=self.timeout, pending=pending,
             )  # fmt: skip
         return self.exchange
 
@@ -380,27 +386,45 @@ async def find_responses(running: _Running) -> AsyncGenerator[pydicom.Dataset, N
         raise QueryFailed(f"C-FIND failed: {status}", int(status))
 
 
+def _no_op(_exchange: _Exchange | None) -> None:
+    pass
+
+
 async def retrieve_responses(
-    running: _Running, operation: str, on_progress: ProgressCallback | None
+    running: _Running,
+    operation: str,
+    on_progress: ProgressCallback | None,
+    *,
+    lock: asyncio.Lock | None = None,
+    on_begin: Callable[[_Exchange], object] = _no_op,
+    on_end: Callable[[_Exchange], object] = _no_op,
 ) -> AsyncGenerator[ReceivedInstance | RetrieveResult, None]:
     """Instances as they arrive, then the final :class:`RetrieveResult` (failure raises).
 
-    Pending responses go to ``on_progress`` (so does the final one).
+    The request is sent at the first iteration (under ``lock``), ``on_begin``/``on_end``
+    around it, e.g. to route instances to it. Pending responses go to ``on_progress`` (so
+    does the final one); without it they are not even queued for this task: a C-GET's
+    hundreds of pending responses then cost no wake-up and no decoding of counts here.
     """
-    exchange = running.begin()
-    try:
-        while True:
-            item = await exchange.next()
-            if isinstance(item, ReceivedInstance):
-                yield item
-                continue
-            result = retrieve_result(item, running.transfer_syntax)
-            if on_progress is not None:
-                on_progress(result)
-            if not result.status.is_pending:
-                break
-    finally:
-        await exchange.stop()
+    async with lock if lock is not None else nullcontext():
+        exchange = running.begin(pending=on_progress is not None)
+        on_begin(exchange)
+        try:
+            while True:
+                item = await exchange.next()
+                if isinstance(item, ReceivedInstance):
+                    yield item
+                    continue
+                result = retrieve_result(item, running.transfer_syntax)
+                if on_progress is not None:
+                    on_progress(result)
+                if not result.status.is_pending:
+                    break
+        finally:
+            try:
+                await exchange.stop()
+            finally:
+                on_end(exchange)
     yield check_final(result, operation)
 
 
@@ -443,25 +467,13 @@ def retrieval(
     on_progress: ProgressCallback | None,
     *,
     lock: asyncio.Lock | None = None,
-    on_begin: Callable[[_Exchange], object] = lambda _exchange: None,
-    on_end: Callable[[_Exchange], object] = lambda _exchange: None,
+    on_begin: Callable[[_Exchange], object] = _no_op,
+    on_end: Callable[[_Exchange], object] = _no_op,
 ) -> Retrieval:
-    """A :class:`Retrieval` of ``running``: sent at the first iteration (under ``lock``),
-    ``on_begin``/``on_end`` around it, e.g. to route instances to it."""
-
-    async def start() -> AsyncGenerator[ReceivedInstance | RetrieveResult, None]:
-        async with lock if lock is not None else nullcontext():
-            exchange = running.begin()
-            on_begin(exchange)
-            items = retrieve_responses(running, operation, on_progress)
-            try:
-                async for item in items:
-                    yield item
-            finally:
-                await items.aclose()
-                on_end(exchange)
-
-    return Retrieval(start)
+    """A :class:`Retrieval` of ``running`` (see :func:`retrieve_responses` for the rest)."""
+    return Retrieval(
+        lambda: retrieve_responses(running, operation, on_progress, lock=lock, on_begin=on_begin, on_end=on_end)
+    )
 
 
 # --- where retrieved instances arrive ------------------------------------------------------
