@@ -13,6 +13,7 @@ import os
 import ssl as _ssl
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
+from functools import partial
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar, Unpack
 
 from aiodicom.codec.uids import (
@@ -538,7 +539,7 @@ class ClientAssociation:
         caller's to ``save`` or ``close``. The peer must know ``inbox.ae_title`` as a move
         destination. :attr:`~aiodicom.dimse.retrieve.Retrieval.result` has the final counts.
         """
-        from aiodicom.dimse.retrieve import retrieval
+        from aiodicom.dimse.retrieve import Retrieval, retrieve_responses
 
         originator = self._association.calling_ae.strip()
         running = self._query("move", query, self._move_rq(inbox.ae_title), options)
@@ -548,7 +549,7 @@ class ClientAssociation:
             inbox.register(originator, mid, running.exchange)
 
         running.on_message_id = register
-        return retrieval(running, "C-MOVE", on_progress, on_end=inbox.unregister)
+        return Retrieval(partial(retrieve_responses, running, "C-MOVE", on_progress, on_end=inbox.unregister))
 
     def get(
         self, query: Query, *, on_progress: ProgressCallback | None = None, **options: Unpack[QueryOptions]
@@ -563,7 +564,7 @@ class ClientAssociation:
         not say which C-GET they serve). Counts, errors, cancel and options as for
         :meth:`move`; :attr:`~aiodicom.dimse.retrieve.Retrieval.result` has the final counts.
         """
-        from aiodicom.dimse.retrieve import retrieval
+        from aiodicom.dimse.retrieve import Retrieval, retrieve_responses
 
         inbox = self._get_inbox
         if inbox is None:
@@ -579,7 +580,8 @@ class ClientAssociation:
         def route(exchange: _Exchange | None) -> None:
             inbox.current = exchange
 
-        return retrieval(running, "C-GET", on_progress, lock=inbox.lock, on_begin=route, on_end=lambda _: route(None))
+        return Retrieval(partial(retrieve_responses, running, "C-GET", on_progress,
+                                 lock=inbox.lock, on_begin=route, on_end=lambda _: route(None)))  # fmt: skip
 
     def _move_rq(self, destination_ae: str) -> Callable[[int, str, int], C.Message]:
         from aiodicom.codec.ae import normalize_ae_title

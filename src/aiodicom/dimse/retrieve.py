@@ -461,21 +461,6 @@ class Retrieval:
             await items.aclose()
 
 
-def retrieval(
-    running: _Running,
-    operation: str,
-    on_progress: ProgressCallback | None,
-    *,
-    lock: asyncio.Lock | None = None,
-    on_begin: Callable[[_Exchange], object] = _no_op,
-    on_end: Callable[[_Exchange], object] = _no_op,
-) -> Retrieval:
-    """A :class:`Retrieval` of ``running`` (see :func:`retrieve_responses` for the rest)."""
-    return Retrieval(
-        lambda: retrieve_responses(running, operation, on_progress, lock=lock, on_begin=on_begin, on_end=on_end)
-    )
-
-
 # --- where retrieved instances arrive ------------------------------------------------------
 
 
@@ -563,7 +548,6 @@ __all__ = [
     "find_responses",
     "identifier_dataset",
     "query_level",
-    "retrieval",
     "retrieve_responses",
     "retrieve_result",
 ]
