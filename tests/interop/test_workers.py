@@ -59,6 +59,11 @@ def _alive(pid: int) -> bool:
 
 
 def _start_receiver(output: Path, port: int, *args: str) -> subprocess.Popen[str]:
+    """``aiodicom receive`` with unbuffered stdio, the harshest case for its output lines.
+
+    With ``PYTHONUNBUFFERED=1`` a ``print`` is two writes (text, then newline): two
+    processes printing to one pipe could merge their lines (a CI failure: 63 of 64).
+    """
     process = subprocess.Popen(
         aiodicom_command(
             "receive", "--host", LOCALHOST, "--port", str(port), "--output-dir", str(output), *args
@@ -67,7 +72,7 @@ def _start_receiver(output: Path, port: int, *args: str) -> subprocess.Popen[str
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=peer_env(),
+        env=peer_env({"PYTHONUNBUFFERED": "1"}),
     )
     try:
         wait_for_port(port, process=process, timeout=30)
@@ -157,9 +162,25 @@ def test_64_concurrent_senders_every_instance_stored_once(tmp_path: Path) -> Non
         assert dataset_bytes(path) == sent[path.stem]
     # The parent's total is the sum of what both workers reported: once per instance.
     assert f"stored {len(sent)} instances" in out
-    # Both processes served associations (SO_REUSEPORT spread them).
-    assert len(re.findall(r"^association \d+ from", out, re.M)) == 64
+    # One whole line per association, none merged with another.
+    lines = [line for line in out.splitlines() if "association" in line]
+    assert len(lines) == 64, lines
+    whole = re.compile(r"association \d+ from STORESCU at [\d.]+:\d+ released after [\d.]+ s: 2 instances, .+, 0 failed")
+    assert all(whole.fullmatch(line) for line in lines), lines
     assert not any(_alive(pid) for pid in workers)
+
+
+def test_the_parent_is_the_only_writer_of_stdout(tmp_path: Path) -> None:
+    """Workers do not hold the receiver's stdout: their lines cannot interleave there."""
+    port = free_port()
+    receiver = _start_receiver(tmp_path / "out", port, "--workers", "2")
+    try:
+        workers = _workers_of(receiver, 2)
+        stdout = os.readlink(f"/proc/{receiver.pid}/fd/1")
+        stderr = os.readlink(f"/proc/{receiver.pid}/fd/2")
+        assert [os.readlink(f"/proc/{pid}/fd/1") for pid in workers] == [stderr, stderr] != [stdout, stdout]
+    finally:
+        _stop(receiver)
 
 
 def test_sigterm_with_transfers_in_flight_stops_every_worker(tmp_path: Path) -> None:

@@ -18,11 +18,18 @@ How the parent and a worker talk:
   reaches the whole process group and the parent decides; SIGTERM sent to a
   worker alone stops that worker gracefully.
 - **Reports: a pipe per worker**, one JSON line per event: ``listening`` once the
-  port is served, ``stored`` for every instance a store handler kept (its saved
+  port is served, ``line`` for a line of text the parent prints on its stdout,
+  ``stored`` for every instance a store handler kept (its saved
   paths, its routing tags). The parent exposes these as
   :meth:`WorkerPool.stored_instances`, an async iterator: the seam for handlers
   that need one place (a pipeline that groups instances per patient) while the
   instances arrive in N processes.
+- **Output: the parent is the only writer of stdout.** A worker's stdout is the
+  parent's stderr; what users read on stdout (``receive``'s association lines)
+  travels as ``line`` reports and the parent writes each line in one ``write``.
+  Several processes writing lines to one pipe merge them: with
+  ``PYTHONUNBUFFERED=1`` a ``print`` is two writes (the text, then the newline),
+  and another process's line can land in between.
 
 A worker that exits while the pool serves stops the whole pool: the others drain
 within the grace and :meth:`WorkerPool.serve` raises :class:`WorkerError`. A
@@ -44,7 +51,7 @@ import socket
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Generic, Protocol, TextIO, TypeVar
 
 import anyio
 import anyio.abc
@@ -68,6 +75,8 @@ START_TIMEOUT = 60.0
 DEFAULT_GRACE = 10.0
 #: Seconds past the grace (and the hooks' own grace) before a worker is killed.
 KILL_MARGIN = 5.0
+#: A worker's stdout: the parent's stderr (fd 2), so the parent is the only writer of its stdout.
+_STDERR = 2
 #: Routing tags a ``stored`` report carries (what a per-patient or per-study queue keys on).
 ROUTING_TAGS = ("patient_id", "study_instance_uid", "series_instance_uid", "sop_instance_uid", "sop_class_uid")
 
@@ -179,6 +188,10 @@ class WorkerChannel:
     def listening(self, port: int) -> None:
         """Tell the parent this worker serves ``port``."""
         self._send({"event": "listening", "port": port})
+
+    def say(self, text: str) -> None:
+        """Have the parent write ``text`` as one line on its stdout (workers never write there)."""
+        self._send({"event": "line", "text": text})
 
     def stored(self, instance: ReceivedInstance) -> None:
         """Report an instance the handler kept (its paths and routing tags)."""
@@ -319,6 +332,8 @@ class _Worker:
     index: int
     process: asyncio.subprocess.Process
     listening: anyio.Event = field(default_factory=anyio.Event)
+    #: Set once every report the worker wrote has been read (its pipe reached end of file).
+    reports_read: anyio.Event = field(default_factory=anyio.Event)
     #: Open associations, as last reported.
     active: int = 0
 
@@ -330,7 +345,8 @@ class WorkerPool(Generic[T]):
     the parent reserves the port first (a bound socket that does not listen, so it
     takes no connections), which makes ``port=0`` work: every worker gets the
     number the parent drew (``argument(port)`` builds each worker's argument;
-    ``on_port(port)`` is called with it before the workers start).
+    ``on_port(port)`` is called with it before the workers start). ``on_line(text)``
+    gets each line a worker sends with :meth:`WorkerChannel.say` (default: written to stdout).
     """
 
     def __init__(
@@ -342,8 +358,10 @@ class WorkerPool(Generic[T]):
         port: int,
         workers: int,
         on_port: Callable[[int], None] | None = None,
+        on_line: Callable[[str], None] | None = None,
     ) -> None:
         self._on_port = on_port
+        self._on_line = on_line or write_line
         #: The argument of each worker, from the port the parent reserved.
         self._argument = argument
         self.target = target
@@ -403,6 +421,7 @@ class WorkerPool(Generic[T]):
                         self.shutdown(self._grace)  # tells workers started after the first call
                 with anyio.CancelScope(shield=True):
                     await self._wait_all(self._grace + KILL_MARGIN)
+                    await self._read_all_reports()
                 group.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
@@ -421,7 +440,7 @@ class WorkerPool(Generic[T]):
         try:
             process = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "aiodicom.dimse.workers",
-                stdin=asyncio.subprocess.PIPE, pass_fds=(write_fd,), env=env,
+                stdin=asyncio.subprocess.PIPE, stdout=_STDERR, pass_fds=(write_fd,), env=env,
             )  # fmt: skip
         finally:
             os.close(write_fd)
@@ -439,6 +458,14 @@ class WorkerPool(Generic[T]):
                 self._on_report(worker, json.loads(line))
         finally:
             transport.close()
+            worker.reports_read.set()
+
+    async def _read_all_reports(self) -> None:
+        """Wait until the reports of exited workers are read: their last lines and counts too."""
+        with anyio.move_on_after(KILL_MARGIN):
+            for worker in self._workers:
+                if worker.process.returncode is not None:
+                    await worker.reports_read.wait()
 
     @property
     def active_associations(self) -> int:
@@ -446,14 +473,20 @@ class WorkerPool(Generic[T]):
         return sum(worker.active for worker in self._workers)
 
     def _on_report(self, worker: _Worker, record: dict[str, object]) -> None:
-        event = record.get("event")
-        if event == "listening":
-            worker.listening.set()
-            return
-        if event == "active":
-            count = record.get("associations")
-            worker.active = count if isinstance(count, int) else 0
-            return
+        handle = self._REPORTS.get(str(record.get("event")), WorkerPool._on_stored)
+        handle(self, worker, record)
+
+    def _on_listening(self, worker: _Worker, record: dict[str, object]) -> None:
+        worker.listening.set()
+
+    def _on_active(self, worker: _Worker, record: dict[str, object]) -> None:
+        count = record.get("associations")
+        worker.active = count if isinstance(count, int) else 0
+
+    def _on_said(self, worker: _Worker, record: dict[str, object]) -> None:
+        self._on_line(str(record.get("text", "")))
+
+    def _on_stored(self, worker: _Worker, record: dict[str, object]) -> None:
         paths = record.get("paths")
         size = record.get("size")
         tags = record.get("tags")
@@ -468,6 +501,13 @@ class WorkerPool(Generic[T]):
         for subscriber in self._subscribers:
             with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
                 subscriber.send_nowait(stored)
+
+    _REPORTS: Mapping[str, Callable[[WorkerPool[T], _Worker, dict[str, object]], None]] = {
+        "listening": _on_listening,
+        "active": _on_active,
+        "line": _on_said,
+        "stored": _on_stored,
+    }
 
     async def _wait_listening(self) -> None:
         with anyio.move_on_after(START_TIMEOUT) as scope:
@@ -505,6 +545,18 @@ class WorkerPool(Generic[T]):
         for worker in self._workers:
             with anyio.move_on_after(KILL_MARGIN):
                 await worker.process.wait()
+
+
+def write_line(text: str, out: TextIO | None = None) -> None:
+    """Write ``text`` and a newline to ``out`` (stdout) in one ``write``, then flush.
+
+    ``print`` makes two writes (the text, then the end) when the stream is unbuffered
+    (``PYTHONUNBUFFERED=1``), so another process writing to the same pipe can put its
+    line between them.
+    """
+    out = out or sys.stdout
+    out.write(text + "\n")
+    out.flush()
 
 
 def _tell(worker: _Worker, line: str) -> None:
