@@ -77,6 +77,8 @@ DEFAULT_GRACE = 10.0
 KILL_MARGIN = 5.0
 #: A worker's stdout: the parent's stderr (fd 2), so the parent is the only writer of its stdout.
 _STDERR = 2
+#: Seconds a ``stored`` report may wait to be written with the next ones.
+REPORT_DELAY = 0.05
 #: Routing tags a ``stored`` report carries (what a per-patient or per-study queue keys on).
 ROUTING_TAGS = ("patient_id", "study_instance_uid", "series_instance_uid", "sop_instance_uid", "sop_class_uid")
 
@@ -170,18 +172,40 @@ def _callables(argument: object) -> list[object]:
 
 
 class WorkerChannel:
-    """A worker's line to its parent: reports out, stop requests in."""
+    """A worker's line to its parent: reports out, stop requests in.
+
+    ``stored`` reports are batched: written at most :data:`REPORT_DELAY` seconds
+    after the first one waits, so the parent wakes once per batch rather than once
+    per instance (a wake-up per instance cost the parent ~10% of the workers' CPU on
+    two cores). Every other report flushes the batch first and goes at once, so
+    reports keep their order; the batch is flushed when the worker stops.
+    """
 
     def __init__(self, index: int, report_fd: int) -> None:
         self.index = index
         self._report_fd = report_fd
         self.log = _log.bind(worker=index, pid=os.getpid())
+        self._batch: list[bytes] = []
+        self._flush_timer: asyncio.TimerHandle | None = None
 
-    def _send(self, record: dict[str, object]) -> None:
-        # Small lines to a pipe the parent drains at once: a blocking write never waits long.
-        # A report that cannot be sent (parent gone) must not fail a store already kept.
+    def _send(self, record: dict[str, object], *, batch: bool = False) -> None:
+        self._batch.append(json.dumps(record).encode() + b"\n")
+        if not batch:
+            self.flush()
+        elif self._flush_timer is None:
+            self._flush_timer = asyncio.get_running_loop().call_later(REPORT_DELAY, self.flush)
+
+    def flush(self) -> None:
+        """Write the waiting reports now."""
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+        data, self._batch = b"".join(self._batch), []
+        # A pipe the parent drains at once: a blocking write never waits long. A report
+        # that cannot be sent (parent gone) must not fail a store already kept.
         try:
-            os.write(self._report_fd, json.dumps(record).encode() + b"\n")
+            while data:
+                data = data[os.write(self._report_fd, data) :]
         except OSError as exc:
             self.log.error("worker_report_failed", error=str(exc))
 
@@ -196,7 +220,10 @@ class WorkerChannel:
     def stored(self, instance: ReceivedInstance) -> None:
         """Report an instance the handler kept (its paths and routing tags)."""
         tags = {name: value for name in ROUTING_TAGS if (value := getattr(instance, name, None))}
-        self._send({"event": "stored", "paths": [str(path) for path in instance.saved_paths], "size": instance.size, "tags": tags})
+        self._send(
+            {"event": "stored", "paths": [str(path) for path in instance.saved_paths], "size": instance.size, "tags": tags},
+            batch=True,
+        )
 
     async def report_active(self, active: Callable[[], int], interval: float = 0.5) -> None:
         """Report ``active()`` (open associations) every ``interval`` seconds, for status lines."""
@@ -254,10 +281,13 @@ def _worker_main() -> None:
     if encoded is None:
         sys.exit("aiodicom.dimse.workers is started by WorkerPool, not by hand")
     spec: _Spec[object] = pickle.loads(base64.b64decode(encoded))  # noqa: S301 - from our parent
+    channel = WorkerChannel(spec.index, spec.report_fd)
     try:
-        run(spec.target, spec.argument, WorkerChannel(spec.index, spec.report_fd))
+        run(spec.target, spec.argument, channel)
     except AiodicomError as exc:  # a configuration the parent did not catch: one line
         sys.exit(f"aiodicom worker {spec.index}: error: {exc}")
+    finally:
+        channel.flush()
 
 
 async def serve_server(arguments: dict[str, object], channel: WorkerChannel) -> None:
