@@ -8,7 +8,7 @@ note when not installed), and of one-process ``aiodicom receive --workers 1`` ag
 ``storescp -od`` (which serves one association at a time: the others wait in its listen
 backlog). Target (issue 7): --workers 2 >= 1.3x storescp --fork on 512 KiB CT.
 
-    python benchmarks/bench_concurrent.py [--quick] [--rounds N] [--only NAMES]
+    python benchmarks/bench_concurrent.py [--quick] [--rounds N] [--only NAMES] [--associations 8,64]
 """
 
 from __future__ import annotations
@@ -24,12 +24,16 @@ from aiodicom.synthetic import write_study  # noqa: E402
 
 
 def main() -> int:
-    args = h.parser(__doc__.splitlines()[0]).parse_args()
+    parser = h.parser(__doc__.splitlines()[0])
+    parser.add_argument("--associations", default="8,64", help="which layouts to run [%(default)s]")
+    args = parser.parse_args()
     h.require_dcmtk()
     rounds = args.rounds or (1 if args.quick else 3)
     size = 64 if args.quick else 512
     # (associations, images per association): about 300-500 images in total at full size.
     layouts = [(8, 2), (64, 1)] if args.quick else [(8, 40), (64, 8)]
+    wanted = {int(n) for n in args.associations.split(",")}
+    layouts = [layout for layout in layouts if layout[0] in wanted]
     profiles = h.profile_dir(args)
     contenders = h.common_contenders(profiles)
     multi = h.concurrent_contenders(contenders)
