@@ -183,6 +183,29 @@ def test_the_parent_is_the_only_writer_of_stdout(tmp_path: Path) -> None:
         _stop(receiver)
 
 
+def _listening_sockets(port: int) -> int:
+    """TCP sockets in LISTEN state on ``port`` (Linux /proc/net/tcp)."""
+    rows = [line.split() for line in Path("/proc/net/tcp").read_text().splitlines()[1:]]
+    return sum(1 for row in rows if int(row[1].split(":")[1], 16) == port and row[3] == "0A")
+
+
+def test_workers_accept_on_one_shared_socket(tmp_path: Path) -> None:
+    """One accept queue for all workers: the free worker takes the next connection.
+
+    With a SO_REUSEPORT socket per worker, the kernel hashed each connection to a
+    worker whatever its load (8 senders often went 6:2).
+    """
+    port = free_port()
+    receiver = _start_receiver(tmp_path / "out", port, "--workers", "2")
+    try:
+        workers = _workers_of(receiver, 2)
+        assert _listening_sockets(port) == 1
+        inodes = {pid: {os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")} for pid in workers}
+        assert inodes[workers[0]] & inodes[workers[1]] & {i for i in inodes[workers[0]] if i.startswith("socket:")}
+    finally:
+        _stop(receiver)
+
+
 def test_sigterm_with_transfers_in_flight_stops_every_worker(tmp_path: Path) -> None:
     require_dcmtk("storescu")
     sent = _studies(tmp_path / "send", 16, images=30, size=128)

@@ -284,7 +284,7 @@ def _build_server(
         memory_threshold=args.memory_threshold,
         fsync=args.fsync,
         observer=_metrics_observer(args),
-        reuse_port=channel is not None,
+        listen_fd=None if channel is None else channel.listen_fd,
     )
 
 

@@ -4,10 +4,10 @@ One asyncio process decodes PDUs on one core; a receiver with many concurrent
 senders needs more. :class:`WorkerPool` runs N copies of a receiver (a
 :class:`~aiodicom.dimse.server.Server`, or ``aiodicom receive``) as separate
 processes, ``python -m aiodicom.dimse.workers``: a fresh interpreter each (never a
-fork of a running event loop, no threads). They share the port with
-``SO_REUSEPORT``, so the kernel spreads incoming connections over them; where
-the platform does not balance ``SO_REUSEPORT`` (anything but Linux) one process
-serves (:func:`usable_workers`).
+fork of a running event loop, no threads). They accept on one listening socket
+that the parent opens and they inherit: one accept queue, so whichever worker is
+free first takes the next connection (:func:`_listen`). Multi-process receive is
+only offered on Linux, where it is tested (:func:`usable_workers`).
 
 How the parent and a worker talk:
 
@@ -77,6 +77,8 @@ DEFAULT_GRACE = 10.0
 KILL_MARGIN = 5.0
 #: A worker's stdout: the parent's stderr (fd 2), so the parent is the only writer of its stdout.
 _STDERR = 2
+#: Accept queue of the pool's shared listening socket (each worker's Server sets its own backlog too).
+LISTEN_BACKLOG = 128
 #: Seconds a ``stored`` report may wait to be written with the next ones.
 REPORT_DELAY = 0.05
 #: Routing tags a ``stored`` report carries (what a per-patient or per-study queue keys on).
@@ -93,7 +95,7 @@ def reuse_port_supported() -> bool:
 
 
 def usable_workers(requested: int) -> int:
-    """``requested`` where ``SO_REUSEPORT`` balances connections, else 1 (with a warning)."""
+    """``requested`` on Linux (where multi-process receive is tested), else 1 (with a warning)."""
     if requested < 1:
         raise ConfigurationError(f"workers must be at least 1, not {requested}")
     if requested > 1 and not reuse_port_supported():
@@ -105,8 +107,8 @@ def usable_workers(requested: int) -> int:
 def share(total: int, workers: int) -> int:
     """One worker's share of a count cap (associations, connections): twice its fair share.
 
-    SO_REUSEPORT hashes connections to workers; it does not count them, so with 64
-    senders and 2 workers one worker often gets 35 or 40. Each worker takes up to
+    Workers take connections from one accept queue as they get to it; nothing counts
+    them, so with 64 senders and 2 workers one worker may get 35 or 40. Each worker takes up to
     ``2 * total / workers`` (rounded up, never more than ``total``): 64 concurrent
     senders still all get in, and the whole receiver holds at most twice the cap.
     """
@@ -139,6 +141,7 @@ class _Spec(Generic[T]):
     argument: T
     index: int
     report_fd: int
+    listen_fd: int
 
 
 def check_picklable(target: object, argument: object) -> None:
@@ -181,9 +184,11 @@ class WorkerChannel:
     reports keep their order; the batch is flushed when the worker stops.
     """
 
-    def __init__(self, index: int, report_fd: int) -> None:
+    def __init__(self, index: int, report_fd: int, listen_fd: int | None = None) -> None:
         self.index = index
         self._report_fd = report_fd
+        #: The pool's listening socket, inherited: every worker accepts on it.
+        self.listen_fd = listen_fd
         self.log = _log.bind(worker=index, pid=os.getpid())
         self._batch: list[bytes] = []
         self._flush_timer: asyncio.TimerHandle | None = None
@@ -281,7 +286,7 @@ def _worker_main() -> None:
     if encoded is None:
         sys.exit("aiodicom.dimse.workers is started by WorkerPool, not by hand")
     spec: _Spec[object] = pickle.loads(base64.b64decode(encoded))  # noqa: S301 - from our parent
-    channel = WorkerChannel(spec.index, spec.report_fd)
+    channel = WorkerChannel(spec.index, spec.report_fd, spec.listen_fd)
     try:
         run(spec.target, spec.argument, channel)
     except AiodicomError as exc:  # a configuration the parent did not catch: one line
@@ -297,7 +302,7 @@ async def serve_server(arguments: dict[str, object], channel: WorkerChannel) -> 
     on_store = arguments.get("on_store")
     if on_store is not None:
         arguments = {**arguments, "on_store": channel.reporting(on_store)}  # type: ignore[arg-type]
-    server = Server(**arguments)  # type: ignore[arg-type]
+    server = Server(**{**arguments, "listen_fd": channel.listen_fd})  # type: ignore[arg-type]
     await serve_until_stopped(server.serve, server.shutdown, channel)
 
 
@@ -312,7 +317,7 @@ def server_pool(
 
     Caps are split between the workers: ``max_memory`` evenly (never below
     ``memory_floor``, twice the PDU cap), ``max_associations`` and
-    ``max_connections`` with headroom for SO_REUSEPORT's uneven spread (:func:`share`).
+    ``max_connections`` with headroom for an uneven spread (:func:`share`).
     """
     shares: dict[str, object] = {"max_memory": max(split(_count(arguments, "max_memory"), workers), memory_floor)}
     for name in ("max_associations", "max_connections"):
@@ -320,7 +325,7 @@ def server_pool(
             shares[name] = share(_count(arguments, name), workers)
 
     def worker_arguments(port: int) -> dict[str, object]:
-        return {**arguments, **shares, "port": port, "reuse_port": True}
+        return {**arguments, **shares, "port": port}
 
     host = arguments.get("host")
     return WorkerPool(
@@ -371,10 +376,10 @@ class _Worker:
 class WorkerPool(Generic[T]):
     """Run ``target(argument, channel)`` in ``workers`` processes sharing ``host:port``.
 
-    ``target`` binds ``port`` with ``reuse_port=True`` and calls ``channel.listening``;
-    the parent reserves the port first (a bound socket that does not listen, so it
-    takes no connections), which makes ``port=0`` work: every worker gets the
-    number the parent drew (``argument(port)`` builds each worker's argument;
+    ``target`` serves the inherited listening socket ``channel.listen_fd`` and calls
+    ``channel.listening``; the parent opens that socket before the workers start,
+    which makes ``port=0`` work: every worker gets the number the parent drew
+    (``argument(port)`` builds each worker's argument;
     ``on_port(port)`` is called with it before the workers start). ``on_line(text)``
     gets each line a worker sends with :meth:`WorkerChannel.say` (default: written to stdout).
     """
@@ -429,8 +434,8 @@ class WorkerPool(Generic[T]):
 
         :raises WorkerError: a worker could not start, or exited while serving.
         """
-        reserved = _reserve(self.host, self.port)
-        self.port = reserved.getsockname()[1]
+        listener = _listen(self.host, self.port)
+        self.port = listener.getsockname()[1]
         if self._on_port is not None:
             self._on_port(self.port)
         log = _log.bind(port=self.port, workers=self.workers)
@@ -439,10 +444,11 @@ class WorkerPool(Generic[T]):
             check_picklable(self.target, argument)
             async with anyio.create_task_group() as group:
                 for index in range(self.workers):
-                    worker = await self._spawn(group, index, argument)
+                    worker = await self._spawn(group, index, argument, listener.fileno())
                     self._workers.append(worker)
                     group.start_soon(self._watch_exit, worker)
                 await self._wait_listening()
+                listener.close()  # the workers hold it: once they all stop, connections are refused
                 if self.failure is None:
                     log.info("workers_listening", pids=[w.process.pid for w in self._workers])
                     task_status.started(self.port)
@@ -456,21 +462,21 @@ class WorkerPool(Generic[T]):
         finally:
             with anyio.CancelScope(shield=True):
                 await self._kill_all()
-            reserved.close()
+            listener.close()
             for subscriber in self._subscribers:
                 subscriber.close()
             log.info("workers_stopped", instances=self.instances)
         if self.failure is not None:
             raise self.failure
 
-    async def _spawn(self, group: anyio.abc.TaskGroup, index: int, argument: T) -> _Worker:
+    async def _spawn(self, group: anyio.abc.TaskGroup, index: int, argument: T, listen_fd: int) -> _Worker:
         read_fd, write_fd = os.pipe()
-        spec = _Spec(self.target, argument, index, write_fd)
+        spec = _Spec(self.target, argument, index, write_fd, listen_fd)
         env = {**os.environ, _SPEC_VARIABLE: base64.b64encode(pickle.dumps(spec)).decode()}
         try:
             process = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "aiodicom.dimse.workers",
-                stdin=asyncio.subprocess.PIPE, stdout=_STDERR, pass_fds=(write_fd,), env=env,
+                stdin=asyncio.subprocess.PIPE, stdout=_STDERR, pass_fds=(write_fd, listen_fd), env=env,
             )  # fmt: skip
         finally:
             os.close(write_fd)
@@ -603,22 +609,21 @@ async def _iterate(receive: anyio.abc.ObjectReceiveStream[StoredInstance]) -> As
             yield item
 
 
-def _reserve(host: str, port: int) -> socket.socket:
-    """Bind (not listen) ``host:port`` with SO_REUSEPORT: the pool's port, held while it serves.
+def _listen(host: str, port: int, backlog: int = LISTEN_BACKLOG) -> socket.socket:
+    """The pool's listening socket on ``host:port``, which every worker inherits and accepts on.
 
-    First bound without SO_REUSEPORT, so a port another process serves (even another
-    pool, which would otherwise silently share it) is "address already in use".
+    One accept queue for all workers, not one per worker (SO_REUSEPORT): the kernel
+    hashed each connection to a worker whatever its load, so 8 senders often went 6:2
+    or 7:1 and one core did most of the work. On one shared socket, the worker that
+    is free first takes the next connection. Without SO_REUSEPORT, a port another
+    process serves is "address already in use".
     """
     family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
-    with socket.socket(family, kind, proto) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        probe.bind(address)
-        address = (address[0], probe.getsockname()[1], *address[2:])
     sock = socket.socket(family, kind, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind(address)
+        sock.listen(backlog)
     except OSError:
         sock.close()
         raise
