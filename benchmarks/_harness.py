@@ -838,6 +838,15 @@ def concurrent_contenders(common: dict[str, Contender], workers: int = 2) -> dic
     return {c.name: c for c in (aiodicom, fork, orthanc)}
 
 
+def baseline(contender: Contender, src: Path) -> Contender:
+    """``contender`` run from another source tree (``PYTHONPATH=src``): before/after in one run."""
+    return Contender(
+        f"{contender.name} (baseline)",
+        ["env", f"PYTHONPATH={src.resolve()}", *contender.command],
+        contender.available, contender.why_unavailable, ready_text=contender.ready_text,
+    )  # fmt: skip
+
+
 def storescu(folder: Path, called: str = "AIODICOM") -> list[str]:
     """DCMTK storescu sending every file under ``folder`` on one association."""
     return ["storescu", "-aec", called, "+sd", "+r", LOCALHOST, "{port}", str(folder)]
