@@ -296,7 +296,7 @@ async def test_pool_reports_every_stored_instance_to_the_parent(tmp_path: Path) 
     output.mkdir()
 
     def arguments(port: int) -> dict[str, object]:
-        return {"port": port, "on_store": FileWriter(output), "reuse_port": True, "spool_dir": tmp_path / "spool"}
+        return {"port": port, "on_store": FileWriter(output), "spool_dir": tmp_path / "spool"}
 
     pool = WorkerPool(serve_server, arguments, host=LOCALHOST, port=0, workers=2)
     reports: list[StoredInstance] = []
