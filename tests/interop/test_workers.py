@@ -206,6 +206,38 @@ def test_workers_accept_on_one_shared_socket(tmp_path: Path) -> None:
         _stop(receiver)
 
 
+@pytest.mark.anyio
+async def test_a_draining_receiver_refuses_new_connections(tmp_path: Path) -> None:
+    """After SIGTERM, while an association drains, a new connection is refused, not queued.
+
+    Workers take the shared listening socket over: a copy left open in a worker kept
+    the kernel accepting connections that nobody would ever serve.
+    """
+    import socket
+
+    import aiodicom
+
+    port = free_port()
+    receiver = _start_receiver(tmp_path / "out", port, "--workers", "2", "--grace", "30")
+    try:
+        _workers_of(receiver, 2)
+        with anyio.fail_after(DEADLINE):
+            async with aiodicom.connect(LOCALHOST, port, called_ae="AIODICOM"):
+                receiver.send_signal(signal.SIGTERM)
+                with anyio.move_on_after(10):  # each worker closes its listener as it starts draining
+                    while _listening_sockets(port):
+                        await anyio.sleep(0.02)
+                with pytest.raises(ConnectionRefusedError):
+                    socket.create_connection((LOCALHOST, port), timeout=5).close()
+        code, out, _ = _stop(receiver)
+    finally:
+        if receiver.poll() is None:
+            receiver.kill()
+            receiver.wait()
+    assert code == 0
+    assert "released" in out
+
+
 def test_sigterm_with_transfers_in_flight_stops_every_worker(tmp_path: Path) -> None:
     require_dcmtk("storescu")
     sent = _studies(tmp_path / "send", 16, images=30, size=128)

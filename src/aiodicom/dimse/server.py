@@ -8,7 +8,6 @@ finish within a grace period, then aborts the rest. Nothing outlives ``serve``.
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
 import ssl as _ssl
 import time
@@ -110,8 +109,9 @@ class Server:
         them costs no second pass over the bytes (a pipeline's routing keys).
     :param reuse_port: set SO_REUSEPORT on the listener, so other processes can serve the port.
     :param listen_fd: accept on this inherited, already listening socket instead of binding
-        ``host:port`` (each worker of a pool accepts on the pool's one socket; the file
-        descriptor is duplicated, the caller keeps its own).
+        ``host:port`` (each worker of a pool accepts on the pool's one socket). The server
+        takes the descriptor over and closes it when it stops, so once every process
+        holding the socket has stopped, new connections are refused rather than queued.
     :param workers: processes serving the port (:mod:`aiodicom.dimse.workers`), each with its
         own event loop, accepting on one shared listening socket; 1 on platforms other than Linux. With
         more than one, every argument goes to the workers by pickle (handlers must be
@@ -290,7 +290,7 @@ class Server:
 
     async def _listen(self, loop: asyncio.AbstractEventLoop) -> asyncio.Server:
         if self.listen_fd is not None:
-            sock = socket.socket(fileno=os.dup(self.listen_fd))
+            sock = socket.socket(fileno=self.listen_fd)
             sock.setblocking(False)
             return await loop.create_server(self._protocol_factory, sock=sock, backlog=self.backlog)
         return await loop.create_server(
