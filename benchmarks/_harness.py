@@ -223,6 +223,10 @@ class Run:
     peak_rss_mb: float
     error: str = ""
     rusage_maxrss_mb: float = float("nan")
+    #: CPU seconds of the senders (all of them): on a 2-core machine, when senders and
+    #: receiver together keep both cores busy, the wall time cannot go below
+    #: ``(cpu_s + senders_cpu_s) / 2``, whatever the receiver does.
+    senders_cpu_s: float = float("nan")
 
     @property
     def items_per_s(self) -> float:
@@ -246,6 +250,10 @@ class Contender:
     available: bool = True
     why_unavailable: str = ""
     profile_dir: Path | None = None
+    #: Text the receiver writes to its output once it serves with every process it has
+    #: (``aiodicom receive``: its listening line, printed once all workers listen). An
+    #: open port alone is not enough: the first of two workers opens it.
+    ready_text: str | None = None
 
     def profile_path(self, round_: int) -> Path | None:
         if self.profile_dir is None:
@@ -285,17 +293,18 @@ def measure_receiver(
     out.mkdir(parents=True)
     log_path = workdir / f"{receiver.name}-{round_}.log"
     error = ""
-    wall = float("nan")
+    wall = senders_cpu = float("nan")
     with log_path.open("w") as log:
         process = popen(receiver.render(round_, port=port, out=out), log, watch_rss=True)
         try:
-            wait_for_port(port, process=process, timeout=READY_TIMEOUT)
+            wait_ready(receiver, port, process, log_path)
             cpu_at_ready = cpu_seconds_so_far(process.pid)
             started = time.perf_counter()
             senders = [popen([p.format(port=port) for p in cmd], log) for cmd in sender_commands]
-            codes = [reap(s, timeout=sender_timeout).returncode for s in senders]
+            reaped_senders = [reap(s, timeout=sender_timeout) for s in senders]
             wall = time.perf_counter() - started
-            failed = [c for c in codes if c != 0]
+            senders_cpu = sum(r.cpu_s for r in reaped_senders)
+            failed = [r.returncode for r in reaped_senders if r.returncode != 0]
             if failed:
                 error = f"{len(failed)} sender(s) failed (exit {failed[0]})"
         except RuntimeError as exc:
@@ -321,7 +330,24 @@ def measure_receiver(
         peak_rss_mb=reaped.peak_rss_mb,
         error=error,
         rusage_maxrss_mb=reaped.rusage_maxrss_mb,
+        senders_cpu_s=senders_cpu,
     )
+
+
+def wait_ready(receiver: Contender, port: int, process: subprocess.Popen[bytes], log_path: Path) -> None:
+    """Return once ``receiver`` serves: its port accepts and its ``ready_text`` is in its log.
+
+    The clock starts after this, for every receiver alike: start-up (interpreters,
+    imports, worker processes) is never timed. Raises ``RuntimeError`` (PeerError).
+    """
+    wait_for_port(port, process=process, timeout=READY_TIMEOUT)
+    if receiver.ready_text is None:
+        return
+    deadline = time.monotonic() + READY_TIMEOUT
+    while receiver.ready_text not in log_path.read_text(errors="replace"):
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{receiver.name} never wrote {receiver.ready_text!r}")
+        time.sleep(0.01)
 
 
 def measure_sender(
@@ -513,6 +539,7 @@ class Summary:
     cpu_s: float
     peak_rss_mb: float
     errors: list[str] = field(default_factory=list)
+    senders_cpu_s: float = float("nan")
 
 
 def _median(values: list[float]) -> float:
@@ -535,6 +562,7 @@ def summarize(runs: Sequence[Run], names: Sequence[str]) -> dict[str, Summary]:
             mb_per_s=_median([r.mb_per_s for r in good]),
             cpu_s=_median([r.cpu_s for r in good]),
             peak_rss_mb=_median([r.peak_rss_mb for r in good]),
+            senders_cpu_s=_median([r.senders_cpu_s for r in good]),
             errors=sorted({r.error.splitlines()[0] for r in mine if r.error}),
         )
     return result
@@ -586,15 +614,15 @@ def table(title: str, summaries: dict[str, Summary], unit: str = "img/s") -> str
         f"### {title}",
         "",
         f"| contender | runs (failed) | median wall s | best wall s | {unit} | MB/s | CPU s "
-        "| peak RSS MB |",
-        "|---|---|---|---|---|---|---|---|",
+        "| senders' CPU s | peak RSS MB |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for s in summaries.values():
         lines.append(
             f"| {s.contender} | {s.runs} ({s.failures}) | {_fmt(s.wall_s, 3)} | "
             f"{_fmt(s.best_wall_s, 3)} | "
             f"{_fmt(s.items_per_s, 0)} | {_fmt(s.mb_per_s, 1)} | {_fmt(s.cpu_s)} | "
-            f"{_fmt(s.peak_rss_mb, 1)} |"
+            f"{_fmt(s.senders_cpu_s)} | {_fmt(s.peak_rss_mb, 1)} |"
         )
     for s in summaries.values():
         for error in s.errors:
@@ -762,6 +790,7 @@ def common_contenders(profile_dir: Path | None = None) -> dict[str, Contender]:
         aiodicom_command("receive", "--help"),
     )  # fmt: skip
     aiodicom.profile_dir = profile_dir
+    aiodicom.ready_text = AIODICOM_READY
     storescp = Contender("storescp", ["storescp", "-od", "{out}", "{port}"])
     if dcmtk("storescp") is None:
         storescp.available, storescp.why_unavailable = False, "DCMTK storescp not on PATH"
@@ -776,6 +805,9 @@ def common_contenders(profile_dir: Path | None = None) -> dict[str, Contender]:
     )
     return {c.name: c for c in (aiodicom, storescp, storescp_pdu, pynetdicom)}
 
+
+#: What ``aiodicom receive`` prints once it serves (with ``--workers N``: once all N listen).
+AIODICOM_READY = "aiodicom receive: listening on"
 
 #: ``Orthanc`` from the Debian package (apt-get install -y -qq orthanc); started by _orthanc.py.
 ORTHANC = shutil.which("Orthanc") or ("/usr/sbin/Orthanc" if os.path.exists("/usr/sbin/Orthanc") else None)
@@ -792,7 +824,7 @@ def concurrent_contenders(common: dict[str, Contender], workers: int = 2) -> dic
     aiodicom = Contender(
         f"aiodicom --workers {workers}",
         [*base.command[: base.command.index("--workers")], "--workers", str(workers)],
-        base.available, base.why_unavailable,
+        base.available, base.why_unavailable, ready_text=AIODICOM_READY,
     )  # fmt: skip
     storescp = common["storescp"]
     fork = Contender(
@@ -804,6 +836,15 @@ def concurrent_contenders(common: dict[str, Contender], workers: int = 2) -> dic
     if ORTHANC is None:
         orthanc.available, orthanc.why_unavailable = False, "Orthanc not installed (apt-get install -y -qq orthanc)"
     return {c.name: c for c in (aiodicom, fork, orthanc)}
+
+
+def baseline(contender: Contender, src: Path) -> Contender:
+    """``contender`` run from another source tree (``PYTHONPATH=src``): before/after in one run."""
+    return Contender(
+        f"{contender.name} (baseline)",
+        ["env", f"PYTHONPATH={src.resolve()}", *contender.command],
+        contender.available, contender.why_unavailable, ready_text=contender.ready_text,
+    )  # fmt: skip
 
 
 def storescu(folder: Path, called: str = "AIODICOM") -> list[str]:

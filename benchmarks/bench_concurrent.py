@@ -8,7 +8,13 @@ note when not installed), and of one-process ``aiodicom receive --workers 1`` ag
 ``storescp -od`` (which serves one association at a time: the others wait in its listen
 backlog). Target (issue 7): --workers 2 >= 1.3x storescp --fork on 512 KiB CT.
 
-    python benchmarks/bench_concurrent.py [--quick] [--rounds N] [--only NAMES]
+    python benchmarks/bench_concurrent.py [--quick] [--rounds N] [--only NAMES] [--associations 8,64]
+        [--baseline-src DIR]
+
+``--baseline-src DIR`` adds ``aiodicom --workers 2 (baseline)``: the same command run with
+``PYTHONPATH=DIR`` (e.g. ``git archive main src | tar -x -C /tmp/base`` then
+``--baseline-src /tmp/base/src``), so a change is compared with what it replaces in
+the same run, on the same files.
 """
 
 from __future__ import annotations
@@ -24,16 +30,23 @@ from aiodicom.synthetic import write_study  # noqa: E402
 
 
 def main() -> int:
-    args = h.parser(__doc__.splitlines()[0]).parse_args()
+    parser = h.parser(__doc__.splitlines()[0])
+    parser.add_argument("--associations", default="8,64", help="which layouts to run [%(default)s]")
+    parser.add_argument("--baseline-src", type=Path, default=None, help="also run aiodicom from this src folder")
+    args = parser.parse_args()
     h.require_dcmtk()
     rounds = args.rounds or (1 if args.quick else 3)
     size = 64 if args.quick else 512
     # (associations, images per association): about 300-500 images in total at full size.
     layouts = [(8, 2), (64, 1)] if args.quick else [(8, 40), (64, 8)]
+    wanted = {int(n) for n in args.associations.split(",")}
+    layouts = [layout for layout in layouts if layout[0] in wanted]
     profiles = h.profile_dir(args)
     contenders = h.common_contenders(profiles)
     multi = h.concurrent_contenders(contenders)
     receivers = [*multi.values(), contenders["aiodicom"], contenders["storescp"]]
+    if args.baseline_src is not None:
+        receivers.insert(1, h.baseline(multi["aiodicom --workers 2"], args.baseline_src))
     h.apply_only(receivers, args.only)
     report = ["## bench_concurrent", ""]
     payload: dict[str, object] = {"rounds": rounds, "quick": args.quick}
@@ -89,6 +102,8 @@ def main() -> int:
                 h.compare(summaries, f"{workers} vs orthanc (aggregate)", workers, "orthanc"),
                 h.compare(summaries, "aiodicom vs storescp (aggregate, one process each)", "aiodicom", "storescp"),
             ]
+            if args.baseline_src is not None:
+                ratios.append(h.compare(summaries, f"{workers} vs its baseline", workers, f"{workers} (baseline)"))
             report += [
                 h.table(title, summaries),
                 "",

@@ -59,6 +59,11 @@ def _alive(pid: int) -> bool:
 
 
 def _start_receiver(output: Path, port: int, *args: str) -> subprocess.Popen[str]:
+    """``aiodicom receive`` with unbuffered stdio, the harshest case for its output lines.
+
+    With ``PYTHONUNBUFFERED=1`` a ``print`` is two writes (text, then newline): two
+    processes printing to one pipe could merge their lines (a CI failure: 63 of 64).
+    """
     process = subprocess.Popen(
         aiodicom_command(
             "receive", "--host", LOCALHOST, "--port", str(port), "--output-dir", str(output), *args
@@ -67,7 +72,7 @@ def _start_receiver(output: Path, port: int, *args: str) -> subprocess.Popen[str
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=peer_env(),
+        env=peer_env({"PYTHONUNBUFFERED": "1"}),
     )
     try:
         wait_for_port(port, process=process, timeout=30)
@@ -157,9 +162,80 @@ def test_64_concurrent_senders_every_instance_stored_once(tmp_path: Path) -> Non
         assert dataset_bytes(path) == sent[path.stem]
     # The parent's total is the sum of what both workers reported: once per instance.
     assert f"stored {len(sent)} instances" in out
-    # Both processes served associations (SO_REUSEPORT spread them).
-    assert len(re.findall(r"^association \d+ from", out, re.M)) == 64
+    # One whole line per association, none merged with another.
+    lines = [line for line in out.splitlines() if "association" in line]
+    assert len(lines) == 64, lines
+    whole = re.compile(r"association \d+ from STORESCU at [\d.]+:\d+ released after [\d.]+ s: 2 instances, .+, 0 failed")
+    assert all(whole.fullmatch(line) for line in lines), lines
     assert not any(_alive(pid) for pid in workers)
+
+
+def test_the_parent_is_the_only_writer_of_stdout(tmp_path: Path) -> None:
+    """Workers do not hold the receiver's stdout: their lines cannot interleave there."""
+    port = free_port()
+    receiver = _start_receiver(tmp_path / "out", port, "--workers", "2")
+    try:
+        workers = _workers_of(receiver, 2)
+        stdout = os.readlink(f"/proc/{receiver.pid}/fd/1")
+        stderr = os.readlink(f"/proc/{receiver.pid}/fd/2")
+        assert [os.readlink(f"/proc/{pid}/fd/1") for pid in workers] == [stderr, stderr] != [stdout, stdout]
+    finally:
+        _stop(receiver)
+
+
+def _listening_sockets(port: int) -> int:
+    """TCP sockets in LISTEN state on ``port`` (Linux /proc/net/tcp)."""
+    rows = [line.split() for line in Path("/proc/net/tcp").read_text().splitlines()[1:]]
+    return sum(1 for row in rows if int(row[1].split(":")[1], 16) == port and row[3] == "0A")
+
+
+def test_workers_accept_on_one_shared_socket(tmp_path: Path) -> None:
+    """One accept queue for all workers: the free worker takes the next connection.
+
+    With a SO_REUSEPORT socket per worker, the kernel hashed each connection to a
+    worker whatever its load (8 senders often went 6:2).
+    """
+    port = free_port()
+    receiver = _start_receiver(tmp_path / "out", port, "--workers", "2")
+    try:
+        workers = _workers_of(receiver, 2)
+        assert _listening_sockets(port) == 1
+        inodes = {pid: {os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")} for pid in workers}
+        assert inodes[workers[0]] & inodes[workers[1]] & {i for i in inodes[workers[0]] if i.startswith("socket:")}
+    finally:
+        _stop(receiver)
+
+
+@pytest.mark.anyio
+async def test_a_draining_receiver_refuses_new_connections(tmp_path: Path) -> None:
+    """After SIGTERM, while an association drains, a new connection is refused, not queued.
+
+    Workers take the shared listening socket over: a copy left open in a worker kept
+    the kernel accepting connections that nobody would ever serve.
+    """
+    import socket
+
+    import aiodicom
+
+    port = free_port()
+    receiver = _start_receiver(tmp_path / "out", port, "--workers", "2", "--grace", "30")
+    try:
+        _workers_of(receiver, 2)
+        with anyio.fail_after(DEADLINE):
+            async with aiodicom.connect(LOCALHOST, port, called_ae="AIODICOM"):
+                receiver.send_signal(signal.SIGTERM)
+                with anyio.move_on_after(10):  # each worker closes its listener as it starts draining
+                    while _listening_sockets(port):
+                        await anyio.sleep(0.02)
+                with pytest.raises(ConnectionRefusedError):
+                    socket.create_connection((LOCALHOST, port), timeout=5).close()
+        code, out, _ = _stop(receiver)
+    finally:
+        if receiver.poll() is None:
+            receiver.kill()
+            receiver.wait()
+    assert code == 0
+    assert "released" in out
 
 
 def test_sigterm_with_transfers_in_flight_stops_every_worker(tmp_path: Path) -> None:
@@ -252,7 +328,7 @@ async def test_pool_reports_every_stored_instance_to_the_parent(tmp_path: Path) 
     output.mkdir()
 
     def arguments(port: int) -> dict[str, object]:
-        return {"port": port, "on_store": FileWriter(output), "reuse_port": True, "spool_dir": tmp_path / "spool"}
+        return {"port": port, "on_store": FileWriter(output), "spool_dir": tmp_path / "spool"}
 
     pool = WorkerPool(serve_server, arguments, host=LOCALHOST, port=0, workers=2)
     reports: list[StoredInstance] = []

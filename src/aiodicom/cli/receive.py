@@ -139,12 +139,14 @@ class Tally:
 
     Instances and failures per association come from the server's count of the
     C-STORE statuses it answered (``AssociationInfo.store_statuses``); bytes are
-    counted here, around the store handler.
+    counted here, around the store handler. Lines go to ``emit`` (default: written to
+    ``out``); a worker's tally sends them to the parent, the one writer of stdout.
     """
 
-    def __init__(self, out: TextIO, live: bool) -> None:
+    def __init__(self, out: TextIO, live: bool, emit: Callable[[str], None] | None = None) -> None:
         self.out = out
         self.live = live
+        self._emit = emit
         self.instances = 0
         self.bytes = 0
         self._bytes_by_association: dict[int, int] = {}
@@ -178,14 +180,22 @@ class Tally:
         failed = sum(statuses.values()) - stored
         size = self._bytes_by_association.pop(info.id, 0)
         seconds = time.monotonic() - info.started
-        self.clear()
-        print(
+        line = (
             f"association {info.id} from {info.calling_ae.strip() or '?'} at "
             f"{info.peer_host}:{info.peer_port} {ending} after {seconds:.2f} s: "
-            f"{stored} instances, {_size(size)}, {failed} failed",
-            file=self.out,
-            flush=True,
+            f"{stored} instances, {_size(size)}, {failed} failed"
         )
+        if self._emit is not None:
+            self._emit(line)
+        else:
+            self.show(line)
+
+    def show(self, line: str) -> None:
+        """Write ``line`` on ``out`` in one write, clearing the live status line first."""
+        from aiodicom.dimse.workers import write_line
+
+        self.clear()
+        write_line(line, self.out)
 
     def clear(self) -> None:
         if self._shown:
@@ -274,7 +284,7 @@ def _build_server(
         memory_threshold=args.memory_threshold,
         fsync=args.fsync,
         observer=_metrics_observer(args),
-        reuse_port=channel is not None,
+        listen_fd=None if channel is None else channel.listen_fd,
     )
 
 
@@ -419,8 +429,8 @@ def _receive_with_workers(args: argparse.Namespace, output_dir: Path, workers: i
     """``receive`` as ``workers`` processes on one port (see aiodicom.dimse.workers).
 
     The parent checks the options, reserves the port, starts the workers and
-    forwards SIGTERM/Ctrl-C; each worker prints its own association lines; the
-    parent prints the listening line and the total the workers reported.
+    forwards SIGTERM/Ctrl-C; it is the only writer of stdout: the listening line,
+    the association lines the workers report, the total they reported.
     """
     from aiodicom.dimse.workers import WorkerPool, share, split
 
@@ -437,7 +447,9 @@ def _receive_with_workers(args: argparse.Namespace, output_dir: Path, workers: i
     tally = Tally(sys.stdout, live=sys.stderr.isatty())
     shares["live"] = tally.live  # workers then report their open associations
     _build_server(worker_args(args.port), tally, output_dir)  # a bad option: one error here, not N
-    pool = WorkerPool(receive_worker, worker_args, host=args.host, port=args.port, workers=workers)
+    pool = WorkerPool(
+        receive_worker, worker_args, host=args.host, port=args.port, workers=workers, on_line=tally.show
+    )
     return _run_receiver(args, output_dir, tally, pool.serve, pool.shutdown, lambda: pool.active_associations, pool)
 
 
@@ -446,7 +458,7 @@ async def receive_worker(args: argparse.Namespace, channel: WorkerChannel) -> No
     from aiodicom.dimse.workers import serve_until_stopped
 
     configure_cli_logging("info" if args.verbose else args.log_level, args.log_format)
-    tally = Tally(sys.stdout, live=False)
+    tally = Tally(sys.stdout, live=False, emit=channel.say)
     server = _build_server(args, tally, args.output_dir, channel)
     async with anyio.create_task_group() as group:
         if getattr(args, "live", False):

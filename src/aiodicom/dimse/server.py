@@ -8,6 +8,7 @@ finish within a grace period, then aborts the rest. Nothing outlives ``serve``.
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl as _ssl
 import time
 from collections.abc import Awaitable, Callable, Collection, Sequence
@@ -107,12 +108,16 @@ class Server:
         the common ones: collected by the structure walk as each data set arrives, so reading
         them costs no second pass over the bytes (a pipeline's routing keys).
     :param reuse_port: set SO_REUSEPORT on the listener, so other processes can serve the port.
+    :param listen_fd: accept on this inherited, already listening socket instead of binding
+        ``host:port`` (each worker of a pool accepts on the pool's one socket). The server
+        takes the descriptor over and closes it when it stops, so once every process
+        holding the socket has stopped, new connections are refused rather than queued.
     :param workers: processes serving the port (:mod:`aiodicom.dimse.workers`), each with its
-        own event loop; 1 where SO_REUSEPORT does not balance connections (not Linux). With
+        own event loop, accepting on one shared listening socket; 1 on platforms other than Linux. With
         more than one, every argument goes to the workers by pickle (handlers must be
         importable, module-level; no ``ssl`` context or ``observer``) and the caps are
         split between them: memory evenly, associations and connections up to twice a
-        fair share each (SO_REUSEPORT spreads connections unevenly), so the whole
+        fair share each (nothing counts connections across workers), so the whole
         receiver holds at most twice ``max_associations``.
     """
 
@@ -150,6 +155,7 @@ class Server:
         services: Sequence[Service] = (),
         policy: AcceptorPolicy | None = None,
         routing_tags: Collection[int] = (),
+        listen_fd: int | None = None,
     ) -> None:
         # What each worker process builds its own Server from (workers > 1): every argument.
         self._arguments = {name: value for name, value in locals().items() if name not in ("self", "workers")}
@@ -228,7 +234,8 @@ class Server:
         self._grace = 10.0
         self.log = _log.bind(ae=self.ae_title)
         self.reuse_port = reuse_port
-        #: Processes serving the port (see aiodicom.dimse.workers); 1 where SO_REUSEPORT cannot balance.
+        self.listen_fd = listen_fd
+        #: Processes serving the port (see aiodicom.dimse.workers); 1 on platforms other than Linux.
         self.workers = usable_workers(workers)
         self._pool: WorkerPool[dict[str, object]] | None = None
 
@@ -254,14 +261,7 @@ class Server:
         self._spool = SpoolFiles(self.spool_dir)
         self.storage.open(self._spool)
         try:
-            listener = await loop.create_server(
-                self._protocol_factory,
-                self.host,
-                self.port,
-                backlog=self.backlog,
-                reuse_address=True,
-                reuse_port=self.reuse_port or None,
-            )
+            listener = await self._listen(loop)
         except OSError:
             self._close_spool()
             raise
@@ -287,6 +287,20 @@ class Server:
             self._task_group = None
             self._close_spool()
             self.log.info("stopped")
+
+    async def _listen(self, loop: asyncio.AbstractEventLoop) -> asyncio.Server:
+        if self.listen_fd is not None:
+            sock = socket.socket(fileno=self.listen_fd)
+            sock.setblocking(False)
+            return await loop.create_server(self._protocol_factory, sock=sock, backlog=self.backlog)
+        return await loop.create_server(
+            self._protocol_factory,
+            self.host,
+            self.port,
+            backlog=self.backlog,
+            reuse_address=True,
+            reuse_port=self.reuse_port or None,
+        )
 
     def _bound(self, port: int) -> None:
         self.port = port

@@ -4,10 +4,10 @@ One asyncio process decodes PDUs on one core; a receiver with many concurrent
 senders needs more. :class:`WorkerPool` runs N copies of a receiver (a
 :class:`~aiodicom.dimse.server.Server`, or ``aiodicom receive``) as separate
 processes, ``python -m aiodicom.dimse.workers``: a fresh interpreter each (never a
-fork of a running event loop, no threads). They share the port with
-``SO_REUSEPORT``, so the kernel spreads incoming connections over them; where
-the platform does not balance ``SO_REUSEPORT`` (anything but Linux) one process
-serves (:func:`usable_workers`).
+fork of a running event loop, no threads). They accept on one listening socket
+that the parent opens and they inherit: one accept queue, so whichever worker is
+free first takes the next connection (:func:`_listen`). Multi-process receive is
+only offered on Linux, where it is tested (:func:`usable_workers`).
 
 How the parent and a worker talk:
 
@@ -18,13 +18,20 @@ How the parent and a worker talk:
   reaches the whole process group and the parent decides; SIGTERM sent to a
   worker alone stops that worker gracefully.
 - **Reports: a pipe per worker**, one JSON line per event: ``listening`` once the
-  port is served, ``stored`` for every instance a store handler kept (its saved
+  port is served, ``line`` for a line of text the parent prints on its stdout,
+  ``stored`` for every instance a store handler kept (its saved
   paths, its routing tags). The parent exposes these as
   :meth:`WorkerPool.stored_instances`, an async iterator: the seam for handlers
   that need one place while the instances arrive in N processes. ``message``
   records carry a target's own JSON payloads (:meth:`WorkerChannel.message`, read
   with :meth:`WorkerPool.messages`): a pipeline's workers report what they stored
   for which patient and when each association ended, in order per worker.
+- **Output: the parent is the only writer of stdout.** A worker's stdout is the
+  parent's stderr; what users read on stdout (``receive``'s association lines)
+  travels as ``line`` reports and the parent writes each line in one ``write``.
+  Several processes writing lines to one pipe merge them: with
+  ``PYTHONUNBUFFERED=1`` a ``print`` is two writes (the text, then the newline),
+  and another process's line can land in between.
 
 A worker that exits while the pool serves stops the whole pool: the others drain
 within the grace and :meth:`WorkerPool.serve` raises :class:`WorkerError`. A
@@ -46,7 +53,7 @@ import socket
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Generic, Protocol, TextIO, TypeVar
 
 import anyio
 import anyio.abc
@@ -70,6 +77,12 @@ START_TIMEOUT = 60.0
 DEFAULT_GRACE = 10.0
 #: Seconds past the grace (and the hooks' own grace) before a worker is killed.
 KILL_MARGIN = 5.0
+#: A worker's stdout: the parent's stderr (fd 2), so the parent is the only writer of its stdout.
+_STDERR = 2
+#: Accept queue of the pool's shared listening socket (each worker's Server sets its own backlog too).
+LISTEN_BACKLOG = 128
+#: Seconds a ``stored`` report may wait to be written with the next ones.
+REPORT_DELAY = 0.05
 #: Routing tags a ``stored`` report carries (what a per-patient or per-study queue keys on).
 ROUTING_TAGS = ("patient_id", "study_instance_uid", "series_instance_uid", "sop_instance_uid", "sop_class_uid")
 
@@ -84,7 +97,7 @@ def reuse_port_supported() -> bool:
 
 
 def usable_workers(requested: int) -> int:
-    """``requested`` where ``SO_REUSEPORT`` balances connections, else 1 (with a warning)."""
+    """``requested`` on Linux (where multi-process receive is tested), else 1 (with a warning)."""
     if requested < 1:
         raise ConfigurationError(f"workers must be at least 1, not {requested}")
     if requested > 1 and not reuse_port_supported():
@@ -96,8 +109,8 @@ def usable_workers(requested: int) -> int:
 def share(total: int, workers: int) -> int:
     """One worker's share of a count cap (associations, connections): twice its fair share.
 
-    SO_REUSEPORT hashes connections to workers; it does not count them, so with 64
-    senders and 2 workers one worker often gets 35 or 40. Each worker takes up to
+    Workers take connections from one accept queue as they get to it; nothing counts
+    them, so with 64 senders and 2 workers one worker may get 35 or 40. Each worker takes up to
     ``2 * total / workers`` (rounded up, never more than ``total``): 64 concurrent
     senders still all get in, and the whole receiver holds at most twice the cap.
     """
@@ -138,6 +151,7 @@ class _Spec(Generic[T]):
     argument: T
     index: int
     report_fd: int
+    listen_fd: int
 
 
 def check_picklable(target: object, argument: object) -> None:
@@ -171,18 +185,42 @@ def _callables(argument: object) -> list[object]:
 
 
 class WorkerChannel:
-    """A worker's line to its parent: reports out, stop requests in."""
+    """A worker's line to its parent: reports out, stop requests in.
 
-    def __init__(self, index: int, report_fd: int) -> None:
+    ``stored`` reports are batched: written at most :data:`REPORT_DELAY` seconds
+    after the first one waits, so the parent wakes once per batch rather than once
+    per instance (a wake-up per instance cost the parent ~10% of the workers' CPU on
+    two cores). Every other report flushes the batch first and goes at once, so
+    reports keep their order; the batch is flushed when the worker stops.
+    """
+
+    def __init__(self, index: int, report_fd: int, listen_fd: int | None = None) -> None:
         self.index = index
         self._report_fd = report_fd
+        #: The pool's listening socket, inherited: every worker accepts on it.
+        self.listen_fd = listen_fd
         self.log = _log.bind(worker=index, pid=os.getpid())
+        self._batch: list[bytes] = []
+        self._flush_timer: asyncio.TimerHandle | None = None
 
-    def _send(self, record: dict[str, object]) -> None:
-        # Small lines to a pipe the parent drains at once: a blocking write never waits long.
-        # A report that cannot be sent (parent gone) must not fail a store already kept.
+    def _send(self, record: dict[str, object], *, batch: bool = False) -> None:
+        self._batch.append(json.dumps(record).encode() + b"\n")
+        if not batch:
+            self.flush()
+        elif self._flush_timer is None:
+            self._flush_timer = asyncio.get_running_loop().call_later(REPORT_DELAY, self.flush)
+
+    def flush(self) -> None:
+        """Write the waiting reports now."""
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+        data, self._batch = b"".join(self._batch), []
+        # A pipe the parent drains at once: a blocking write never waits long. A report
+        # that cannot be sent (parent gone) must not fail a store already kept.
         try:
-            os.write(self._report_fd, json.dumps(record).encode() + b"\n")
+            while data:
+                data = data[os.write(self._report_fd, data) :]
         except OSError as exc:
             self.log.error("worker_report_failed", error=str(exc))
 
@@ -197,10 +235,17 @@ class WorkerChannel:
         """Tell the parent this worker serves ``port``."""
         self._send({"event": "listening", "port": port})
 
+    def say(self, text: str) -> None:
+        """Have the parent write ``text`` as one line on its stdout (workers never write there)."""
+        self._send({"event": "line", "text": text})
+
     def stored(self, instance: ReceivedInstance) -> None:
         """Report an instance the handler kept (its paths and routing tags)."""
         tags = {name: value for name in ROUTING_TAGS if (value := getattr(instance, name, None))}
-        self._send({"event": "stored", "paths": [str(path) for path in instance.saved_paths], "size": instance.size, "tags": tags})
+        self._send(
+            {"event": "stored", "paths": [str(path) for path in instance.saved_paths], "size": instance.size, "tags": tags},
+            batch=True,
+        )
 
     async def report_active(self, active: Callable[[], int], interval: float = 0.5) -> None:
         """Report ``active()`` (open associations) every ``interval`` seconds, for status lines."""
@@ -258,10 +303,13 @@ def _worker_main() -> None:
     if encoded is None:
         sys.exit("aiodicom.dimse.workers is started by WorkerPool, not by hand")
     spec: _Spec[object] = pickle.loads(base64.b64decode(encoded))  # noqa: S301 - from our parent
+    channel = WorkerChannel(spec.index, spec.report_fd, spec.listen_fd)
     try:
-        run(spec.target, spec.argument, WorkerChannel(spec.index, spec.report_fd))
+        run(spec.target, spec.argument, channel)
     except AiodicomError as exc:  # a configuration the parent did not catch: one line
         sys.exit(f"aiodicom worker {spec.index}: error: {exc}")
+    finally:
+        channel.flush()
 
 
 async def serve_server(arguments: dict[str, object], channel: WorkerChannel) -> None:
@@ -271,7 +319,7 @@ async def serve_server(arguments: dict[str, object], channel: WorkerChannel) -> 
     on_store = arguments.get("on_store")
     if on_store is not None:
         arguments = {**arguments, "on_store": channel.reporting(on_store)}  # type: ignore[arg-type]
-    server = Server(**arguments)  # type: ignore[arg-type]
+    server = Server(**{**arguments, "listen_fd": channel.listen_fd})  # type: ignore[arg-type]
     await serve_until_stopped(server.serve, server.shutdown, channel)
 
 
@@ -286,7 +334,7 @@ def server_pool(
 
     Caps are split between the workers: ``max_memory`` evenly (never below
     ``memory_floor``, twice the PDU cap), ``max_associations`` and
-    ``max_connections`` with headroom for SO_REUSEPORT's uneven spread (:func:`share`).
+    ``max_connections`` with headroom for an uneven spread (:func:`share`).
     """
     shares: dict[str, object] = {"max_memory": max(split(_count(arguments, "max_memory"), workers), memory_floor)}
     for name in ("max_associations", "max_connections"):
@@ -294,7 +342,7 @@ def server_pool(
             shares[name] = share(_count(arguments, name), workers)
 
     def worker_arguments(port: int) -> dict[str, object]:
-        return {**arguments, **shares, "port": port, "reuse_port": True}
+        return {**arguments, **shares, "port": port}
 
     host = arguments.get("host")
     return WorkerPool(
@@ -336,20 +384,21 @@ class _Worker:
     index: int
     process: asyncio.subprocess.Process
     listening: anyio.Event = field(default_factory=anyio.Event)
+    #: Set once every report the worker wrote has been read (its pipe reached end of file).
+    reports_read: anyio.Event = field(default_factory=anyio.Event)
     #: Open associations, as last reported.
     active: int = 0
-    #: Its report pipe reached end of file (everything it sent was read).
-    reports_read: anyio.Event = field(default_factory=anyio.Event)
 
 
 class WorkerPool(Generic[T]):
     """Run ``target(argument, channel)`` in ``workers`` processes sharing ``host:port``.
 
-    ``target`` binds ``port`` with ``reuse_port=True`` and calls ``channel.listening``;
-    the parent reserves the port first (a bound socket that does not listen, so it
-    takes no connections), which makes ``port=0`` work: every worker gets the
-    number the parent drew (``argument(port)`` builds each worker's argument;
-    ``on_port(port)`` is called with it before the workers start).
+    ``target`` serves the inherited listening socket ``channel.listen_fd`` and calls
+    ``channel.listening``; the parent opens that socket before the workers start,
+    which makes ``port=0`` work: every worker gets the number the parent drew
+    (``argument(port)`` builds each worker's argument;
+    ``on_port(port)`` is called with it before the workers start). ``on_line(text)``
+    gets each line a worker sends with :meth:`WorkerChannel.say` (default: written to stdout).
     """
 
     def __init__(
@@ -361,8 +410,10 @@ class WorkerPool(Generic[T]):
         port: int,
         workers: int,
         on_port: Callable[[int], None] | None = None,
+        on_line: Callable[[str], None] | None = None,
     ) -> None:
         self._on_port = on_port
+        self._on_line = on_line or write_line
         #: The argument of each worker, from the port the parent reserved.
         self._argument = argument
         self.target = target
@@ -412,8 +463,8 @@ class WorkerPool(Generic[T]):
 
         :raises WorkerError: a worker could not start, or exited while serving.
         """
-        reserved = _reserve(self.host, self.port)
-        self.port = reserved.getsockname()[1]
+        listener = _listen(self.host, self.port)
+        self.port = listener.getsockname()[1]
         if self._on_port is not None:
             self._on_port(self.port)
         log = _log.bind(port=self.port, workers=self.workers)
@@ -422,10 +473,11 @@ class WorkerPool(Generic[T]):
             check_picklable(self.target, argument)
             async with anyio.create_task_group() as group:
                 for index in range(self.workers):
-                    worker = await self._spawn(group, index, argument)
+                    worker = await self._spawn(group, index, argument, listener.fileno())
                     self._workers.append(worker)
                     group.start_soon(self._watch_exit, worker)
                 await self._wait_listening()
+                listener.close()  # the workers hold it: once they all stop, connections are refused
                 if self.failure is None:
                     log.info("workers_listening", pids=[w.process.pid for w in self._workers])
                     task_status.started(self.port)
@@ -434,12 +486,12 @@ class WorkerPool(Generic[T]):
                         self.shutdown(self._grace)  # tells workers started after the first call
                 with anyio.CancelScope(shield=True):
                     await self._wait_all(self._grace + KILL_MARGIN)
-                    await self._wait_reports(KILL_MARGIN)
+                    await self._read_all_reports()
                 group.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
                 await self._kill_all()
-            reserved.close()
+            listener.close()
             for subscriber in self._subscribers:
                 subscriber.close()
             for reader in self._readers:
@@ -448,14 +500,14 @@ class WorkerPool(Generic[T]):
         if self.failure is not None:
             raise self.failure
 
-    async def _spawn(self, group: anyio.abc.TaskGroup, index: int, argument: T) -> _Worker:
+    async def _spawn(self, group: anyio.abc.TaskGroup, index: int, argument: T, listen_fd: int) -> _Worker:
         read_fd, write_fd = os.pipe()
-        spec = _Spec(self.target, argument, index, write_fd)
+        spec = _Spec(self.target, argument, index, write_fd, listen_fd)
         env = {**os.environ, _SPEC_VARIABLE: base64.b64encode(pickle.dumps(spec)).decode()}
         try:
             process = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "aiodicom.dimse.workers",
-                stdin=asyncio.subprocess.PIPE, pass_fds=(write_fd,), env=env,
+                stdin=asyncio.subprocess.PIPE, stdout=_STDERR, pass_fds=(write_fd, listen_fd), env=env,
             )  # fmt: skip
         finally:
             os.close(write_fd)
@@ -475,9 +527,9 @@ class WorkerPool(Generic[T]):
             transport.close()
             worker.reports_read.set()
 
-    async def _wait_reports(self, timeout: float) -> None:
-        """Let the readers take what exited workers wrote last (their pipes end at exit)."""
-        with anyio.move_on_after(timeout):
+    async def _read_all_reports(self) -> None:
+        """Wait until the reports of exited workers are read: their last lines and counts too."""
+        with anyio.move_on_after(KILL_MARGIN):
             for worker in self._workers:
                 if worker.process.returncode is not None:
                     await worker.reports_read.wait()
@@ -488,21 +540,27 @@ class WorkerPool(Generic[T]):
         return sum(worker.active for worker in self._workers)
 
     def _on_report(self, worker: _Worker, record: dict[str, object]) -> None:
-        event = record.get("event")
-        if event == "listening":
-            worker.listening.set()
-            return
-        if event == "message":
-            payload = record.get("payload")
-            message = WorkerMessage(worker.index, payload if isinstance(payload, dict) else {})
-            for reader in self._readers:
-                with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
-                    reader.send_nowait(message)
-            return
-        if event == "active":
-            count = record.get("associations")
-            worker.active = count if isinstance(count, int) else 0
-            return
+        handle = self._REPORTS.get(str(record.get("event")), WorkerPool._on_stored)
+        handle(self, worker, record)
+
+    def _on_listening(self, worker: _Worker, record: dict[str, object]) -> None:
+        worker.listening.set()
+
+    def _on_active(self, worker: _Worker, record: dict[str, object]) -> None:
+        count = record.get("associations")
+        worker.active = count if isinstance(count, int) else 0
+
+    def _on_said(self, worker: _Worker, record: dict[str, object]) -> None:
+        self._on_line(str(record.get("text", "")))
+
+    def _on_message(self, worker: _Worker, record: dict[str, object]) -> None:
+        payload = record.get("payload")
+        message = WorkerMessage(worker.index, payload if isinstance(payload, dict) else {})
+        for reader in self._readers:
+            with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+                reader.send_nowait(message)
+
+    def _on_stored(self, worker: _Worker, record: dict[str, object]) -> None:
         paths = record.get("paths")
         size = record.get("size")
         tags = record.get("tags")
@@ -517,6 +575,14 @@ class WorkerPool(Generic[T]):
         for subscriber in self._subscribers:
             with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
                 subscriber.send_nowait(stored)
+
+    _REPORTS: Mapping[str, Callable[[WorkerPool[T], _Worker, dict[str, object]], None]] = {
+        "listening": _on_listening,
+        "active": _on_active,
+        "line": _on_said,
+        "message": _on_message,
+        "stored": _on_stored,
+    }
 
     async def _wait_listening(self) -> None:
         with anyio.move_on_after(START_TIMEOUT) as scope:
@@ -556,6 +622,18 @@ class WorkerPool(Generic[T]):
                 await worker.process.wait()
 
 
+def write_line(text: str, out: TextIO | None = None) -> None:
+    """Write ``text`` and a newline to ``out`` (stdout) in one ``write``, then flush.
+
+    ``print`` makes two writes (the text, then the end) when the stream is unbuffered
+    (``PYTHONUNBUFFERED=1``), so another process writing to the same pipe can put its
+    line between them.
+    """
+    out = out or sys.stdout
+    out.write(text + "\n")
+    out.flush()
+
+
 def _tell(worker: _Worker, line: str) -> None:
     stdin = worker.process.stdin
     if stdin is None or stdin.is_closing() or worker.process.returncode is not None:
@@ -570,22 +648,21 @@ async def _iterate(receive: anyio.abc.ObjectReceiveStream[T]) -> AsyncIterator[T
             yield item
 
 
-def _reserve(host: str, port: int) -> socket.socket:
-    """Bind (not listen) ``host:port`` with SO_REUSEPORT: the pool's port, held while it serves.
+def _listen(host: str, port: int, backlog: int = LISTEN_BACKLOG) -> socket.socket:
+    """The pool's listening socket on ``host:port``, which every worker inherits and accepts on.
 
-    First bound without SO_REUSEPORT, so a port another process serves (even another
-    pool, which would otherwise silently share it) is "address already in use".
+    One accept queue for all workers, not one per worker (SO_REUSEPORT): the kernel
+    hashed each connection to a worker whatever its load, so 8 senders often went 6:2
+    or 7:1 and one core did most of the work. On one shared socket, the worker that
+    is free first takes the next connection. Without SO_REUSEPORT, a port another
+    process serves is "address already in use".
     """
     family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
-    with socket.socket(family, kind, proto) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        probe.bind(address)
-        address = (address[0], probe.getsockname()[1], *address[2:])
     sock = socket.socket(family, kind, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind(address)
+        sock.listen(backlog)
     except OSError:
         sock.close()
         raise

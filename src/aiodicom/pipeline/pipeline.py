@@ -581,7 +581,7 @@ class Pipeline:
         store.attach()
         self._store, self._channel = store, channel
         hooks = {"on_store": self._store_in_worker, "on_released": self._report_released, "on_aborted": self._report_aborted}
-        options = {**self._server_options(store, hooks), "reuse_port": True}
+        options = {**self._server_options(store, hooks), "listen_fd": channel.listen_fd}
         options["max_associations"] = share(self.max_associations, workers)
         server = Server(self.ae_title, self.host, self.port, **options)  # type: ignore[arg-type]
         async with anyio.create_task_group() as group:
