@@ -6,9 +6,12 @@ while the pipeline under test keeps the event loop (threads are fine in tests on
 
 from __future__ import annotations
 
+import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pydicom
@@ -63,6 +66,28 @@ class Sent:
     ended: str = ""
 
 
+def _pause_reactor(assoc: Any) -> None:
+    """Hold pynetdicom's reactor thread before a request, so it cannot take our response.
+
+    pynetdicom pauses its reactor for each request by clearing an event and waiting until a
+    flag says "paused"; the reactor sets that flag just *before* it waits, so a reactor that
+    has already passed the wait can still take the response off the queue ("Received
+    unexpected C-STORE service message", then a DIMSE timeout). Seen under load in CI. We
+    clear the event ourselves and wait until the flag has stayed set for several GIL switch
+    intervals: then the reactor is really blocked, and ``send_c_store`` finds it so.
+    """
+    assoc._reactor_checkpoint.clear()
+    settle = 4 * sys.getswitchinterval()
+    deadline = time.monotonic() + 10
+    since = time.monotonic()
+    while time.monotonic() < deadline:
+        if not assoc._is_paused:
+            since = time.monotonic()
+        elif time.monotonic() - since >= settle:
+            return
+        time.sleep(0.0005)
+
+
 def send(
     port: int,
     datasets: Sequence[Dataset],
@@ -91,6 +116,7 @@ def send(
         return sent
     try:
         for index, ds in enumerate(datasets):
+            _pause_reactor(assoc)
             reply = assoc.send_c_store(ds)
             code = int(reply.Status) if "Status" in reply else -1
             sent.statuses.append((code, str(reply.ErrorComment) if "ErrorComment" in reply else None))
