@@ -146,15 +146,34 @@ async def test_patients_over_many_associations_each_processed_once(served: tuple
     expected = {**{p: ["ct=4 pt=2"] for p in held}, **{p: ["ct=3 pt=2"] for p in dcmtk}}
     await wait_until(lambda: finished_by_patient(work).keys() >= expected.keys(), what=f"processing: {peer.output()}")
     assert {p: v for p, v in finished_by_patient(work).items() if p in expected} == expected
-    # both workers received, and some patient's associations were split between them
-    workers_of: dict[object, set[object]] = defaultdict(set)
+    # Both workers take associations. Which one accepts is the kernel's choice (the workers
+    # share one listening socket; a worker that is awake takes what arrives), so on a busy
+    # machine one worker may take a whole burst: probe with more associations until the
+    # other one has taken one too (bounded), which shows the pool really serves on both.
+    # When a held patient's associations landed on both workers, the exactly-once result
+    # above also covered validation waiting for an association in the other worker.
+    assert set().union(*workers_of(peer).values()) == {0, 1} or await _other_worker_takes_one(peer)
+    assert peer.process.poll() is None
+
+
+def workers_of(peer: Peer) -> dict[object, set[object]]:
+    """Patient hash -> the workers that received its instances, from the debug log."""
+    found: dict[object, set[object]] = defaultdict(set)
     for record in records(peer):
         if record.get("event") == "instance_received":
-            workers_of[record.get("patient")].add(record.get("worker"))
-    assert set().union(*workers_of.values()) == {0, 1}
-    hashed = {patient_hash(p) for p in held}
-    assert any(workers_of[h] == {0, 1} for h in hashed), workers_of
-    assert peer.process.poll() is None
+            found[record.get("patient")].add(record.get("worker"))
+    return found
+
+
+async def _other_worker_takes_one(peer: Peer, probes: int = 40) -> bool:
+    for index in range(probes):
+        patient_id = f"PROBE{index:02d}"
+        sent = await send_async(peer.port, series(patient_id, "CT", 1))
+        assert sent.statuses == [(0, None)]
+        await wait_until(lambda p=patient_id: patient_hash(p) in workers_of(peer), what="the probe's log line")
+        if set().union(*workers_of(peer).values()) == {0, 1}:
+            return True
+    return False
 
 
 async def test_unroutable_and_identifier_less_statuses_come_from_a_worker(served: tuple[Peer, Path]) -> None:
