@@ -20,6 +20,7 @@ from pydicom.dataset import Dataset
 import aiodicom
 from aiodicom.dimse.services.query import FindRequest, Query
 from aiodicom.pipeline import InputContainer
+from interop.helpers import serving
 from peers import dcmqrscp, free_port, require_dcmtk
 
 from .helpers import TEST_TIMEOUT, send_async, series, wait_until, write
@@ -66,14 +67,10 @@ def node(archive: str, tmp_path: Path, **options: object) -> Node:
 
 @asynccontextmanager
 async def running(server: aiodicom.Server | aiodicom.Pipeline) -> AsyncIterator[int]:
-    """Serve a pipeline or a server; yield its port; always shut it down (bounded)."""
+    """Serve a pipeline or a server for the block (bounded); yield its port."""
     with anyio.fail_after(TEST_TIMEOUT):
-        async with anyio.create_task_group() as group:
-            port: int = await group.start(server.serve)
-            try:
-                yield port
-            finally:
-                server.shutdown(0.5)
+        async with serving(server) as port:  # type: ignore[arg-type]
+            yield port
 
 
 def uids(datasets: list[Dataset]) -> list[str]:
@@ -99,6 +96,16 @@ def archive_files(studies: dict[str, list[Dataset]], folder: Path) -> list[Path]
     return write([ds for name in names for ds in studies[name]], folder)
 
 
+async def send_and_check(pipeline: Node, studies: dict[str, list[Dataset]]) -> None:
+    """Send HIST1's current study; it must be processed once, with its two priors and nothing else."""
+    async with running(pipeline) as port:
+        sent = await send_async(port, studies["current"], called_ae="HISTNODE")
+        assert [code for code, _ in sent.statuses] == [0, 0, 0]
+        await wait_until(lambda: len(pipeline.calls) == 1, what="HIST1 processed")
+        await wait_until(lambda: pipeline.status().queued + pipeline.status().processing == 0, what="idle")
+        assert_processed_with_priors(pipeline, studies)
+
+
 def assert_processed_with_priors(pipeline: Node, studies: dict[str, list[Dataset]]) -> None:
     assert len(pipeline.calls) == 1
     call = pipeline.calls[0]
@@ -116,13 +123,7 @@ async def test_priors_fetched_by_c_get_from_our_archive(tmp_path: Path, studies:
     async with aiodicom.Archive(tmp_path / "archive") as archive:
         server = aiodicom.Server("ARCHIVE", port=0, on_store=archive.store, services=archive.services(ae_title="ARCHIVE"))
         async with running(server) as archive_port:
-            pipeline = node(f"ARCHIVE@127.0.0.1:{archive_port}", tmp_path, method="get")
-            async with running(pipeline) as port:
-                sent = await send_async(port, studies["current"], called_ae="HISTNODE")
-                assert [code for code, _ in sent.statuses] == [0, 0, 0]
-                await wait_until(lambda: len(pipeline.calls) == 1, what="HIST1 processed")
-                await wait_until(lambda: pipeline.status().queued + pipeline.status().processing == 0, what="idle")
-                assert_processed_with_priors(pipeline, studies)
+            await send_and_check(node(f"ARCHIVE@127.0.0.1:{archive_port}", tmp_path, method="get"), studies)
 
 
 @pytest.mark.dcmtk("dcmqrscp", "dcmqridx")
@@ -134,12 +135,7 @@ async def test_priors_fetched_by_c_move_from_dcmqrscp(tmp_path: Path, studies: d
     with dcmqrscp(tmp_path / "db", files=files, destinations={"HISTNODE": ("127.0.0.1", node_port)}) as peer:
         pipeline = node(f"QRSCP@127.0.0.1:{peer.port}", tmp_path, method="move")
         pipeline.port = node_port
-        async with running(pipeline) as port:
-            sent = await send_async(port, studies["current"], called_ae="HISTNODE")
-            assert [code for code, _ in sent.statuses] == [0, 0, 0]
-            await wait_until(lambda: len(pipeline.calls) == 1, what="HIST1 processed")
-            await wait_until(lambda: pipeline.status().queued + pipeline.status().processing == 0, what="idle")
-            assert_processed_with_priors(pipeline, studies)
+        await send_and_check(pipeline, studies)
 
 
 @pytest.mark.parametrize("method", ["get", "move"])
