@@ -173,18 +173,25 @@ async def test_archive_down_with_on_failure_validate_processes_without_priors(tm
 
 
 class HangingArchive:
-    """A C-FIND SCP that never answers for patient SLOW (until the test ends), and finds
+    """A C-FIND SCP that never answers for patients SLOW* (until ``end`` is set), and finds
     nothing for anyone else."""
 
     def __init__(self) -> None:
         self.entered = anyio.Event()
         self.end = anyio.Event()
+        #: Hanging queries now, and the most at once.
+        self.active = self.peak = 0
 
     async def find(self, request: FindRequest) -> AsyncIterator[tuple[int, None]]:
         patient = request.identifier.get(PATIENT_ID, ("", b""))[1].decode().strip()
-        if patient == "SLOW":
+        if patient.startswith("SLOW"):
+            self.active += 1
+            self.peak = max(self.peak, self.active)
             self.entered.set()
-            await self.end.wait()
+            try:
+                await self.end.wait()
+            finally:
+                self.active -= 1
         return
         yield  # an async generator that yields nothing: no match
 
@@ -233,5 +240,28 @@ async def test_a_release_while_fetching_waits_for_the_fetch_and_other_patients_g
                 await wait_until(lambda: len(pipeline.calls) == 2, what="SLOW processed after its fetch")
                 assert pipeline.calls[1]["patient"] == "SLOW" and pipeline.calls[1]["priors"] == []
                 assert pipeline.status().counts["validated"] == 2
+    finally:
+        hanging.end.set()
+
+
+async def test_max_concurrent_bounds_the_retrievals_running_at_once(tmp_path: Path) -> None:
+    """With max_concurrent=1, SLOW2's query waits until SLOW1's is done; then both are processed."""
+    hanging = HangingArchive()
+    server = aiodicom.Server("ARCHIVE", port=0, services=[Query(hanging.find)])
+    try:
+        async with running(server) as archive_port:
+            pipeline = node(f"ARCHIVE@127.0.0.1:{archive_port}", tmp_path, max_concurrent=1)
+            async with running(pipeline) as port:
+                await send_async(port, series("SLOW1", "CT", 3), called_ae="HISTNODE")
+                with anyio.fail_after(TEST_TIMEOUT):
+                    await hanging.entered.wait()
+                await send_async(port, series("SLOW2", "CT", 3), called_ae="HISTNODE")
+                assert pipeline.status().retrieving == 2
+                with anyio.move_on_after(1.0):  # a second query would arrive at once without the bound
+                    await wait_until(lambda: hanging.peak > 1, what="a second query")
+                assert hanging.peak == 1
+                hanging.end.set()
+                await wait_until(lambda: len(pipeline.calls) == 2, what="both processed")
+                assert sorted(call["patient"] for call in pipeline.calls) == ["SLOW1", "SLOW2"]
     finally:
         hanging.end.set()

@@ -30,6 +30,7 @@ of ``InputA | InputB``.
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
@@ -58,6 +59,9 @@ __all__ = ["HistoricInput", "PriorQuery", "PriorsFailed"]
 _log = get_logger("aiodicom.pipeline.historic")
 
 STUDY_INSTANCE_UID = 0x0020000D
+
+#: Retrievals running at once, per pipeline and HistoricInput class (see ``max_concurrent``).
+_SLOTS: weakref.WeakKeyDictionary[Pipeline, dict[type[HistoricInput], anyio.Semaphore]] = weakref.WeakKeyDictionary()
 
 #: Where a patient's retrieval stands.
 State = Literal["idle", "retrieving", "done", "failed"]
@@ -99,8 +103,11 @@ class HistoricInput(Input):
     model: ClassVar[str] = "study"
     #: What a failed retrieval does to the patient: "quarantine" or "validate" (without priors).
     on_failure: ClassVar[Literal["quarantine", "validate"]] = "quarantine"
-    #: Seconds the selection and retrieval of one patient's priors may take in all.
+    #: Seconds the selection and retrieval of one patient's priors may take in all (the
+    #: wait for a slot under ``max_concurrent`` does not count).
     retrieval_timeout: ClassVar[float] = 300.0
+    #: Patients whose priors are fetched at once (each holds one association to the archive).
+    max_concurrent: ClassVar[int] = 4
     #: Waits of the association to the archive (connect, negotiation, each response).
     timeouts: ClassVar[Timeouts] = Timeouts(connect=10.0, acse=10.0, dimse=60.0, network_idle=120.0)
     #: Storage SOP classes proposed to receive a C-GET's instances in.
@@ -132,6 +139,8 @@ class HistoricInput(Input):
             raise ConfigurationError(f"{cls.__name__}.method must be 'get' or 'move', not {cls.method!r}")
         if cls.on_failure not in ("quarantine", "validate"):
             raise ConfigurationError(f"{cls.__name__}.on_failure must be 'quarantine' or 'validate'")
+        if cls.max_concurrent < 1:
+            raise ConfigurationError(f"{cls.__name__}.max_concurrent must be at least 1")
 
     # --- routing -------------------------------------------------------------------------
 
@@ -184,9 +193,11 @@ class HistoricInput(Input):
         log = _log.bind(patient=patient_hash(patient_id), input=cls.__name__, method=cls.method)
         started = time.monotonic()
         holder: list[int] = []  # the C-GET association's id, once it delivered
+        slots = _SLOTS.setdefault(pipeline, {}).setdefault(cls, anyio.Semaphore(cls.max_concurrent))
         try:
-            with anyio.fail_after(cls.retrieval_timeout):
-                count = await self._retrieve(pipeline, patient_id, instance, holder)
+            async with slots:
+                with anyio.fail_after(cls.retrieval_timeout):
+                    count = await self._retrieve(pipeline, patient_id, instance, holder)
         except Exception as exc:  # noqa: BLE001 - the network or the user's select_priors: fail this patient only
             self.state, self.error = "failed", _describe(exc, cls.retrieval_timeout)
             log.error("priors_failed", error=self.error, on_failure=cls.on_failure, studies=len(self.studies))
