@@ -58,10 +58,10 @@ class Node(aiodicom.Pipeline):
         })  # fmt: skip
 
 
-def node(archive: str, tmp_path: Path, **options: object) -> Node:
+def node(archive: str, tmp_path: Path, ct: type[aiodicom.Input] = CT, **options: object) -> Node:
     """A pipeline with a CT input and a HistoricInput on ``archive`` (class options: ``options``)."""
     priors = type("Priors", (aiodicom.HistoricInput,), {"archive": archive, **options})
-    pipeline_class = type("HistoricNode", (Node,), {"inputs": {"ct": CT, "priors": priors}})
+    pipeline_class = type("HistoricNode", (Node,), {"inputs": {"ct": ct, "priors": priors}})
     return pipeline_class(data_directory=tmp_path / "data")  # type: ignore[no-any-return]
 
 
@@ -263,5 +263,59 @@ async def test_max_concurrent_bounds_the_retrievals_running_at_once(tmp_path: Pa
                 hanging.end.set()
                 await wait_until(lambda: len(pipeline.calls) == 2, what="both processed")
                 assert sorted(call["patient"] for call in pipeline.calls) == ["SLOW1", "SLOW2"]
+    finally:
+        hanging.end.set()
+
+
+class FourCT(CT):
+    def validate(self) -> bool:
+        return len(self) >= 4
+
+
+async def test_after_a_restart_fetched_priors_stay_with_the_historic_input(
+    tmp_path: Path, studies: dict[str, list[Dataset]]
+) -> None:
+    """Priors fetched, the pipeline stopped before the patient validated (3 of 4 CT images):
+    after a restart on the same data directory the priors (CT too) still belong to the
+    HistoricInput, not to the CT input, and are not fetched again."""
+    current = [*studies["current"], *series("HIST1", "CT", 1, study_uid=str(studies["current"][0].StudyInstanceUID))]
+    archive_files(studies, tmp_path / "archive")
+    async with aiodicom.Archive(tmp_path / "archive") as archive:
+        server = aiodicom.Server("ARCHIVE", port=0, on_store=archive.store, services=archive.services(ae_title="ARCHIVE"))
+        async with running(server) as archive_port:
+            first = node(f"ARCHIVE@127.0.0.1:{archive_port}", tmp_path, ct=FourCT)
+            async with running(first) as port:
+                await send_async(port, current[:3], called_ae="HISTNODE")
+                await wait_until(lambda: first.status().counts.get("received", 0) == 6, what="3 + 3 priors stored")
+                await wait_until(lambda: first.status().retrieving == 0, what="the retrieval to end")
+            second = node(f"ARCHIVE@127.0.0.1:{archive_port}", tmp_path, ct=FourCT)
+            async with running(second) as port:
+                await send_async(port, current[3:], called_ae="HISTNODE")
+                await wait_until(lambda: len(second.calls) == 1, what="HIST1 processed after the restart")
+                call = second.calls[0]
+                assert call["ct"] == uids(current)
+                assert call["priors"] == uids(studies["prior_a"] + studies["prior_b"])
+                assert second.status().counts.get("received") == 1  # nothing fetched twice
+
+
+async def test_a_retrieval_interrupted_by_a_restart_fails_that_patient(tmp_path: Path) -> None:
+    """The pipeline stops while SLOW's query hangs: after the restart SLOW's retrieval counts
+    as failed (quarantined, with the reason), not as done without priors."""
+    hanging = HangingArchive()
+    server = aiodicom.Server("ARCHIVE", port=0, services=[Query(hanging.find)])
+    try:
+        async with running(server) as archive_port:
+            first = node(f"ARCHIVE@127.0.0.1:{archive_port}", tmp_path, ct=FourCT)
+            async with running(first) as port:
+                await send_async(port, series("SLOW", "CT", 3, study_uid="1.2.3.4"), called_ae="HISTNODE")
+                with anyio.fail_after(TEST_TIMEOUT):
+                    await hanging.entered.wait()
+            second = node(f"ARCHIVE@127.0.0.1:{archive_port}", tmp_path, ct=FourCT)
+            async with running(second) as port:
+                await send_async(port, series("SLOW", "CT", 1, study_uid="1.2.3.4"), called_ae="HISTNODE")
+                await wait_until(lambda: second.status().failed == 1, what="SLOW quarantined")
+                assert second.calls == []
+        [record_file] = (tmp_path / "data" / "quarantine").glob("*/record.json")
+        assert "interrupted by a restart" in json.loads(record_file.read_text())["error"]
     finally:
         hanging.end.set()

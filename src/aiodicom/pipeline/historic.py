@@ -21,19 +21,22 @@ and listed in ``status().last_errors``; then ``on_failure`` decides:
 - ``"validate"``: the patient is processed with whatever priors arrived (maybe none);
   ``container.datasets[name]`` shows which.
 
-The pipeline keeps serving other patients meanwhile. What is not covered: the state of
-a retrieval does not survive a restart (a restored patient's HistoricInput fetches
-nothing and validates with the instances on disk), and HistoricInput cannot be one side
-of ``InputA | InputB``.
+The pipeline keeps serving other patients meanwhile. The retrieval's state (the studies
+being fetched, how it ended) is kept beside the patient's files
+(``historic-<class>.json``), so after a restart the fetched priors still belong to this
+input; a retrieval the restart interrupted counts as failed (it is not started again).
+HistoricInput cannot be one side of ``InputA | InputB``.
 """
 
 from __future__ import annotations
 
+import json
 import time
 import weakref
 from collections.abc import Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Literal
 
 import anyio
@@ -113,6 +116,8 @@ class HistoricInput(Input):
     #: Storage SOP classes proposed to receive a C-GET's instances in.
     storage_classes: ClassVar[Sequence[str]] = COMMON_STORAGE_SOP_CLASSES
 
+    may_claim = True
+
     def __init__(self) -> None:
         super().__init__()
         self.state: State = "idle"
@@ -153,6 +158,35 @@ class HistoricInput(Input):
     @property
     def busy(self) -> bool:
         return self.state == "retrieving"
+
+    # --- restart -------------------------------------------------------------------------
+
+    @classmethod
+    def state_file(cls) -> str:
+        """The file in the patient's folder that keeps this input's retrieval state."""
+        return f"historic-{cls.__name__}.json"
+
+    def restore(self, folder: Path) -> None:
+        """Read back which studies were being fetched, so that their files come back to this
+        input; a retrieval a restart interrupted counts as failed (``on_failure`` applies)."""
+        try:
+            record = json.loads((folder / type(self).state_file()).read_text())
+        except (OSError, ValueError):
+            record = {}
+        studies, state = record.get("studies"), record.get("state")
+        self.studies = frozenset(str(uid) for uid in studies) if isinstance(studies, list) else frozenset()
+        if state in ("done", "failed"):
+            self.state, self.error = state, record.get("error") if state == "failed" else None
+        else:
+            self.state, self.error = "failed", "the retrieval was interrupted by a restart"
+            _log.warning("priors_interrupted", input=type(self).__name__, on_failure=type(self).on_failure)
+
+    async def _save_state(self, pipeline: Pipeline, patient_id: str) -> None:
+        record: dict[str, object] = {"state": self.state, "studies": sorted(self.studies), "error": self.error}
+        try:
+            await pipeline.save_input_state(patient_id, type(self).state_file(), record)
+        except OSError as exc:  # the retrieval goes on; only a restart would miss it
+            _log.warning("priors_state_not_saved", patient=patient_hash(patient_id), error=exc.strerror or repr(exc))
 
     # --- what users override -------------------------------------------------------------
 
@@ -210,6 +244,7 @@ class HistoricInput(Input):
             if self.state == "retrieving":  # cancelled: the pipeline is stopping
                 self.state, self.error = "failed", "the pipeline stopped during the retrieval"
         with anyio.CancelScope(shield=True):
+            await self._save_state(pipeline, patient_id)
             await pipeline.fetch_ended(patient_id, association_id=holder[0] if holder else None, validate=self._deferred)
 
     async def _retrieve(self, pipeline: Pipeline, patient_id: str, instance: StoredInstance, holder: list[int]) -> int:
@@ -222,6 +257,7 @@ class HistoricInput(Input):
                            contexts=contexts, timeouts=cls.timeouts) as association:  # fmt: skip
             studies = list(await self.select_priors(PriorQuery(patient_id, instance, association)))
             self.studies = frozenset(studies)
+            await self._save_state(pipeline, patient_id)
             count = 0
             for uid in studies:
                 keys = {"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": uid}

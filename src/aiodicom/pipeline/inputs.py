@@ -285,6 +285,10 @@ class Input(metaclass=_InputMeta):
     def first_instance(self, pipeline: Pipeline, patient_id: str, instance: StoredInstance) -> None:
         """Called when a patient's first instance is kept (e.g. to start fetching priors)."""
 
+    def restore(self, folder: Path) -> None:
+        """After a restart, before the patient's files (in ``folder``) are routed again: read
+        back what the input kept there (:meth:`Pipeline.save_input_state`). Default: nothing."""
+
     @property
     def busy(self) -> bool:
         """Work of this input is still running (a retrieval): counted in ``status().retrieving``."""

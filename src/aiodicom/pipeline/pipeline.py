@@ -744,6 +744,12 @@ class Pipeline:
         if patient.release_pending and not patient.delivering:
             await self._validate(patient, reason="fetch_ended")
 
+    async def save_input_state(self, patient_id: str, name: str, record: dict[str, object]) -> None:
+        """Keep an input's own state in the patient's folder as ``name`` (JSON, atomic); it
+        travels with the patient's data and comes back through :meth:`Input.restore`."""
+        assert self._store is not None
+        await self._store.write_record(self._store.incoming / patient_folder_name(patient_id), record, name)
+
     def fetch_failed(self, patient_id: str, message: str) -> None:
         """Record an input's failed fetch for :meth:`status` (its caller logs it)."""
         self._counts["fetch_failed"] += 1
@@ -961,6 +967,10 @@ class Pipeline:
             self.log.warning("restore_skipped_file", file=path.name)
             return
         patient = self._patient(patient_id)
+        if not patient.instances:  # the first file of this patient: its inputs read their own state
+            assert self._store is not None
+            for holder in patient.inputs.values():
+                holder.restore(self._store.incoming / patient.folder)
         self._keep(patient, stored, _take(patient.inputs, stored, list(patient.inputs)))
         patient.dirty = True
         patient.last_received_wall = path.stat().st_mtime
@@ -968,6 +978,8 @@ class Pipeline:
     async def _restore_batch(self, found: BatchFolder) -> None:
         assert self._outbox is not None
         inputs = {name: kind() for name, kind in self.inputs.items()}
+        for holder in inputs.values():
+            holder.restore(found.folder)
         patient_id = str(found.record.get("patient_id") or "")
         for path in found.files:
             stored = readable(path, self._routing_tags)
@@ -975,9 +987,8 @@ class Pipeline:
                 continue
             stored.keep_values_of(self._value_tags)
             patient_id = patient_id or _text(stored.tags.get(self._identifier))
-            for holder in inputs.values():
-                if holder.accepts(stored):
-                    holder.add(stored)
+            for name in _take(inputs, stored, list(inputs)):
+                inputs[name].add(stored)
         sender = found.record.get("sender")
         batch = _Batch(found.batch_id, patient_id, found.folder, inputs, Sender(**sender) if isinstance(sender, dict) else None)
         submitted = found.record.get("state") == "submitted" or self._outbox.known(found.batch_id)
