@@ -196,75 +196,61 @@ class HangingArchive:
         yield  # an async generator that yields nothing: no match
 
 
-async def test_a_query_timing_out_fails_that_patient_and_others_are_served(tmp_path: Path) -> None:
-    """SLOW's C-FIND never comes back: FAST (arriving meanwhile) is processed while SLOW still
-    waits; then SLOW's retrieval times out and SLOW is quarantined with "timed out"."""
+@asynccontextmanager
+async def slow_archive_node(tmp_path: Path, first: str, **options: object) -> AsyncIterator[tuple[HangingArchive, Node, int]]:
+    """A pipeline on a :class:`HangingArchive`, patient ``first`` sent and its query hanging."""
     hanging = HangingArchive()
     server = aiodicom.Server("ARCHIVE", port=0, services=[Query(hanging.find)])
     try:
         async with running(server) as archive_port:
-            pipeline = node(f"ARCHIVE@127.0.0.1:{archive_port}", tmp_path, retrieval_timeout=3.0)
+            pipeline = node(f"ARCHIVE@127.0.0.1:{archive_port}", tmp_path, **options)
             async with running(pipeline) as port:
-                await send_async(port, series("SLOW", "CT", 3), called_ae="HISTNODE")
+                await send_async(port, series(first, "CT", 3), called_ae="HISTNODE")
                 with anyio.fail_after(TEST_TIMEOUT):
                     await hanging.entered.wait()
-                await send_async(port, series("FAST", "CT", 3), called_ae="HISTNODE")
-                await wait_until(lambda: len(pipeline.calls) == 1 or pipeline.status().failed == 1, what="FAST or SLOW")
-                await wait_until(lambda: pipeline.status().failed == 1, what="SLOW quarantined")
-                await wait_until(lambda: len(pipeline.calls) == 1, what="FAST processed")
-                assert [call["patient"] for call in pipeline.calls] == ["FAST"]
-                status = pipeline.status()
-                assert status.counts["fetch_failed"] == 1 and status.retrieving == 0
-                assert any("timed out after 3 s" in str(e["error"]) for e in status.last_errors)
+                yield hanging, pipeline, port
     finally:
         hanging.end.set()
+
+
+async def test_a_query_timing_out_fails_that_patient_and_others_are_served(tmp_path: Path) -> None:
+    """SLOW's C-FIND never comes back: SLOW's retrieval times out and SLOW is quarantined with
+    "timed out"; FAST, arriving while SLOW's query hangs, is processed all the same."""
+    async with slow_archive_node(tmp_path, "SLOW", retrieval_timeout=3.0) as (_hanging, pipeline, port):
+        await send_async(port, series("FAST", "CT", 3), called_ae="HISTNODE")
+        await wait_until(lambda: pipeline.status().failed == 1, what="SLOW quarantined")
+        await wait_until(lambda: len(pipeline.calls) == 1, what="FAST processed")
+        assert [call["patient"] for call in pipeline.calls] == ["FAST"]
+        status = pipeline.status()
+        assert status.counts["fetch_failed"] == 1 and status.retrieving == 0
+        assert any("timed out after 3 s" in str(e["error"]) for e in status.last_errors)
 
 
 async def test_a_release_while_fetching_waits_for_the_fetch_and_other_patients_go_on(tmp_path: Path) -> None:
     """While SLOW's query hangs (no timeout reached), FAST is processed and SLOW is reported as
     retrieving; once the archive answers (no priors), SLOW is processed once, without priors."""
-    hanging = HangingArchive()
-    server = aiodicom.Server("ARCHIVE", port=0, services=[Query(hanging.find)])
-    try:
-        async with running(server) as archive_port:
-            pipeline = node(f"ARCHIVE@127.0.0.1:{archive_port}", tmp_path, retrieval_timeout=TEST_TIMEOUT)
-            async with running(pipeline) as port:
-                await send_async(port, series("SLOW", "CT", 3), called_ae="HISTNODE")
-                with anyio.fail_after(TEST_TIMEOUT):
-                    await hanging.entered.wait()
-                await send_async(port, series("FAST", "CT", 3), called_ae="HISTNODE")
-                await wait_until(lambda: len(pipeline.calls) == 1, what="FAST processed")
-                assert pipeline.calls[0]["patient"] == "FAST"
-                assert pipeline.status().retrieving == 1  # SLOW released, validation deferred
-                hanging.end.set()
-                await wait_until(lambda: len(pipeline.calls) == 2, what="SLOW processed after its fetch")
-                assert pipeline.calls[1]["patient"] == "SLOW" and pipeline.calls[1]["priors"] == []
-                assert pipeline.status().counts["validated"] == 2
-    finally:
+    async with slow_archive_node(tmp_path, "SLOW", retrieval_timeout=TEST_TIMEOUT) as (hanging, pipeline, port):
+        await send_async(port, series("FAST", "CT", 3), called_ae="HISTNODE")
+        await wait_until(lambda: len(pipeline.calls) == 1, what="FAST processed")
+        assert pipeline.calls[0]["patient"] == "FAST"
+        assert pipeline.status().retrieving == 1  # SLOW released, validation deferred
         hanging.end.set()
+        await wait_until(lambda: len(pipeline.calls) == 2, what="SLOW processed after its fetch")
+        assert pipeline.calls[1]["patient"] == "SLOW" and pipeline.calls[1]["priors"] == []
+        assert pipeline.status().counts["validated"] == 2
 
 
 async def test_max_concurrent_bounds_the_retrievals_running_at_once(tmp_path: Path) -> None:
     """With max_concurrent=1, SLOW2's query waits until SLOW1's is done; then both are processed."""
-    hanging = HangingArchive()
-    server = aiodicom.Server("ARCHIVE", port=0, services=[Query(hanging.find)])
-    try:
-        async with running(server) as archive_port:
-            pipeline = node(f"ARCHIVE@127.0.0.1:{archive_port}", tmp_path, max_concurrent=1)
-            async with running(pipeline) as port:
-                await send_async(port, series("SLOW1", "CT", 3), called_ae="HISTNODE")
-                with anyio.fail_after(TEST_TIMEOUT):
-                    await hanging.entered.wait()
-                await send_async(port, series("SLOW2", "CT", 3), called_ae="HISTNODE")
-                assert pipeline.status().retrieving == 2
-                with anyio.move_on_after(1.0):  # a second query would arrive at once without the bound
-                    await wait_until(lambda: hanging.peak > 1, what="a second query")
-                assert hanging.peak == 1
-                hanging.end.set()
-                await wait_until(lambda: len(pipeline.calls) == 2, what="both processed")
-                assert sorted(call["patient"] for call in pipeline.calls) == ["SLOW1", "SLOW2"]
-    finally:
+    async with slow_archive_node(tmp_path, "SLOW1", max_concurrent=1) as (hanging, pipeline, port):
+        await send_async(port, series("SLOW2", "CT", 3), called_ae="HISTNODE")
+        assert pipeline.status().retrieving == 2
+        with anyio.move_on_after(1.0):  # a second query would arrive at once without the bound
+            await wait_until(lambda: hanging.peak > 1, what="a second query")
+        assert hanging.peak == 1
         hanging.end.set()
+        await wait_until(lambda: len(pipeline.calls) == 2, what="both processed")
+        assert sorted(call["patient"] for call in pipeline.calls) == ["SLOW1", "SLOW2"]
 
 
 class FourCT(CT):
