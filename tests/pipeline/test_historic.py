@@ -79,13 +79,13 @@ def uids(datasets: list[Dataset]) -> list[str]:
 
 @pytest.fixture
 def studies() -> dict[str, list[Dataset]]:
-    """Patient HIST1: two prior CT studies and the current one (one instance of it already in
+    """Patient HIST1: two prior studies (CT, MR) and the current one (CT) (one instance of it already in
     the archive: it must not be fetched); patient OTHER: a study that is none of HIST1's business."""
     current = series("HIST1", "CT", 3)
     return {
         "current": current,
         "prior_a": series("HIST1", "CT", 2),
-        "prior_b": series("HIST1", "CT", 1),
+        "prior_b": series("HIST1", "MR", 1),  # no input's required_values take MR: claimed all the same
         "archived_current": current[:1],
         "other": series("OTHER", "CT", 2),
     }
