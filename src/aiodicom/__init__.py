@@ -53,6 +53,9 @@ _EXPORTS = {
     "Sender": "aiodicom.pipeline.pipeline",
     "Input": "aiodicom.pipeline.inputs",
     "DynamicInput": "aiodicom.pipeline.inputs",
+    "InputFailed": "aiodicom.pipeline.inputs",
+    "HistoricInput": "aiodicom.pipeline.historic",
+    "PriorQuery": "aiodicom.pipeline.historic",
     "AnyOf": "aiodicom.pipeline.inputs",
     "Not": "aiodicom.pipeline.inputs",
     "offload": "aiodicom.pipeline.offload",
@@ -91,8 +94,10 @@ __all__ = [
     "DynamicInput",
     "Exporter",
     "FileExport",
+    "HistoricInput",
     "IdleTimeout",
     "Input",
+    "InputFailed",
     "InputContainer",
     "InvalidPortError",
     "InvalidQueryError",
@@ -104,6 +109,7 @@ __all__ = [
     "Not",
     "Pipeline",
     "PipelineStatus",
+    "PriorQuery",
     "ProtocolError",
     "QueryFailed",
     "QueryLevel",
@@ -163,7 +169,8 @@ if TYPE_CHECKING:
         StatusError,
     )
     from aiodicom.pipeline.export import DicomExport, Exporter, FileExport
-    from aiodicom.pipeline.inputs import AnyOf, DynamicInput, Input, Not
+    from aiodicom.pipeline.historic import HistoricInput, PriorQuery
+    from aiodicom.pipeline.inputs import AnyOf, DynamicInput, Input, InputFailed, Not
     from aiodicom.pipeline.offload import offload
     from aiodicom.pipeline.pipeline import InputContainer, Pipeline, PipelineStatus, Sender
     from aiodicom.qr.archive import Archive

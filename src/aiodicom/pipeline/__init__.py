@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from aiodicom.pipeline.inputs import AnyOf, DynamicInput, Input, Not
+from aiodicom.pipeline.inputs import AnyOf, DynamicInput, Input, InputFailed, Not
 from aiodicom.pipeline.offload import offload
 from aiodicom.pipeline.pipeline import InputContainer, Pipeline, PipelineStatus, Sender
 
@@ -18,6 +18,8 @@ _LAZY = {
     "DicomExport": "aiodicom.pipeline.export",
     "Exporter": "aiodicom.pipeline.export",
     "FileExport": "aiodicom.pipeline.export",
+    "HistoricInput": "aiodicom.pipeline.historic",
+    "PriorQuery": "aiodicom.pipeline.historic",
     "Outbox": "aiodicom.pipeline.outbox",
 }
 
@@ -27,18 +29,22 @@ __all__ = [
     "DynamicInput",
     "Exporter",
     "FileExport",
+    "HistoricInput",
     "Input",
+    "InputFailed",
     "InputContainer",
     "Not",
     "Outbox",
     "Pipeline",
     "PipelineStatus",
+    "PriorQuery",
     "Sender",
     "offload",
 ]
 
 if TYPE_CHECKING:
     from aiodicom.pipeline.export import DicomExport, Exporter, FileExport
+    from aiodicom.pipeline.historic import HistoricInput, PriorQuery
     from aiodicom.pipeline.outbox import Outbox
 
 

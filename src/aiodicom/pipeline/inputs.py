@@ -30,7 +30,7 @@ import struct
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, TypeAlias
+from typing import TYPE_CHECKING, Any, ClassVar, TypeAlias
 
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 
@@ -38,10 +38,13 @@ from aiodicom.codec.scan import text
 from aiodicom.codec.uids import EXPLICIT_VR_BIG_ENDIAN
 from aiodicom.codec.vr import NUMBER_CODES
 from aiodicom.data.lazy import LazyDataset
-from aiodicom.errors import ConfigurationError
+from aiodicom.errors import AiodicomError, ConfigurationError
 from aiodicom.grinders import Grinder, list_grinder
 
-__all__ = ["AnyOf", "DynamicInput", "Input", "Not", "StoredInstance", "tag_number"]
+if TYPE_CHECKING:
+    from aiodicom.pipeline.pipeline import Pipeline
+
+__all__ = ["AnyOf", "DynamicInput", "Input", "InputFailed", "Not", "StoredInstance", "tag_number"]
 
 #: A decoded element value as matchers see it: text, a number, or None when absent.
 Value: TypeAlias = str | int | float | None
@@ -82,6 +85,13 @@ def _number_code(tag: int) -> str | None:
         return NUMBER_CODES.get(dictionary_VR(tag))
     except KeyError:
         return None
+
+
+class InputFailed(AiodicomError):
+    """Raised by ``validate()``: this patient's data cannot be processed; quarantine it.
+
+    The message says why (it goes to the quarantine record, the logs and ``status()``).
+    """
 
 
 @dataclass(frozen=True)
@@ -262,6 +272,27 @@ class Input(metaclass=_InputMeta):
             if enforced and instance.value(tag) != first.value(tag):
                 return False
         return True
+
+    #: Whether :meth:`claims` may take instances no input's ``required_values`` match (then
+    #: routing leaves such instances to the patient's inputs instead of refusing them).
+    may_claim: ClassVar[bool] = False
+
+    def claims(self, instance: StoredInstance) -> bool:
+        """Whether ``instance`` is this input's alone (e.g. a prior it fetched): then no other
+        input of the patient is offered it. Default: no."""
+        return False
+
+    def first_instance(self, pipeline: Pipeline, patient_id: str, instance: StoredInstance) -> None:
+        """Called when a patient's first instance is kept (e.g. to start fetching priors)."""
+
+    def restore(self, folder: Path) -> None:
+        """After a restart, before the patient's files (in ``folder``) are routed again: read
+        back what the input kept there (:meth:`Pipeline.save_input_state`). Default: nothing."""
+
+    @property
+    def busy(self) -> bool:
+        """Work of this input is still running (a retrieval): counted in ``status().retrieving``."""
+        return False
 
     def add(self, instance: StoredInstance) -> None:
         """Keep ``instance``; one with the SOP Instance UID of an earlier one replaces it."""

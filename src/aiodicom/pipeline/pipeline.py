@@ -58,6 +58,7 @@ from collections.abc import (
     Awaitable,
     Callable,
     Collection,
+    Coroutine,
     Iterator,
     Mapping,
     Sequence,
@@ -84,7 +85,7 @@ from aiodicom.dimse.workers import (
     usable_workers,
 )
 from aiodicom.errors import ConfigurationError
-from aiodicom.pipeline.inputs import Input, StoredInstance, resolve, tag_number
+from aiodicom.pipeline.inputs import Input, InputFailed, StoredInstance, resolve, tag_number
 from aiodicom.pipeline.offload import offload
 from aiodicom.pipeline.storage import (
     BatchFolder,
@@ -190,6 +191,8 @@ class PipelineStatus:
     last_errors: list[dict[str, object]]
     #: The outbox's own snapshot (pending, exporting, retrying, delivered, dead-lettered).
     outbox: dict[str, object] | None = None
+    #: Patients whose inputs are still fetching data (a HistoricInput's priors).
+    retrieving: int = 0
 
     def as_dict(self) -> dict[str, object]:
         """JSON-ready."""
@@ -311,6 +314,8 @@ class Pipeline:
         self._value_tags = frozenset({self._identifier}).union(*(i.value_tags() for i in self.inputs.values()))
         #: One blank instance of each input: the stateless routing asks them.
         self._blank = {name: kind() for name, kind in self.inputs.items()}
+        #: Some input may claim instances for a patient (a HistoricInput's priors).
+        self._claiming = any(kind.may_claim for kind in self.inputs.values())
         self._patients: dict[str, _Patient] = {}
         self._touched: dict[AssociationKey, set[str]] = {}
         self._queued: deque[_Batch] = deque()
@@ -476,6 +481,7 @@ class Pipeline:
             counts=dict(self._counts),
             last_errors=list(self._errors),
             outbox=outbox,
+            retrieving=sum(any(h.busy for h in p.inputs.values()) for p in self._patients.values()),
         )
 
     # --- receiving -----------------------------------------------------------------------
@@ -489,7 +495,7 @@ class Pipeline:
         async with patient.lock:
             if self._patients.get(patient.folder) is not patient:  # validated meanwhile
                 patient = self._patient(routed.patient_id)
-            names = [name for name in routed.names if patient.inputs[name].accepts(routed.stored)]
+            names = _take(patient.inputs, routed.stored, routed.names)
             if not names:
                 return self._unroutable(self._no_input())
             previous = patient.instances.get(routed.stored.sop_instance_uid)
@@ -519,7 +525,7 @@ class Pipeline:
         if not await resolve(self.filter(instance)):
             return self._unroutable("refused by the pipeline's filter")
         names = [name for name, blank in self._blank.items() if blank.accepts(stored)]
-        if not names:
+        if not names and not self._claiming:  # an input that claims instances decides per patient
             return self._unroutable(self._no_input())
         return _Routed(patient_id, stored, names)
 
@@ -550,7 +556,11 @@ class Pipeline:
         self, patient: _Patient, stored: StoredInstance, names: Sequence[str], association: AssociationKey, sender: Sender
     ) -> None:
         """A stored instance joins its patient (the state machine's input, under the patient's lock)."""
+        first = not patient.instances
         self._keep(patient, stored, names)
+        if first:  # e.g. a HistoricInput starts fetching the patient's priors
+            for holder in patient.inputs.values():
+                holder.first_instance(self, patient.patient_id, stored)
         patient.delivering.add(association)
         patient.sender = sender
         self._touched.setdefault(association, set()).add(patient.folder)
@@ -655,7 +665,7 @@ class Pipeline:
             if not routed.stored.path.exists():  # a later copy of a batch's instance, cut with it
                 self.log.debug("instance_already_cut", patient=patient.hashed)
                 return
-            self._admit(patient, routed.stored, routed.names, (worker, association), sender)
+            self._admit(patient, routed.stored, _take(patient.inputs, routed.stored, routed.names), (worker, association), sender)
 
     async def _worker_ended(self, worker: int, payload: Mapping[str, object]) -> None:
         association = payload.get("association")
@@ -704,6 +714,47 @@ class Pipeline:
             if patient.release_pending and not patient.delivering:
                 await self._validate(patient, reason="released" if released else "other_association_ended")
 
+    # --- for inputs that fetch data themselves (HistoricInput) ----------------------------
+
+    def start_task(self, function: Callable[[], Coroutine[object, object, object]]) -> None:
+        """Run ``function()`` in the pipeline's task group (ends with the pipeline)."""
+        if self._task_group is None:
+            raise RuntimeError("the pipeline is not serving")
+        self._task_group.start_soon(function)
+
+    async def store_fetched(self, instance: ReceivedInstance) -> Status | None:
+        """Store an instance an input fetched (C-GET) exactly like a received C-STORE.
+
+        Its association counts as delivering for the patient until :meth:`fetch_ended`.
+        """
+        return await self._on_store(instance)
+
+    async def fetch_ended(self, patient_id: str, *, association_id: int | None, validate: bool) -> None:
+        """An input's fetch is over: forget its association; with ``validate`` (a release
+        found the input still fetching), validate the patient now, or at the release of
+        the last association still delivering for it."""
+        key: AssociationKey = (0, association_id if association_id is not None else -1)
+        for folder in self._touched.pop(key, ()):
+            if (patient := self._patients.get(folder)) is not None:
+                patient.delivering.discard(key)
+        patient = self._patients.get(patient_folder_name(patient_id))
+        if patient is None:
+            return
+        patient.release_pending = patient.release_pending or validate
+        if patient.release_pending and not patient.delivering:
+            await self._validate(patient, reason="fetch_ended")
+
+    async def save_input_state(self, patient_id: str, name: str, record: dict[str, object]) -> None:
+        """Keep an input's own state in the patient's folder as ``name`` (JSON, atomic); it
+        travels with the patient's data and comes back through :meth:`Input.restore`."""
+        assert self._store is not None
+        await self._store.write_record(self._store.incoming / patient_folder_name(patient_id), record, name)
+
+    def fetch_failed(self, patient_id: str, message: str) -> None:
+        """Record an input's failed fetch for :meth:`status` (its caller logs it)."""
+        self._counts["fetch_failed"] += 1
+        self._error(None, patient_hash(patient_id), message)
+
     # --- validation ----------------------------------------------------------------------
 
     async def _validate(self, patient: _Patient, *, reason: str) -> None:
@@ -715,8 +766,11 @@ class Pipeline:
             patient.release_pending = False
             patient.dirty = False
             log = self.log.bind(patient=patient.hashed)
+            failed: InputFailed | None = None
             try:
                 ready = all([await resolve(holder.validate()) for holder in patient.inputs.values()])
+            except InputFailed as exc:  # the input says: quarantine this patient's data
+                failed, ready = exc, True
             except Exception as exc:  # noqa: BLE001 - a user's validate() must not end the node
                 log.exception("validate_failed")
                 self._error(None, patient.hashed, f"validate() raised {exc!r}")
@@ -735,9 +789,13 @@ class Pipeline:
             del self._patients[patient.folder]
         for holder in patient.inputs.values():
             holder.moved(folder)
+        batch = _Batch(batch_id, patient.patient_id, folder, patient.inputs, patient.sender)
+        if failed is not None:
+            await self._quarantine(batch, failed, log.bind(batch=batch_id), timed_out=False, step="validate")
+            return
         self.log.info("patient_validated", patient=patient.hashed, batch=batch_id, reason=reason, instances=len(patient.instances))
         self._counts["validated"] += 1
-        self._enqueue(_Batch(batch_id, patient.patient_id, folder, patient.inputs, patient.sender))
+        self._enqueue(batch)
 
     async def _cut(self, patient: _Patient, batch_id: str) -> Path:
         """The patient's instances become a batch: its folder renamed, or with workers (who may be
@@ -909,14 +967,19 @@ class Pipeline:
             self.log.warning("restore_skipped_file", file=path.name)
             return
         patient = self._patient(patient_id)
-        names = [name for name, holder in patient.inputs.items() if holder.accepts(stored)]
-        self._keep(patient, stored, names)
+        if not patient.instances:  # the first file of this patient: its inputs read their own state
+            assert self._store is not None
+            for holder in patient.inputs.values():
+                holder.restore(self._store.incoming / patient.folder)
+        self._keep(patient, stored, _take(patient.inputs, stored, list(patient.inputs)))
         patient.dirty = True
         patient.last_received_wall = path.stat().st_mtime
 
     async def _restore_batch(self, found: BatchFolder) -> None:
         assert self._outbox is not None
         inputs = {name: kind() for name, kind in self.inputs.items()}
+        for holder in inputs.values():
+            holder.restore(found.folder)
         patient_id = str(found.record.get("patient_id") or "")
         for path in found.files:
             stored = readable(path, self._routing_tags)
@@ -924,9 +987,8 @@ class Pipeline:
                 continue
             stored.keep_values_of(self._value_tags)
             patient_id = patient_id or _text(stored.tags.get(self._identifier))
-            for holder in inputs.values():
-                if holder.accepts(stored):
-                    holder.add(stored)
+            for name in _take(inputs, stored, list(inputs)):
+                inputs[name].add(stored)
         sender = found.record.get("sender")
         batch = _Batch(found.batch_id, patient_id, found.folder, inputs, Sender(**sender) if isinstance(sender, dict) else None)
         submitted = found.record.get("state") == "submitted" or self._outbox.known(found.batch_id)
@@ -994,6 +1056,13 @@ def _decode_stored(payload: Mapping[str, object]) -> tuple[_Routed, int, Sender]
     assert isinstance(names, list)
     routed = _Routed(str(payload["patient_id"]), stored, [str(name) for name in names])
     return routed, int(str(payload["association"])), Sender(str(ae), str(host), int(port))
+
+
+def _take(inputs: Mapping[str, Input], stored: StoredInstance, candidates: Sequence[str]) -> list[str]:
+    """The patient's inputs that take ``stored``: those claiming it as theirs alone (a
+    HistoricInput's priors), else the ``candidates`` (the stateless routing's) accepting it."""
+    claimed = [name for name, holder in inputs.items() if holder.claims(stored)]
+    return claimed or [name for name in candidates if inputs[name].accepts(stored)]
 
 
 def _reason(exc: BaseException) -> str:
