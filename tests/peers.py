@@ -380,7 +380,8 @@ def dcmqrscp(
         "AETable END\n"
     )
     if files:
-        run_dcmtk(["dcmqridx", str(storage), *map(str, files)], check=True)
+        # dcmqridx rereads its index for every file: thousands take minutes, not seconds.
+        run_dcmtk(["dcmqridx", str(storage), *map(str, files)], check=True, timeout=60 + 0.1 * len(files))
     with run_peer(_resolve_dcmtk(["dcmqrscp", "-c", str(config)]), port) as peer:
         yield peer
 
