@@ -37,6 +37,7 @@ from aiodicom.synthetic import CT_IMAGE_STORAGE, make_dataset
 from aiodicom.transport.association import Timeouts
 from aiodicom.transport.memory import memory_pair
 from aiodicom.ul.negotiation import AcceptorPolicy, build_request
+from dimse.running import running_pair
 
 pytestmark = pytest.mark.anyio
 
@@ -86,21 +87,8 @@ async def dimse_pair(
         supported={uid: syntaxes for uid, _ in contexts},
         max_operations_performed=window,
     )
-    left, right = await memory_pair(
-        rq, policy, requestor_decoder=ours.decoder, acceptor_decoder=theirs.decoder, timeouts=FAST
-    )
-    scu = DimseAssociation(left, ours.handlers, max_operations=window)
-    scp = DimseAssociation(right, theirs.handlers, max_operations=window)
-    scu.start()
-    serving = asyncio.ensure_future(scp.run())
-    try:
-        yield scu, scp
-    finally:
-        await scu.close()
-        if left.is_open:
-            left.abort()
-        serving.cancel()
-        await asyncio.wait((serving,))
+    async with running_pair(rq, policy, ours, theirs, timeouts=FAST, window=window) as pair:
+        yield pair
 
 
 async def collect(scu: DimseAssociation, context: int, make: object, dataset: bytes | None = None,

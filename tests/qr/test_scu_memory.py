@@ -56,8 +56,8 @@ from aiodicom.errors import (
 )
 from aiodicom.synthetic import CT_IMAGE_STORAGE, make_dataset
 from aiodicom.transport.association import Timeouts
-from aiodicom.transport.memory import memory_pair
 from aiodicom.ul.negotiation import AcceptorPolicy, build_request, scp_role_selections
+from dimse.running import running_pair
 
 pytestmark = pytest.mark.anyio
 
@@ -207,20 +207,8 @@ async def client_pair(
             inbox, storage = _get_storage(stack, receiving, spool, 1024)  # larger data sets spill to disk
             ours.append(storage)
         registry, theirs = ServiceRegistry(ours), ServiceRegistry([service, Verification()])
-        left, right = await memory_pair(rq, policy, requestor_decoder=registry.decoder,
-                                        acceptor_decoder=theirs.decoder, timeouts=FAST)  # fmt: skip
-        scu = DimseAssociation(left, registry.handlers)
-        scp = DimseAssociation(right, theirs.handlers)
-        scu.start()
-        serving = asyncio.ensure_future(scp.run())
-        try:
+        async with running_pair(rq, policy, registry, theirs, timeouts=FAST) as (scu, scp):
             yield ClientAssociation(scu, get_inbox=inbox), scp
-        finally:
-            await scu.close()
-            if left.is_open:
-                left.abort()
-            serving.cancel()
-            await asyncio.wait((serving,))
 
 
 def ct_instances(count: int, rows: int = 16) -> list[tuple[str, bytes]]:
