@@ -382,6 +382,96 @@ async def test_server_with_workers_serves_and_stops(tmp_path: Path) -> None:
             server.shutdown(1)
 
 
+def _connections_per_worker(pids: list[int], port: int) -> list[int]:
+    """Established TCP connections to ``port`` that each process holds (Linux /proc).
+
+    Read from the kernel, not from the pool's own counts: the split is measured the same
+    way whatever the receiver believes.
+    """
+    rows = [line.split() for line in Path("/proc/net/tcp").read_text().splitlines()[1:]]
+    established = {row[9] for row in rows if int(row[1].split(":")[1], 16) == port and row[3] == "01"}
+    counts = []
+    for pid in pids:
+        links = (os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd"))
+        counts.append(sum(1 for link in links if link.startswith("socket:[") and link[8:-1] in established))
+    return counts
+
+
+def _echo_pool(tmp_path: Path, balance_wait: float) -> WorkerPool[dict[str, object]]:
+    def arguments(port: int) -> dict[str, object]:
+        return {"port": port, "spool_dir": tmp_path / "spool"}
+
+    return WorkerPool(serve_server, arguments, host=LOCALHOST, port=0, workers=2, balance_wait=balance_wait)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("held", [8, 9])
+async def test_held_associations_are_split_exactly_between_the_workers(tmp_path: Path, held: int) -> None:
+    """8 associations opened at once and held: 4 in each worker (9: 5 and 4), every time.
+
+    On one shared socket without shared counts whichever worker got there first took the
+    next connection: 8 senders split 5:3 or 6:2 about 4 times in 10. The wait for a stalled
+    worker is set far beyond any scheduling delay, so only the counts decide.
+    """
+    import aiodicom
+
+    pool = _echo_pool(tmp_path, balance_wait=DEADLINE)
+    with anyio.fail_after(DEADLINE):
+        async with anyio.create_task_group() as group:
+            port = await group.start(pool.serve)
+            release = anyio.Event()
+            established: list[int] = []
+
+            async def hold() -> None:
+                async with aiodicom.connect(LOCALHOST, port, called_ae="AIODICOM") as association:
+                    await association.echo()
+                    established.append(1)
+                    await release.wait()
+
+            async with anyio.create_task_group() as clients:
+                for _ in range(held):
+                    clients.start_soon(hold)
+                while len(established) < held:
+                    await anyio.sleep(0.02)
+                split = _connections_per_worker(pool.pids, port)
+                counted = pool.connections()
+                release.set()
+            pool.shutdown(5)
+    assert sorted(split) == [held // 2, held - held // 2], split
+    assert counted == split
+
+
+@pytest.mark.anyio
+async def test_a_stalled_worker_does_not_starve_connections(tmp_path: Path) -> None:
+    """A worker that is ahead takes waiting connections once the least loaded one stalls.
+
+    The least loaded worker is stopped (SIGSTOP): connections must still be served by
+    the other, out of turn, instead of waiting in the queue for a worker that never reads.
+    """
+    import aiodicom
+
+    pool = _echo_pool(tmp_path, balance_wait=0.1)
+    stopped: int | None = None
+    try:
+        with anyio.fail_after(DEADLINE):
+            async with anyio.create_task_group() as group:
+                port = await group.start(pool.serve)
+                async with aiodicom.connect(LOCALHOST, port, called_ae="AIODICOM") as first:
+                    await first.echo()
+                    idle = pool.connections().index(0)
+                    stopped = pool.pids[idle]
+                    os.kill(stopped, signal.SIGSTOP)
+                    for _ in range(3):  # each one waits for the stalled worker, then is taken
+                        async with aiodicom.connect(LOCALHOST, port, called_ae="AIODICOM") as later:
+                            await later.echo()
+                    os.kill(stopped, signal.SIGCONT)
+                    stopped = None
+                pool.shutdown(5)
+    finally:
+        if stopped is not None:
+            os.kill(stopped, signal.SIGCONT)
+
+
 def test_caps_are_shared_with_headroom_for_an_uneven_spread() -> None:
     from aiodicom.dimse.workers import share, split
 

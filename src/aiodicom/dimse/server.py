@@ -20,6 +20,7 @@ import anyio.abc
 from aiodicom._log import get_logger
 from aiodicom.codec.uids import UNCOMPRESSED_TRANSFER_SYNTAXES
 from aiodicom.dimse.association import AssociationInfo, DimseAssociation
+from aiodicom.dimse.balance import BalancedListener, seat_for
 from aiodicom.dimse.events import ServerObserver
 from aiodicom.dimse.services import Service, ServiceRegistry
 from aiodicom.dimse.services.storage import Storage, StoreHandler
@@ -112,6 +113,8 @@ class Server:
         ``host:port`` (each worker of a pool accepts on the pool's one socket). The server
         takes the descriptor over and closes it when it stops, so once every process
         holding the socket has stopped, new connections are refused rather than queued.
+        A pool's socket comes with its workers' shared connection counts: this server
+        then accepts only in its turn (:mod:`aiodicom.dimse.balance`).
     :param workers: processes serving the port (:mod:`aiodicom.dimse.workers`), each with its
         own event loop, accepting on one shared listening socket; 1 on platforms other than Linux. With
         more than one, every argument goes to the workers by pickle (handlers must be
@@ -235,6 +238,8 @@ class Server:
         self.log = _log.bind(ae=self.ae_title)
         self.reuse_port = reuse_port
         self.listen_fd = listen_fd
+        #: Accepts in turn with the other workers when ``listen_fd`` is a pool's socket.
+        self._balanced: BalancedListener | None = None
         #: Processes serving the port (see aiodicom.dimse.workers); 1 on platforms other than Linux.
         self.workers = usable_workers(workers)
         self._pool: WorkerPool[dict[str, object]] | None = None
@@ -288,11 +293,16 @@ class Server:
             self._close_spool()
             self.log.info("stopped")
 
-    async def _listen(self, loop: asyncio.AbstractEventLoop) -> asyncio.Server:
+    async def _listen(self, loop: asyncio.AbstractEventLoop) -> asyncio.Server | BalancedListener:
         if self.listen_fd is not None:
             sock = socket.socket(fileno=self.listen_fd)
             sock.setblocking(False)
-            return await loop.create_server(self._protocol_factory, sock=sock, backlog=self.backlog)
+            seat = seat_for(self.listen_fd)
+            if seat is None:
+                return await loop.create_server(self._protocol_factory, sock=sock, backlog=self.backlog)
+            sock.listen(self.backlog)
+            self._balanced = BalancedListener(sock, seat, self._protocol_factory)
+            return self._balanced
         return await loop.create_server(
             self._protocol_factory,
             self.host,
@@ -376,6 +386,8 @@ class Server:
         return False
 
     def _on_closed(self, protocol: DicomProtocol) -> None:
+        if self._balanced is not None:
+            self._balanced.connection_closed(protocol)
         if protocol not in self._connections:
             return
         self._connections.discard(protocol)

@@ -5,9 +5,10 @@ senders needs more. :class:`WorkerPool` runs N copies of a receiver (a
 :class:`~aiodicom.dimse.server.Server`, or ``aiodicom receive``) as separate
 processes, ``python -m aiodicom.dimse.workers``: a fresh interpreter each (never a
 fork of a running event loop, no threads). They accept on one listening socket
-that the parent opens and they inherit: one accept queue, so whichever worker is
-free first takes the next connection (:func:`_listen`). Multi-process receive is
-only offered on Linux, where it is tested (:func:`usable_workers`).
+that the parent opens and they inherit (:func:`_listen`), in turns: a worker accepts
+only while no other has fewer open connections, counted in memory they share
+(:mod:`aiodicom.dimse.balance`). Multi-process receive is only offered on Linux,
+where it is tested (:func:`usable_workers`).
 
 How the parent and a worker talk:
 
@@ -60,6 +61,7 @@ import anyio.abc
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from aiodicom._log import get_logger
+from aiodicom.dimse.balance import BALANCE_WAIT, Balance, BalanceHandles, Column, inherit
 from aiodicom.dimse.status import Status
 from aiodicom.errors import AiodicomError, ConfigurationError
 
@@ -152,6 +154,7 @@ class _Spec(Generic[T]):
     index: int
     report_fd: int
     listen_fd: int
+    balance: BalanceHandles
 
 
 def check_picklable(target: object, argument: object) -> None:
@@ -304,6 +307,7 @@ def _worker_main() -> None:
         sys.exit("aiodicom.dimse.workers is started by WorkerPool, not by hand")
     spec: _Spec[object] = pickle.loads(base64.b64decode(encoded))  # noqa: S301 - from our parent
     channel = WorkerChannel(spec.index, spec.report_fd, spec.listen_fd)
+    inherit(spec.listen_fd, spec.balance, spec.index)  # a Server given listen_fd accepts in turn
     try:
         run(spec.target, spec.argument, channel)
     except AiodicomError as exc:  # a configuration the parent did not catch: one line
@@ -399,6 +403,9 @@ class WorkerPool(Generic[T]):
     (``argument(port)`` builds each worker's argument;
     ``on_port(port)`` is called with it before the workers start). ``on_line(text)``
     gets each line a worker sends with :meth:`WorkerChannel.say` (default: written to stdout).
+    The workers accept in turns (:mod:`aiodicom.dimse.balance`); a worker that is ahead
+    takes a waiting connection anyway once the others accepted nothing for ``balance_wait``
+    seconds.
     """
 
     def __init__(
@@ -411,8 +418,12 @@ class WorkerPool(Generic[T]):
         workers: int,
         on_port: Callable[[int], None] | None = None,
         on_line: Callable[[str], None] | None = None,
+        balance_wait: float = BALANCE_WAIT,
     ) -> None:
         self._on_port = on_port
+        #: Seconds a worker ahead lets a connection wait for stalled others (aiodicom.dimse.balance).
+        self._balance_wait = balance_wait
+        self._balance: Balance | None = None
         self._on_line = on_line or write_line
         #: The argument of each worker, from the port the parent reserved.
         self._argument = argument
@@ -464,6 +475,11 @@ class WorkerPool(Generic[T]):
         :raises WorkerError: a worker could not start, or exited while serving.
         """
         listener = _listen(self.host, self.port)
+        try:
+            self._balance = balance = Balance(self.workers, self._balance_wait)
+        except OSError:
+            listener.close()
+            raise
         self.port = listener.getsockname()[1]
         if self._on_port is not None:
             self._on_port(self.port)
@@ -496,18 +512,22 @@ class WorkerPool(Generic[T]):
                 subscriber.close()
             for reader in self._readers:
                 reader.close()
-            log.info("workers_stopped", instances=self.instances)
+            log.info("workers_stopped", instances=self.instances, **self._balance_report())
+            balance.close()
+            self._balance = None
         if self.failure is not None:
             raise self.failure
 
     async def _spawn(self, group: anyio.abc.TaskGroup, index: int, argument: T, listen_fd: int) -> _Worker:
         read_fd, write_fd = os.pipe()
-        spec = _Spec(self.target, argument, index, write_fd, listen_fd)
+        assert self._balance is not None
+        handles = self._balance.handles
+        spec = _Spec(self.target, argument, index, write_fd, listen_fd, handles)
         env = {**os.environ, _SPEC_VARIABLE: base64.b64encode(pickle.dumps(spec)).decode()}
         try:
             process = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "aiodicom.dimse.workers",
-                stdin=asyncio.subprocess.PIPE, stdout=_STDERR, pass_fds=(write_fd, listen_fd), env=env,
+                stdin=asyncio.subprocess.PIPE, stdout=_STDERR, pass_fds=(write_fd, listen_fd, *handles.fds), env=env,
             )  # fmt: skip
         finally:
             os.close(write_fd)
@@ -533,6 +553,26 @@ class WorkerPool(Generic[T]):
             for worker in self._workers:
                 if worker.process.returncode is not None:
                     await worker.reports_read.wait()
+
+    @property
+    def pids(self) -> list[int]:
+        """The worker processes' ids, in worker order (once started)."""
+        return [worker.process.pid for worker in self._workers]
+
+    def connections(self) -> list[int]:
+        """Open connections of each worker now, in worker order (the counts they balance on)."""
+        return self._balance.table.column(Column.CONNECTIONS) if self._balance is not None else []
+
+    def _balance_report(self) -> dict[str, list[int]]:
+        """Per worker: connections accepted, wake-ups another worker won, out-of-turn accepts."""
+        if self._balance is None:
+            return {}
+        table = self._balance.table
+        return {
+            "accepted": table.column(Column.ACCEPTED),
+            "missed": table.column(Column.MISSED),
+            "out_of_turn": table.column(Column.OUT_OF_TURN),
+        }
 
     @property
     def active_associations(self) -> int:
