@@ -64,19 +64,40 @@ STOP_GRACE = 20.0
 
 
 def cpu_seconds_so_far(pid: int) -> float:
-    """utime + stime of a running process and its live children (Linux ``/proc``); 0.0 where unavailable.
+    """CPU seconds of a running process, its live children and the children it reaped (Linux ``/proc``).
 
-    The children are the worker processes of ``aiodicom receive --workers N``: their
-    start-up is not part of the transfer either (wait4 later counts their whole CPU).
+    0.0 where unavailable. The live children are the worker processes of ``aiodicom
+    receive --workers N``; the reaped ones, ``storescp --fork``'s per-association
+    processes that already ended (their CPU is in the parent's cutime and cstime, as
+    ``wait4`` will report it).
     """
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     except OSError:
         return 0.0
-    # After the ")" closing the command name, utime and stime are fields 12 and 13.
-    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    # After the ")" closing the command name: utime, stime, cutime, cstime are fields 12 to 15.
+    own = sum(int(value) for value in fields[11:15]) / os.sysconf("SC_CLK_TCK")
     return own + sum(cpu_seconds_so_far(int(child)) for child in children)
+
+
+def pin(pid: int, cpus: frozenset[int] | None) -> None:
+    """Keep ``pid`` on ``cpus`` (None: leave it where the scheduler puts it).
+
+    Called right after the process starts, before it forks: the worker processes and
+    per-association children it starts later inherit the set.
+    """
+    if cpus is not None:
+        os.sched_setaffinity(pid, cpus)
+
+
+def cpu_list(text: str) -> frozenset[int]:
+    """``"0"``, ``"0,2"`` or ``"0-3"`` (``taskset -c`` syntax) as a set of CPU numbers."""
+    cpus: set[int] = set()
+    for part in text.split(","):
+        first, _, last = part.partition("-")
+        cpus.update(range(int(first), int(last or first) + 1))
+    return frozenset(cpus)
 
 
 def vm_hwm_mb(pid: int) -> float:
@@ -227,6 +248,10 @@ class Run:
     #: receiver together keep both cores busy, the wall time cannot go below
     #: ``(cpu_s + senders_cpu_s) / 2``, whatever the receiver does.
     senders_cpu_s: float = float("nan")
+    #: The receiver's CPU seconds from ready to the last sender's exit: ``cpu_s`` without
+    #: its shutdown (three interpreters' teardown for ``--workers 2``, next to nothing for
+    #: a C receiver), so both sides are measured over the same window.
+    serving_cpu_s: float = float("nan")
 
     @property
     def items_per_s(self) -> float:
@@ -282,27 +307,34 @@ def measure_receiver(
     workdir: Path,
     check: Callable[[Path], str] | None = None,
     sender_timeout: float = 600.0,
+    receiver_cpus: frozenset[int] | None = None,
+    sender_cpus: frozenset[int] | None = None,
 ) -> Run:
     """Start ``receiver``, run the senders (concurrently when several), stop the receiver.
 
     Sender commands may use ``{port}``. ``check(out_dir)`` returns an error text when
     what arrived is wrong (empty when fine); the output folder is removed afterwards.
+    ``receiver_cpus`` and ``sender_cpus`` pin each side to its own CPUs (:func:`pin`).
     """
     port = free_port()
     out = workdir / f"out-{receiver.name}-{round_}"
     out.mkdir(parents=True)
     log_path = workdir / f"{receiver.name}-{round_}.log"
     error = ""
-    wall = senders_cpu = float("nan")
+    wall = senders_cpu = serving_cpu = float("nan")
     with log_path.open("w") as log:
         process = popen(receiver.render(round_, port=port, out=out), log, watch_rss=True)
+        pin(process.pid, receiver_cpus)
         try:
             wait_ready(receiver, port, process, log_path)
             cpu_at_ready = cpu_seconds_so_far(process.pid)
             started = time.perf_counter()
             senders = [popen([p.format(port=port) for p in cmd], log) for cmd in sender_commands]
+            for sender in senders:
+                pin(sender.pid, sender_cpus)
             reaped_senders = [reap(s, timeout=sender_timeout) for s in senders]
             wall = time.perf_counter() - started
+            serving_cpu = cpu_seconds_so_far(process.pid) - cpu_at_ready
             senders_cpu = sum(r.cpu_s for r in reaped_senders)
             failed = [r.returncode for r in reaped_senders if r.returncode != 0]
             if failed:
@@ -331,6 +363,7 @@ def measure_receiver(
         error=error,
         rusage_maxrss_mb=reaped.rusage_maxrss_mb,
         senders_cpu_s=senders_cpu,
+        serving_cpu_s=serving_cpu,
     )
 
 
@@ -540,6 +573,7 @@ class Summary:
     peak_rss_mb: float
     errors: list[str] = field(default_factory=list)
     senders_cpu_s: float = float("nan")
+    serving_cpu_s: float = float("nan")
 
 
 def _median(values: list[float]) -> float:
@@ -563,6 +597,7 @@ def summarize(runs: Sequence[Run], names: Sequence[str]) -> dict[str, Summary]:
             cpu_s=_median([r.cpu_s for r in good]),
             peak_rss_mb=_median([r.peak_rss_mb for r in good]),
             senders_cpu_s=_median([r.senders_cpu_s for r in good]),
+            serving_cpu_s=_median([r.serving_cpu_s for r in good]),
             errors=sorted({r.error.splitlines()[0] for r in mine if r.error}),
         )
     return result
@@ -610,19 +645,23 @@ def _fmt(value: float, digits: int = 2) -> str:
 
 
 def table(title: str, summaries: dict[str, Summary], unit: str = "img/s") -> str:
+    """A Markdown table of ``summaries``; the serving CPU column only when a receiver was measured."""
+    serving = any(s.serving_cpu_s == s.serving_cpu_s for s in summaries.values())
     lines = [
         f"### {title}",
         "",
         f"| contender | runs (failed) | median wall s | best wall s | {unit} | MB/s | CPU s "
-        "| senders' CPU s | peak RSS MB |",
-        "|---|---|---|---|---|---|---|---|---|",
+        + ("| CPU s serving " if serving else "")
+        + "| senders' CPU s | peak RSS MB |",
+        "|---|---|---|---|---|---|---|---|---|" + ("---|" if serving else ""),
     ]
     for s in summaries.values():
         lines.append(
             f"| {s.contender} | {s.runs} ({s.failures}) | {_fmt(s.wall_s, 3)} | "
             f"{_fmt(s.best_wall_s, 3)} | "
             f"{_fmt(s.items_per_s, 0)} | {_fmt(s.mb_per_s, 1)} | {_fmt(s.cpu_s)} | "
-            f"{_fmt(s.senders_cpu_s)} | {_fmt(s.peak_rss_mb, 1)} |"
+            + (f"{_fmt(s.serving_cpu_s)} | " if serving else "")
+            + f"{_fmt(s.senders_cpu_s)} | {_fmt(s.peak_rss_mb, 1)} |"
         )
     for s in summaries.values():
         for error in s.errors:

@@ -137,3 +137,35 @@ def test_quick_pipeline_benchmark_measures_every_part(tmp_path: Path) -> None:
     assert responsiveness["loaded_p99_ms"] > 0
     delays = data["c"]["delays_s"]
     assert len(delays) == 2 and all(0 < delay < 30 for delay in delays)
+
+
+@pytest.mark.dcmtk
+def test_balance_benchmark_counts_each_workers_connections(tmp_path: Path) -> None:
+    """``bench_balance.py`` reads which worker held each connection from /proc, every round."""
+    result = _run("bench_balance", tmp_path, "--senders", "4", "--images", "8", "--size", "32")
+    assert result.returncode == 0, result.stdout + result.stderr
+    (saved,) = (tmp_path / "results").glob("bench_balance-*.json")
+    rounds = json.loads(saved.read_text())["aiodicom --workers 2"]
+    assert len(rounds) == 2
+    for measured in rounds:
+        assert measured["stored"] == measured["expected"] == 4 * 2 and not measured["failed_senders"]
+        assert len(measured["connections"]) == 2 and 0 < sum(measured["connections"]) <= 4
+        assert all(cpu > 0 for cpu in measured["worker_cpu_s"])
+
+
+@pytest.mark.dcmtk
+def test_concurrent_benchmark_pins_receivers_and_senders_apart(tmp_path: Path) -> None:
+    import os
+
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("pinning apart needs two CPUs")
+    first, second = sorted(os.sched_getaffinity(0))[:2]
+    result = _run("bench_concurrent", tmp_path, "--associations", "8", "--only", "aiodicom --workers 2",
+                  "--pin", f"{first}:{second}")  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"Receivers pinned to CPUs [{first}], senders to [{second}]" in result.stdout
+    (saved,) = (tmp_path / "results").glob("bench_concurrent-*.json")
+    (run,) = json.loads(saved.read_text())["c8"]["runs"]
+    assert run["ok"] and 0 <= run["serving_cpu_s"] <= run["cpu_s"]
+    refused = _run("bench_concurrent", tmp_path, "--pin", f"{first}:{first}")
+    assert refused.returncode == 2 and "disjoint" in refused.stderr

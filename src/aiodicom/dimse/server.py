@@ -116,12 +116,13 @@ class Server:
         A pool's socket comes with its workers' shared connection counts: this server
         then accepts only in its turn (:mod:`aiodicom.dimse.balance`).
     :param workers: processes serving the port (:mod:`aiodicom.dimse.workers`), each with its
-        own event loop, accepting on one shared listening socket; 1 on platforms other than Linux. With
-        more than one, every argument goes to the workers by pickle (handlers must be
-        importable, module-level; no ``ssl`` context or ``observer``) and the caps are
-        split between them: memory evenly, associations and connections up to twice a
-        fair share each (nothing counts connections across workers), so the whole
-        receiver holds at most twice ``max_associations``.
+        own event loop, accepting on one shared listening socket in turns (a worker
+        accepts while no other has fewer open connections: :mod:`aiodicom.dimse.balance`);
+        1 on platforms other than Linux. With more than one, every argument goes to the
+        workers by pickle (handlers must be importable, module-level; no ``ssl`` context or
+        ``observer``) and the caps are split between them: memory evenly, associations and
+        connections up to twice a fair share each (:func:`~aiodicom.dimse.workers.share`),
+        so the whole receiver holds at most twice ``max_associations``.
     """
 
     def __init__(

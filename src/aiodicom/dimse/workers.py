@@ -111,9 +111,10 @@ def usable_workers(requested: int) -> int:
 def share(total: int, workers: int) -> int:
     """One worker's share of a count cap (associations, connections): twice its fair share.
 
-    Workers take connections from one accept queue as they get to it; nothing counts
-    them, so with 64 senders and 2 workers one worker may get 35 or 40. Each worker takes up to
-    ``2 * total / workers`` (rounded up, never more than ``total``): 64 concurrent
+    Workers accept in turns (:mod:`aiodicom.dimse.balance`), so each holds about its fair
+    share of the connections; but a worker takes connections out of turn while another
+    stalls, and a connection counts before its association does. Each worker takes up
+    to ``2 * total / workers`` (rounded up, never more than ``total``): 64 concurrent
     senders still all get in, and the whole receiver holds at most twice the cap.
     """
     return min(total, max(1, math.ceil(2 * total / workers)))
@@ -693,9 +694,10 @@ def _listen(host: str, port: int, backlog: int = LISTEN_BACKLOG) -> socket.socke
 
     One accept queue for all workers, not one per worker (SO_REUSEPORT): the kernel
     hashed each connection to a worker whatever its load, so 8 senders often went 6:2
-    or 7:1 and one core did most of the work. On one shared socket, the worker that
-    is free first takes the next connection. Without SO_REUSEPORT, a port another
-    process serves is "address already in use".
+    or 7:1 and one core did most of the work, and a worker cannot hand a connection
+    hashed to it over to another. On one shared socket the workers take turns
+    (:mod:`aiodicom.dimse.balance`). Without SO_REUSEPORT, a port another process
+    serves is "address already in use".
     """
     family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
     sock = socket.socket(family, kind, proto)
