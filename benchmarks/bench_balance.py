@@ -9,7 +9,12 @@ split of every round (e.g. ``4:4`` eleven times, ``5:3`` three times) and, from
 wake-ups) while serving, and the parent's CPU per stored instance.
 
     python benchmarks/bench_balance.py [--rounds 14] [--senders 8] [--images 40] [--size 128]
-        [--baseline-src DIR]
+        [--baseline-src DIR] [--pool-counts]
+
+``--pool-counts`` runs the receivers with ``--log-level info`` and adds the counts the
+pool logs when it stops (``workers_stopped``): connections each worker accepted,
+wake-ups in which another worker took the connection first (the shared socket wakes
+every worker reading it), connections taken out of turn because the others stalled.
 
 Not a timing benchmark: the sampling itself takes CPU. The split needs associations
 that overlap: each sender's association must outlive the others' start-up (40
@@ -18,6 +23,7 @@ images of 128x128 last well beyond the ~30 ms a storescu takes to start).
 
 from __future__ import annotations
 
+import re
 import shutil
 import sys
 import time
@@ -30,6 +36,8 @@ import _harness as h  # noqa: E402
 
 from aiodicom.synthetic import write_study  # noqa: E402
 
+#: What the pool logs at info when it stops: its workers' accept counts.
+POOL_COUNTS = re.compile(r"accepted=\[[^\]]*\] missed=\[[^\]]*\] out_of_turn=\[[^\]]*\]")
 #: Seconds between two looks at the workers' connections.
 SAMPLE_INTERVAL = 0.003
 
@@ -107,6 +115,7 @@ def one_round(receiver: h.Contender, senders: list[list[str]], work: Path, round
             failed = [sender.returncode for sender in running if sender.returncode != 0]
         finally:
             h.stop(process)
+    pool = POOL_COUNTS.search(log_path.read_text(errors="replace"))
     stored = len(h.files_under(out))
     shutil.rmtree(out, ignore_errors=True)
     counts = [len(seen[pid]) for pid in workers]
@@ -120,6 +129,7 @@ def one_round(receiver: h.Contender, senders: list[list[str]], work: Path, round
         "stored": stored,
         "expected": images,
         "failed_senders": len(failed),
+        "pool_counts": pool.group(0) if pool else "",
     }
 
 
@@ -129,11 +139,14 @@ def main() -> int:
     parser.add_argument("--images", type=int, default=40, help="images per sender [%(default)s]")
     parser.add_argument("--size", type=int, default=128, help="rows and columns of each image [%(default)s]")
     parser.add_argument("--baseline-src", type=Path, default=None, help="also run aiodicom from this src folder")
+    parser.add_argument("--pool-counts", action="store_true", help="log at info and report the pool's own counts")
     args = parser.parse_args()
     h.require_dcmtk()
     rounds = args.rounds or (2 if args.quick else 14)
     images = 2 if args.quick else args.images
     receivers = [h.concurrent_contenders(h.common_contenders())["aiodicom --workers 2"]]
+    if args.pool_counts:
+        receivers[0].command += ["--log-level", "info"]
     if args.baseline_src is not None:
         receivers.append(h.baseline(receivers[0], args.baseline_src))
     report = ["## bench_balance", ""]
@@ -163,14 +176,14 @@ def _summary(results: list[dict[str, object]], total: int) -> list[str]:
     splits = Counter(str(r["split"]) for r in results)
     lines = ["- splits (connections per worker, most loaded first): "
              + ", ".join(f"{split} x{n}" for split, n in splits.most_common())]  # fmt: skip
-    lines.append("\n| round | split | worker CPU s | worker wake-ups | parent CPU ms/instance | stored |")
-    lines.append("|---|---|---|---|---|---|")
+    lines.append("\n| round | split | worker CPU s | worker wake-ups | parent CPU ms/instance | stored | pool's counts |")
+    lines.append("|---|---|---|---|---|---|---|")
     for i, r in enumerate(results):
         cpu = " / ".join(f"{c:.2f}" for c in r["worker_cpu_s"])  # type: ignore[attr-defined]
         wakeups = " / ".join(str(w) for w in r["worker_wakeups"])  # type: ignore[attr-defined]
         lines.append(
             f"| {i + 1} | {r['split']} | {cpu} | {wakeups} | {r['parent_cpu_ms_per_instance']:.3f} | "
-            f"{r['stored']}/{total}{' FAILED SENDERS' if r['failed_senders'] else ''} |"
+            f"{r['stored']}/{total}{' FAILED SENDERS' if r['failed_senders'] else ''} | {r['pool_counts'] or '-'} |"
         )
     return [*lines, ""]
 
