@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiodicom.cli import startup
 from aiodicom.cli.net import (
@@ -16,7 +16,11 @@ from aiodicom.cli.net import (
     client_timeouts,
     configure_logging,
     port_number,
+    uses_asyncio,
 )
+
+if TYPE_CHECKING:
+    from aiodicom.dimse.status import Status
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -32,23 +36,42 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
 
 
 def _echo(args: argparse.Namespace) -> int:
+    check_ae_options(args)
+    status, elapsed = _echo_async(args) if uses_asyncio(args) else _echo_blocking(args)
+    print(f"C-ECHO {args.host}:{args.port} ({args.aec}): {status} in {elapsed:.1f} ms")
+    return 0 if status.is_success else 1
+
+
+def _echo_blocking(args: argparse.Namespace) -> tuple[Status, float]:
+    """The status and the milliseconds from connecting to the end of the release."""
+    with startup():
+        from aiodicom.dimse.blocking import connect_blocking
+        from aiodicom.dimse.requesting import verification_contexts
+
+    started = time.perf_counter()
+    with connect_blocking(
+        args.host, args.port, called_ae=args.aec, calling_ae=args.aet, contexts=verification_contexts(),
+        ssl=client_ssl(args), timeouts=client_timeouts(args),
+    ) as assoc:
+        status = assoc.echo()
+    return status, (time.perf_counter() - started) * 1000
+
+
+def _echo_async(args: argparse.Namespace) -> tuple[Status, float]:
     with startup():
         from aiodicom.dimse.client import connect, verification_contexts
         from aiodicom.runner import run
 
-    check_ae_options(args)
     configure_logging(args.verbose, client=True)
 
-    async def main() -> int:
+    async def main() -> tuple[Status, float]:
         started = time.perf_counter()
         async with connect(
             args.host, args.port, called_ae=args.aec, calling_ae=args.aet, contexts=verification_contexts(),
             ssl=client_ssl(args), timeouts=client_timeouts(args),
         ) as assoc:
             status = await assoc.echo()
-        elapsed = (time.perf_counter() - started) * 1000
-        print(f"C-ECHO {args.host}:{args.port} ({args.aec}): {status} in {elapsed:.1f} ms")
-        return 0 if status.is_success else 1
+        return status, (time.perf_counter() - started) * 1000
 
     # One message: uvloop's speed would not show, its import (~5 ms) would.
     return run(main, use_uvloop=False)

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import ssl
-from typing import Any
+from typing import TYPE_CHECKING
 
 from aiodicom.cli import number
 from aiodicom.errors import AiodicomError
 from aiodicom.transport.address import describe_os_error
+
+if TYPE_CHECKING:
+    # ssl is imported when a TLS option is given: a plain echo or store starts without it.
+    import ssl
+
+    from aiodicom.transport.timeouts import Timeouts
 
 
 class CliError(AiodicomError):
@@ -60,6 +65,8 @@ def add_tls_client_options(parser: argparse.ArgumentParser) -> None:
 def client_ssl(args: argparse.Namespace) -> ssl.SSLContext | None:
     if not args.tls:
         return None
+    import ssl
+
     context = tls_context(ssl.Purpose.SERVER_AUTH, args.tls_ca)
     if args.tls_no_verify:
         context.check_hostname = False
@@ -80,6 +87,8 @@ def _readable(path: str, what: str) -> None:
 
 def load_cert_chain(context: ssl.SSLContext, cert: str, key: str | None) -> None:
     """Our TLS certificate and key, or a one-line error naming the file at fault."""
+    import ssl
+
     _readable(cert, "TLS certificate")
     if key:
         _readable(key, "TLS private key")
@@ -92,6 +101,8 @@ def load_cert_chain(context: ssl.SSLContext, cert: str, key: str | None) -> None
 
 def tls_context(purpose: ssl.Purpose, ca: str | None) -> ssl.SSLContext:
     """A default context trusting ``ca`` (the system's CAs without it); errors name the file."""
+    import ssl
+
     if ca:
         _readable(ca, "TLS CA file")
     try:
@@ -106,10 +117,17 @@ def _ssl_reason(exc: ssl.SSLError) -> str:
     return "not a PEM file, or the key does not match" if "PEM" in reason else reason
 
 
-def client_timeouts(args: argparse.Namespace) -> Any:
-    from aiodicom.transport.association import Timeouts
+def client_timeouts(args: argparse.Namespace) -> Timeouts:
+    from aiodicom.transport.timeouts import Timeouts
 
     return Timeouts(connect=args.timeout, acse=args.timeout, dimse=args.dimse_timeout)
+
+
+def uses_asyncio(args: argparse.Namespace) -> bool:
+    """Whether a client command needs the asyncio client: only for ``-v``, whose
+    association logs (structlog) come from it. Everything else runs on the blocking
+    driver (:mod:`aiodicom.dimse.blocking`), which spares the start-up of asyncio."""
+    return bool(args.verbose)
 
 
 def configure_logging(verbose: bool, *, client: bool = False) -> None:

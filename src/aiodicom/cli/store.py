@@ -45,10 +45,12 @@ from aiodicom.cli.net import (
     client_timeouts,
     configure_logging,
     port_number,
+    uses_asyncio,
 )
 from aiodicom.errors import AiodicomError, DicomFileError
 
 if TYPE_CHECKING:
+    from aiodicom.dimse.requesting import ContextSpec
     from aiodicom.dimse.status import Status
 
 #: The version of the ``--report`` JSON layout (docs/guide/sending.md, "What got through").
@@ -266,52 +268,99 @@ def _reason(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-async def _send(args: argparse.Namespace, run: StoreRun, by_encoding: Mapping[tuple[str, str], list[FileResult]]) -> None:
-    from aiodicom.dimse.client import connect, contexts_for_encodings
-    from aiodicom.ul.negotiation import DEFAULT_MAX_PDU_LENGTH
+def _batches(
+    by_encoding: Mapping[tuple[str, str], list[FileResult]],
+) -> Iterator[tuple[list[ContextSpec], list[FileResult]]]:
+    """One association's contexts (at most 128) and the files it sends."""
+    from aiodicom.dimse.requesting import contexts_for_encodings
 
-    progress = _Progress(sum(map(len, by_encoding.values())), not args.no_progress)
     for group in contexts_for_encodings(by_encoding) if by_encoding else []:
         classes = {abstract for abstract, _ in group}
         batch = [r for (sop, _ts), results in by_encoding.items() if sop in classes for r in results]
-        if not batch:
-            continue
+        if batch:
+            yield group, batch
+
+
+class _Batch:
+    """Takes the outcomes of one association's files, in order, into the run."""
+
+    def __init__(self, run: StoreRun, batch: list[FileResult], progress: _Progress) -> None:
+        self.run = run
+        self.batch = batch
+        self.progress = progress
+        self.index = 0
+        run.in_flight = batch[0]
+
+    def record(self, outcome: Status | AiodicomError) -> None:
+        result = self.batch[self.index]
+        self.index += 1
+        self.run.in_flight = self.batch[self.index] if self.index < len(self.batch) else None
+        if isinstance(outcome, DicomFileError):
+            result.outcome, result.reason = "refused", _reason(outcome)
+        elif isinstance(outcome, AiodicomError):
+            result.outcome, result.reason = "failed", _reason(outcome)
+        else:
+            result.answered(outcome)
+        self.progress.step()
+
+    def done(self) -> None:
+        self.run.in_flight = None
+
+
+def _connect_options(args: argparse.Namespace, contexts: list[ContextSpec]) -> dict[str, Any]:
+    """What :func:`aiodicom.connect` and the blocking driver are given alike."""
+    from aiodicom.ul.negotiation import DEFAULT_MAX_PDU_LENGTH
+
+    return {"called_ae": args.aec, "calling_ae": args.aet, "contexts": contexts, "ssl": client_ssl(args),
+            "timeouts": client_timeouts(args), "max_pdu_length": args.max_pdu or DEFAULT_MAX_PDU_LENGTH}
+
+
+def _send_blocking(
+    args: argparse.Namespace, run: StoreRun, by_encoding: Mapping[tuple[str, str], list[FileResult]]
+) -> None:
+    from aiodicom.dimse.blocking import connect_blocking
+
+    progress = _Progress(sum(map(len, by_encoding.values())), not args.no_progress)
+    for group, batch in _batches(by_encoding):
         try:
-            async with connect(
-                args.host, args.port, called_ae=args.aec, calling_ae=args.aet, contexts=group,
-                ssl=client_ssl(args), timeouts=client_timeouts(args),
-                max_pdu_length=args.max_pdu or DEFAULT_MAX_PDU_LENGTH,
-            ) as assoc:
-                await _send_batch(assoc, run, batch, progress)
+            with connect_blocking(args.host, args.port, **_connect_options(args, group)) as assoc:
+                taker = _Batch(run, batch, progress)
+                for _path, outcome in assoc.store_files([r.path for r in batch]):
+                    taker.record(outcome)
+                taker.done()
         except AiodicomError as exc:
             run.stop(_reason(exc), batch)
 
 
-async def _send_batch(assoc: Any, run: StoreRun, batch: list[FileResult], progress: _Progress) -> None:
-    run.in_flight = batch[0]
-    async with aclosing(assoc.store_files([r.path for r in batch])) as outcomes:
-        index = 0
-        async for _path, status in outcomes:  # in the order given
-            result = batch[index]
-            index += 1
-            run.in_flight = batch[index] if index < len(batch) else None
-            if isinstance(status, DicomFileError):
-                result.outcome, result.reason = "refused", _reason(status)
-            elif isinstance(status, AiodicomError):
-                result.outcome, result.reason = "failed", _reason(status)
-            else:
-                result.answered(status)
-            progress.step()
-    run.in_flight = None
+async def _send(args: argparse.Namespace, run: StoreRun, by_encoding: Mapping[tuple[str, str], list[FileResult]]) -> None:
+    from aiodicom.dimse.client import connect
+
+    progress = _Progress(sum(map(len, by_encoding.values())), not args.no_progress)
+    for group, batch in _batches(by_encoding):
+        try:
+            async with connect(args.host, args.port, **_connect_options(args, group)) as assoc:
+                taker = _Batch(run, batch, progress)
+                async with aclosing(assoc.store_files([r.path for r in batch])) as outcomes:
+                    async for _path, outcome in outcomes:  # in the order given
+                        taker.record(outcome)
+                taker.done()
+        except AiodicomError as exc:
+            run.stop(_reason(exc), batch)
 
 
 def _store(args: argparse.Namespace) -> int:
     with startup():  # everything the run needs, imported here: _scan and _send find it loaded
-        import aiodicom.dimse.client  # noqa: F401
-        from aiodicom.runner import run as run_async
+        import aiodicom.codec.part10
+        import aiodicom.codec.walk
+
+        if uses_asyncio(args):
+            import aiodicom.dimse.client
+        else:
+            import aiodicom.dimse.blocking  # noqa: F401
 
     check_ae_options(args)
-    configure_logging(args.verbose, client=True)
+    if uses_asyncio(args):
+        configure_logging(args.verbose, client=True)
     run = StoreRun(args.host, args.port, args.aec, args.aet)
     by_encoding = _scan(args, run)
     if not run.results:
@@ -321,8 +370,13 @@ def _store(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     interrupted = False
     try:
-        # One file: uvloop's speed would not show, its import (~5 ms) would.
-        run_async(_send, args, run, by_encoding, use_uvloop=len(run.results) > 1)
+        if uses_asyncio(args):
+            from aiodicom.runner import run as run_async
+
+            # One file: uvloop's speed would not show, its import (~5 ms) would.
+            run_async(_send, args, run, by_encoding, use_uvloop=len(run.results) > 1)
+        else:
+            _send_blocking(args, run, by_encoding)
     except KeyboardInterrupt:
         interrupted = True
         run.stop("interrupted (Ctrl-C)")

@@ -26,20 +26,22 @@ import itertools
 import time
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from functools import partial
 from typing import TypeAlias, TypedDict, Unpack
 
 from aiodicom._record import FrozenRecord, Record, field
 from aiodicom.dimse import command as C
 from aiodicom.dimse import status as S
+from aiodicom.dimse.requesting import failure_response as failure_response
+from aiodicom.dimse.requesting import message_decoder
 from aiodicom.errors import (
     AiodicomError,
     AssociationError,
-    DimseError,
-    ProtocolError,
 )
 from aiodicom.transport.association import Association, ReleaseRequest, ResponseTimeout
-from aiodicom.ul import pdu as P
+from aiodicom.transport.timeouts import no_response
 from aiodicom.ul.assembly import AssembledMessage, BoundedMemorySink, CommandDecoder, DataSink
+from aiodicom.ul.events import PEER_RELEASED
 from aiodicom.ul.negotiation import AcceptedContext
 
 #: Requests a requestor may have outstanding when the peer granted an unlimited window (0).
@@ -134,25 +136,8 @@ class _Operation(Record):
 
 
 def command_decoder(sinks: Mapping[type, SinkFactory]) -> Callable[[Association], CommandDecoder[C.Message]]:
-    """The Upper Layer's command decoder: a data set goes to the sink its service chose.
-
-    Commands without a registered sink (responses, queries) get a bounded in-memory one.
-    """
-
-    def for_association(association: Association) -> CommandDecoder[C.Message]:
-        def decode(context_id: int, data: bytes) -> tuple[C.Message, DataSink | None]:
-            try:
-                message, has_dataset = C.decode_command(data)
-            except DimseError as exc:
-                raise ProtocolError(f"malformed command set: {exc}", P.REASON_INVALID_PARAMETER) from exc
-            if not has_dataset:
-                return message, None
-            factory = sinks.get(type(message))
-            return message, (BoundedMemorySink() if factory is None else factory(message, association, context_id))
-
-        return decode
-
-    return for_association
+    """The Upper Layer's command decoder for each association: see :func:`message_decoder`."""
+    return partial(message_decoder, sinks)
 
 
 class DimseAssociation:
@@ -212,7 +197,7 @@ class DimseAssociation:
     async def _read_until_released(self) -> None:
         await self.run()
         self.association.accept_release()
-        self._fail_pending(AssociationError("the peer released the association"))
+        self._fail_pending(AssociationError(PEER_RELEASED))
 
     async def run(self) -> ReleaseRequest:
         """Read and route until the peer asks to release; then wait for running operations.
@@ -425,7 +410,7 @@ class DimseAssociation:
                     await operation.waiter
             except TimeoutError:
                 self.association.abort()
-                raise ResponseTimeout(f"no DIMSE response within {timeout} s") from None
+                raise no_response(timeout) from None
             finally:
                 operation.waiter = None
         item = operation.responses.popleft()
@@ -457,27 +442,6 @@ def _discard(sink: DataSink | None) -> None:
     if sink is not None:
         sink.discard()
 
-
-def failure_response(request: C.Message, code: int, comment: str | None) -> C.Message | None:
-    """A response of the request's own type with status ``code`` (None for C-CANCEL and responses)."""
-    status = S.Status(code)
-    mid = getattr(request, "message_id", None)
-    if mid is None:
-        return None
-    sop_class = getattr(request, "affected_sop_class_uid", "")
-    if isinstance(request, C.CStoreRQ):
-        return C.CStoreRSP(mid, status, sop_class, request.affected_sop_instance_uid, error_comment=comment)
-    if isinstance(request, C.CEchoRQ):
-        return C.CEchoRSP(mid, status, sop_class)
-    kind = _FAILURE_RESPONSES.get(type(request))
-    return None if kind is None else kind(mid, status, sop_class, error_comment=comment)
-
-
-_FAILURE_RESPONSES: dict[type, Callable[..., C.Message]] = {
-    C.CFindRQ: C.CFindRSP,
-    C.CMoveRQ: C.CMoveRSP,
-    C.CGetRQ: C.CGetRSP,
-}
 
 __all__ = [
     "AssociationInfo",

@@ -14,44 +14,62 @@ import ssl as _ssl
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from functools import partial
-from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar, Unpack
+from typing import TYPE_CHECKING, Any, TypeVar, Unpack
 
 from aiodicom.codec.uids import (
     EXPLICIT_VR_LITTLE_ENDIAN,
     IMPLICIT_VR_LITTLE_ENDIAN,
-    LOSSLESS_COMPRESSED_TRANSFER_SYNTAXES,
     QUERY_RETRIEVE_SOP_CLASSES,
     STORAGE_SOP_CLASSES,
     UNCOMPRESSED_TRANSFER_SYNTAXES,
-    VERIFICATION_SOP_CLASS,
     is_compressed,
     sop_class_name,
-    transfer_syntax_name,
 )
 from aiodicom.dimse import command as C
 from aiodicom.dimse.association import DimseAssociation
+from aiodicom.dimse.requesting import (
+    MAX_CONTEXTS as MAX_CONTEXTS,
+)
+from aiodicom.dimse.requesting import (
+    STREAM_THRESHOLD,
+    ContextSpec,
+    FileQueue,
+    StrPath,
+    naming,
+    plan_large,
+    prepare_file,
+    prepare_store,
+    store_context,
+    store_request,
+    verification_context,
+)
+from aiodicom.dimse.requesting import (
+    contexts_for_encodings as contexts_for_encodings,
+)
+from aiodicom.dimse.requesting import (
+    verification_contexts as verification_contexts,
+)
 from aiodicom.dimse.services import Service, ServiceRegistry
 from aiodicom.dimse.status import Status
 from aiodicom.errors import (
     AiodicomError,
-    AssociationError,
     ConfigurationError,
     DicomFileError,
     MalformedDatasetError,
     NoPresentationContext,
 )
-from aiodicom.transport.address import check_port, describe_os_error
+from aiodicom.transport.address import check_port, connect_failed
 from aiodicom.transport.association import (
     DEFAULT_TIMEOUTS,
-    AssociateTimeout,
     Association,
-    ConnectTimeout,
     DicomProtocol,
     Timeouts,
 )
+from aiodicom.transport.timeouts import associate_timed_out, connect_timed_out
 from aiodicom.ul.machine import Role
 from aiodicom.ul.negotiation import (
     DEFAULT_MAX_PDU_LENGTH,
+    AcceptedContext,
     accepted_scp_roles,
     build_request,
     scp_role_selections,
@@ -60,7 +78,6 @@ from aiodicom.ul.negotiation import (
 if TYPE_CHECKING:
     import pydicom
 
-    from aiodicom.codec.part10 import FileMeta
     from aiodicom.dimse.retrieve import (
         GetInbox,
         MoveInbox,
@@ -72,18 +89,6 @@ if TYPE_CHECKING:
         _Exchange,
         _Running,
     )
-
-# The Part 10 reader and the data set walker (codec.part10, codec.walk) are imported by
-# the functions that send files: ``aiodicom echo`` starts without them.
-
-#: A file path as the caller gives it (``str`` or ``pathlib.Path``...). Paths are used as
-#: given, never converted to ``Path``: pathlib's import (urllib.parse, ipaddress) would be
-#: a sizeable part of a one-file ``aiodicom store``'s start-up.
-StrPath: TypeAlias = str | os.PathLike[str]
-_P = TypeVar("_P", bound=StrPath)
-
-#: Data sets up to this size are read whole; larger ones are streamed from disk.
-_STREAM_THRESHOLD = 32 * 1024 * 1024
 
 # Common storage SOP classes proposed by default (a file's own class is always
 # proposed by ``contexts_for_files``); kept well under the 128-context limit.
@@ -116,15 +121,10 @@ COMMON_STORAGE_SOP_CLASSES: tuple[str, ...] = (
     "1.2.840.10008.5.1.4.1.1.481.5",  # RT Plan
 )
 
-ContextSpec = tuple[str, Sequence[str]]
-#: Presentation contexts one association can propose (odd IDs 1-255, PS3.8 9.3.2.2).
-MAX_CONTEXTS = 128
-
-
-def verification_contexts() -> list[ContextSpec]:
-    """Verification alone, in implicit VR little endian (what every SCP accepts): all
-    ``echo`` needs, as ``echoscu`` proposes; 27 contexts would only make both sides work."""
-    return [(VERIFICATION_SOP_CLASS, [IMPLICIT_VR_LITTLE_ENDIAN])]
+#: A path as the caller gives it; each one comes back as it was given.
+_P = TypeVar("_P", bound=StrPath)
+#: Kept under its old name (tests and callers size their files by it).
+_STREAM_THRESHOLD = STREAM_THRESHOLD
 
 
 def default_contexts() -> list[ContextSpec]:
@@ -152,22 +152,6 @@ def contexts_for_files(paths: Iterable[str | os.PathLike[str]]) -> list[list[Con
     return contexts_for_encodings(
         (meta.sop_class_uid, meta.transfer_syntax) for meta in map(read_file_meta, paths)
     )
-
-
-def contexts_for_encodings(encodings: Iterable[tuple[str, str]]) -> list[list[ContextSpec]]:
-    """Like :func:`contexts_for_files`, from ``(SOP class, transfer syntax)`` pairs."""
-    by_class: dict[str, dict[tuple[str, ...], None]] = {}
-    for sop_class, ts in dict.fromkeys(encodings):
-        syntaxes = by_class.setdefault(sop_class, {})
-        syntaxes[(ts,)] = None
-        if not is_compressed(ts) or ts in LOSSLESS_COMPRESSED_TRANSFER_SYNTAXES:
-            syntaxes[(EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN)] = None
-    groups: list[list[ContextSpec]] = [[]]
-    for sop_class, syntaxes in by_class.items():
-        if groups[-1] and len(groups[-1]) + len(syntaxes) > 127:
-            groups.append([])
-        groups[-1].extend((sop_class, list(ts)) for ts in syntaxes)
-    return [[*verification_contexts(), *group] for group in groups]
 
 
 def query_retrieve_contexts(
@@ -209,11 +193,6 @@ def query_retrieve_contexts(
     return contexts
 
 
-#: A message ready to send: (context ID, command factory by message ID, data set,
-#: what was changed locally to send it).
-_Prepared = tuple[int, Any, "bytes | memoryview", tuple[str, ...]]
-
-
 class ClientAssociation:
     """An association we requested. Obtain one with :func:`connect`.
 
@@ -249,9 +228,7 @@ class ClientAssociation:
 
     async def echo(self) -> Status:
         """C-ECHO: is the peer there and speaking DICOM?"""
-        context = self._association.context_for(VERIFICATION_SOP_CLASS)
-        if context is None:
-            raise NoPresentationContext("the peer did not accept the Verification SOP class")
+        context = verification_context(self._contexts())
         return (await self.dimse.request_final(context.id, C.CEchoRQ)).status
 
     async def store(
@@ -272,16 +249,17 @@ class ClientAssociation:
         raise :class:`~aiodicom.errors.MalformedDatasetError` before anything
         is sent.
         """
+        contexts = self._contexts()
         if isinstance(source, (bytes, bytearray, memoryview)):
-            prepared = self._prepare(bytes(source), priority, move_originator_ae, move_originator_message_id)
+            prepared = prepare_store(bytes(source), contexts, priority, move_originator_ae, move_originator_message_id)
         elif isinstance(source, (str, os.PathLike)):
             path = source
             try:
-                from_file = self._prepare_file(path, priority, move_originator_ae, move_originator_message_id)
+                from_file = prepare_file(path, contexts, priority, move_originator_ae, move_originator_message_id)
                 if from_file is None:
                     return await self._store_large(path, priority, move_originator_ae, move_originator_message_id)
             except MalformedDatasetError as exc:
-                raise _naming(path, exc) from None
+                raise naming(path, exc) from None
             prepared = from_file
         else:
             return await self._store_dataset(source, priority, move_originator_ae, move_originator_message_id)
@@ -312,23 +290,9 @@ class ClientAssociation:
         what the peer said. Errors of the association itself (abort, timeout)
         are raised.
         """
-        queue = list(paths)
-
-        def prepare(index: int) -> _Prepared | None | AiodicomError:
-            if index >= len(queue):
-                return None
-            try:
-                return self._prepare_file(queue[index], priority, move_originator_ae, move_originator_message_id)
-            except AiodicomError as exc:
-                return exc
-            except OSError as exc:
-                return DicomFileError(f"cannot read {_path_text(queue[index])}: {exc.strerror or exc}")
-
-        upcoming = prepare(0)
-        for index, path in enumerate(queue):
-            current = upcoming
+        files = FileQueue(paths, self._contexts(), priority, move_originator_ae, move_originator_message_id)
+        for path, current in files:
             if isinstance(current, AiodicomError):
-                upcoming = prepare(index + 1)
                 yield path, current
                 continue
             if current is None:  # too large to read whole: streamed from disk
@@ -337,62 +301,19 @@ class ClientAssociation:
                     outcome = await self._store_large(path, priority, move_originator_ae, move_originator_message_id)
                 except (DicomFileError, NoPresentationContext) as exc:
                     outcome = exc  # this file only; the association goes on
-                upcoming = prepare(index + 1)
                 yield path, outcome
                 continue
             context_id, make, payload, changes = current
 
-            async def send_then_read_next(context: int, command: bytes, index: int = index) -> None:
-                nonlocal upcoming
+            async def send_then_read_next(context: int, command: bytes) -> None:
                 await self._association.send(context, command, payload)  # noqa: B023 - awaited at once
-                upcoming = prepare(index + 1)  # while the peer stores this one
+                files.prepare_ahead()  # while the peer stores this one
 
             response = await self.dimse.request_final(context_id, make, send=send_then_read_next)
             yield path, response.status.with_local_changes(changes)
 
-    def _prepare_file(
-        self,
-        path: StrPath,
-        priority: int,
-        move_originator_ae: str | None,
-        move_originator_message_id: int | None,
-    ) -> _Prepared | None:
-        """Read a file once and get its message ready; None when it must be streamed.
-
-        A file that is not DICOM, or whose data set is cut short or garbage,
-        raises :class:`~aiodicom.errors.MalformedDatasetError` naming the file:
-        nothing of it goes on the wire, so a peer never acknowledges half a file.
-        """
-        with open(path, "rb") as handle:
-            size = os.fstat(handle.fileno()).st_size
-            if size > _STREAM_THRESHOLD:
-                return None
-            data = handle.read()
-        return self._prepare(data, priority, move_originator_ae, move_originator_message_id)
-
-    def _prepare(
-        self,
-        data: bytes,
-        priority: int,
-        move_originator_ae: str | None,
-        move_originator_message_id: int | None,
-    ) -> _Prepared:
-        from aiodicom.codec.part10 import transcode
-        from aiodicom.codec.walk import walk_dataset
-
-        meta = _checked_meta(data)
-        context = self._context_for(meta.sop_class_uid, meta.transfer_syntax)
-        rq_factory = self._store_rq(
-            meta.sop_class_uid, meta.sop_instance_uid, priority, move_originator_ae, move_originator_message_id
-        )
-        payload: bytes | memoryview = memoryview(data)[meta.dataset_offset :]
-        walk_dataset(payload, meta.transfer_syntax)
-        payload, changes = _repair(payload, meta.transfer_syntax)
-        if context.transfer_syntax != meta.transfer_syntax:
-            payload = transcode(bytes(payload), meta.transfer_syntax, context.transfer_syntax)
-            if is_compressed(meta.transfer_syntax):
-                changes += (f"decompressed from {transfer_syntax_name(meta.transfer_syntax)}",)
-        return context.id, rq_factory, payload, changes
+    def _contexts(self) -> list[AcceptedContext]:
+        return list(self._association.contexts.values())
 
     async def _store_large(
         self,
@@ -401,21 +322,12 @@ class ClientAssociation:
         move_originator_ae: str | None,
         move_originator_message_id: int | None,
     ) -> Status:
-        from aiodicom.codec.part10 import transcode
-        from aiodicom.codec.walk import walk_file
-
-        meta = _checked_meta(path)
-        walk_file(path, meta.dataset_offset, meta.transfer_syntax)
-        dataset_length = os.stat(path).st_size - meta.dataset_offset
-        context = self._context_for(meta.sop_class_uid, meta.transfer_syntax)
-        rq_factory = self._store_rq(
-            meta.sop_class_uid, meta.sop_instance_uid, priority, move_originator_ae, move_originator_message_id
+        context_id, rq_factory, converted, offset, length = plan_large(
+            path, self._contexts(), priority, move_originator_ae, move_originator_message_id
         )
-        if context.transfer_syntax != meta.transfer_syntax:
-            raw = _read_range(path, meta.dataset_offset, dataset_length)
-            converted = transcode(raw, meta.transfer_syntax, context.transfer_syntax)
-            return (await self.dimse.request_final(context.id, rq_factory, converted)).status
-        return await self._store_streamed(context.id, rq_factory, path, meta.dataset_offset, dataset_length)
+        if converted is not None:
+            return (await self.dimse.request_final(context_id, rq_factory, converted)).status
+        return await self._store_streamed(context_id, rq_factory, path, offset, length)
 
     async def _store_dataset(
         self,
@@ -428,44 +340,14 @@ class ClientAssociation:
         sop_instance = str(dataset.SOPInstanceUID)
         meta = getattr(dataset, "file_meta", None)
         own_ts = str(meta.TransferSyntaxUID) if meta is not None and "TransferSyntaxUID" in meta else None
-        context = self._context_for(sop_class, own_ts or EXPLICIT_VR_LITTLE_ENDIAN)
+        context = store_context(self._contexts(), sop_class, own_ts or EXPLICIT_VR_LITTLE_ENDIAN)
         if own_ts is not None and is_compressed(own_ts) and context.transfer_syntax != own_ts:
             raise NoPresentationContext(
                 f"the data set is encoded in {own_ts}, which the peer did not accept for {sop_class}"
             )
         payload = _encode_dataset(dataset, context.transfer_syntax)
-        rq_factory = self._store_rq(sop_class, sop_instance, priority, move_originator_ae, move_originator_message_id)
+        rq_factory = store_request(sop_class, sop_instance, priority, move_originator_ae, move_originator_message_id)
         return (await self.dimse.request_final(context.id, rq_factory, payload)).status
-
-    def _store_rq(
-        self,
-        sop_class: str,
-        sop_instance: str,
-        priority: int,
-        move_originator_ae: str | None,
-        move_originator_message_id: int | None,
-    ) -> Any:
-        def make(mid: int) -> C.CStoreRQ:
-            return C.CStoreRQ(mid, sop_class, sop_instance, priority, move_originator_ae, move_originator_message_id)
-
-        return make
-
-    def _context_for(self, sop_class: str, transfer_syntax: str) -> Any:
-        association = self._association
-        exact = association.context_for(sop_class, (transfer_syntax,))
-        if exact is not None and exact.transfer_syntax == transfer_syntax:
-            return exact
-        if is_compressed(transfer_syntax) and transfer_syntax not in LOSSLESS_COMPRESSED_TRANSFER_SYNTAXES:
-            raise NoPresentationContext(
-                f"the peer accepted no presentation context for {sop_class} in "
-                f"{transfer_syntax_name(transfer_syntax)}, which is lossy and is never decompressed"
-            )
-        fallback = association.context_for(sop_class, UNCOMPRESSED_TRANSFER_SYNTAXES)
-        if fallback is None or is_compressed(fallback.transfer_syntax):
-            what = f" in {transfer_syntax_name(transfer_syntax)} or any uncompressed syntax" if is_compressed(
-                transfer_syntax) else ""
-            raise NoPresentationContext(f"the peer accepted no presentation context for SOP class {sop_class}{what}")
-        return fallback
 
     async def _store_streamed(self, context_id: int, rq_factory: Any, path: StrPath, offset: int, length: int) -> Status:
         with open(path, "rb") as handle:
@@ -626,51 +508,6 @@ class ClientAssociation:
         self._association.abort()
 
 
-def _repair(payload: bytes | memoryview, transfer_syntax: str) -> tuple[bytes | memoryview, tuple[str, ...]]:
-    """Pad odd-length values (PS3.5 7.1.1) before sending, as DCMTK does; say so."""
-    from aiodicom.codec.part10 import pad_odd_lengths
-
-    payload, padded = pad_odd_lengths(payload, transfer_syntax)
-    if not padded:
-        return payload, ()
-    tags = ", ".join(f"({tag >> 16:04X},{tag & 0xFFFF:04X})" for tag in padded)
-    return payload, (f"padded odd-length {tags}",)
-
-
-def _checked_meta(source: bytes | StrPath) -> FileMeta:
-    """The file meta of something we are about to send; not DICOM at all is malformed too."""
-    from aiodicom.codec.part10 import read_file_meta
-
-    try:
-        return read_file_meta(source)
-    except MalformedDatasetError:
-        raise
-    except DicomFileError as exc:
-        raise MalformedDatasetError(f"not a DICOM file: {exc}") from None
-
-
-def _path_text(path: StrPath) -> str:
-    return os.fspath(path)
-
-
-def _naming(path: StrPath, error: MalformedDatasetError) -> MalformedDatasetError:
-    """``error`` with the file named, for a caller of ``store(path)`` (store_files yields the path)."""
-    name = _path_text(path)
-    if name in str(error):
-        return error
-    return MalformedDatasetError(f"{name}: {error}", error.offset)
-
-
-def _read_range(path: StrPath | None, offset: int, length: int) -> bytes:
-    assert path is not None
-    with open(path, "rb") as handle:
-        handle.seek(offset)
-        data = handle.read(length)
-    if len(data) != length:
-        raise DicomFileError(f"{path} changed while being read")
-    return data
-
-
 def _encode_dataset(dataset: pydicom.Dataset, transfer_syntax: str) -> bytes:
     """Encode a data set (without file meta) in an uncompressed transfer syntax."""
     from pydicom.filebase import DicomBytesIO
@@ -815,16 +652,16 @@ async def _open(
                 factory, host, port, ssl=ssl, server_hostname=host if ssl is not None else None
             )
     except TimeoutError:
-        raise ConnectTimeout(f"connecting to {host}:{port} took longer than {timeouts.connect} s") from None
+        raise connect_timed_out(host, port, timeouts.connect) from None
     except OSError as exc:
-        raise AssociationError(f"cannot connect to {host}:{port}: {describe_os_error(exc)}") from exc
+        raise connect_failed(host, port, exc) from exc
     try:
         async with asyncio.timeout(timeouts.acse):
             association = await protocol.established
     except TimeoutError:
         if protocol.transport is not None:
             protocol.transport.abort()
-        raise AssociateTimeout(f"{host}:{port} did not answer A-ASSOCIATE-RQ in {timeouts.acse} s") from None
+        raise associate_timed_out(host, port, timeouts.acse) from None
     dimse = DimseAssociation(association, registry.handlers)
     client = ClientAssociation(dimse, get_inbox=get_inbox)
     # A plain asyncio task rather than an anyio task group: a one-shot ``aiodicom echo``

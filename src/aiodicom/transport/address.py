@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import os
 import socket
-import ssl
+import sys
 
-from aiodicom.errors import InvalidPortError
+from aiodicom.errors import AssociationError, InvalidPortError
 
 
 def check_port(port: int, *, listening: bool) -> int:
@@ -29,6 +29,15 @@ def describe_os_error(exc: OSError) -> str:
     attempting to bind on address ...": the errno says it plainly.
     """
     # Name resolution and TLS errors number their own codes: their text is the reason.
-    if isinstance(exc, socket.gaierror | ssl.SSLError) or not exc.errno or exc.errno < 0:
+    # ssl only when something imported it: without it no error can be a TLS error, and
+    # a command without TLS options does not pay for its import.
+    ssl = sys.modules.get("ssl")
+    own_codes = socket.gaierror if ssl is None else (socket.gaierror, ssl.SSLError)
+    if isinstance(exc, own_codes) or not exc.errno or exc.errno < 0:
         return exc.strerror or str(exc)
     return os.strerror(exc.errno)
+
+
+def connect_failed(host: str, port: int, exc: OSError) -> AssociationError:
+    """The error a requestor raises when the connection cannot be made, whichever driver."""
+    return AssociationError(f"cannot connect to {host}:{port}: {describe_os_error(exc)}")

@@ -24,14 +24,20 @@ from aiodicom._record import FrozenRecord
 from aiodicom.errors import (
     AssociationAborted,
     AssociationError,
-    AssociationRejected,
-    DicomTimeoutError,
     ProtocolError,
 )
 from aiodicom.transport.budget import MemoryBudget
+from aiodicom.transport.timeouts import DEFAULT_TIMEOUTS as DEFAULT_TIMEOUTS
+from aiodicom.transport.timeouts import AssociateTimeout as AssociateTimeout
+from aiodicom.transport.timeouts import ConnectTimeout as ConnectTimeout
+from aiodicom.transport.timeouts import IdleTimeout as IdleTimeout
+from aiodicom.transport.timeouts import ResponseTimeout as ResponseTimeout
+from aiodicom.transport.timeouts import Timeouts as Timeouts
+from aiodicom.transport.timeouts import no_data_taken, release_timed_out
 from aiodicom.ul import pdu as P
 from aiodicom.ul.assembly import AssembledMessage, CommandDecoder, MessageAssembler
 from aiodicom.ul.events import (
+    CLOSED_BEFORE_RELEASE,
     AbortIndication,
     AssociateAcceptConfirmation,
     AssociateIndication,
@@ -41,10 +47,13 @@ from aiodicom.ul.events import (
     ReleaseIndication,
     TransportClosed,
     UpperLayerEvent,
+    abort_error,
+    invalid_accept,
+    rejection_error,
 )
 from aiodicom.ul.fsm import State
 from aiodicom.ul.machine import Role, UpperLayer
-from aiodicom.ul.negotiation import AcceptedContext, accepted_contexts
+from aiodicom.ul.negotiation import AcceptedContext, accepted_contexts, select_context
 
 _STAGING_SIZE = 256 * 1024
 #: PDUs larger than this get a buffer of their own that the kernel fills
@@ -61,60 +70,6 @@ _PDUS_PER_TURN = 128
 _INBOX, _YIELD, _BUDGET, _CLOSING = 1, 2, 4, 8
 _STOP_DECODING = _YIELD | _BUDGET | _CLOSING
 _ids = itertools.count(1)
-
-
-class Timeouts(FrozenRecord):
-    """Seconds to wait at each stage; ``None`` waits forever (not recommended).
-
-    ``min_rate`` (bytes per second) goes with ``pdu``: together they bound how long a
-    PDU or message may take to arrive once it has started.
-    """
-
-    #: TCP (and TLS) connection set-up; on a server, the TLS handshake of an accepted connection.
-    connect: float | None = 30.0
-    #: A-ASSOCIATE and A-RELEASE exchanges.
-    acse: float | None = 30.0
-    #: Waiting for a DIMSE response, or for the peer to take our data.
-    dimse: float | None = 60.0
-    #: An established association on which the peer sends nothing.
-    network_idle: float | None = 120.0
-    #: ARTIM: a connection that sends no A-ASSOCIATE-RQ, or does not close after release/abort.
-    artim: float = 30.0
-    #: A PDU or DIMSE message in progress: every window of this many seconds must
-    #: bring at least ``pdu * min_rate`` bytes, or the association is aborted. This
-    #: is what ends peers that trickle bytes to keep an association from being idle.
-    pdu: float | None = 30.0
-    #: Bytes per second a PDU or message in progress must average (see ``pdu``).
-    min_rate: float = 16 * 1024
-
-
-DEFAULT_TIMEOUTS = Timeouts()
-
-
-# --- which wait ran out: what a retry needs to know --------------------------------------
-
-
-class ConnectTimeout(DicomTimeoutError):
-    """The connection (TCP, TLS) was not set up in ``Timeouts.connect``: nothing was sent."""
-
-
-class AssociateTimeout(DicomTimeoutError):
-    """An A-ASSOCIATE or A-RELEASE went unanswered in ``Timeouts.acse``.
-
-    At association no request was sent yet; at release every request had its answer.
-    """
-
-
-class ResponseTimeout(DicomTimeoutError):
-    """No DIMSE response, or the peer took none of our data, in ``Timeouts.dimse``.
-
-    The association is aborted. A retry must assume the request may have been carried
-    out (the peer may have stored the instance and lost only its answer).
-    """
-
-
-class IdleTimeout(DicomTimeoutError):
-    """The peer sent nothing for ``Timeouts.network_idle`` on an established association."""
 
 
 class ReleaseRequest(FrozenRecord):
@@ -322,7 +277,7 @@ class DicomProtocol(asyncio.BufferedProtocol):
         if self.assembler is not None:
             self.assembler.abandon()
         if self.error is None and not self.released.done():
-            self.error = AssociationAborted("connection closed before the association was released")
+            self.error = AssociationAborted(CLOSED_BEFORE_RELEASE)
         self._fail_waiters()
         if not self.closed.done():
             self.closed.set_result(None)
@@ -579,8 +534,7 @@ class DicomProtocol(asyncio.BufferedProtocol):
             elif isinstance(event, AssociateAcceptConfirmation):
                 self._on_accepted(event.response)
             elif isinstance(event, AssociateRejectConfirmation):
-                rj = event.rejection
-                self.error = AssociationRejected(rj.result, rj.source, rj.reason)
+                self.error = rejection_error(event)
                 if not self.established.done():
                     self._fail_established(self.error)
             elif isinstance(event, ReleaseIndication):
@@ -635,7 +589,7 @@ class DicomProtocol(asyncio.BufferedProtocol):
             contexts = accepted_contexts(rq, ac)
         except ProtocolError as exc:
             # A provider abort (reason 6), as for any invalid PDU: a user abort carries no reason.
-            self.error = AssociationAborted(f"invalid A-ASSOCIATE-AC: {exc}")
+            self.error = invalid_accept(exc)
             self._protocol_error(exc)
             if not self.established.done():
                 self._fail_established(self.error)
@@ -660,7 +614,7 @@ class DicomProtocol(asyncio.BufferedProtocol):
 
     def _on_aborted(self, event: AbortIndication) -> None:
         if self.error is None:
-            self.error = AssociationAborted(event.description, event.source, event.reason)
+            self.error = abort_error(event)
         self.log.info("association_aborted", by_peer=event.by_peer, description=event.description)
         if self.assembler is not None:
             self.assembler.abandon()
@@ -744,7 +698,7 @@ class DicomProtocol(asyncio.BufferedProtocol):
             async with asyncio.timeout(timeout):
                 await waiter
         except TimeoutError:
-            raise ResponseTimeout(f"peer took no data for {timeout} s") from None
+            raise no_data_taken(timeout) from None
         if self.error is not None:
             raise self.error
 
@@ -786,12 +740,7 @@ class Association:
 
     def context_for(self, abstract_syntax: str, transfer_syntaxes: Sequence[str] = ()) -> AcceptedContext | None:
         """An accepted context for ``abstract_syntax``, preferring the given transfer syntaxes."""
-        candidates = [c for c in self.contexts.values() if c.abstract_syntax == abstract_syntax]
-        for ts in transfer_syntaxes:
-            for context in candidates:
-                if context.transfer_syntax == ts:
-                    return context
-        return candidates[0] if candidates else None
+        return select_context(self.contexts.values(), abstract_syntax, transfer_syntaxes)
 
     async def receive(self, timeout: float | None = None) -> AssembledMessage[Any] | ReleaseRequest:
         """The next complete message, or the peer's release request."""
@@ -822,21 +771,10 @@ class Association:
         chunk_size: int = 4 * 1024 * 1024,
     ) -> None:
         """Send a message whose data set is read in chunks (large files), bounded memory."""
-        max_pdu = self.peer_max_pdu
-        self._protocol.write_pdus(P.fragment_buffers(context_id, True, command, max_pdu))
-        remaining = length
-        while True:
-            take = min(chunk_size, remaining)
-            chunk = read_chunk(take)
-            if len(chunk) != take:
-                raise AssociationError(f"data set source ended {remaining - len(chunk)} bytes early")
-            remaining -= take
-            self._protocol.write_pdus(
-                P.fragment_buffers(context_id, False, chunk, max_pdu, final=remaining == 0)
-            )
-            await self._protocol.drain(self._protocol.timeouts.dimse)
-            if remaining == 0:
-                return
+        protocol = self._protocol
+        for buffers in P.streamed_buffers(context_id, command, read_chunk, length, self.peer_max_pdu, chunk_size):
+            protocol.write_pdus(buffers)
+            await protocol.drain(protocol.timeouts.dimse)
 
     async def release(self) -> None:
         """A-RELEASE as requestor: ask, wait for the answer, close."""
@@ -864,7 +802,7 @@ class Association:
                         protocol._waiter = None
         except TimeoutError:
             self.abort()
-            raise AssociateTimeout("peer did not answer A-RELEASE-RQ in time") from None
+            raise release_timed_out() from None
         protocol.released.result()
         await self.wait_closed()
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, TypeAlias
 
 from aiodicom._record import Record
+from aiodicom.errors import AssociationAborted, AssociationError, AssociationRejected
 
 if TYPE_CHECKING:
     from aiodicom.ul.pdu import PDV, AssociateAC, AssociateRJ, AssociateRQ
@@ -29,6 +30,7 @@ __all__ = [
     "ReleaseIndication",
     "TransportClosed",
     "UpperLayerEvent",
+    "event_error",
 ]
 
 
@@ -95,3 +97,36 @@ UpperLayerEvent: TypeAlias = (
     | AbortIndication
     | TransportClosed
 )
+
+
+#: Why an association that ends without a release or an abort PDU failed.
+CLOSED_BEFORE_RELEASE = "connection closed before the association was released"
+#: Why our outstanding requests failed when the peer released the association first.
+PEER_RELEASED = "the peer released the association"
+
+
+def event_error(event: UpperLayerEvent) -> AssociationError | None:
+    """The error a user of the association sees for ``event``, if it ends the association.
+
+    One mapping for both drivers (asyncio and blocking), so a command says the same
+    whichever carried its bytes.
+    """
+    if isinstance(event, AssociateRejectConfirmation):
+        return rejection_error(event)
+    if isinstance(event, AbortIndication):
+        return abort_error(event)
+    return None
+
+
+def rejection_error(event: AssociateRejectConfirmation) -> AssociationRejected:
+    rejection = event.rejection
+    return AssociationRejected(rejection.result, rejection.source, rejection.reason)
+
+
+def abort_error(event: AbortIndication) -> AssociationAborted:
+    return AssociationAborted(event.description, event.source, event.reason)
+
+
+def invalid_accept(problem: Exception) -> AssociationAborted:
+    """An A-ASSOCIATE-AC whose contexts do not answer our request (the requestor aborts)."""
+    return AssociationAborted(f"invalid A-ASSOCIATE-AC: {problem}")

@@ -5,7 +5,7 @@ the answer (requestor). No I/O, so every rule is testable on its own.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 
 from aiodicom._record import FrozenRecord, Record, field
 from aiodicom.codec.ae import ae_title_problem, normalize_ae_title
@@ -221,6 +221,18 @@ def accepted_contexts(rq: P.AssociateRQ, ac: P.AssociateAC) -> list[AcceptedCont
             )
         result.append(AcceptedContext(answer.id, context.abstract_syntax, answer.transfer_syntax))
     return result
+
+
+def select_context(
+    contexts: Iterable[AcceptedContext], abstract_syntax: str, transfer_syntaxes: Sequence[str] = ()
+) -> AcceptedContext | None:
+    """An accepted context for ``abstract_syntax``, preferring the given transfer syntaxes."""
+    candidates = [c for c in contexts if c.abstract_syntax == abstract_syntax]
+    for ts in transfer_syntaxes:
+        for context in candidates:
+            if context.transfer_syntax == ts:
+                return context
+    return candidates[0] if candidates else None
 
 
 def scp_role_selections(sop_classes: Iterable[str]) -> list[P.RoleSelection]:

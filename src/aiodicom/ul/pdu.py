@@ -15,7 +15,7 @@ from typing import Any
 
 from aiodicom._record import Record, field
 from aiodicom.codec.ae import AE_TITLE_LENGTH, normalize_ae_title
-from aiodicom.errors import PDUTooLargeError, ProtocolError
+from aiodicom.errors import AssociationError, PDUTooLargeError, ProtocolError
 from aiodicom.errors import describe_rejection as describe_rejection  # re-exported
 
 # A-ABORT reasons (PS3.8 table 9-26), used as ProtocolError.abort_reason.
@@ -435,6 +435,32 @@ def fragment_buffers(
     )
     parts.append(view[last_start:])
     return parts
+
+
+def streamed_buffers(
+    context_id: int,
+    command: bytes,
+    read_chunk: Callable[[int], bytes],
+    length: int,
+    max_pdu_length: int,
+    chunk_size: int = 4 * 1024 * 1024,
+) -> Iterator[list[bytes | bytearray | memoryview]]:
+    """A message whose data set of ``length`` bytes is read in chunks (large files):
+    one list of PDU buffers per chunk, the command's PDUs in the first, so the sender
+    holds one chunk at a time whichever way it writes them."""
+    pending = fragment_buffers(context_id, True, command, max_pdu_length)
+    remaining = length
+    while True:
+        take = min(chunk_size, remaining)
+        chunk = read_chunk(take)
+        if len(chunk) != take:
+            raise AssociationError(f"data set source ended {remaining - len(chunk)} bytes early")
+        remaining -= take
+        pending += fragment_buffers(context_id, False, chunk, max_pdu_length, final=remaining == 0)
+        yield pending
+        if remaining == 0:
+            return
+        pending = []
 
 
 # --- decoding ---------------------------------------------------------------------
