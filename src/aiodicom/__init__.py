@@ -39,11 +39,11 @@ _EXPORTS = {
     "ReceivedInstance": "aiodicom.dimse.store",
     "Archive": "aiodicom.qr.archive",
     "MoveDestination": "aiodicom.dimse.services.retrieve",
-    "Timeouts": "aiodicom.transport.association",
-    "ConnectTimeout": "aiodicom.transport.association",
-    "AssociateTimeout": "aiodicom.transport.association",
-    "ResponseTimeout": "aiodicom.transport.association",
-    "IdleTimeout": "aiodicom.transport.association",
+    "Timeouts": "aiodicom.transport.timeouts",
+    "ConnectTimeout": "aiodicom.transport.timeouts",
+    "AssociateTimeout": "aiodicom.transport.timeouts",
+    "ResponseTimeout": "aiodicom.transport.timeouts",
+    "IdleTimeout": "aiodicom.transport.timeouts",
     "run": "aiodicom.runner",
     "configure_logging": "aiodicom._log",
     "JsonLogFormatter": "aiodicom._log",
@@ -175,7 +175,7 @@ if TYPE_CHECKING:
     from aiodicom.pipeline.pipeline import InputContainer, Pipeline, PipelineStatus, Sender
     from aiodicom.qr.archive import Archive
     from aiodicom.runner import run
-    from aiodicom.transport.association import (
+    from aiodicom.transport.timeouts import (
         AssociateTimeout,
         ConnectTimeout,
         IdleTimeout,

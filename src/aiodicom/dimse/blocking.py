@@ -25,6 +25,7 @@ from aiodicom.dimse.requesting import (
     ContextSpec,
     FileQueue,
     RequestFactory,
+    StoreOptions,
     StrPath,
     failure_response,
     message_decoder,
@@ -61,7 +62,8 @@ class BlockingClient:
         """C-STORE files in order: ``(path, status)``, or ``(path, error)`` for a file not sent
         (see :meth:`aiodicom.ClientAssociation.store_files`); errors of the association raise."""
         contexts = list(self.association.contexts.values())
-        files = FileQueue(paths, contexts, priority)
+        options = StoreOptions(priority)
+        files = FileQueue(paths, contexts, options)
         for path, current in files:
             if isinstance(current, AiodicomError):
                 yield path, current
@@ -69,7 +71,7 @@ class BlockingClient:
             if current is None:  # too large to read whole: streamed from disk
                 outcome: S.Status | AiodicomError
                 try:
-                    outcome = self._store_large(path, contexts, priority)
+                    outcome = self._store_large(path, contexts, options)
                 except (DicomFileError, NoPresentationContext) as exc:
                     outcome = exc  # this file only; the association goes on
                 yield path, outcome
@@ -79,8 +81,8 @@ class BlockingClient:
             files.prepare_ahead()  # while the peer stores this one
             yield path, self._final(mid).status.with_local_changes(changes)  # type: ignore[union-attr]
 
-    def _store_large(self, path: StrPath, contexts: list[AcceptedContext], priority: int) -> S.Status:
-        context_id, make, converted, offset, length = plan_large(path, contexts, priority)
+    def _store_large(self, path: StrPath, contexts: list[AcceptedContext], options: StoreOptions) -> S.Status:
+        context_id, make, converted, offset, length = plan_large(path, contexts, options)
         if converted is not None:
             return self._final(self._send(context_id, make, converted)).status  # type: ignore[union-attr]
         mid = self._next_message_id()

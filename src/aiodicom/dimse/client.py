@@ -34,6 +34,7 @@ from aiodicom.dimse.requesting import (
     STREAM_THRESHOLD,
     ContextSpec,
     FileQueue,
+    StoreOptions,
     StrPath,
     naming,
     plan_large,
@@ -250,19 +251,20 @@ class ClientAssociation:
         is sent.
         """
         contexts = self._contexts()
+        options = StoreOptions(priority, move_originator_ae, move_originator_message_id)
         if isinstance(source, (bytes, bytearray, memoryview)):
-            prepared = prepare_store(bytes(source), contexts, priority, move_originator_ae, move_originator_message_id)
+            prepared = prepare_store(bytes(source), contexts, options)
         elif isinstance(source, (str, os.PathLike)):
             path = source
             try:
-                from_file = prepare_file(path, contexts, priority, move_originator_ae, move_originator_message_id)
+                from_file = prepare_file(path, contexts, options)
                 if from_file is None:
-                    return await self._store_large(path, priority, move_originator_ae, move_originator_message_id)
+                    return await self._store_large(path, options)
             except MalformedDatasetError as exc:
                 raise naming(path, exc) from None
             prepared = from_file
         else:
-            return await self._store_dataset(source, priority, move_originator_ae, move_originator_message_id)
+            return await self._store_dataset(source, options)
         context_id, rq_factory, payload, changes = prepared
         status = (await self.dimse.request_final(context_id, rq_factory, payload)).status
         return status.with_local_changes(changes)
@@ -290,7 +292,8 @@ class ClientAssociation:
         what the peer said. Errors of the association itself (abort, timeout)
         are raised.
         """
-        files = FileQueue(paths, self._contexts(), priority, move_originator_ae, move_originator_message_id)
+        options = StoreOptions(priority, move_originator_ae, move_originator_message_id)
+        files = FileQueue(paths, self._contexts(), options)
         for path, current in files:
             if isinstance(current, AiodicomError):
                 yield path, current
@@ -298,7 +301,7 @@ class ClientAssociation:
             if current is None:  # too large to read whole: streamed from disk
                 outcome: Status | AiodicomError
                 try:
-                    outcome = await self._store_large(path, priority, move_originator_ae, move_originator_message_id)
+                    outcome = await self._store_large(path, options)
                 except (DicomFileError, NoPresentationContext) as exc:
                     outcome = exc  # this file only; the association goes on
                 yield path, outcome
@@ -315,27 +318,13 @@ class ClientAssociation:
     def _contexts(self) -> list[AcceptedContext]:
         return list(self._association.contexts.values())
 
-    async def _store_large(
-        self,
-        path: StrPath,
-        priority: int,
-        move_originator_ae: str | None,
-        move_originator_message_id: int | None,
-    ) -> Status:
-        context_id, rq_factory, converted, offset, length = plan_large(
-            path, self._contexts(), priority, move_originator_ae, move_originator_message_id
-        )
+    async def _store_large(self, path: StrPath, options: StoreOptions) -> Status:
+        context_id, rq_factory, converted, offset, length = plan_large(path, self._contexts(), options)
         if converted is not None:
             return (await self.dimse.request_final(context_id, rq_factory, converted)).status
         return await self._store_streamed(context_id, rq_factory, path, offset, length)
 
-    async def _store_dataset(
-        self,
-        dataset: pydicom.Dataset,
-        priority: int,
-        move_originator_ae: str | None,
-        move_originator_message_id: int | None,
-    ) -> Status:
+    async def _store_dataset(self, dataset: pydicom.Dataset, options: StoreOptions) -> Status:
         sop_class = str(dataset.SOPClassUID)
         sop_instance = str(dataset.SOPInstanceUID)
         meta = getattr(dataset, "file_meta", None)
@@ -346,7 +335,7 @@ class ClientAssociation:
                 f"the data set is encoded in {own_ts}, which the peer did not accept for {sop_class}"
             )
         payload = _encode_dataset(dataset, context.transfer_syntax)
-        rq_factory = store_request(sop_class, sop_instance, priority, move_originator_ae, move_originator_message_id)
+        rq_factory = store_request(sop_class, sop_instance, options)
         return (await self.dimse.request_final(context.id, rq_factory, payload)).status
 
     async def _store_streamed(self, context_id: int, rq_factory: Any, path: StrPath, offset: int, length: int) -> Status:

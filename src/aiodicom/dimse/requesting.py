@@ -14,6 +14,7 @@ import os
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Generic, TypeAlias, TypeVar
 
+from aiodicom._record import FrozenRecord
 from aiodicom.codec.uids import (
     EXPLICIT_VR_LITTLE_ENDIAN,
     IMPLICIT_VR_LITTLE_ENDIAN,
@@ -127,17 +128,24 @@ def store_context(contexts: Collection[AcceptedContext], sop_class: str, transfe
 # --- C-STORE requests and their payloads -------------------------------------------------------
 
 
-def store_request(
-    sop_class: str,
-    sop_instance: str,
-    priority: int,
-    move_originator_ae: str | None,
-    move_originator_message_id: int | None,
-) -> RequestFactory:
+class StoreOptions(FrozenRecord):
+    """What every C-STORE-RQ of a call carries besides the instance: its priority and,
+    for the sub-operations of a C-MOVE we serve, the Move Originator (PS3.7 9.3.1.1)."""
+
+    priority: int = C.Priority.MEDIUM
+    move_originator_ae: str | None = None
+    move_originator_message_id: int | None = None
+
+
+DEFAULT_STORE_OPTIONS = StoreOptions()
+
+
+def store_request(sop_class: str, sop_instance: str, options: StoreOptions = DEFAULT_STORE_OPTIONS) -> RequestFactory:
     """The C-STORE-RQ of one instance, once its Message ID is known."""
+    priority, originator_ae, originator_mid = options.priority, options.move_originator_ae, options.move_originator_message_id
 
     def make(mid: int) -> C.CStoreRQ:
-        return C.CStoreRQ(mid, sop_class, sop_instance, priority, move_originator_ae, move_originator_message_id)
+        return C.CStoreRQ(mid, sop_class, sop_instance, priority, originator_ae, originator_mid)
 
     return make
 
@@ -145,9 +153,7 @@ def store_request(
 def prepare_store(
     data: bytes,
     contexts: Collection[AcceptedContext],
-    priority: int = C.Priority.MEDIUM,
-    move_originator_ae: str | None = None,
-    move_originator_message_id: int | None = None,
+    options: StoreOptions = DEFAULT_STORE_OPTIONS,
 ) -> Prepared:
     """A Part 10 file's C-STORE, checked whole before any byte of it is sent.
 
@@ -160,9 +166,7 @@ def prepare_store(
 
     meta = checked_meta(data)
     context = store_context(contexts, meta.sop_class_uid, meta.transfer_syntax)
-    rq_factory = store_request(
-        meta.sop_class_uid, meta.sop_instance_uid, priority, move_originator_ae, move_originator_message_id
-    )
+    rq_factory = store_request(meta.sop_class_uid, meta.sop_instance_uid, options)
     payload: bytes | memoryview = memoryview(data)[meta.dataset_offset :]
     walk_dataset(payload, meta.transfer_syntax)
     payload, changes = _repair(payload, meta.transfer_syntax)
@@ -176,9 +180,7 @@ def prepare_store(
 def prepare_file(
     path: StrPath,
     contexts: Collection[AcceptedContext],
-    priority: int = C.Priority.MEDIUM,
-    move_originator_ae: str | None = None,
-    move_originator_message_id: int | None = None,
+    options: StoreOptions = DEFAULT_STORE_OPTIONS,
 ) -> Prepared | None:
     """Read a file once and get its message ready; None when it must be streamed.
 
@@ -191,19 +193,17 @@ def prepare_file(
         if size > STREAM_THRESHOLD:
             return None
         data = handle.read()
-    return prepare_store(data, contexts, priority, move_originator_ae, move_originator_message_id)
+    return prepare_store(data, contexts, options)
 
 
 def prepare_next(
     path: StrPath,
     contexts: Collection[AcceptedContext],
-    priority: int = C.Priority.MEDIUM,
-    move_originator_ae: str | None = None,
-    move_originator_message_id: int | None = None,
+    options: StoreOptions = DEFAULT_STORE_OPTIONS,
 ) -> Prepared | None | AiodicomError:
     """:func:`prepare_file` for a file of a batch: its error is returned, the batch goes on."""
     try:
-        return prepare_file(path, contexts, priority, move_originator_ae, move_originator_message_id)
+        return prepare_file(path, contexts, options)
     except AiodicomError as exc:
         return exc
     except OSError as exc:
@@ -225,17 +225,16 @@ class FileQueue(Generic[_P]):
         self,
         paths: Iterable[_P],
         contexts: Collection[AcceptedContext],
-        priority: int = C.Priority.MEDIUM,
-        move_originator_ae: str | None = None,
-        move_originator_message_id: int | None = None,
+        options: StoreOptions = DEFAULT_STORE_OPTIONS,
     ) -> None:
         self._paths = list(paths)
-        self._options = (contexts, priority, move_originator_ae, move_originator_message_id)
+        self._contexts = contexts
+        self._options = options
         self._index = 0
         self._ahead: tuple[int, Prepared | None | AiodicomError] | None = None
 
     def _prepare(self, index: int) -> Prepared | None | AiodicomError:
-        return prepare_next(self._paths[index], *self._options)
+        return prepare_next(self._paths[index], self._contexts, self._options)
 
     def __iter__(self) -> Iterator[tuple[_P, Prepared | None | AiodicomError]]:
         for index, path in enumerate(self._paths):
@@ -253,9 +252,7 @@ class FileQueue(Generic[_P]):
 def plan_large(
     path: StrPath,
     contexts: Collection[AcceptedContext],
-    priority: int = C.Priority.MEDIUM,
-    move_originator_ae: str | None = None,
-    move_originator_message_id: int | None = None,
+    options: StoreOptions = DEFAULT_STORE_OPTIONS,
 ) -> LargePlan:
     """A file too large to read whole: walked on disk first, streamed as it is, or
     converted whole when the peer accepted only another syntax."""
@@ -266,9 +263,7 @@ def plan_large(
     walk_file(path, meta.dataset_offset, meta.transfer_syntax)
     dataset_length = os.stat(path).st_size - meta.dataset_offset
     context = store_context(contexts, meta.sop_class_uid, meta.transfer_syntax)
-    rq_factory = store_request(
-        meta.sop_class_uid, meta.sop_instance_uid, priority, move_originator_ae, move_originator_message_id
-    )
+    rq_factory = store_request(meta.sop_class_uid, meta.sop_instance_uid, options)
     converted = None
     if context.transfer_syntax != meta.transfer_syntax:
         raw = read_range(path, meta.dataset_offset, dataset_length)

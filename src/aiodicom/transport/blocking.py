@@ -176,26 +176,25 @@ class BlockingAssociation:
 
     def _handle(self, events: list[UpperLayerEvent], *, flush: bool = True) -> None:
         for event in events:
-            if isinstance(event, DataIndication):
-                self._on_data(event)
-            elif isinstance(event, AssociateAcceptConfirmation):
-                self._on_accepted(event.response)
-            elif isinstance(event, ReleaseIndication):
-                # A collision with our release, or a peer that releases first (it should
-                # not): answered either way; in the second case our request failed.
-                self.machine.release_response()
-                if not self._releasing:
-                    self._fail(AssociationError(PEER_RELEASED))
-            elif isinstance(event, ReleaseConfirmation):
-                self.released = True
-            else:
-                error = event_error(event)
-                if error is not None:
-                    self._fail(error)
+            react = _REACTIONS.get(type(event))
+            if react is not None:
+                react(self, event)
+            elif (error := event_error(event)) is not None:  # rejected, aborted
+                self._fail(error)
         if self._sock is None and not self.released:
             self._fail(AssociationAborted(CLOSED_BEFORE_RELEASE))
         if flush:
             self._flush_quietly()
+
+    def _on_release_request(self, _event: ReleaseIndication) -> None:
+        # A collision with our release, or a peer that releases first (it should not):
+        # answered either way; in the second case our request failed.
+        self.machine.release_response()
+        if not self._releasing:
+            self._fail(AssociationError(PEER_RELEASED))
+
+    def _on_released(self, _event: ReleaseConfirmation) -> None:
+        self.released = True
 
     def _on_data(self, event: DataIndication) -> None:
         assert self._assembler is not None  # the machine delivers data only once established
@@ -205,7 +204,8 @@ class BlockingAssociation:
             self._assembler.abandon()
             self._handle(self.machine.invalid_pdu(exc), flush=False)
 
-    def _on_accepted(self, ac: P.AssociateAC) -> None:
+    def _on_accepted(self, event: AssociateAcceptConfirmation) -> None:
+        ac = event.response
         try:
             contexts = accepted_contexts(self.request, ac)
         except ProtocolError as exc:
@@ -293,6 +293,15 @@ class BlockingAssociation:
         sock, self._sock = self._sock, None
         if sock is not None:
             sock.close()
+
+
+#: What the association does on each Upper Layer event (the others end it, see ``_handle``).
+_REACTIONS: dict[type, Callable[[BlockingAssociation, Any], None]] = {
+    DataIndication: BlockingAssociation._on_data,
+    AssociateAcceptConfirmation: BlockingAssociation._on_accepted,
+    ReleaseIndication: BlockingAssociation._on_release_request,
+    ReleaseConfirmation: BlockingAssociation._on_released,
+}
 
 
 def _deadline(seconds: float | None) -> float | None:
