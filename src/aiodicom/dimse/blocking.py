@@ -156,6 +156,7 @@ def connect_blocking(
         association.abort()
         raise
     else:
+        association.poll()
         if association.is_open:
             association.release()
     finally:
