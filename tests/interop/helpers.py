@@ -7,6 +7,7 @@ failing assertion never leaves a listener behind.
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -16,7 +17,7 @@ import pydicom
 
 from aiodicom.dimse.server import Server
 from aiodicom.dimse.store import ReceivedInstance, safe_component
-from peers import dcmdump
+from peers import aiodicom_command, dcmdump, peer_env
 
 #: Upper bound for one network test; tests finish in well under a second normally.
 TEST_TIMEOUT = 30.0
@@ -84,3 +85,26 @@ def assert_dcmdump_clean(path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert result.stderr == "", result.stderr
     assert "(7fe0,0010)" in result.stdout  # it got as far as the pixel data
+
+
+class Traced:
+    """A finished command: its exit code, its output without the import report, and
+    the modules it imported."""
+
+    def __init__(self, *args: str) -> None:
+        command = aiodicom_command(*args)
+        command.insert(1, "-Ximporttime")
+        result = subprocess.run(
+            command, stdin=subprocess.DEVNULL, capture_output=True, text=True, env=peer_env(),
+            timeout=TEST_TIMEOUT,
+        )  # fmt: skip
+        self.code = result.returncode
+        self.stdout = result.stdout
+        report = [line for line in result.stderr.splitlines() if line.startswith("import time:")]
+        self.stderr = "\n".join(line for line in result.stderr.splitlines() if not line.startswith("import time:"))
+        self.modules = {line.rsplit("|", 1)[-1].strip() for line in report}
+
+    def assert_blocking(self) -> None:
+        assert "aiodicom.dimse.blocking" in self.modules, self.stderr
+        assert not {"asyncio", "aiodicom.dimse.client"} & self.modules, sorted(self.modules)
+        assert "Traceback" not in self.stderr, self.stderr

@@ -13,7 +13,6 @@ the asyncio client (its association logs come from it).
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import pydicom
@@ -24,32 +23,9 @@ from aiodicom.dimse import requesting
 from aiodicom.dimse.blocking import connect_blocking
 from aiodicom.synthetic import write_study
 from aiodicom.transport.timeouts import Timeouts
-from peers import aiodicom_command, aiodicom_receive, dataset_bytes, peer_env, storescp
+from peers import aiodicom_receive, dataset_bytes, storescp
 
-from .helpers import TEST_TIMEOUT, files_by_uid, sop_instance_uid
-
-
-class Traced:
-    """A finished command: its exit code, its output without the import report, and
-    the modules it imported."""
-
-    def __init__(self, *args: str) -> None:
-        command = aiodicom_command(*args)
-        command.insert(1, "-Ximporttime")
-        result = subprocess.run(
-            command, stdin=subprocess.DEVNULL, capture_output=True, text=True, env=peer_env(),
-            timeout=TEST_TIMEOUT,
-        )  # fmt: skip
-        self.code = result.returncode
-        self.stdout = result.stdout
-        report = [line for line in result.stderr.splitlines() if line.startswith("import time:")]
-        self.stderr = "\n".join(line for line in result.stderr.splitlines() if not line.startswith("import time:"))
-        self.modules = {line.rsplit("|", 1)[-1].strip() for line in report}
-
-    def assert_blocking(self) -> None:
-        assert "aiodicom.dimse.blocking" in self.modules, self.stderr
-        assert not {"asyncio", "aiodicom.dimse.client"} & self.modules, sorted(self.modules)
-        assert "Traceback" not in self.stderr, self.stderr
+from .helpers import TEST_TIMEOUT, Traced, files_by_uid, sop_instance_uid
 
 
 def study(folder: Path, count: int, transfer_syntax: str = EXPLICIT_VR_LITTLE_ENDIAN) -> list[Path]:

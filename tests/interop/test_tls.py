@@ -32,7 +32,7 @@ from peers import (
     storescp,
 )
 
-from .helpers import TEST_TIMEOUT, Collector, files_by_uid, serving, sop_instance_uid
+from .helpers import TEST_TIMEOUT, Collector, Traced, files_by_uid, serving, sop_instance_uid
 
 pytestmark = pytest.mark.anyio
 
@@ -263,10 +263,14 @@ def test_cli_tls_receive_echo_and_store(tmp_path: Path, pki: Pki) -> None:
         port = str(peer.port)
         echo = cli("echo", "127.0.0.1", port, "--aec", "AIODICOM", *client_tls, *identity)
         store = cli("store", "127.0.0.1", port, str(tmp_path / "src"), *client_tls, *identity)
+        traced = Traced("echo", "127.0.0.1", port, "--aec", "AIODICOM", *client_tls, *identity)
         anonymous = cli("echo", "127.0.0.1", port, *client_tls)
         plaintext = cli("echo", "127.0.0.1", port)
     assert echo.returncode == 0, echo.stderr
     assert store.returncode == 0, store.stdout + store.stderr
+    assert traced.code == 0, traced.stderr
+    traced.assert_blocking()  # TLS through ssl on the blocking driver's socket
+    assert "ssl" in traced.modules
     for failed in (anonymous, plaintext):
         assert failed.returncode != 0
         assert "Traceback" not in failed.stderr, failed.stderr
