@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING
 
 from aiodicom.cli import number
 from aiodicom.errors import AiodicomError
-from aiodicom.transport.address import describe_os_error
 
 if TYPE_CHECKING:
     # ssl is imported when a TLS option is given: a plain echo or store starts without it.
@@ -78,6 +77,8 @@ def client_ssl(args: argparse.Namespace) -> ssl.SSLContext | None:
 
 def _readable(path: str, what: str) -> None:
     """Name the file when it is missing or unreadable: ``ssl`` only says "No such file"."""
+    from aiodicom.transport.address import describe_os_error  # socket: not for --help
+
     try:
         with open(path, "rb"):
             pass
