@@ -23,7 +23,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from aiodicom.errors import AssociationAborted, AssociationError, ProtocolError
+from aiodicom.errors import AssociationAborted, AssociationError, DicomTimeoutError, ProtocolError
 from aiodicom.transport.address import connect_failed
 from aiodicom.transport.timeouts import (
     Timeouts,
@@ -240,8 +240,8 @@ class BlockingAssociation:
         """Write what the machine queued in reaction to a PDU (an A-ABORT, a release answer)."""
         try:
             self._flush(_ABORT_GRACE if self.error is not None else self.timeouts.dimse)
-        except AssociationError:
-            pass  # self.error says what happened
+        except (AssociationError, DicomTimeoutError):
+            pass  # self.error says what happened (the timeout aborted the association)
 
     # --- establishing and ending -----------------------------------------------------------
 
