@@ -6,7 +6,8 @@ once: the blocking driver (:mod:`aiodicom.dimse.blocking`) carried the exchange,
 asyncio ever being imported, and the outcome is the one the asyncio client gives
 (the same summaries, reports, error lines and exit codes, which the other CLI tests
 check in detail). Failures included: a refused association, a peer that aborts in the
-middle of a batch, a response that never comes, a file that is not DICOM. ``-v`` keeps
+middle of a batch, a response that never comes (those three with DCMTK's fault injection in
+``test_store_report.py``, which runs the command the same way), a file that is not DICOM. ``-v`` keeps
 the asyncio client (its association logs come from it).
 """
 
@@ -74,35 +75,6 @@ def test_echo_and_store_to_dcmtk_on_the_blocking_driver(tmp_path: Path) -> None:
 
 
 # --- failures ---------------------------------------------------------------------------------
-
-
-@pytest.mark.dcmtk
-@pytest.mark.parametrize(
-    ("fault", "extra", "stopped", "failed"),
-    [
-        (("--refuse",), (), "association rejected permanently", 0),
-        (("--abort-after",), (), "peer aborted the association", 1),
-        (("--sleep-during", "3"), ("--dimse-timeout", "1"), "no dimse response within 1.0 s", 1),
-    ],
-    ids=["refused", "abort-mid-batch", "response-timeout"],
-)
-def test_a_failing_peer_is_reported_by_the_blocking_driver(
-    tmp_path: Path, fault: tuple[str, ...], extra: tuple[str, ...], stopped: str, failed: int
-) -> None:
-    files = study(tmp_path / "src", 3)
-    report_path = tmp_path / "report.json"
-    with storescp(args=fault) as peer:
-        run = Traced("store", "127.0.0.1", str(peer.port), str(tmp_path / "src"), "--aec", "STORESCP",
-                     "--no-progress", "--report", str(report_path), *extra)  # fmt: skip
-    run.assert_blocking()
-    assert run.code == 1, run.stdout + run.stderr
-    report = read_report(report_path)
-    assert report["counts"] == {"acknowledged": 0, "warning": 0, "failed": failed, "refused": 0,
-                                "not_sent": len(files) - failed, "skipped": 0}  # fmt: skip
-    stops = report["stopped"]
-    assert isinstance(stops, list) and len(stops) == 1 and stops[0].lower().startswith(stopped), stops
-    assert run.stdout.startswith(f"sent 0 of {len(files)} files"), run.stdout
-    assert any(line.startswith("stopped: ") for line in run.stderr.splitlines()), run.stderr
 
 
 def test_a_non_dicom_file_is_refused_and_the_others_still_go(tmp_path: Path) -> None:
