@@ -17,7 +17,11 @@
     moment its association is released to ``process()`` starting (wall clocks of the two
     processes, same machine), median over the rounds. Target: < 50 ms.
 
-    python benchmarks/bench_pipeline.py [--quick] [--rounds N] [--only NAMES] [--parts a,b,c]
+    python benchmarks/bench_pipeline.py [--quick] [--rounds N] [--only NAMES] [--parts a,b,c] [--shape P,I,S]
+
+``--profile`` runs ``aiodicom receive`` and the one-process pipeline of (a) under cProfile
+(profiles in RESULTS_DIR/profiles, the top functions in the report): where the
+pipeline's CPU per image goes beyond ``receive``'s, in call counts the load does not move.
 """
 
 from __future__ import annotations
@@ -88,8 +92,14 @@ def check_kept(patients: dict[str, int]) -> Callable[[Path], str]:
     return check
 
 
+def node_command(*args: str, profile: bool = False) -> list[str]:
+    """``_pipeline_node.py ARGS``, under cProfile writing ``{profile}`` when asked."""
+    profiler = ["-m", "cProfile", "-o", "{profile}"] if profile else []
+    return [sys.executable, *profiler, NODE, *args]
+
+
 def throughput(
-    work: Path, quick: bool, rounds: int, only: str | None, shape: str | None
+    work: Path, quick: bool, rounds: int, only: str | None, shape: str | None, profiles: Path | None = None
 ) -> tuple[list[str], dict[str, object], bool]:
     patients_per_association, images, size = (1, 4, 32) if quick else (5, 100, 512)
     if shape:  # PATIENTS_PER_ASSOCIATION,IMAGES,SIZE
@@ -108,11 +118,13 @@ def throughput(
     title = (f"{len(patients)} patients x {images} images {size}x{size} over {associations} concurrent "
              f"associations ({len(files)} images)")  # fmt: skip
     print(f"{title}:", file=sys.stderr)
-    receive = h.common_contenders()["aiodicom"]
+    receive = h.common_contenders(profiles)["aiodicom"]
     receive.name = "aiodicom receive"
-    pipeline = h.Contender("aiodicom pipeline", [sys.executable, NODE, "Trivial", "{port}", "{out}"])
+    profile = profiles is not None
+    pipeline = h.Contender("aiodicom pipeline", node_command("Trivial", "{port}", "{out}", profile=profile),
+                           profile_dir=profiles)  # fmt: skip
     pipeline_workers = h.Contender("aiodicom pipeline --workers 2",
-                                   [sys.executable, NODE, "Trivial", "{port}", "{out}", "--workers", "2"])  # fmt: skip
+                                   node_command("Trivial", "{port}", "{out}", "--workers", "2"))  # fmt: skip
     pynetdicom = h.check_command("pynetdicom keep (DicomNode-style)", [sys.executable, PYNETDICOM_NODE, "{port}", "{out}"],
                                  [sys.executable, "-c", "import pynetdicom"])  # fmt: skip
     contenders = [receive, pipeline, pipeline_workers, pynetdicom]
@@ -135,6 +147,8 @@ def throughput(
     rss = summaries.get(pipeline.name)
     rss_line = f"Pipeline peak RSS (median): {h._fmt(rss.peak_rss_mb, 1)} MB (target < 200 MB)." if rss else ""
     report = [h.table(title, summaries), "", h.ratio_table(ratios), "", rss_line, ""]
+    if profiles is not None:  # cProfile slows both alike; its call counts do not depend on the load
+        report += [h.profile_report([receive, pipeline], rounds), ""]
     note = h.unavailable_note(contenders)
     if note:
         report += [note, ""]
@@ -328,7 +342,7 @@ def main() -> int:
     ok = True
     with h.scratch(args.workdir) as work:
         steps = {
-            "a": lambda: throughput(work, args.quick, rounds, args.only, args.shape),
+            "a": lambda: throughput(work, args.quick, rounds, args.only, args.shape, h.profile_dir(args)),
             "b": lambda: responsiveness(work, args.quick),
             "c": lambda: release_to_process(work, args.quick, max(rounds, 2 if args.quick else 5)),
         }

@@ -124,27 +124,52 @@ def _number(value: Value) -> float | None:
 
 def matches(expected: object, value: Value) -> bool:
     """Whether a decoded element value satisfies one ``required_values`` entry."""
+    return compile_matcher(expected)(value)
+
+
+Matcher: TypeAlias = Callable[[Value], bool]
+
+
+def compile_matcher(expected: object) -> Matcher:
+    """One ``required_values`` entry as a function of the value, its kind worked out once
+    (routing asks it for every instance). A bad entry raises when asked, as ever."""
     if isinstance(expected, Not):
-        return not matches(expected.matcher, value)
-    if isinstance(expected, AnyOf):
-        return any(matches(option, value) for option in expected.options)
-    if isinstance(expected, list | tuple | set | frozenset):
-        return any(matches(option, value) for option in expected)
-    if value is None:
-        return expected is None
+        inner = compile_matcher(expected.matcher)
+        return lambda value: not inner(value)
+    options = expected.options if isinstance(expected, AnyOf) else expected
+    if isinstance(options, list | tuple | set | frozenset):
+        compiled = [compile_matcher(option) for option in options]
+        return lambda value: any(option(value) for option in compiled)
+    test = _leaf(expected)
+    absent = expected is None
+    return lambda value: absent if value is None else test(value)
+
+
+def _leaf(expected: object) -> Callable[[str | int | float], bool]:
+    """The test of a present value against a plain matcher."""
     if isinstance(expected, re.Pattern):
-        return expected.fullmatch(str(value)) is not None
+        pattern = expected
+        return lambda value: pattern.fullmatch(str(value)) is not None
     if isinstance(expected, bool):
-        raise ConfigurationError("required_values cannot match a bool; use a number or a string")
+        return _refuse("required_values cannot match a bool; use a number or a string")
     if isinstance(expected, int | float):
-        return _number(value) == float(expected)
+        number = float(expected)
+        return lambda value: _number(value) == number
     if isinstance(expected, str):
         if "*" in expected or "?" in expected:
-            return fnmatch.fnmatchcase(str(value), expected)
-        return str(value) == expected
+            return lambda value: fnmatch.fnmatchcase(str(value), expected)
+        return lambda value: str(value) == expected
     if callable(expected):
-        return bool(expected(value))
-    raise ConfigurationError(f"required_values: cannot match with {expected!r}")
+        predicate = expected
+        return lambda value: bool(predicate(value))
+    return _refuse(f"required_values: cannot match with {expected!r}")
+
+
+def _refuse(message: str) -> Callable[[object], bool]:
+    def refuse(_value: object) -> bool:
+        raise ConfigurationError(message)
+
+    return refuse
 
 
 @dataclass(eq=False)
@@ -240,13 +265,14 @@ class Input(metaclass=_InputMeta):
             matches(expected, "")
 
     @classmethod
-    def _requirements(cls) -> tuple[tuple[int, ...], tuple[tuple[int, object], ...]]:
-        """``required_tags`` and ``required_values`` with tags as ints, worked out once per class."""
+    def _requirements(cls) -> tuple[tuple[int, ...], tuple[tuple[int, Matcher], ...]]:
+        """``required_tags`` and ``required_values`` (tags as ints, matchers compiled),
+        worked out once per class."""
         cached = cls.__dict__.get("_compiled_requirements")
         if cached is None:
             cached = (
                 tuple(tag_number(tag) for tag in cls.required_tags),
-                tuple((tag_number(tag), expected) for tag, expected in cls.required_values.items()),
+                tuple((tag_number(tag), compile_matcher(expected)) for tag, expected in cls.required_values.items()),
             )
             cls._compiled_requirements = cached  # type: ignore[attr-defined]
         return cached  # type: ignore[no-any-return]
@@ -255,10 +281,12 @@ class Input(metaclass=_InputMeta):
         """Whether this input takes ``instance`` (its tags and values, the single-X rules)."""
         tags, values = self._requirements()
         present = instance.tags
-        if not all(tag in present for tag in tags):
-            return False
-        if not all(matches(expected, instance.value(tag)) for tag, expected in values):
-            return False
+        for tag in tags:
+            if tag not in present:
+                return False
+        for tag, matcher in values:
+            if not matcher(instance.value(tag)):
+                return False
         return self._same_as_first(instance)
 
     def _same_as_first(self, instance: StoredInstance) -> bool:
@@ -272,6 +300,13 @@ class Input(metaclass=_InputMeta):
             if enforced and instance.value(tag) != first.value(tag):
                 return False
         return True
+
+    @classmethod
+    def blank_decides(cls) -> bool:
+        """Whether :meth:`accepts` depends on the instance alone (not on what the input holds):
+        then routing asks a blank input once, not each patient's again."""
+        single = cls.enforce_single_series or cls.enforce_single_study_date
+        return cls.accepts is Input.accepts and not single and not cls.may_claim
 
     #: Whether :meth:`claims` may take instances no input's ``required_values`` match (then
     #: routing leaves such instances to the patient's inputs instead of refusing them).
@@ -423,6 +458,11 @@ class _EitherInput(Input):
 
     def accepts(self, instance: StoredInstance) -> bool:
         return any(member.accepts(instance) for member in self.members)
+
+    @classmethod
+    def blank_decides(cls) -> bool:
+        plain = cls.accepts is _EitherInput.accepts and not cls.may_claim
+        return plain and bool(cls.alternatives) and all(a.blank_decides() for a in cls.alternatives)
 
     def add(self, instance: StoredInstance) -> None:
         self.discard(instance.sop_instance_uid)

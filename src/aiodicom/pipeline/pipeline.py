@@ -49,6 +49,7 @@ per-patient state, which feeds them to the same state machine (:meth:`Pipeline._
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import time
 import traceback
@@ -72,6 +73,7 @@ import anyio.abc
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from aiodicom._log import get_logger
+from aiodicom.codec.scan import text
 from aiodicom.dimse.association import AssociationInfo
 from aiodicom.dimse.server import Server
 from aiodicom.dimse.status import Status
@@ -114,6 +116,8 @@ _LAST_ERRORS = 10
 #: Seconds between two measures of the data directory by a worker (quota with workers).
 _MEASURE_INTERVAL = 1.0
 
+#: The path of an instance routed but not stored yet.
+_NOWHERE = Path()
 #: An association: (worker index, its id in that worker); (0, id) in one process.
 AssociationKey: TypeAlias = tuple[int, int]
 
@@ -291,7 +295,8 @@ class Pipeline:
     max_associations: int = 64
     #: Seconds ``shutdown`` lets associations and batches in progress finish.
     grace: float = 10.0
-    #: More :class:`~aiodicom.Server` keyword arguments (timeouts, TLS, limits).
+    #: More :class:`~aiodicom.Server` keyword arguments (timeouts, TLS, limits; ``memory_threshold``
+    #: is 0 unless given: data sets stream to the spool as they arrive).
     server_options: ClassVar[Mapping[str, object]] = {}
     #: Receiving processes sharing the port (Linux; elsewhere 1). With N > 1 each worker
     #: routes, stores and answers, and this process keeps the per-patient state; the
@@ -316,6 +321,10 @@ class Pipeline:
         self._blank = {name: kind() for name, kind in self.inputs.items()}
         #: Some input may claim instances for a patient (a HistoricInput's priors).
         self._claiming = any(kind.may_claim for kind in self.inputs.values())
+        #: Inputs whose choice a blank input makes for every patient (not asked again per patient).
+        self._stateless = frozenset(name for name, kind in self.inputs.items() if kind.blank_decides())
+        #: ``filter`` is overridden (else not called: every instance passes).
+        self._filtering = type(self).filter is not Pipeline.filter
         self._patients: dict[str, _Patient] = {}
         self._touched: dict[AssociationKey, set[str]] = {}
         self._queued: deque[_Batch] = deque()
@@ -435,6 +444,10 @@ class Pipeline:
             "max_associations": self.max_associations,
             "fsync": self.fsync,
             "spool_dir": store.spool,
+            # Every kept instance goes to disk before its answer anyway: stream each one into its
+            # spool file as it arrives (as ``aiodicom receive`` does) rather than hold it in memory
+            # and write it all between its last byte and the response. A rename keeps it.
+            "memory_threshold": 0,
             "routing_tags": self._routing_tags,
             **self.server_options,
         }
@@ -487,23 +500,33 @@ class Pipeline:
     # --- receiving -----------------------------------------------------------------------
 
     async def _on_store(self, instance: ReceivedInstance) -> Status | None:
-        """One process: route, then keep under the patient's lock (the single-X rules need it)."""
+        """One process: route, then keep under the patient's lock (the single-X rules need it).
+
+        Keeping never waits, so the lock is only taken when a validation holds it: otherwise
+        nothing can interleave anyway, and the instance costs no extra turn of the event loop.
+        """
         routed = await self._route(instance)
         if not isinstance(routed, _Routed):
             return routed
         patient = self._patient(routed.patient_id)
+        if not patient.lock.locked():
+            return self._keep_routed(instance, routed, patient)
         async with patient.lock:
-            if self._patients.get(patient.folder) is not patient:  # validated meanwhile
-                patient = self._patient(routed.patient_id)
-            names = _take(patient.inputs, routed.stored, routed.names)
-            if not names:
-                return self._unroutable(self._no_input())
-            previous = patient.instances.get(routed.stored.sop_instance_uid)
-            saved = self._save(instance, patient.folder, previous.path if previous is not None else None)
-            if isinstance(saved, Status):
-                return saved
-            routed.stored.path = saved
-            self._admit(patient, routed.stored, names, (0, instance.association.id), Sender.of(instance.association))
+            return self._keep_routed(instance, routed, patient)
+
+    def _keep_routed(self, instance: ReceivedInstance, routed: _Routed, patient: _Patient) -> Status | None:
+        """Store a routed instance in its patient's folder and admit it (no await: atomic)."""
+        if self._patients.get(patient.folder) is not patient:  # validated meanwhile
+            patient = self._patient(routed.patient_id)
+        names = _take(patient.inputs, routed.stored, routed.names, self._stateless)
+        if not names:
+            return self._unroutable(self._no_input())
+        previous = patient.instances.get(routed.stored.sop_instance_uid)
+        saved = self._save(instance, patient.folder, previous.path if previous is not None else None)
+        if isinstance(saved, Status):
+            return saved
+        routed.stored.path = saved
+        self._admit(patient, routed.stored, names, (0, instance.association.id), Sender.of(instance.association))
         return None
 
     async def _route(self, instance: ReceivedInstance) -> _Routed | Status | None:
@@ -520,9 +543,9 @@ class Pipeline:
             keyword = str(self.patient_identifier_tag)
             self.log.warning("instance_without_identifier", association=instance.association.id, tag=keyword)
             return Status(NO_IDENTIFIER, error_comment=f"no {keyword} (missing or empty): cannot group by patient")
-        stored = StoredInstance(instance.sop_instance_uid, Path(), instance.transfer_syntax, values, instance.size)
+        stored = StoredInstance(instance.sop_instance_uid, _NOWHERE, instance.transfer_syntax, values, instance.size)
         stored.keep_values_of(self._value_tags)
-        if not await resolve(self.filter(instance)):
+        if self._filtering and not await resolve(self.filter(instance)):
             return self._unroutable("refused by the pipeline's filter")
         names = [name for name, blank in self._blank.items() if blank.accepts(stored)]
         if not names and not self._claiming:  # an input that claims instances decides per patient
@@ -536,18 +559,17 @@ class Pipeline:
         """Store ``instance`` in the patient ``folder`` within the quota (durable before the answer)."""
         store = self._store
         assert store is not None
-        log = self.log.bind(association=instance.association.id)
         try:
             store.reserve(instance.size, previous)
         except QuotaExceeded as exc:
-            log.warning("storage_quota_reached", quota=store.quota)
+            self.log.warning("storage_quota_reached", association=instance.association.id, quota=store.quota)
             return Status(OUT_OF_RESOURCES, error_comment=str(exc))
         try:
-            path = instance.save(store.instance_path(folder, instance.sop_instance_uid))
+            path = store.save(instance, folder, store.instance_path(folder, instance.sop_instance_uid))
         except (StorageError, OSError) as exc:
             store.release(instance.size)
             reason = _reason(exc)
-            log.error("store_failed", error=reason)
+            self.log.error("store_failed", association=instance.association.id, error=reason)
             return Status(OUT_OF_RESOURCES, error_comment=f"cannot store the instance: {reason}")
         store.settle(instance.size, path)
         return path
@@ -565,9 +587,9 @@ class Pipeline:
         patient.sender = sender
         self._touched.setdefault(association, set()).add(patient.folder)
         self._counts["received"] += 1
-        self.log.debug(
-            "instance_received", worker=association[0], association=association[1], patient=patient.hashed, inputs=list(names)
-        )
+        if self.log.is_enabled_for(logging.DEBUG):  # the arguments alone cost, per instance
+            self.log.debug("instance_received", worker=association[0], association=association[1], patient=patient.hashed,
+                           inputs=list(names))  # fmt: skip
 
     def _unroutable(self, why: str) -> Status | None:
         self._count("unroutable")
@@ -608,7 +630,7 @@ class Pipeline:
         assert self._store is not None and self._channel is not None
         folder = patient_folder_name(routed.patient_id)
         target = self._store.instance_path(folder, instance.sop_instance_uid)
-        saved = self._save(instance, folder, target if target.exists() else None)
+        saved = self._save(instance, folder, target)  # an earlier copy it replaces, if there (the quota counts it)
         if isinstance(saved, Status):
             return saved
         routed.stored.path = saved
@@ -665,7 +687,8 @@ class Pipeline:
             if not routed.stored.path.exists():  # a later copy of a batch's instance, cut with it
                 self.log.debug("instance_already_cut", patient=patient.hashed)
                 return
-            self._admit(patient, routed.stored, _take(patient.inputs, routed.stored, routed.names), (worker, association), sender)
+            names = _take(patient.inputs, routed.stored, routed.names, self._stateless)
+            self._admit(patient, routed.stored, names, (worker, association), sender)
 
     async def _worker_ended(self, worker: int, payload: Mapping[str, object]) -> None:
         association = payload.get("association")
@@ -1058,11 +1081,14 @@ def _decode_stored(payload: Mapping[str, object]) -> tuple[_Routed, int, Sender]
     return routed, int(str(payload["association"])), Sender(str(ae), str(host), int(port))
 
 
-def _take(inputs: Mapping[str, Input], stored: StoredInstance, candidates: Sequence[str]) -> list[str]:
+def _take(
+    inputs: Mapping[str, Input], stored: StoredInstance, candidates: Sequence[str], decided: Collection[str] = ()
+) -> list[str]:
     """The patient's inputs that take ``stored``: those claiming it as theirs alone (a
-    HistoricInput's priors), else the ``candidates`` (the stateless routing's) accepting it."""
+    HistoricInput's priors), else the ``candidates`` (the stateless routing's) accepting it;
+    those in ``decided`` already did (their answer does not depend on the patient)."""
     claimed = [name for name, holder in inputs.items() if holder.claims(stored)]
-    return claimed or [name for name in candidates if inputs[name].accepts(stored)]
+    return claimed or [name for name in candidates if name in decided or inputs[name].accepts(stored)]
 
 
 def _reason(exc: BaseException) -> str:
@@ -1073,8 +1099,6 @@ def _reason(exc: BaseException) -> str:
 
 
 def _text(raw: bytes | None) -> str:
-    from aiodicom.codec.scan import text
-
     return text(raw) if raw is not None else ""
 
 

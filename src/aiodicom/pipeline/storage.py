@@ -33,7 +33,9 @@ that into place; a restart puts the files of an unfinished cut back into ``incom
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -46,7 +48,7 @@ from pathlib import Path
 
 from aiodicom.codec.part10 import read_file_meta
 from aiodicom.codec.scan import scan_elements
-from aiodicom.dimse.store import GroupSync, safe_component
+from aiodicom.dimse.store import GroupSync, ReceivedInstance, StorageError, safe_component
 from aiodicom.errors import AiodicomError, DicomFileError
 from aiodicom.pipeline.inputs import StoredInstance
 
@@ -90,6 +92,7 @@ def patient_hash(patient_id: str) -> str:
     return _digest(patient_id)[:12]
 
 
+@functools.lru_cache(maxsize=128)  # every instance asks; bounded: identifiers come from the wire
 def _digest(patient_id: str) -> str:
     return hashlib.sha256(patient_id.encode("utf-8", "surrogateescape")).hexdigest()
 
@@ -128,6 +131,10 @@ class PipelineStore:
         self.used = 0
         self._syncer = GroupSync() if fsync else None
         self._lock_fd = -1
+        self._incoming = str(self.incoming)
+        #: Patient folders this process made or found (no mkdir per instance); a folder renamed
+        #: or removed here leaves the set, one removed behind our back is made again on the miss.
+        self._folders: set[str] = set()
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -148,7 +155,7 @@ class PipelineStore:
         the directory its pipeline's owner holds."""
         for folder in (self.incoming, self.batches, self.quarantine_dir):
             folder.mkdir(parents=True, exist_ok=True)
-        self.used = self.measure()
+        self.used = self.measure() if self.quota is not None else 0
 
     def measure(self) -> int:
         """Bytes of the instances in ``incoming`` and ``batches`` now."""
@@ -168,27 +175,54 @@ class PipelineStore:
     # --- receiving ---------------------------------------------------------------------
 
     def instance_path(self, patient_folder: str, sop_instance_uid: str) -> Path:
-        return self.incoming / patient_folder / instance_file_name(sop_instance_uid)
+        # one path parse, not three (every instance comes here)
+        return Path(f"{self._incoming}/{patient_folder}/{instance_file_name(sop_instance_uid)}")
+
+    def save(self, instance: ReceivedInstance, patient_folder: str, path: Path) -> Path:
+        """``instance.save(path)`` in its patient's incoming folder, made once, not per instance."""
+        made = patient_folder not in self._folders
+        if made:
+            self._make_folder(patient_folder, path.parent)
+        try:
+            return instance.save(path, create_parents=False)
+        except StorageError as exc:
+            if made or not _missing(exc):
+                raise
+        self._make_folder(patient_folder, path.parent)  # removed behind our back: once more
+        return instance.save(path, create_parents=False)
+
+    def _make_folder(self, patient_folder: str, path: Path) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        self._folders.add(patient_folder)
 
     def reserve(self, size: int, replacing: Path | None) -> None:
         """Count ``size`` more bytes (less a file it replaces); raise past the quota."""
+        if self.quota is None:  # nothing to enforce: no stat per instance
+            return
         freed = _size(replacing) if replacing is not None else 0
-        if self.quota is not None and self.used - freed + size > self.quota:
+        if self.used - freed + size > self.quota:
             raise QuotaExceeded(f"storage quota of {self.quota} bytes reached")
         self.used += size - freed
 
     def settle(self, reserved: int, path: Path) -> None:
         """Count the stored file's real size (meta included) instead of what was reserved."""
-        self.used += _size(path) - reserved
+        if self.quota is not None:
+            self.used += _size(path) - reserved
 
     def release(self, size: int) -> None:
         self.used = max(0, self.used - size)
+
+    def _release_folder(self, folder: Path) -> None:
+        """Stop counting a folder's instances (measured only when there is a quota to keep)."""
+        if self.quota is not None:
+            self.release(sum(_size(path) for path in folder.glob("*.dcm")))
 
     # --- batches -----------------------------------------------------------------------
 
     async def cut(self, patient_folder: str, batch_id: str, record: dict[str, object]) -> Path:
         """Make a patient's incoming folder the batch ``batch_id`` (one atomic rename)."""
         target = self.batches / batch_id
+        self._folders.discard(patient_folder)
         os.rename(self.incoming / patient_folder, target)
         await self.write_record(target, record)
         return target
@@ -222,13 +256,13 @@ class PipelineStore:
 
     def finish(self, folder: Path) -> None:
         """A batch is done (exported or nothing to export): its data goes."""
-        self.release(sum(_size(path) for path in folder.glob("*.dcm")))
+        self._release_folder(folder)
         shutil.rmtree(folder, ignore_errors=True)
 
     async def quarantine(self, folder: Path, record: dict[str, object]) -> Path:
         """Keep a failed batch's data aside with ``record`` (why, traceback, inputs)."""
         target = self.quarantine_dir / folder.name
-        self.release(sum(_size(path) for path in folder.glob("*.dcm")))
+        self._release_folder(folder)
         os.rename(folder, target)
         await self.write_record(target, record, QUARANTINE_RECORD)
         return target
@@ -236,13 +270,15 @@ class PipelineStore:
     def remove_files(self, files: list[Path]) -> None:
         """Drop some of a patient's incoming files (expired; workers may be adding others)."""
         for path in files:
-            self.release(_size(path))
+            if self.quota is not None:
+                self.release(_size(path))
             path.unlink(missing_ok=True)
 
     def remove_patient(self, patient_folder: str) -> None:
         """Drop a patient's incoming data (expired)."""
         folder = self.incoming / patient_folder
-        self.release(sum(_size(path) for path in folder.glob("*.dcm")))
+        self._folders.discard(patient_folder)
+        self._release_folder(folder)
         shutil.rmtree(folder, ignore_errors=True)
 
     # --- restart -----------------------------------------------------------------------
@@ -281,6 +317,12 @@ class PipelineStore:
             else:
                 os.rename(path, home / path.name)
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _missing(exc: StorageError) -> bool:
+    """A save failed because a folder on the way does not exist (any more)."""
+    cause = exc.__cause__
+    return isinstance(cause, OSError) and cause.errno == errno.ENOENT
 
 
 def _record(folder: Path) -> dict[str, object]:
