@@ -12,14 +12,14 @@ and its batch done):
   separate run: per-image call counts, which do not depend on the load at all, and the
   functions whose own CPU grows most from ``receive`` to the pipeline;
 - with ``--valgrind``, user-space instructions per image (``valgrind --tool=cachegrind``):
-  a run sending once is subtracted from one sending twice, so start-up and warm-up do not
-  count. The kernel's share (file creation, writes) is not in these counts.
+  a run sending once is subtracted from one sending five times, so start-up and warm-up do
+  not count (use ``--handlers``: over the network, the event loop's turns depend on timing). The kernel's share (file creation, writes) is not in these counts.
 
 The receiver is built as the command line builds it: ``aiodicom receive --workers 1``
 (its Server and FileWriter) and the ``Trivial`` pipeline of ``_pipeline_node.py``
 (what ``aiodicom serve _pipeline_node:Trivial`` runs).
 
-    python benchmarks/profile_pipeline.py [--shape P,I,S] [--rounds N] [--profile] [--top N] [--valgrind]
+    python benchmarks/profile_pipeline.py [--handlers] [--shape P,I,S] [--rounds N] [--profile] [--top N] [--valgrind] [--quick]
 """
 
 from __future__ import annotations
@@ -47,6 +47,8 @@ if TYPE_CHECKING:
     from aiodicom.pipeline import Pipeline
 
 KINDS = ("receive", "pipeline")
+#: Passes --valgrind measures (beyond the one it subtracts).
+VALGRIND_PASSES = 4
 ASSOCIATIONS = 4
 
 
@@ -126,9 +128,14 @@ def child(kind: str, port: int, out: Path, patients: int, profile: str) -> None:
     run(main)
 
 
+def _fragments(data: bytes, size: int = 128 * 1024) -> list[bytes]:
+    """A data set as PDV fragments, each in a buffer of its own (as each PDU is)."""
+    return [data[at : at + size] for at in range(0, len(data), size)]
+
+
 def handler_child(kind: str, root: Path, out: Path, passes: int, profile: str) -> None:
     """The store handlers alone, no network: each file's data set fed to an InstanceSink in
-    128 KiB fragments (as PDVs arrive), handed to the handler as the server does, then the
+    128 KiB fragments (as PDVs arrive, each in its own buffer), handed to the handler as the server does, then the
     association "released". Round-robin over the 4 folders, like 4 concurrent senders. The
     first pass warms up; prints the CPU of the others (and profiles them with ``profile``)."""
     import cProfile
@@ -144,7 +151,7 @@ def handler_child(kind: str, root: Path, out: Path, passes: int, profile: str) -
 
     configure_cli_logging("warning", "console")
     folders = sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("a"))
-    sent = [[(h.read_file_meta(f), h.dataset_bytes(f)) for f in h.files_under(folder)] for folder in folders]
+    sent = [[(h.read_file_meta(f), _fragments(h.dataset_bytes(f))) for f in h.files_under(folder)] for folder in folders]
     patients = sum(len(list(folder.iterdir())) for folder in folders)
     (out / "spool").mkdir(parents=True)
     spool = SpoolFiles(out / "spool")
@@ -176,12 +183,11 @@ def handler_child(kind: str, root: Path, out: Path, passes: int, profile: str) -
                     for a, files in enumerate(sent):
                         if i >= len(files):
                             continue
-                        meta, data = files[i]
+                        meta, fragments = files[i]
                         sink = InstanceSink(meta.sop_class_uid, meta.sop_instance_uid, meta.transfer_syntax,
                                             spool=spool, memory_threshold=threshold, extra_tags=extra)  # fmt: skip
-                        view = memoryview(data)
-                        for at in range(0, len(data), 128 * 1024):
-                            sink.write(view[at : at + 128 * 1024])
+                        for fragment in fragments:
+                            sink.write(memoryview(fragment))
                         sink.finish()
                         instance = ReceivedInstance(sink, association=infos[a])
                         code = await (pipeline._on_store(instance) if pipeline is not None else on_store(instance))
@@ -330,8 +336,12 @@ def main() -> int:
     parser.add_argument("--top", type=int, default=30, help="functions listed with --profile [%(default)s]")
     parser.add_argument("--valgrind", action="store_true",
                         help="user-space instructions per image under cachegrind (slow: use a small --shape)")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, one round (a smoke run)")
+    parser.add_argument("--results-dir", type=Path, default=h.RESULTS_DIR, help="profiles go to RESULTS_DIR/profiles")
     parser.add_argument("--workdir", type=Path, default=None)
     args = parser.parse_args()
+    if args.quick:
+        args.shape, args.rounds = "1,3,32", 1
     h.require_dcmtk()
     h.ensure_bytecode()  # else the first run of each receiver compiles what the next one reads
     per_association, images, size = (int(v) for v in args.shape.split(","))
@@ -353,11 +363,12 @@ def main() -> int:
         report = cpu_report(title, runs, total)
         if args.valgrind:
             report += [f"### User-space instructions per image of {where} (cachegrind; a run with one pass "
-                       "subtracted from one with two)", "", "| receiver | instructions/image |", "|---|---|"]  # fmt: skip
+                       f"subtracted from one with {1 + VALGRIND_PASSES})", "", "| receiver | instructions/image |",
+                       "|---|---|"]  # fmt: skip
             per_image = {}
-            for kind in KINDS:
+            for kind in KINDS:  # start-up varies by ~0.5 %: four passes make it small per image
                 once = instructions(run, kind, work, 1)
-                per_image[kind] = (instructions(run, kind, work, 2) - once) / total
+                per_image[kind] = (instructions(run, kind, work, 1 + VALGRIND_PASSES) - once) / (VALGRIND_PASSES * total)
                 report.append(f"| {kind} | {per_image[kind]:,.0f} |")
             report += ["", f"Pipeline / receive: {per_image['pipeline'] / per_image['receive']:.2f}x "
                        f"(+{per_image['pipeline'] - per_image['receive']:,.0f} instructions per image).", ""]  # fmt: skip
@@ -366,7 +377,7 @@ def main() -> int:
             for kind in KINDS:
                 run(kind, work, f"{kind}-profile", profile=profiles[kind])
             report += profile_report(profiles, total, args.top)
-            keep = h.RESULTS_DIR / "profiles"
+            keep = args.results_dir / "profiles"
             keep.mkdir(parents=True, exist_ok=True)
             stamp = time.strftime("%Y%m%dT%H%M%S")
             for kind, path in profiles.items():

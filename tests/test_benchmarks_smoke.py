@@ -169,3 +169,16 @@ def test_concurrent_benchmark_pins_receivers_and_senders_apart(tmp_path: Path) -
     assert run["ok"] and 0 <= run["serving_cpu_s"] <= run["cpu_s"]
     refused = _run("bench_concurrent", tmp_path, "--pin", f"{first}:{first}")
     assert refused.returncode == 2 and "disjoint" in refused.stderr
+
+
+@pytest.mark.dcmtk
+@pytest.mark.timeout(150)
+@pytest.mark.parametrize("mode", [(), ("--handlers",)], ids=["network", "handlers"])
+def test_quick_pipeline_cpu_profile_compares_receive_and_the_pipeline(tmp_path: Path, mode: tuple[str, ...]) -> None:
+    """``profile_pipeline.py``: CPU per image of both receivers and their cProfile, over the
+    network and for the store handlers alone."""
+    result = _run("profile_pipeline", tmp_path, "--profile", *mode)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Pipeline / receive CPU per image" in result.stdout
+    assert "Python-level calls per image" in result.stdout
+    assert {p.name.split("-")[1] for p in (tmp_path / "results" / "profiles").glob("*.prof")} == {"receive", "pipeline"}

@@ -555,7 +555,7 @@ class Pipeline:
     def _no_input(self) -> str:
         return f"no input takes it (inputs: {', '.join(self.inputs)})"
 
-    def _save(self, instance: ReceivedInstance, folder: str, previous: Path | None) -> Path | Status:
+    def _save(self, instance: ReceivedInstance, folder: str, previous: str | Path | None) -> Path | Status:
         """Store ``instance`` in the patient ``folder`` within the quota (durable before the answer)."""
         store = self._store
         assert store is not None

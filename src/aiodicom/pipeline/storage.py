@@ -174,28 +174,29 @@ class PipelineStore:
 
     # --- receiving ---------------------------------------------------------------------
 
-    def instance_path(self, patient_folder: str, sop_instance_uid: str) -> Path:
-        # one path parse, not three (every instance comes here)
-        return Path(f"{self._incoming}/{patient_folder}/{instance_file_name(sop_instance_uid)}")
+    def instance_path(self, patient_folder: str, sop_instance_uid: str) -> str:
+        """Where an instance of the patient goes in ``incoming`` (text: :meth:`save` makes the
+        one ``Path`` of it; every instance comes here, and parsing a path costs)."""
+        return f"{self._incoming}/{patient_folder}/{instance_file_name(sop_instance_uid)}"
 
-    def save(self, instance: ReceivedInstance, patient_folder: str, path: Path) -> Path:
+    def save(self, instance: ReceivedInstance, patient_folder: str, path: str) -> Path:
         """``instance.save(path)`` in its patient's incoming folder, made once, not per instance."""
         made = patient_folder not in self._folders
         if made:
-            self._make_folder(patient_folder, path.parent)
+            self._make_folder(patient_folder)
         try:
             return instance.save(path, create_parents=False)
         except StorageError as exc:
             if made or not _missing(exc):
                 raise
-        self._make_folder(patient_folder, path.parent)  # removed behind our back: once more
+        self._make_folder(patient_folder)  # removed behind our back: once more
         return instance.save(path, create_parents=False)
 
-    def _make_folder(self, patient_folder: str, path: Path) -> None:
-        path.mkdir(parents=True, exist_ok=True)
+    def _make_folder(self, patient_folder: str) -> None:
+        os.makedirs(f"{self._incoming}/{patient_folder}", exist_ok=True)
         self._folders.add(patient_folder)
 
-    def reserve(self, size: int, replacing: Path | None) -> None:
+    def reserve(self, size: int, replacing: str | Path | None) -> None:
         """Count ``size`` more bytes (less a file it replaces); raise past the quota."""
         if self.quota is None:  # nothing to enforce: no stat per instance
             return
@@ -339,9 +340,9 @@ def _drop_temporaries(folder: Path) -> None:
         leftover.unlink(missing_ok=True)
 
 
-def _size(path: Path) -> int:
+def _size(path: str | Path) -> int:
     try:
-        return path.stat().st_size
+        return os.stat(path).st_size
     except OSError:
         return 0
 
