@@ -514,6 +514,19 @@ class InstanceSink:
             else:
                 self._spill()  # the server holds all it may: this one goes to disk now
 
+    def direct_target(self) -> tuple[int, int]:
+        """Where the transport may splice bytes unseen: the spool file, for as long as the
+        structure walk only steps over a value, once the head is kept (see ``DirectSink``)."""
+        if self._fd < 0 or self.error is not None or self._head_size < _HEAD_BYTES:
+            return -1, 0
+        return self._fd, self._walker.skippable()
+
+    def wrote_directly(self, nbytes: int, error: OSError | None) -> None:
+        self.size += nbytes
+        self._walker.skip(nbytes)
+        if error is not None:
+            self._fail(error)
+
     def _spill(self) -> None:
         try:
             self._fd, self.path = self._spool.take()

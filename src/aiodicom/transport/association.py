@@ -12,7 +12,9 @@ is never held whole unless its sink decides to.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import itertools
+import os
 import socket
 import ssl as _ssl
 from collections import deque
@@ -35,7 +37,7 @@ from aiodicom.transport.timeouts import ResponseTimeout as ResponseTimeout
 from aiodicom.transport.timeouts import Timeouts as Timeouts
 from aiodicom.transport.timeouts import no_data_taken, release_timed_out
 from aiodicom.ul import pdu as P
-from aiodicom.ul.assembly import AssembledMessage, CommandDecoder, MessageAssembler
+from aiodicom.ul.assembly import AssembledMessage, CommandDecoder, DirectSink, MessageAssembler
 from aiodicom.ul.events import (
     CLOSED_BEFORE_RELEASE,
     AbortIndication,
@@ -70,6 +72,79 @@ _PDUS_PER_TURN = 128
 _INBOX, _YIELD, _BUDGET, _CLOSING = 1, 2, 4, 8
 _STOP_DECODING = _YIELD | _BUDGET | _CLOSING
 _ids = itertools.count(1)
+
+#: P-DATA PDUs at least this large, on a plain TCP connection, whose one PDV continues a
+#: data set bound for a file: the PDV's bytes go from the socket to the file with
+#: ``splice(2)`` (socket -> pipe -> file), never copied through this process.
+_STREAM_PDU_SIZE = 16 * 1024
+#: A PDU header and the header of its first PDV: what decides whether a PDU streams.
+_HEADERS = 12
+#: Streaming reads through the loop only while at least this much may be spliced.
+_SPLICE_MIN = 4096
+#: Bytes spliced in one callback before the loop serves other connections.
+_SPLICE_PER_TURN = 4 * 1024 * 1024
+_CAN_SPLICE = hasattr(os, "splice") and hasattr(os, "SPLICE_F_NONBLOCK")
+
+
+class _Pipe:
+    """This process's pipe for ``splice(2)``; empty whenever no splice is under way.
+
+    One per process (the event loop runs one callback at a time, and every splice into
+    it is drained before its callback returns); made again after a fork.
+    """
+
+    pid = -1
+    read = write = -1
+    capacity = 0
+
+    @classmethod
+    def get(cls) -> type[_Pipe] | None:
+        """The pipe, made now if this process has none (None if it cannot have one)."""
+        if cls.pid != os.getpid():
+            try:
+                cls.read, cls.write = os.pipe()
+            except OSError:
+                return None
+            try:
+                cls.capacity = fcntl.fcntl(cls.write, 1031, 1 << 20)  # F_SETPIPE_SZ
+            except OSError:
+                cls.capacity = fcntl.fcntl(cls.write, 1032)  # F_GETPIPE_SZ
+            cls.pid = os.getpid()
+        return cls
+
+    @classmethod
+    def to_file(cls, sock: int, fd: int, count: int) -> tuple[int, OSError | None]:
+        """Move up to ``count`` bytes from ``sock`` to ``fd``.
+
+        Returns the bytes taken from the socket (0: nothing there now, or the stream
+        ended; the transport's own read tells which) and the error, if writing them failed.
+        """
+        try:
+            taken = os.splice(sock, cls.write, min(count, cls.capacity), flags=os.SPLICE_F_NONBLOCK)
+        except OSError:
+            return 0, None  # EAGAIN; a broken connection shows in the transport's next read
+        moved = 0
+        try:
+            while moved < taken:
+                step = os.splice(cls.read, fd, taken - moved)
+                if step <= 0:
+                    raise OSError(5, "splice to the spool file made no progress")
+                moved += step
+        except OSError as exc:
+            cls._drop(taken - moved)
+            return taken, exc
+        return taken, None
+
+    @classmethod
+    def _drop(cls, count: int) -> None:
+        """Empty the pipe of bytes that could not be written (or never use it again)."""
+        try:
+            while count > 0:
+                count -= len(os.read(cls.read, min(count, 1 << 20)))
+        except OSError:
+            os.close(cls.read)
+            os.close(cls.write)
+            cls.pid = -1
 
 
 class ReleaseRequest(FrozenRecord):
@@ -146,6 +221,12 @@ class DicomProtocol(asyncio.BufferedProtocol):
         self.error: AssociationError | None = None
         self.assembler: MessageAssembler[Any] | None = None
         self.association: Association | None = None
+        #: The socket's descriptor when PDV bytes may be spliced from it (plain TCP), else -1.
+        self._splice_fd = -1
+        #: The PDV being streamed (see _STREAM_PDU_SIZE): its sink, bytes to come, last flag.
+        self._stream: DirectSink | None = None
+        self._stream_left = 0
+        self._stream_last = False
 
     # --- asyncio callbacks -------------------------------------------------------------
 
@@ -174,8 +255,23 @@ class DicomProtocol(asyncio.BufferedProtocol):
         self._start_machine()
 
     def _start_machine(self) -> None:
+        self._splice_fd = self._spliceable_socket()
         self.machine.connection_made()
         self._sync()
+
+    def _spliceable_socket(self) -> int:
+        """The socket's descriptor when bytes may be taken from it unseen: plain TCP only."""
+        transport = self.transport
+        if not _CAN_SPLICE or self._tls is not None or transport is None:
+            return -1
+        if transport.get_extra_info("sslcontext") is not None or transport.get_extra_info("ssl_object") is not None:
+            return -1
+        sock = transport.get_extra_info("socket")
+        if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6) or sock.type != socket.SOCK_STREAM:
+            return -1
+        if _Pipe.get() is None:
+            return -1
+        return int(sock.fileno())
 
     async def _handshake(self, context: _ssl.SSLContext) -> None:
         raw = self.transport
@@ -235,6 +331,19 @@ class DicomProtocol(asyncio.BufferedProtocol):
             return self._body_view[self._body_filled :]
         if self._end >= _STAGING_SIZE - 6:
             self._compact()
+        if self._splice_fd >= 0:
+            # The bulk of a data set may go by splice: then read only what decides it (the
+            # next PDU's and PDV's headers), or inside a streamed PDV one byte, which wakes
+            # this protocol to splice what follows it.
+            stream = self._stream
+            if stream is not None:
+                if self._stream_left >= _SPLICE_MIN and stream.direct_target()[1] >= _SPLICE_MIN:
+                    return self._view[self._end : self._end + 1]
+            elif self._end - self._start < _HEADERS and self._start + _HEADERS <= _STAGING_SIZE:
+                assembler = self.assembler
+                sink = None if assembler is None else assembler.direct
+                if sink is not None and sink.direct_target()[1] >= _SPLICE_MIN:
+                    return self._view[self._end : self._start + _HEADERS]
         return self._view[self._end :]
 
     def buffer_updated(self, nbytes: int) -> None:
@@ -269,6 +378,7 @@ class DicomProtocol(asyncio.BufferedProtocol):
             self._progress_timer.cancel()
             self._progress_timer = None
         self._body = self._body_view = None
+        self._stream = None
         self._drop_staging()
         if self._budget is not None:
             self._budget.cancel(self._budget_granted)
@@ -426,10 +536,14 @@ class DicomProtocol(asyncio.BufferedProtocol):
         view = self._view
         turn = 0
         while (
-            self.machine.state.value != "Sta1"
+            self.machine.state is not State.STA1
             and not self.machine.should_close
             and not self._paused & _STOP_DECODING
         ):
+            if self._stream is not None:
+                if not self._feed_stream():
+                    break
+                continue
             available = self._end - self._start
             if available < 6:
                 break
@@ -448,6 +562,15 @@ class DicomProtocol(asyncio.BufferedProtocol):
                 self._start = self._end = 0
                 self._pause(_CLOSING)
                 return
+            if (
+                length >= _STREAM_PDU_SIZE
+                and self._splice_fd >= 0
+                and available >= _HEADERS
+                and pdu_type == P.PDUType.P_DATA_TF
+                and self.machine.state is State.STA6
+                and self._begin_stream(length)
+            ):
+                continue
             if available >= 6 + length:
                 turn += 1
                 if turn > _PDUS_PER_TURN:
@@ -481,7 +604,85 @@ class DicomProtocol(asyncio.BufferedProtocol):
         if self._start == self._end:
             self._start = self._end = 0
 
+    # --- streaming a large PDV (plain TCP): the fast path for data sets ---------------------
+
+    def _begin_stream(self, length: int) -> bool:
+        """Stream the PDU whose header starts staging, if it is one PDV of a data set in progress.
+
+        That PDV's bytes then go to its sink as they come (by splice while the sink
+        allows), never held as a PDU. Whatever else (several PDVs, a command, another
+        context, reserved bits) takes the general path, which refuses what is wrong.
+        """
+        start = self._start
+        pdv_length, context_id, control = P.PDV_HEADER.unpack_from(self._view, start + 6)
+        if pdv_length + 4 != length or control & 0xFC or not context_id & 1:
+            return False
+        assembler = self.assembler
+        assert assembler is not None
+        sink = assembler.direct_sink(context_id, control)
+        if sink is None or sink.direct_target()[0] < 0:
+            return False
+        assembler.begin_streamed(pdv_length - 2)
+        self._start = start + _HEADERS
+        self._stream = sink
+        self._stream_left = pdv_length - 2
+        self._stream_last = bool(control & 2)
+        return True
+
+    def _feed_stream(self) -> bool:
+        """Move the streamed PDV on (staging first, then splice); True once it is complete."""
+        sink = self._stream
+        assembler = self.assembler
+        assert sink is not None and assembler is not None
+        if assembler.direct is not sink:
+            # The message was abandoned (abort, timeout): like any P-DATA after our
+            # A-ABORT, the rest is not even read.
+            self._stream = None
+            self._start = self._end = 0
+            self._pause(_CLOSING)
+            return False
+        n = min(self._end - self._start, self._stream_left)
+        if n:
+            sink.write(self._view[self._start : self._start + n])
+            self._start += n
+            self._stream_left -= n
+        if self._stream_left and not self._paused:
+            self._splice(sink)
+        if self._stream_left:
+            return False
+        self._stream = None
+        message = assembler.end_streamed(self._stream_last)
+        if message is not None:
+            self._push(message)
+        return True
+
+    def _splice(self, sink: DirectSink) -> None:
+        """Splice what the socket holds of the PDV into the sink's file, within this turn's share."""
+        share = _SPLICE_PER_TURN
+        while self._stream_left and share > 0:
+            fd, room = sink.direct_target()
+            if room <= 0:
+                return
+            taken, error = _Pipe.to_file(self._splice_fd, fd, min(self._stream_left, room, share))
+            if not taken:
+                return
+            self.bytes_received += taken
+            self._stream_left -= taken
+            share -= taken
+            sink.wrote_directly(taken, error)
+
     def _deliver(self, pdu_type: int, body: bytes | bytearray) -> None:
+        if pdu_type == P.PDUType.P_DATA_TF and self.machine.state is State.STA6:
+            # DT-2, the hot path: a data indication that changes no state and sends
+            # nothing, so the PDVs go straight to the assembler. A PDU that does not
+            # decode takes the machine's path below, which refuses it as ever.
+            try:
+                pdvs = P.decode_pdata(body)
+            except ProtocolError:
+                pass
+            else:
+                self._on_pdvs(pdvs)
+                return
         events = self.machine.receive_pdu(pdu_type, body)
         self._sync()
         self._handle(events)
@@ -548,11 +749,14 @@ class DicomProtocol(asyncio.BufferedProtocol):
                 pass
 
     def _on_data(self, event: DataIndication) -> None:
+        self._on_pdvs(event.pdvs)
+
+    def _on_pdvs(self, pdvs: list[P.PDV]) -> None:
         assembler = self.assembler
         if assembler is None:  # pragma: no cover - the machine only delivers data once established
             return
         try:
-            messages = assembler.feed(event.pdvs)
+            messages = assembler.feed(pdvs)
         except ProtocolError as exc:
             assembler.abandon()
             self._protocol_error(exc)
