@@ -14,6 +14,7 @@ pydicom here and imports it lazily.
 from __future__ import annotations
 
 import array
+import functools
 import io
 import os
 import struct
@@ -102,15 +103,30 @@ def encode_file_meta(
     """
     body = b"".join(
         (
-            _VERSION,
-            _short(0x02, b"UI", _uid("SOP Class UID", sop_class_uid)),
+            _meta_head(sop_class_uid),
             _short(0x03, b"UI", _uid("SOP Instance UID", sop_instance_uid)),
-            _short(0x10, b"UI", _uid("Transfer Syntax UID", transfer_syntax)),
-            _IMPLEMENTATION,
-            b"" if source_ae is None else _short(0x16, b"AE", _ae(source_ae)),
+            _meta_tail(transfer_syntax, source_ae),
         )
     )
     return PREAMBLE + _pack_ul(2, 0, b"UL", 4, len(body)) + body
+
+
+# A receiver writes one meta group per instance, and all but the instance UID repeat
+# for a whole association: those parts are encoded (and checked) once.
+
+
+@functools.lru_cache(maxsize=256)
+def _meta_head(sop_class_uid: str) -> bytes:
+    return _VERSION + _short(0x02, b"UI", _uid("SOP Class UID", sop_class_uid))
+
+
+@functools.lru_cache(maxsize=256)
+def _meta_tail(transfer_syntax: str, source_ae: str | None) -> bytes:
+    return (
+        _short(0x10, b"UI", _uid("Transfer Syntax UID", transfer_syntax))
+        + _IMPLEMENTATION
+        + (b"" if source_ae is None else _short(0x16, b"AE", _ae(source_ae)))
+    )
 
 
 # --- reading ---------------------------------------------------------------------

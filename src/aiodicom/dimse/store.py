@@ -126,17 +126,19 @@ class SpoolFiles:
     def __init__(self, directory: Path, spare: int = 2) -> None:
         self.directory = directory
         self.spare = spare
-        self._ready: list[tuple[int, Path]] = []
+        # Names are plain strings: a Path per instance cost ~25 Python calls for nothing.
+        self._ready: list[tuple[int, str]] = []
         # Names: a random prefix once, then a counter (32 hex digits, as _SPOOL_FILE
         # expects). A uuid4 and a pathlib join per file cost ~10x more, per instance.
         self._prefix = os.path.join(directory, f".{os.urandom(8).hex()}")
         self._serial = itertools.count()
 
-    def _create(self) -> tuple[int, Path]:
+    def _create(self) -> tuple[int, str]:
         name = f"{self._prefix}{next(self._serial):016x}.part"
-        return os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644), Path(name)
+        return os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644), name
 
-    def take(self) -> tuple[int, Path]:
+    def take(self) -> tuple[int, str]:
+        """An open, empty spool file and its name."""
         if self._ready:
             return self._ready.pop()
         return self._create()
@@ -435,6 +437,7 @@ class InstanceSink:
         "common_tags",
         "wanted",
         "_walker",
+        "_unwritten",
     )
 
     def __init__(
@@ -463,7 +466,8 @@ class InstanceSink:
         self._head_size = 0
         self.size = 0
         self._fd = -1
-        self.path: Path | None = None
+        #: The spool file's name once the data set spilled to disk.
+        self.path: str | None = None
         self.error: Exception | None = None
         self.complete = False
         #: The routing tags (patient, study, series, SOP, and ``extra_tags``) found by the
@@ -481,6 +485,16 @@ class InstanceSink:
         except DicomFileError as exc:
             self.meta = b""
             self.error = exc
+        #: Bytes for the spool file ahead of the next fragment (the meta, once).
+        self._unwritten = b""
+        if memory_threshold <= 0 and self.error is None:
+            # Spooled from the first byte anyway: open the file now, so every fragment,
+            # the first included, goes straight to it (and may be streamed, see direct_target).
+            try:
+                self._fd, self.path = spool.take()
+                self._unwritten = self.meta
+            except OSError as exc:
+                self._fail(exc)
 
     def _meta(self) -> bytes:
         return self.meta
@@ -495,10 +509,17 @@ class InstanceSink:
             return
         self.size += len(data)
         if self._head_size < _HEAD_BYTES:
-            _keep(self._head, data, _HEAD_BYTES - self._head_size)
+            if self._fd >= 0:  # ``data`` may be a view of a reused buffer (see direct_target)
+                self._head.append(bytes(data[: _HEAD_BYTES - self._head_size]))
+            else:
+                _keep(self._head, data, _HEAD_BYTES - self._head_size)
             self._head_size += len(data)
         if self._fd >= 0:
             try:
+                if self._unwritten:
+                    _write_all(self._fd, (self._unwritten, data))
+                    self._unwritten = b""
+                    return
                 written = os.write(self._fd, data)
                 if written != len(data):
                     _write_all(self._fd, (data[written:],))
@@ -515,10 +536,13 @@ class InstanceSink:
                 self._spill()  # the server holds all it may: this one goes to disk now
 
     def direct_target(self) -> tuple[int, int]:
-        """Where the transport may splice bytes unseen: the spool file, for as long as the
-        structure walk only steps over a value, once the head is kept (see ``DirectSink``)."""
-        if self._fd < 0 or self.error is not None or self._head_size < _HEAD_BYTES:
+        """The spool file, once open: :meth:`write` then keeps no view of what it is given.
+        Bytes may be spliced into it unseen once the head is kept, for as long as the
+        structure walk only steps over a value (see ``DirectSink``)."""
+        if self._fd < 0 or self.error is not None:
             return -1, 0
+        if self._head_size < _HEAD_BYTES or self._unwritten:
+            return self._fd, 0
         return self._fd, self._walker.skippable()
 
     def wrote_directly(self, nbytes: int, error: OSError | None) -> None:
@@ -565,6 +589,12 @@ class InstanceSink:
 
     def finish(self) -> None:
         self.complete = True
+        if self._unwritten and self.error is None:  # no fragment came: the meta still goes
+            try:
+                _write_all(self._fd, (self._unwritten,))
+            except OSError as exc:
+                self._fail(exc)
+            self._unwritten = b""
         self._close_fd()
         if self.error is not None:
             return
@@ -633,7 +663,8 @@ class ReceivedInstance:
     @property
     def spooled_path(self) -> Path | None:
         """The temporary Part 10 file holding the data set, if it spilled to disk."""
-        return self._sink.path
+        path = self._sink.path
+        return None if path is None else Path(path)
 
     # --- reading ---------------------------------------------------------------------
 
@@ -794,7 +825,7 @@ class ReceivedInstance:
 def _atomic_write(target: Path, buffers: list[Any], spool: SpoolFiles | None = None) -> None:
     """Write ``buffers`` to a temporary file (a spare spool file if given), then rename."""
     fd = -1
-    temporary = target
+    temporary: str | Path = target
     if spool is not None:
         try:
             fd, temporary = spool.take()

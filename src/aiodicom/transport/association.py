@@ -84,6 +84,8 @@ _SPLICE_MIN = 4096
 #: Bytes spliced in one callback before the loop serves other connections.
 _SPLICE_PER_TURN = 4 * 1024 * 1024
 _CAN_SPLICE = hasattr(os, "splice") and hasattr(os, "SPLICE_F_NONBLOCK")
+#: Where P-DATA goes to the assembler (DT-2, AR-6): a streamed PDV is fed only in these.
+_DATA_STATES = frozenset({State.STA6, State.STA7})
 
 
 class _Pipe:
@@ -117,12 +119,17 @@ class _Pipe:
         """Move up to ``count`` bytes from ``sock`` to ``fd``.
 
         Returns the bytes taken from the socket (0: nothing there now, or the stream
-        ended; the transport's own read tells which) and the error, if writing them failed.
+        ended, which the transport's own read tells; -1: splice cannot be used, read as
+        usual) and the error, if writing them failed.
         """
+        if cls.get() is None:
+            return -1, None
         try:
             taken = os.splice(sock, cls.write, min(count, cls.capacity), flags=os.SPLICE_F_NONBLOCK)
+        except (BlockingIOError, InterruptedError):
+            return 0, None
         except OSError:
-            return 0, None  # EAGAIN; a broken connection shows in the transport's next read
+            return -1, None  # a broken connection also shows in the transport's next read
         moved = 0
         try:
             while moved < taken:
@@ -334,11 +341,14 @@ class DicomProtocol(asyncio.BufferedProtocol):
         if self._splice_fd >= 0:
             # The bulk of a data set may go by splice: then read only what decides it (the
             # next PDU's and PDV's headers), or inside a streamed PDV one byte, which wakes
-            # this protocol to splice what follows it.
+            # this protocol to splice what follows it; else no further than the PDV's end.
             stream = self._stream
             if stream is not None:
-                if self._stream_left >= _SPLICE_MIN and stream.direct_target()[1] >= _SPLICE_MIN:
+                left = self._stream_left
+                if left >= _SPLICE_MIN and stream.direct_target()[1] >= _SPLICE_MIN:
                     return self._view[self._end : self._end + 1]
+                if left:  # up to the PDV's end: the next PDU's headers then come on their own
+                    return self._view[self._end : self._end + left]
             elif self._end - self._start < _HEADERS and self._start + _HEADERS <= _STAGING_SIZE:
                 assembler = self.assembler
                 sink = None if assembler is None else assembler.direct
@@ -634,9 +644,9 @@ class DicomProtocol(asyncio.BufferedProtocol):
         sink = self._stream
         assembler = self.assembler
         assert sink is not None and assembler is not None
-        if assembler.direct is not sink:
-            # The message was abandoned (abort, timeout): like any P-DATA after our
-            # A-ABORT, the rest is not even read.
+        if assembler.direct is not sink or self.machine.state not in _DATA_STATES:
+            # The message was abandoned, or the association aborted: like any P-DATA
+            # after our A-ABORT, the rest is not even read.
             self._stream = None
             self._start = self._end = 0
             self._pause(_CLOSING)
@@ -664,7 +674,9 @@ class DicomProtocol(asyncio.BufferedProtocol):
             if room <= 0:
                 return
             taken, error = _Pipe.to_file(self._splice_fd, fd, min(self._stream_left, room, share))
-            if not taken:
+            if taken <= 0:
+                if taken < 0:
+                    self._splice_fd = -1
                 return
             self.bytes_received += taken
             self._stream_left -= taken

@@ -119,6 +119,8 @@ class MessageAssembler(Generic[C]):
         self._context_id: int | None = None
         self._command: C | None = None
         self._sink: DataSink | None = None
+        #: The sink of the data set in progress when it can take bytes directly, else None.
+        self.direct: DirectSink | None = None
         self._in_dataset = False
 
     @property
@@ -189,15 +191,9 @@ class MessageAssembler(Generic[C]):
                 self._command = command
                 self._sink = sink
                 self._in_dataset = True
+                if hasattr(sink, "direct_target"):
+                    self.direct = sink  # type: ignore[assignment]
         return done
-
-    @property
-    def direct(self) -> DirectSink | None:
-        """The sink of the data set in progress, when it can take bytes directly."""
-        sink = self._sink
-        if not self._in_dataset or not hasattr(sink, "direct_target"):
-            return None
-        return sink  # type: ignore[return-value]
 
     def direct_sink(self, context_id: int, control: int) -> DirectSink | None:
         """The sink a data set fragment with this PDV header may be streamed into, or None.
@@ -237,6 +233,7 @@ class MessageAssembler(Generic[C]):
         self._context_id = None
         self._command = None
         self._sink = None
+        self.direct = None
         self._in_dataset = False
         if self._command_parts:
             self._command_parts = bytearray()
