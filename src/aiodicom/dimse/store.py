@@ -508,7 +508,8 @@ class InstanceSink:
             self._fail(exc)
             return
         self.size += len(data)
-        if self._head_size < _HEAD_BYTES:
+        if self._head_size < _HEAD_BYTES and (self._fd < 0 or self._head):
+            # A data set spooled from its first byte keeps no head: its file has it.
             if self._fd >= 0:  # ``data`` may be a view of a reused buffer (see direct_target)
                 self._head.append(bytes(data[: _HEAD_BYTES - self._head_size]))
             else:
@@ -541,7 +542,7 @@ class InstanceSink:
         structure walk only steps over a value (see ``DirectSink``)."""
         if self._fd < 0 or self.error is not None:
             return -1, 0
-        if self._head_size < _HEAD_BYTES or self._unwritten:
+        if self._unwritten or (self._head and self._head_size < _HEAD_BYTES):
             return self._fd, 0
         return self._fd, self._walker.skippable()
 
@@ -610,7 +611,10 @@ class InstanceSink:
         self._unlink()
         self._drop_parts()
 
-    def head(self) -> bytes | bytearray | memoryview:
+    def head(self) -> bytes | bytearray | memoryview | None:
+        """The data set's first bytes (up to 64 KiB), or None when only its file has them."""
+        if not self._head:
+            return None if self.size and self._head_size == 0 else b""
         if len(self._head) == 1:
             return self._head[0]
         return b"".join(self._head)
@@ -693,11 +697,23 @@ class ReceivedInstance:
         walked = self._sink.common_tags
         if walked is not None and self._sink.wanted.issuperset(tags):
             return {tag: walked[tag] for tag in tags if tag in walked}
-        result = scan_elements(self._sink.head(), self.transfer_syntax, tags)
+        result = scan_elements(self._head(), self.transfer_syntax, tags)
         if result.complete:
             return dict(result.values)
         result = scan_elements(self.dataset_bytes(), self.transfer_syntax, tags)
         return dict(result.values)
+
+    def _head(self) -> bytes | bytearray | memoryview:
+        """The data set's first bytes: kept in memory, or read from its file."""
+        head = self._sink.head()
+        if head is not None:
+            return head
+        path = self._saved_to or self._sink.path
+        if path is None:
+            return b""
+        with open(path, "rb") as handle:
+            handle.seek(len(self._sink.meta))
+            return handle.read(_HEAD_BYTES)
 
     def text(self, tag: int) -> str | None:
         """A top-level string value (UIDs, IDs) without decoding the data set."""

@@ -81,11 +81,11 @@ _STREAM_PDU_SIZE = 16 * 1024
 _HEADERS = 12
 #: Streaming reads through the loop only while at least this much may be spliced.
 _SPLICE_MIN = 4096
+#: The first read of a streamed PDV: enough for the elements before the pixel data.
+_FIRST_READ = 16 * 1024
 #: Bytes spliced in one callback before the loop serves other connections.
 _SPLICE_PER_TURN = 4 * 1024 * 1024
 _CAN_SPLICE = hasattr(os, "splice") and hasattr(os, "SPLICE_F_NONBLOCK")
-#: Where P-DATA goes to the assembler (DT-2, AR-6): a streamed PDV is fed only in these.
-_DATA_STATES = frozenset({State.STA6, State.STA7})
 
 
 class _Pipe:
@@ -122,8 +122,6 @@ class _Pipe:
         ended, which the transport's own read tells; -1: splice cannot be used, read as
         usual) and the error, if writing them failed.
         """
-        if cls.get() is None:
-            return -1, None
         try:
             taken = os.splice(sock, cls.write, min(count, cls.capacity), flags=os.SPLICE_F_NONBLOCK)
         except (BlockingIOError, InterruptedError):
@@ -234,6 +232,10 @@ class DicomProtocol(asyncio.BufferedProtocol):
         self._stream: DirectSink | None = None
         self._stream_left = 0
         self._stream_last = False
+        #: True while nothing of the streamed PDV was read yet (see get_buffer).
+        self._stream_fresh = False
+        #: True once a PDV streamed on this connection: reads then go PDU by PDU.
+        self._streamed = False
 
     # --- asyncio callbacks -------------------------------------------------------------
 
@@ -339,21 +341,28 @@ class DicomProtocol(asyncio.BufferedProtocol):
         if self._end >= _STAGING_SIZE - 6:
             self._compact()
         if self._splice_fd >= 0:
-            # The bulk of a data set may go by splice: then read only what decides it (the
-            # next PDU's and PDV's headers), or inside a streamed PDV one byte, which wakes
-            # this protocol to splice what follows it; else no further than the PDV's end.
+            # On a connection that streams, reads take only what decides how the bulk
+            # of a data set goes (by splice): one PDU at a time (its header first), at
+            # first 16 KiB of a streamed PDV (where the data set's first elements are),
+            # then one byte, which wakes this protocol to splice what follows it; no
+            # further than the PDV's end otherwise.
             stream = self._stream
             if stream is not None:
                 left = self._stream_left
                 if left >= _SPLICE_MIN and stream.direct_target()[1] >= _SPLICE_MIN:
-                    return self._view[self._end : self._end + 1]
-                if left:  # up to the PDV's end: the next PDU's headers then come on their own
-                    return self._view[self._end : self._end + left]
-            elif self._end - self._start < _HEADERS and self._start + _HEADERS <= _STAGING_SIZE:
-                assembler = self.assembler
-                sink = None if assembler is None else assembler.direct
-                if sink is not None and sink.direct_target()[1] >= _SPLICE_MIN:
-                    return self._view[self._end : self._start + _HEADERS]
+                    limit = 1
+                else:
+                    limit = min(left, _FIRST_READ) if self._stream_fresh else left
+            elif self._streamed:
+                available = self._end - self._start
+                if available < _HEADERS:
+                    limit = _HEADERS - available
+                else:
+                    limit = 6 + int.from_bytes(self._view[self._start + 2 : self._start + 6], "big") - available
+            else:
+                limit = 0
+            if limit > 0:
+                return self._view[self._end : self._end + limit]
         return self._view[self._end :]
 
     def buffer_updated(self, nbytes: int) -> None:
@@ -637,6 +646,7 @@ class DicomProtocol(asyncio.BufferedProtocol):
         self._stream = sink
         self._stream_left = pdv_length - 2
         self._stream_last = bool(control & 2)
+        self._stream_fresh = self._streamed = True
         return True
 
     def _feed_stream(self) -> bool:
@@ -644,7 +654,8 @@ class DicomProtocol(asyncio.BufferedProtocol):
         sink = self._stream
         assembler = self.assembler
         assert sink is not None and assembler is not None
-        if assembler.direct is not sink or self.machine.state not in _DATA_STATES:
+        state = self.machine.state
+        if assembler.direct is not sink or (state is not State.STA6 and state is not State.STA7):
             # The message was abandoned, or the association aborted: like any P-DATA
             # after our A-ABORT, the rest is not even read.
             self._stream = None
@@ -653,6 +664,7 @@ class DicomProtocol(asyncio.BufferedProtocol):
             return False
         n = min(self._end - self._start, self._stream_left)
         if n:
+            self._stream_fresh = False
             sink.write(self._view[self._start : self._start + n])
             self._start += n
             self._stream_left -= n
