@@ -104,9 +104,13 @@ def cuts(wire: bytes, how: str, rng: random.Random) -> Iterator[bytes]:
         pos += step
 
 
+def command_pdu(uid: str, message_id: int) -> bytes:
+    command = store_rq(uid, message_id)
+    return pdu(P.PDUType.P_DATA_TF, raw_pdv(len(command) + 2, CT_CONTEXT, 3, command))
+
+
 async def store(peer: RawPeer, uid: str, data: bytes, message_id: int, pdu_size: int, how: str) -> C.CStoreRSP:
-    wire = pdu(P.PDUType.P_DATA_TF, raw_pdv(len(store_rq(uid, message_id)) + 2, CT_CONTEXT, 3, store_rq(uid, message_id)))
-    wire += b"".join(data_pdus(data, pdu_size))
+    wire = command_pdu(uid, message_id) + b"".join(data_pdus(data, pdu_size))
     for piece in cuts(wire, how, random.Random(message_id)):
         await peer.send(piece)
     return await peer.expect_response(C.CStoreRSP)
@@ -170,66 +174,39 @@ async def test_our_client_over_tcp_and_tls_stores_exactly(tmp_path: Path, splice
         assert spliced.into_files > len(data) // 2
 
 
-def broken_pdus() -> dict[str, tuple[bytes, int]]:
-    """A PDU sent where the next streamed fragment was due, and the abort reason it earns."""
+#: A PDU of one 64 KiB PDV sent where the next streamed fragment was due: (its PDV length
+#: field beyond the honest one, context, control byte, bytes after the PDV) and the abort
+#: reason it earns.
+BROKEN: dict[str, tuple[tuple[int, int, int, bytes], int]] = {
+    "pdv-longer-than-pdu": ((100, CT_CONTEXT, 0, b""), P.REASON_INVALID_PARAMETER),
+    "other-context": ((0, ECHO_CONTEXT, 0, b""), P.REASON_UNEXPECTED_PARAMETER),
+    "command-fragment": ((0, CT_CONTEXT, 1, b""), P.REASON_UNEXPECTED_PARAMETER),
+    "reserved-bits": ((0, CT_CONTEXT, 0x80, b""), P.REASON_INVALID_PARAMETER),
+    "second-pdv-empty": ((0, CT_CONTEXT, 0, raw_pdv(0, CT_CONTEXT, 0)), P.REASON_INVALID_PARAMETER),
+    "even-context": ((0, 2, 0, b""), P.REASON_INVALID_PARAMETER),
+}
+
+
+def broken_pdu(extra_length: int, context: int, control: int, after: bytes) -> bytes:
     body = bytes(64 * KIB)
-    return {
-        "pdv-longer-than-pdu": (
-            pdu(P.PDUType.P_DATA_TF, raw_pdv(len(body) + 100, CT_CONTEXT, 0, body)),
-            P.REASON_INVALID_PARAMETER,
-        ),
-        "other-context": (
-            pdu(P.PDUType.P_DATA_TF, raw_pdv(len(body) + 2, ECHO_CONTEXT, 0, body)),
-            P.REASON_UNEXPECTED_PARAMETER,
-        ),
-        "command-fragment": (
-            pdu(P.PDUType.P_DATA_TF, raw_pdv(len(body) + 2, CT_CONTEXT, 1, body)),
-            P.REASON_UNEXPECTED_PARAMETER,
-        ),
-        "reserved-bits": (
-            pdu(P.PDUType.P_DATA_TF, raw_pdv(len(body) + 2, CT_CONTEXT, 0x80, body)),
-            P.REASON_INVALID_PARAMETER,
-        ),
-        "second-pdv-empty": (
-            pdu(P.PDUType.P_DATA_TF, raw_pdv(len(body) + 2, CT_CONTEXT, 0, body) + raw_pdv(0, CT_CONTEXT, 0)),
-            P.REASON_INVALID_PARAMETER,
-        ),
-        "even-context": (
-            pdu(P.PDUType.P_DATA_TF, raw_pdv(len(body) + 2, 2, 0, body)),
-            P.REASON_INVALID_PARAMETER,
-        ),
-    }
+    return pdu(P.PDUType.P_DATA_TF, raw_pdv(len(body) + 2 + extra_length, context, control, body) + after)
 
 
 @BOTH_LOOPS
-@pytest.mark.parametrize("case", list(broken_pdus()))
+@pytest.mark.parametrize("case", list(BROKEN))
 async def test_a_broken_pdu_inside_a_streamed_data_set_is_aborted(tmp_path: Path, case: str) -> None:
-    broken, reason = broken_pdus()[case]
+    fields, reason = BROKEN[case]
+    broken = broken_pdu(*fields)
     uid = new_uid()
     first, second, *_ = data_pdus(ct(uid), 64 * KIB)
     async with running_server(tmp_path) as running:
         with anyio.fail_after(TEST_TIMEOUT):
             async with raw_peer(running.port) as peer:
                 await peer.associate()
-                await peer.send(pdu(P.PDUType.P_DATA_TF, raw_pdv(len(store_rq(uid)) + 2, CT_CONTEXT, 3, store_rq(uid))))
+                await peer.send(command_pdu(uid, 1))
                 await peer.send(first + second)  # the head, then a streamed fragment
                 await peer.send(broken)
                 await peer.expect_abort(PROVIDER, reason)
-        await assert_still_serving(running)
-        assert running.stored_files() == []
-        assert running.partial_files() == []
-
-
-@BOTH_LOOPS
-async def test_a_peer_gone_inside_a_streamed_pdv_leaves_nothing(tmp_path: Path) -> None:
-    uid = new_uid()
-    pdus = data_pdus(ct(uid), 200 * KIB)
-    async with running_server(tmp_path) as running:
-        with anyio.fail_after(TEST_TIMEOUT):
-            async with raw_peer(running.port) as peer:
-                await peer.associate()
-                await peer.send(pdu(P.PDUType.P_DATA_TF, raw_pdv(len(store_rq(uid)) + 2, CT_CONTEXT, 3, store_rq(uid))))
-                await peer.send(pdus[0] + pdus[1][: 100 * KIB])  # stops halfway through a PDV
         await assert_still_serving(running)
         assert running.stored_files() == []
         assert running.partial_files() == []
@@ -259,22 +236,24 @@ async def test_a_data_set_ending_inside_its_streamed_pixel_data_is_refused(
 
 
 @BOTH_LOOPS
-async def test_a_peer_silent_inside_a_streamed_pdv_is_aborted_and_the_rest_ignored(tmp_path: Path) -> None:
-    """Idle timeout inside a streamed PDV: A-ABORT; what the peer sends after it is not kept."""
+@pytest.mark.parametrize("then", ["closes", "falls-silent"])
+async def test_a_peer_stopping_inside_a_streamed_pdv_leaves_nothing(tmp_path: Path, then: str) -> None:
+    """Gone, or silent until the idle timeout's A-ABORT, after which what it sends is not kept."""
     uid = new_uid()
     pdus = data_pdus(ct(uid), 200 * KIB)
     async with running_server(tmp_path) as running:
         with anyio.fail_after(TEST_TIMEOUT):
             async with raw_peer(running.port) as peer:
                 await peer.associate()
-                await peer.send(pdu(P.PDUType.P_DATA_TF, raw_pdv(len(store_rq(uid)) + 2, CT_CONTEXT, 3, store_rq(uid))))
-                await peer.send(pdus[0] + pdus[1][: 100 * KIB])
-                await peer.expect_abort(P.AbortSource.SERVICE_USER, P.REASON_NOT_SPECIFIED)
-                try:
-                    await peer.send(pdus[1][100 * KIB :] + b"".join(pdus[2:]))
-                except ConnectionError:
-                    pass  # the server may already have closed
-                await peer.expect_closed()
+                await peer.send(command_pdu(uid, 1))
+                await peer.send(pdus[0] + pdus[1][: 100 * KIB])  # stops halfway through a PDV
+                if then == "falls-silent":
+                    await peer.expect_abort(P.AbortSource.SERVICE_USER, P.REASON_NOT_SPECIFIED)
+                    try:
+                        await peer.send(pdus[1][100 * KIB :] + b"".join(pdus[2:]))
+                    except ConnectionError:
+                        pass  # the server may already have closed
+                    await peer.expect_closed()
         await assert_still_serving(running)
         assert running.stored_files() == []
         assert running.partial_files() == []
