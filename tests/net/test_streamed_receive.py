@@ -11,6 +11,7 @@ Meanwhile the server serves other clients.
 
 from __future__ import annotations
 
+import errno
 import os
 import random
 import stat
@@ -257,3 +258,68 @@ async def test_a_peer_stopping_inside_a_streamed_pdv_leaves_nothing(tmp_path: Pa
         await assert_still_serving(running)
         assert running.stored_files() == []
         assert running.partial_files() == []
+
+
+class RefusingFiles(SpliceSpy):
+    """A file system that refuses splice(2) into its files (with ``code``), or fails writes."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__()
+        self.code = code
+        self.refused = 0
+
+    def __call__(self, src: int, dst: int, count: int, *args: Any, **kwargs: Any) -> int:
+        if stat.S_ISREG(os.fstat(dst).st_mode) and self.refused < 1:
+            self.refused += 1
+            raise OSError(self.code, os.strerror(self.code))
+        return super().__call__(src, dst, count, *args, **kwargs)
+
+
+@BOTH_LOOPS
+async def test_a_file_system_refusing_splice_gets_the_bytes_copied(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """EINVAL from splice into the file: those bytes are copied, the connection reads as usual."""
+    spy = RefusingFiles(errno.EINVAL)
+    monkeypatch.setattr(os, "splice", spy)
+    async with running_server(tmp_path) as running:
+        with anyio.fail_after(TEST_TIMEOUT):
+            async with raw_peer(running.port) as peer:
+                await peer.associate()
+                sent = {}
+                for message_id in (1, 2):
+                    uid = new_uid()
+                    sent[uid] = ct(uid)
+                    response = await store(peer, uid, sent[uid], message_id, 64 * KIB, "whole")
+                    assert response.status == S.SUCCESS, response
+        await assert_still_serving(running)
+    assert spy.refused == 1
+    for uid, data in sent.items():
+        assert stored_dataset(running, uid).endswith(data)
+    assert running.partial_files() == []
+
+
+@BOTH_LOOPS
+async def test_a_write_failing_inside_a_splice_refuses_that_instance_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ENOSPC while splicing into the spool: 0xA700, nothing stored, and the next instance is
+    stored exactly (the pipe held nothing of the failed one)."""
+    spy = RefusingFiles(errno.ENOSPC)
+    monkeypatch.setattr(os, "splice", spy)
+    first, second = new_uid(), new_uid()
+    async with running_server(tmp_path) as running:
+        with anyio.fail_after(TEST_TIMEOUT):
+            async with raw_peer(running.port) as peer:
+                await peer.associate()
+                response = await store(peer, first, ct(first), 1, 64 * KIB, "whole")
+                assert response.status == S.OUT_OF_RESOURCES, response
+                data = ct(second)
+                response = await store(peer, second, data, 2, 64 * KIB, "whole")
+                assert response.status == S.SUCCESS, response
+        await assert_still_serving(running)
+    assert spy.refused == 1
+    [stored] = running.stored_files()
+    assert stored.name == f"{second}.dcm" and stored.read_bytes().endswith(data)
+    assert running.partial_files() == []
+    assert spy.into_files > 0

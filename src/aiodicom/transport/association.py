@@ -12,6 +12,7 @@ is never held whole unless its sink decides to.
 from __future__ import annotations
 
 import asyncio
+import errno
 import fcntl
 import itertools
 import os
@@ -86,6 +87,8 @@ _FIRST_READ = 16 * 1024
 #: Bytes spliced in one callback before the loop serves other connections.
 _SPLICE_PER_TURN = 4 * 1024 * 1024
 _CAN_SPLICE = hasattr(os, "splice") and hasattr(os, "SPLICE_F_NONBLOCK")
+#: splice(2) into a file system that does not take it (some FUSE ones): copy instead.
+_NO_SPLICE_INTO_FILE = frozenset({errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP})
 
 
 class _Pipe:
@@ -115,41 +118,58 @@ class _Pipe:
         return cls
 
     @classmethod
-    def to_file(cls, sock: int, fd: int, count: int) -> tuple[int, OSError | None]:
+    def to_file(cls, sock: int, fd: int, count: int) -> tuple[int, OSError | None, bool]:
         """Move up to ``count`` bytes from ``sock`` to ``fd``.
 
         Returns the bytes taken from the socket (0: nothing there now, or the stream
-        ended, which the transport's own read tells; -1: splice cannot be used, read as
-        usual) and the error, if writing them failed.
+        ended, which the transport's own read tells), the error if writing them failed,
+        and whether splicing may go on (not from a socket that refuses it, nor into a file
+        system that does: those bytes are then copied, and the connection reads as usual).
         """
         try:
             taken = os.splice(sock, cls.write, min(count, cls.capacity), flags=os.SPLICE_F_NONBLOCK)
         except (BlockingIOError, InterruptedError):
-            return 0, None
+            return 0, None, True
         except OSError:
-            return -1, None  # a broken connection also shows in the transport's next read
+            return 0, None, False  # a broken connection also shows in the transport's next read
         moved = 0
         try:
             while moved < taken:
                 step = os.splice(cls.read, fd, taken - moved)
                 if step <= 0:
-                    raise OSError(5, "splice to the spool file made no progress")
+                    raise OSError(errno.EIO, "splice to the spool file made no progress")
                 moved += step
         except OSError as exc:
-            cls._drop(taken - moved)
-            return taken, exc
-        return taken, None
+            if exc.errno in _NO_SPLICE_INTO_FILE:
+                return taken, cls._copy(fd, taken - moved), False
+            cls._copy(-1, taken - moved)
+            return taken, exc, True
+        return taken, None, True
 
     @classmethod
-    def _drop(cls, count: int) -> None:
-        """Empty the pipe of bytes that could not be written (or never use it again)."""
+    def _copy(cls, fd: int, count: int) -> OSError | None:
+        """Empty the pipe into ``fd`` (-1: nowhere); if the pipe fails, never use it again."""
+        error = None
         try:
             while count > 0:
-                count -= len(os.read(cls.read, min(count, 1 << 20)))
+                chunk = os.read(cls.read, min(count, 1 << 20))
+                count -= len(chunk)
+                if fd >= 0 and error is None:
+                    try:
+                        _write_fully(fd, chunk)
+                    except OSError as exc:
+                        error = exc
         except OSError:
             os.close(cls.read)
             os.close(cls.write)
             cls.pid = -1
+        return error
+
+
+def _write_fully(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 class ReleaseRequest(FrozenRecord):
@@ -685,15 +705,16 @@ class DicomProtocol(asyncio.BufferedProtocol):
             fd, room = sink.direct_target()
             if room <= 0:
                 return
-            taken, error = _Pipe.to_file(self._splice_fd, fd, min(self._stream_left, room, share))
-            if taken <= 0:
-                if taken < 0:
-                    self._splice_fd = -1
+            taken, error, usable = _Pipe.to_file(self._splice_fd, fd, min(self._stream_left, room, share))
+            if taken:
+                self.bytes_received += taken
+                self._stream_left -= taken
+                share -= taken
+                sink.wrote_directly(taken, error)
+            if not usable:
+                self._splice_fd = -1
+            if not taken or not usable:
                 return
-            self.bytes_received += taken
-            self._stream_left -= taken
-            share -= taken
-            sink.wrote_directly(taken, error)
 
     def _deliver(self, pdu_type: int, body: bytes | bytearray) -> None:
         if pdu_type == P.PDUType.P_DATA_TF and self.machine.state is State.STA6:
