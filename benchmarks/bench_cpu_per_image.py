@@ -70,6 +70,9 @@ def _receiver(src: Path | None, measure: str, artefact: Path, storescp: bool = F
 
 def _run(receiver: h.Contender, folder: Path, work: Path, tag: str) -> tuple[int, int]:
     """One run; returns the receiver's (user, sys) ticks spent while the sender ran."""
+    # Earlier runs' dirty pages would be written back while this one runs (and throttle
+    # its writes, counted as its sys time): flush them first.
+    os.sync()
     port = h.free_port()
     out = work / f"out-{tag}"
     out.mkdir()

@@ -13,7 +13,6 @@ Helpers are plain functions and classes here (imported by the test modules with
 from __future__ import annotations
 
 import asyncio
-import ssl
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -23,7 +22,6 @@ from typing import Any, TypeVar
 
 import anyio
 import pytest
-import trustme
 from pydicom import Dataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset
@@ -67,22 +65,6 @@ def anyio_backend() -> str:
 
 
 # --- the server ------------------------------------------------------------------------
-
-
-#: Runs a test on asyncio's own loop and on uvloop (what ``aiodicom receive`` uses).
-BOTH_LOOPS = pytest.mark.parametrize(
-    "anyio_backend", [("asyncio", {}), ("asyncio", {"use_uvloop": True})], ids=["asyncio", "uvloop"]
-)
-
-
-def tls_contexts() -> tuple[ssl.SSLContext, ssl.SSLContext]:
-    """(server, client) TLS contexts trusting one fresh test CA, for 127.0.0.1."""
-    ca = trustme.CA()
-    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(server)
-    client = ssl.create_default_context()
-    ca.configure_trust(client)
-    return server, client
 
 
 @dataclass

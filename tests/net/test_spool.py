@@ -153,3 +153,35 @@ def test_the_default_spool_is_private(tmp_path: Path, monkeypatch: pytest.Monkey
     shared.rmdir()
     shared.symlink_to(fallback.base)  # a symlink, even to a private folder, is not used either
     assert SpoolDirectory.private().base not in (shared, fallback.base)
+
+
+@pytest.mark.parametrize("threshold", [0, 4 * 1024 * 1024], ids=["spooled-from-the-first-byte", "in-memory"])
+async def test_a_handler_reads_tags_the_walk_did_not_collect_before_and_after_saving(
+    tmp_path: Path, threshold: int
+) -> None:
+    """A data set spooled from its first byte keeps no head in memory: tags the structure
+    walk did not collect are read from its file, where it is before and after ``save``."""
+    import aiodicom
+    from aiodicom.dimse.store import ReceivedInstance
+
+    from .conftest import FAST, HOST, running_server
+
+    seen: list[tuple[object, ...]] = []
+
+    async def handler(instance: ReceivedInstance) -> int:
+        before = (instance.text(0x00080060), instance.tags((0x00280010, 0x00280011)))
+        instance.save(tmp_path / "kept" / f"{instance.sop_instance_uid}.dcm")
+        after = (instance.text(0x00200013), instance.tags((0x00280010,)))
+        seen.append((before, after, instance.spooled_path))
+        return 0
+
+    dataset = make_dataset(rows=512, columns=256, index=6, slices=9)
+    async with running_server(tmp_path, on_store=handler, memory_threshold=threshold) as running:
+        with anyio.fail_after(TEST_TIMEOUT):
+            async with aiodicom.connect(HOST, running.port, called_ae=SERVER_AE, timeouts=FAST) as client:
+                assert (await client.store(dataset)).is_success
+    rows, columns = (512).to_bytes(2, "little"), (256).to_bytes(2, "little")
+    [(before, after, spooled)] = seen
+    assert before == ("CT", {0x00280010: rows, 0x00280011: columns})
+    assert after == (str(dataset.InstanceNumber), {0x00280010: rows})
+    assert spooled is None  # moved into place by save

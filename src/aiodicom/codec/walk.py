@@ -144,19 +144,6 @@ class DatasetWalker:
         if inflater.eof:
             self._after_deflate_end(len(inflater.unused_data))
 
-    def skippable(self) -> int:
-        """Bytes coming next that lie inside a value being stepped over (pixel data), and
-        that the walk needs no look at: a caller may :meth:`skip` them unseen."""
-        if self._inflater is not None or self._pending:
-            return 0
-        return self._skip
-
-    def skip(self, n: int) -> None:
-        """Account for ``n`` bytes (at most :meth:`skippable`) that went elsewhere unseen."""
-        self._skip -= n
-        self._offset += n
-        self.size += n
-
     def _after_deflate_end(self, count: int) -> None:
         self._trailing += count
         if self._trailing > 1:  # one byte of padding to an even length is tolerated
@@ -417,9 +404,11 @@ def walk_file(
     position = offset
     handle.seek(position)
     while position < end:
-        if walker.skippable() > chunk:
-            step = min(walker.skippable(), end - position)
-            walker.skip(step)
+        if walker._skip > chunk and walker._inflater is None and not walker._pending:
+            step = min(walker._skip, end - position)
+            walker._skip -= step
+            walker._offset += step
+            walker.size += step
             position += step
             handle.seek(position)
             continue

@@ -489,7 +489,7 @@ class InstanceSink:
         self._unwritten = b""
         if memory_threshold <= 0 and self.error is None:
             # Spooled from the first byte anyway: open the file now, so every fragment,
-            # the first included, goes straight to it (and may be streamed, see direct_target).
+            # the first included, goes straight to it, and no head is kept in memory.
             try:
                 self._fd, self.path = spool.take()
                 self._unwritten = self.meta
@@ -510,10 +510,7 @@ class InstanceSink:
         self.size += len(data)
         if self._head_size < _HEAD_BYTES and (self._fd < 0 or self._head):
             # A data set spooled from its first byte keeps no head: its file has it.
-            if self._fd >= 0:  # ``data`` may be a view of a reused buffer (see direct_target)
-                self._head.append(bytes(data[: _HEAD_BYTES - self._head_size]))
-            else:
-                _keep(self._head, data, _HEAD_BYTES - self._head_size)
+            _keep(self._head, data, _HEAD_BYTES - self._head_size)
             self._head_size += len(data)
         if self._fd >= 0:
             try:
@@ -535,22 +532,6 @@ class InstanceSink:
                 self._reserved += _BUDGET_STEP
             else:
                 self._spill()  # the server holds all it may: this one goes to disk now
-
-    def direct_target(self) -> tuple[int, int]:
-        """The spool file, once open: :meth:`write` then keeps no view of what it is given.
-        Bytes may be spliced into it unseen once the head is kept, for as long as the
-        structure walk only steps over a value (see ``DirectSink``)."""
-        if self._fd < 0 or self.error is not None:
-            return -1, 0
-        if self._unwritten or (self._head and self._head_size < _HEAD_BYTES):
-            return self._fd, 0
-        return self._fd, self._walker.skippable()
-
-    def wrote_directly(self, nbytes: int, error: OSError | None) -> None:
-        self.size += nbytes
-        self._walker.skip(nbytes)
-        if error is not None:
-            self._fail(error)
 
     def _spill(self) -> None:
         try:

@@ -12,10 +12,7 @@ is never held whole unless its sink decides to.
 from __future__ import annotations
 
 import asyncio
-import errno
-import fcntl
 import itertools
-import os
 import socket
 import ssl as _ssl
 from collections import deque
@@ -38,7 +35,7 @@ from aiodicom.transport.timeouts import ResponseTimeout as ResponseTimeout
 from aiodicom.transport.timeouts import Timeouts as Timeouts
 from aiodicom.transport.timeouts import no_data_taken, release_timed_out
 from aiodicom.ul import pdu as P
-from aiodicom.ul.assembly import AssembledMessage, CommandDecoder, DirectSink, MessageAssembler
+from aiodicom.ul.assembly import AssembledMessage, CommandDecoder, MessageAssembler
 from aiodicom.ul.events import (
     CLOSED_BEFORE_RELEASE,
     AbortIndication,
@@ -73,103 +70,6 @@ _PDUS_PER_TURN = 128
 _INBOX, _YIELD, _BUDGET, _CLOSING = 1, 2, 4, 8
 _STOP_DECODING = _YIELD | _BUDGET | _CLOSING
 _ids = itertools.count(1)
-
-#: P-DATA PDUs at least this large, on a plain TCP connection, whose one PDV continues a
-#: data set bound for a file: the PDV's bytes go from the socket to the file with
-#: ``splice(2)`` (socket -> pipe -> file), never copied through this process.
-_STREAM_PDU_SIZE = 16 * 1024
-#: A PDU header and the header of its first PDV: what decides whether a PDU streams.
-_HEADERS = 12
-#: Streaming reads through the loop only while at least this much may be spliced.
-_SPLICE_MIN = 4096
-#: The first read of a streamed PDV: enough for the elements before the pixel data.
-_FIRST_READ = 16 * 1024
-#: Bytes spliced in one callback before the loop serves other connections.
-_SPLICE_PER_TURN = 4 * 1024 * 1024
-_CAN_SPLICE = hasattr(os, "splice") and hasattr(os, "SPLICE_F_NONBLOCK")
-#: splice(2) into a file system that does not take it (some FUSE ones): copy instead.
-_NO_SPLICE_INTO_FILE = frozenset({errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP})
-
-
-class _Pipe:
-    """This process's pipe for ``splice(2)``; empty whenever no splice is under way.
-
-    One per process (the event loop runs one callback at a time, and every splice into
-    it is drained before its callback returns); made again after a fork.
-    """
-
-    pid = -1
-    read = write = -1
-    capacity = 0
-
-    @classmethod
-    def get(cls) -> type[_Pipe] | None:
-        """The pipe, made now if this process has none (None if it cannot have one)."""
-        if cls.pid != os.getpid():
-            try:
-                cls.read, cls.write = os.pipe()
-            except OSError:
-                return None
-            try:
-                cls.capacity = fcntl.fcntl(cls.write, 1031, 1 << 20)  # F_SETPIPE_SZ
-            except OSError:
-                cls.capacity = fcntl.fcntl(cls.write, 1032)  # F_GETPIPE_SZ
-            cls.pid = os.getpid()
-        return cls
-
-    @classmethod
-    def to_file(cls, sock: int, fd: int, count: int) -> tuple[int, OSError | None, bool]:
-        """Move up to ``count`` bytes from ``sock`` to ``fd``.
-
-        Returns the bytes taken from the socket (0: nothing there now, or the stream
-        ended, which the transport's own read tells), the error if writing them failed,
-        and whether splicing may go on (not from a socket that refuses it, nor into a file
-        system that does: those bytes are then copied, and the connection reads as usual).
-        """
-        try:
-            taken = os.splice(sock, cls.write, min(count, cls.capacity), flags=os.SPLICE_F_NONBLOCK)
-        except (BlockingIOError, InterruptedError):
-            return 0, None, True
-        except OSError:
-            return 0, None, False  # a broken connection also shows in the transport's next read
-        moved = 0
-        try:
-            while moved < taken:
-                step = os.splice(cls.read, fd, taken - moved)
-                if step <= 0:
-                    raise OSError(errno.EIO, "splice to the spool file made no progress")
-                moved += step
-        except OSError as exc:
-            if exc.errno in _NO_SPLICE_INTO_FILE:
-                return taken, cls._copy(fd, taken - moved), False
-            cls._copy(-1, taken - moved)
-            return taken, exc, True
-        return taken, None, True
-
-    @classmethod
-    def _copy(cls, fd: int, count: int) -> OSError | None:
-        """Empty the pipe into ``fd`` (-1: nowhere); if the pipe fails, never use it again."""
-        error = None
-        try:
-            while count > 0:
-                chunk = os.read(cls.read, min(count, 1 << 20))
-                count -= len(chunk)
-                if fd >= 0 and error is None:
-                    try:
-                        _write_fully(fd, chunk)
-                    except OSError as exc:
-                        error = exc
-        except OSError:
-            os.close(cls.read)
-            os.close(cls.write)
-            cls.pid = -1
-        return error
-
-
-def _write_fully(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
 
 
 class ReleaseRequest(FrozenRecord):
@@ -246,16 +146,6 @@ class DicomProtocol(asyncio.BufferedProtocol):
         self.error: AssociationError | None = None
         self.assembler: MessageAssembler[Any] | None = None
         self.association: Association | None = None
-        #: The socket's descriptor when PDV bytes may be spliced from it (plain TCP), else -1.
-        self._splice_fd = -1
-        #: The PDV being streamed (see _STREAM_PDU_SIZE): its sink, bytes to come, last flag.
-        self._stream: DirectSink | None = None
-        self._stream_left = 0
-        self._stream_last = False
-        #: True while nothing of the streamed PDV was read yet (see get_buffer).
-        self._stream_fresh = False
-        #: True once a PDV streamed on this connection: reads then go PDU by PDU.
-        self._streamed = False
 
     # --- asyncio callbacks -------------------------------------------------------------
 
@@ -284,23 +174,8 @@ class DicomProtocol(asyncio.BufferedProtocol):
         self._start_machine()
 
     def _start_machine(self) -> None:
-        self._splice_fd = self._spliceable_socket()
         self.machine.connection_made()
         self._sync()
-
-    def _spliceable_socket(self) -> int:
-        """The socket's descriptor when bytes may be taken from it unseen: plain TCP only."""
-        transport = self.transport
-        if not _CAN_SPLICE or self._tls is not None or transport is None:
-            return -1
-        if transport.get_extra_info("sslcontext") is not None or transport.get_extra_info("ssl_object") is not None:
-            return -1
-        sock = transport.get_extra_info("socket")
-        if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6) or sock.type != socket.SOCK_STREAM:
-            return -1
-        if _Pipe.get() is None:
-            return -1
-        return int(sock.fileno())
 
     async def _handshake(self, context: _ssl.SSLContext) -> None:
         raw = self.transport
@@ -360,29 +235,6 @@ class DicomProtocol(asyncio.BufferedProtocol):
             return self._body_view[self._body_filled :]
         if self._end >= _STAGING_SIZE - 6:
             self._compact()
-        if self._splice_fd >= 0:
-            # On a connection that streams, reads take only what decides how the bulk
-            # of a data set goes (by splice): one PDU at a time (its header first), at
-            # first 16 KiB of a streamed PDV (where the data set's first elements are),
-            # then one byte, which wakes this protocol to splice what follows it; no
-            # further than the PDV's end otherwise.
-            stream = self._stream
-            if stream is not None:
-                left = self._stream_left
-                if left >= _SPLICE_MIN and stream.direct_target()[1] >= _SPLICE_MIN:
-                    limit = 1
-                else:
-                    limit = min(left, _FIRST_READ) if self._stream_fresh else left
-            elif self._streamed:
-                available = self._end - self._start
-                if available < _HEADERS:
-                    limit = _HEADERS - available
-                else:
-                    limit = 6 + int.from_bytes(self._view[self._start + 2 : self._start + 6], "big") - available
-            else:
-                limit = 0
-            if limit > 0:
-                return self._view[self._end : self._end + limit]
         return self._view[self._end :]
 
     def buffer_updated(self, nbytes: int) -> None:
@@ -417,7 +269,6 @@ class DicomProtocol(asyncio.BufferedProtocol):
             self._progress_timer.cancel()
             self._progress_timer = None
         self._body = self._body_view = None
-        self._stream = None
         self._drop_staging()
         if self._budget is not None:
             self._budget.cancel(self._budget_granted)
@@ -579,10 +430,6 @@ class DicomProtocol(asyncio.BufferedProtocol):
             and not self.machine.should_close
             and not self._paused & _STOP_DECODING
         ):
-            if self._stream is not None:
-                if not self._feed_stream():
-                    break
-                continue
             available = self._end - self._start
             if available < 6:
                 break
@@ -601,15 +448,6 @@ class DicomProtocol(asyncio.BufferedProtocol):
                 self._start = self._end = 0
                 self._pause(_CLOSING)
                 return
-            if (
-                length >= _STREAM_PDU_SIZE
-                and self._splice_fd >= 0
-                and available >= _HEADERS
-                and pdu_type == P.PDUType.P_DATA_TF
-                and self.machine.state is State.STA6
-                and self._begin_stream(length)
-            ):
-                continue
             if available >= 6 + length:
                 turn += 1
                 if turn > _PDUS_PER_TURN:
@@ -642,79 +480,6 @@ class DicomProtocol(asyncio.BufferedProtocol):
             break
         if self._start == self._end:
             self._start = self._end = 0
-
-    # --- streaming a large PDV (plain TCP): the fast path for data sets ---------------------
-
-    def _begin_stream(self, length: int) -> bool:
-        """Stream the PDU whose header starts staging, if it is one PDV of a data set in progress.
-
-        That PDV's bytes then go to its sink as they come (by splice while the sink
-        allows), never held as a PDU. Whatever else (several PDVs, a command, another
-        context, reserved bits) takes the general path, which refuses what is wrong.
-        """
-        start = self._start
-        pdv_length, context_id, control = P.PDV_HEADER.unpack_from(self._view, start + 6)
-        if pdv_length + 4 != length or control & 0xFC or not context_id & 1:
-            return False
-        assembler = self.assembler
-        assert assembler is not None
-        sink = assembler.direct_sink(context_id, control)
-        if sink is None or sink.direct_target()[0] < 0:
-            return False
-        assembler.begin_streamed(pdv_length - 2)
-        self._start = start + _HEADERS
-        self._stream = sink
-        self._stream_left = pdv_length - 2
-        self._stream_last = bool(control & 2)
-        self._stream_fresh = self._streamed = True
-        return True
-
-    def _feed_stream(self) -> bool:
-        """Move the streamed PDV on (staging first, then splice); True once it is complete."""
-        sink = self._stream
-        assembler = self.assembler
-        assert sink is not None and assembler is not None
-        state = self.machine.state
-        if assembler.direct is not sink or (state is not State.STA6 and state is not State.STA7):
-            # The message was abandoned, or the association aborted: like any P-DATA
-            # after our A-ABORT, the rest is not even read.
-            self._stream = None
-            self._start = self._end = 0
-            self._pause(_CLOSING)
-            return False
-        n = min(self._end - self._start, self._stream_left)
-        if n:
-            self._stream_fresh = False
-            sink.write(self._view[self._start : self._start + n])
-            self._start += n
-            self._stream_left -= n
-        if self._stream_left and not self._paused:
-            self._splice(sink)
-        if self._stream_left:
-            return False
-        self._stream = None
-        message = assembler.end_streamed(self._stream_last)
-        if message is not None:
-            self._push(message)
-        return True
-
-    def _splice(self, sink: DirectSink) -> None:
-        """Splice what the socket holds of the PDV into the sink's file, within this turn's share."""
-        share = _SPLICE_PER_TURN
-        while self._stream_left and share > 0:
-            fd, room = sink.direct_target()
-            if room <= 0:
-                return
-            taken, error, usable = _Pipe.to_file(self._splice_fd, fd, min(self._stream_left, room, share))
-            if taken:
-                self.bytes_received += taken
-                self._stream_left -= taken
-                share -= taken
-                sink.wrote_directly(taken, error)
-            if not usable:
-                self._splice_fd = -1
-            if not taken or not usable:
-                return
 
     def _deliver(self, pdu_type: int, body: bytes | bytearray) -> None:
         if pdu_type == P.PDUType.P_DATA_TF and self.machine.state is State.STA6:

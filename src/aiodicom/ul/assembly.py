@@ -40,27 +40,6 @@ class DataSink(Protocol):
         """The message will never complete (abort, protocol error); drop what was kept."""
 
 
-class DirectSink(DataSink, Protocol):
-    """A sink that lets the transport put bytes straight into its file.
-
-    Only bytes nothing in the process needs to see (a pixel data value the
-    structure walk steps over) qualify; a transport that can move bytes from
-    the socket to a file inside the kernel (``splice``) then never copies
-    them through user space.
-    """
-
-    def direct_target(self) -> tuple[int, int]:
-        """``(file descriptor, bytes)`` the next bytes may go to unseen; ``(-1, 0)`` when none may.
-
-        Once the descriptor is given, :meth:`write` keeps no view of what it is given
-        (the transport hands it views of a buffer it reuses) until the data set ends.
-        """
-
-    def wrote_directly(self, nbytes: int, error: OSError | None) -> None:
-        """``nbytes`` (at most what :meth:`direct_target` allowed) were taken from the wire
-        and written to the descriptor, or failed to be written with ``error``."""
-
-
 class BoundedMemorySink:
     """A :class:`DataSink` holding a small data set in memory: identifiers, queries, a
     response's matches (here, beside the protocol, so a client needs no storage code).
@@ -119,8 +98,6 @@ class MessageAssembler(Generic[C]):
         self._context_id: int | None = None
         self._command: C | None = None
         self._sink: DataSink | None = None
-        #: The sink of the data set in progress when it can take bytes directly, else None.
-        self.direct: DirectSink | None = None
         self._in_dataset = False
 
     @property
@@ -164,7 +141,9 @@ class MessageAssembler(Generic[C]):
                 assert self._sink is not None
                 self._sink.write(data)  # type: ignore[arg-type]
                 if pdv.is_last:
-                    done.append(self._complete())
+                    self._sink.finish()
+                    done.append(AssembledMessage(context_id, self._command, self._sink))  # type: ignore[arg-type]
+                    self._reset()
                 continue
             if not pdv.is_command:
                 raise ProtocolError(
@@ -191,37 +170,7 @@ class MessageAssembler(Generic[C]):
                 self._command = command
                 self._sink = sink
                 self._in_dataset = True
-                if hasattr(sink, "direct_target"):
-                    self.direct = sink  # type: ignore[assignment]
         return done
-
-    def direct_sink(self, context_id: int, control: int) -> DirectSink | None:
-        """The sink a data set fragment with this PDV header may be streamed into, or None.
-
-        A fragment qualifies only where :meth:`feed` would take it without complaint: a
-        data set in progress on the same context, and a data (not command) fragment.
-        Anything else goes through :meth:`feed`, which raises what it must.
-        """
-        if context_id != self._context_id or control & 1:
-            return None
-        return self.direct
-
-    def begin_streamed(self, length: int) -> None:
-        """A fragment of ``length`` bytes admitted by :meth:`direct_sink` starts to stream in."""
-        self._credit += length - MIN_FRAGMENT_AVERAGE
-
-    def end_streamed(self, is_last: bool) -> AssembledMessage[C] | None:
-        """The streamed fragment ended; the message, if it was its last fragment."""
-        if not is_last:
-            return None
-        return self._complete()
-
-    def _complete(self) -> AssembledMessage[C]:
-        assert self._sink is not None and self._context_id is not None
-        self._sink.finish()
-        message: AssembledMessage[C] = AssembledMessage(self._context_id, self._command, self._sink)  # type: ignore[arg-type]
-        self._reset()
-        return message
 
     def abandon(self) -> None:
         """Drop a partially received message (the association ended)."""
@@ -233,7 +182,6 @@ class MessageAssembler(Generic[C]):
         self._context_id = None
         self._command = None
         self._sink = None
-        self.direct = None
         self._in_dataset = False
         if self._command_parts:
             self._command_parts = bytearray()

@@ -40,8 +40,7 @@ HEADER = struct.Struct(">BxI")
 _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
 _ITEM_HEADER = struct.Struct(">BxH")
-#: A PDV item header: length (context ID and control byte included), context ID, control.
-PDV_HEADER = struct.Struct(">IBB")
+_PDV_HEADER = struct.Struct(">IBB")
 
 
 class PDUType(IntEnum):
@@ -376,7 +375,7 @@ def encode_pdata(pdvs: Sequence[PDV]) -> list[bytes | bytearray | memoryview]:
     for pdv in pdvs:
         n = len(pdv.data)
         control = (1 if pdv.is_command else 0) | (2 if pdv.is_last else 0)
-        parts.append(PDV_HEADER.pack(n + 2, pdv.context_id, control))
+        parts.append(_PDV_HEADER.pack(n + 2, pdv.context_id, control))
         parts.append(pdv.data)
         total += 6 + n
     parts[0] = HEADER.pack(PDUType.P_DATA_TF, total)
@@ -423,7 +422,7 @@ def fragment_buffers(
     if chunk <= 0:
         raise ValueError(f"maximum PDU length {max_pdu_length} leaves no room for data")
     control = 1 if is_command else 0
-    full_header = HEADER.pack(PDUType.P_DATA_TF, chunk + 6) + PDV_HEADER.pack(chunk + 2, context_id, control)
+    full_header = HEADER.pack(PDUType.P_DATA_TF, chunk + 6) + _PDV_HEADER.pack(chunk + 2, context_id, control)
     parts: list[bytes | bytearray | memoryview] = []
     last_start = ((total - 1) // chunk) * chunk if total else 0
     for offset in range(0, last_start, chunk):
@@ -432,7 +431,7 @@ def fragment_buffers(
     n = total - last_start
     parts.append(
         HEADER.pack(PDUType.P_DATA_TF, n + 6)
-        + PDV_HEADER.pack(n + 2, context_id, control | (2 if final else 0))
+        + _PDV_HEADER.pack(n + 2, context_id, control | (2 if final else 0))
     )
     parts.append(view[last_start:])
     return parts
@@ -760,7 +759,7 @@ def decode_pdata(body: bytes | bytearray | memoryview) -> list[PDV]:
     pdvs: list[PDV] = []
     offset = 0
     small = 0
-    unpack = PDV_HEADER.unpack_from
+    unpack = _PDV_HEADER.unpack_from
     while offset < end:
         if end - offset < 6:
             raise ProtocolError("truncated PDV header", REASON_INVALID_PARAMETER)
