@@ -3,13 +3,16 @@
 One DCMTK storescu sends CT images (512x512x16 bit, 512 KiB) on one association into
 ``aiodicom receive --workers 1``. Each figure is the difference between a run of
 ``--images`` images and a run of ``--warmup`` images, divided by the difference, so
-start-up, association set-up and shutdown cancel out:
+start-up, association set-up and shutdown cancel out (the page cache is flushed before
+each run, so one run's writeback is not counted in the next):
 
 - ``--measure cpu`` (default): user and sys CPU ms per image of the receiver, from
   ``/proc/PID/stat`` (ticks) read when it is ready and when the sender has finished;
 - ``--measure calls``: Python function calls per image, the receiver run under cProfile;
 - ``--measure instructions``: instructions per image, the receiver run under valgrind
-  (``--tool=cachegrind --cache-sim=no``; slow: use a few hundred images at most).
+  (``--tool=cachegrind --cache-sim=no``; slow: use a few hundred images at most). Valgrind
+  counts ``rep movsb`` (memcpy) one instruction per byte: compare without memcpy/memset
+  (``cg_diff`` then ``cg_annotate`` of the two runs' files, kept with ``--workdir``).
 
 ``--src DIR`` runs another source tree (e.g. ``git archive main src | tar -x -C /tmp/base``)
 for a before/after comparison in the same session.
