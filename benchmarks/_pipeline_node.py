@@ -84,8 +84,11 @@ def main() -> int:
     name, port, data = sys.argv[1:4]
     # receiving workers (--workers N) import this module too: from this folder
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")]))
-    return cli(["serve", f"_pipeline_node:{name}", "--port", port, "--data-directory", data,
-                "--log-level", "warning", "--grace", "60", *sys.argv[4:]])  # fmt: skip
+    # As the program (``aiodicom serve`` from a shell), not called from Python: the CLI then
+    # owns the process and tunes it as it does for users (its garbage collector settings).
+    sys.argv = [sys.argv[0], "serve", f"_pipeline_node:{name}", "--port", port, "--data-directory", data,
+                "--log-level", "warning", "--grace", "60", *sys.argv[4:]]  # fmt: skip
+    return cli()
 
 
 if __name__ == "__main__":  # offload's workers import this file: start nothing then

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from aiodicom.cli import EXIT_INTERRUPTED, number
+from aiodicom.cli import EXIT_INTERRUPTED, number, startup
 from aiodicom.cli.net import (
     LOG_FORMATS,
     LOG_LEVELS,
@@ -79,11 +79,13 @@ def _settings(args: argparse.Namespace) -> dict[str, object]:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from aiodicom.cli.receive import Stopper, start_listening
-    from aiodicom.runner import run
+    with startup():  # the user's module and what it imports (numpy...) live as long as the process
+        from aiodicom.cli.receive import Stopper, start_listening
+        from aiodicom.runner import run
 
+        kind = load_pipeline(args.target)
     configure_cli_logging(args.log_level, args.log_format)
-    pipeline = load_pipeline(args.target)(**_settings(args))
+    pipeline = kind(**_settings(args))
     stopper = Stopper(pipeline.shutdown, args.grace, None, command="serve")
 
     async def main() -> int:
