@@ -603,6 +603,24 @@ def test_malformed_known_pdu_in_sta6_gives_its_own_reason() -> None:
     assert ul.trace[-1] == (S.STA6, E.EVT19, "AA-8", S.STA13)
 
 
+@pytest.mark.parametrize("role", list(Role))
+def test_established_pdvs_is_dt2_without_events_and_nothing_else(role: Role) -> None:
+    """The drivers' hot path: PDVs of a P-DATA-TF in Sta6 only; anything else takes receive_pdu."""
+    body = P.encode(PDATA)[6:]
+    ul = reach(S.STA6, role)
+    assert ul.established_pdvs(P.PDUType.P_DATA_TF, body) == list(PDATA.pdvs)
+    assert state_of(ul) is S.STA6 and not ul.data_to_send()
+    release = P.encode(P.ReleaseRQ())
+    assert ul.established_pdvs(release[0], release[6:]) is None  # another type
+    for state in (S.STA7, S.STA8, S.STA13):  # P-DATA in other states has its own rows
+        if (state, role) in REACH:
+            assert reach(state, role).established_pdvs(P.PDUType.P_DATA_TF, body) is None
+    bad = struct.pack(">IBB", 2, 1, 0x10)  # reserved control bit: refused by receive_pdu
+    assert ul.established_pdvs(P.PDUType.P_DATA_TF, bad) is None
+    (event,) = ul.receive_pdu(P.PDUType.P_DATA_TF, bad)
+    assert isinstance(event, AbortIndication) and state_of(ul) is S.STA13
+
+
 def test_bytes_may_arrive_in_any_split() -> None:
     stream = P.encode(RQ) + P.encode(P.ReleaseRQ())
     ul = reach(S.STA2, Role.ACCEPTOR)

@@ -482,17 +482,10 @@ class DicomProtocol(asyncio.BufferedProtocol):
             self._start = self._end = 0
 
     def _deliver(self, pdu_type: int, body: bytes | bytearray) -> None:
-        if pdu_type == P.PDUType.P_DATA_TF and self.machine.state is State.STA6:
-            # DT-2, the hot path: a data indication that changes no state and sends
-            # nothing, so the PDVs go straight to the assembler. A PDU that does not
-            # decode takes the machine's path below, which refuses it as ever.
-            try:
-                pdvs = P.decode_pdata(body)
-            except ProtocolError:
-                pass
-            else:
-                self._on_pdvs(pdvs)
-                return
+        pdvs = self.machine.established_pdvs(pdu_type, body)  # the hot path (DT-2)
+        if pdvs is not None:
+            self._on_pdvs(pdvs)
+            return
         events = self.machine.receive_pdu(pdu_type, body)
         self._sync()
         self._handle(events)

@@ -208,6 +208,21 @@ class UpperLayer:
             return self.invalid_pdu(exc)
         return self.receive(pdu)
 
+    def established_pdvs(self, pdu_type: int, body: bytes | bytearray | memoryview) -> list[P.PDV] | None:
+        """The PDVs of a P-DATA-TF that arrives established (DT-2), or None.
+
+        DT-2 changes no state and sends nothing, so a driver's hot path can hand the
+        PDVs straight to its assembler without an event object per PDU. None means the
+        PDU must go through :meth:`receive_pdu` (another type or state, or a body that
+        does not decode: that path refuses it).
+        """
+        if pdu_type != P.PDUType.P_DATA_TF or self.state is not State.STA6:
+            return None
+        try:
+            return P.decode_pdata(body)
+        except ProtocolError:
+            return None
+
     def receive(self, pdu: P.PDU) -> list[UpperLayerEvent]:
         """Process one decoded PDU."""
         if isinstance(pdu, P.PDataTF):
