@@ -519,3 +519,36 @@ def test_a_response_with_elements_after_its_group_is_read_and_a_request_is_not()
     struct.pack_into("<I", wrong, 8, struct.unpack_from("<I", wrong, 8)[0] - 2)  # a group length that lies
     with pytest.raises(MalformedCommandError, match="group 0000"):  # not where the group length ends
         decode_command(bytes(wrong) + extra)
+
+
+@pytest.mark.parametrize(
+    "rsp",
+    [
+        CStoreRSP(7, SUCCESS, CT, INSTANCE),
+        CStoreRSP(65535, Status(0xB000), CT, INSTANCE + "1"),  # odd and even instance UIDs
+        CStoreRSP(0, Status(0xA700)),  # no UIDs at all
+        CStoreRSP(1, SUCCESS, "", INSTANCE),
+        CStoreRSP(2, SUCCESS, CT + "9", ""),  # an odd class UID, no instance
+        CStoreRSP(3, Status(0xC000), CT, INSTANCE, "disk full"),
+        CStoreRSP(4, SUCCESS, CT, INSTANCE, offending_element=(0x00100020,)),
+        CStoreRSP(5, SUCCESS, "1." * 40, INSTANCE),  # an unencodable class UID: left out
+        CStoreRSP(6, SUCCESS, CT, "1." * 40),  # an unencodable instance UID: left out
+        CStoreRSP(8, SUCCESS, "1.2.é", INSTANCE),
+    ],
+)
+def test_store_response_fast_path_encodes_as_the_general_path(rsp: CStoreRSP) -> None:
+    """Every image's C-STORE-RSP is encoded from cached parts: the bytes are exactly the
+    schema-driven encoder's, and what that encoder refuses goes down the general path."""
+    from aiodicom.dimse.command import encode_response, replace
+
+    general: dict[str, object] = {}
+    for name in ("affected_sop_class_uid", "affected_sop_instance_uid"):
+        value = getattr(rsp, name)
+        if len(value) > 64 or not value.isascii():
+            general[name] = ""
+    for _ in range(2):  # the second time, the class UID comes from the cache
+        encoded = encode_response(rsp)
+        assert encoded == encode_command(replace(rsp, **general), has_dataset=False)
+        assert decode_command(encoded)[0] == replace(rsp, **general)
+    with pytest.raises(MalformedCommandError, match="16-bit"):
+        encode_response(CStoreRSP(1 << 16, SUCCESS, CT, INSTANCE))

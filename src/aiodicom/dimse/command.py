@@ -516,6 +516,47 @@ def error_comment(text: str) -> str:
 RESPONSE_TYPES: Final = (CEchoRSP, CStoreRSP, CFindRSP, CGetRSP, CMoveRSP)
 
 
+#: (0000,0100) C-STORE-RSP, (0000,0120) Message ID Being Responded To, (0000,0800) no data
+#: set, (0000,0900) Status: the middle of every C-STORE-RSP, in ascending element order.
+_pack_store_rsp_middle = struct.Struct("<HHIH HHIH HHIH HHIH").pack
+#: Encoded (0000,0002) Affected SOP Class UID by UID: a receiver answers a handful of
+#: classes, so each is encoded once; bounded, since the UIDs come from the network.
+_STORE_RSP_CLASSES: Final[dict[str, bytes]] = {}
+_STORE_RSP_CLASSES_MAX: Final = 256
+
+
+def _encode_store_rsp(msg: CStoreRSP) -> bytes | None:
+    """The C-STORE-RSP of every stored image, without the schema walk of :func:`encode_command`.
+
+    Only the plain response (no Error Comment, no Offending Element) is done here;
+    ``None`` hands anything else, or any value that does not encode, to the general
+    path, which also names what is wrong. The bytes are those of the general path.
+    """
+    if msg.error_comment is not None or msg.offending_element is not None:
+        return None
+    sop_class = msg.affected_sop_class_uid
+    head = _STORE_RSP_CLASSES.get(sop_class)
+    try:
+        if head is None:
+            head = _ui(0x0002, sop_class) if sop_class else b""
+            if len(_STORE_RSP_CLASSES) < _STORE_RSP_CLASSES_MAX:
+                _STORE_RSP_CLASSES[sop_class] = head
+        uid = msg.affected_sop_instance_uid
+        body = (
+            head
+            + _pack_store_rsp_middle(
+                0, 0x0100, 2, CommandField.C_STORE_RSP,
+                0, 0x0120, 2, msg.message_id_being_responded_to,
+                0, 0x0800, 2, NO_DATASET,
+                0, 0x0900, 2, msg.status,
+            )  # fmt: skip
+            + (_ui(0x1000, uid) if uid else b"")
+        )
+    except (MalformedCommandError, struct.error):
+        return None
+    return _pack_ul_elem(0, 0, 4, len(body)) + body
+
+
 def encode_response(msg: Message) -> bytes:
     """Encode a response built from a peer's request, whatever that request carried.
 
@@ -525,6 +566,10 @@ def encode_response(msg: Message) -> bytes:
     "="), and an Error Comment is cut to what its VR holds. So a hostile
     request gets its failure answered instead of making the answer raise.
     """
+    if type(msg) is CStoreRSP:
+        encoded = _encode_store_rsp(msg)
+        if encoded is not None:
+            return encoded
     try:
         return encode_command(msg, has_dataset=False)
     except MalformedCommandError:
