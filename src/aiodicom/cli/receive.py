@@ -109,7 +109,9 @@ class FileWriter:
     def __init__(self, output_dir: Path) -> None:
         self.output_dir = output_dir.resolve()
         self.count = 0
-        self._folders: dict[tuple[str, str], str] = {}
+        #: A path in each (study, series) folder, whose name is replaced per instance:
+        #: ``with_name`` does not parse the folder's components again, as a new Path would.
+        self._folders: dict[tuple[str, str], Path] = {}
 
     async def __call__(self, instance: Any) -> int:
         from aiodicom.dimse.store import safe_component
@@ -122,9 +124,9 @@ class FileWriter:
                 series, "unknown-series"
             )
             path.mkdir(parents=True, exist_ok=True)
-            folder = self._folders[(study, series)] = str(path)
+            folder = self._folders[(study, series)] = path / "instance.dcm"
         name = safe_component(instance.sop_instance_uid, "unknown-instance") + ".dcm"
-        instance.save(os.path.join(folder, name), create_parents=False)
+        instance.save(folder.with_name(name), create_parents=False)
         self.count += 1
         return 0
 

@@ -744,7 +744,8 @@ class ReceivedInstance:
         temporary name beside ``path`` and renamed. Either way a reader never
         sees a half-written file.
         """
-        target = Path(path)
+        # A Path is kept as it is (immutable): building one parses every component again.
+        target = path if isinstance(path, Path) else Path(path)
         if create_parents:
             target.parent.mkdir(parents=True, exist_ok=True)
         sink = self._sink
