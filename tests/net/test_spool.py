@@ -185,3 +185,20 @@ async def test_a_handler_reads_tags_the_walk_did_not_collect_before_and_after_sa
     assert before == ("CT", {0x00280010: rows, 0x00280011: columns})
     assert after == (str(dataset.InstanceNumber), {0x00280010: rows})
     assert spooled is None  # moved into place by save
+
+
+@pytest.mark.parametrize("done", range(13))
+def test_a_write_the_kernel_cut_short_is_finished_from_where_it_stopped(tmp_path: Path, done: int) -> None:
+    """A spool write that the kernel took only part of (after the file meta and the first
+    fragment went in one call) goes on from that byte, across empty and split buffers."""
+    from aiodicom.dimse.store import _write_all
+
+    whole = b"abcdefghijkl"
+    path = tmp_path / "spool.part"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, whole[:done])  # what the first, short call wrote
+        _write_all(fd, (b"abcde", b"", bytearray(b"fghij"), memoryview(b"kl")), done)
+    finally:
+        os.close(fd)
+    assert path.read_bytes() == whole

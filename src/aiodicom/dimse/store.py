@@ -100,10 +100,11 @@ def _keep(parts: list[bytes | bytearray | memoryview], data: memoryview, limit: 
             parts.append(bytearray(piece))
 
 
-def _write_all(fd: int, buffers: Iterable[bytes | bytearray | memoryview]) -> None:
+def _write_all(fd: int, buffers: Iterable[bytes | bytearray | memoryview], done: int = 0) -> None:
+    """Write ``buffers`` whole, of which a caller's first system call wrote ``done`` bytes."""
     pending = [memoryview(b) for b in buffers if len(b)]
-    while pending:
-        written = os.writev(fd, pending[:512])
+    written = done
+    while True:
         while written:
             first = pending[0]
             if written >= len(first):
@@ -112,6 +113,9 @@ def _write_all(fd: int, buffers: Iterable[bytes | bytearray | memoryview]) -> No
             else:
                 pending[0] = first[written:]
                 written = 0
+        if not pending:
+            return
+        written = os.writev(fd, pending[:512])
 
 
 class SpoolFiles:
@@ -507,20 +511,28 @@ class InstanceSink:
         except MalformedDatasetError as exc:
             self._fail(exc)
             return
-        self.size += len(data)
+        n = len(data)
+        self.size += n
         if self._head_size < _HEAD_BYTES and (self._fd < 0 or self._head):
             # A data set spooled from its first byte keeps no head: its file has it.
             _keep(self._head, data, _HEAD_BYTES - self._head_size)
-            self._head_size += len(data)
-        if self._fd >= 0:
+            self._head_size += n
+        fd = self._fd
+        if fd >= 0:
             try:
-                if self._unwritten:
-                    _write_all(self._fd, (self._unwritten, data))
+                unwritten = self._unwritten
+                if unwritten:
+                    # The file meta and the first fragment in one call; the loop only
+                    # when the kernel took less (the usual case costs no list of views).
+                    buffers = (unwritten, data)
+                    written = os.writev(fd, buffers)
+                    if written != len(unwritten) + n:
+                        _write_all(fd, buffers, written)
                     self._unwritten = b""
                     return
-                written = os.write(self._fd, data)
-                if written != len(data):
-                    _write_all(self._fd, (data[written:],))
+                written = os.write(fd, data)
+                if written != n:
+                    _write_all(fd, (data,), written)
             except OSError as exc:
                 self._fail(exc)
             return
