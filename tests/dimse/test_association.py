@@ -383,3 +383,41 @@ async def test_c_cancel_does_not_cancel_a_c_store(tmp_path: Path, ct_dataset: tu
     finally:
         spool.close()
     assert (tmp_path / "kept.dcm").exists()
+
+
+async def test_one_idle_timer_bounds_every_wait_by_its_own_limit() -> None:
+    """The network idle wait re-arms one timer instead of starting one per message: a timer
+    armed by an earlier wait neither ends a later, longer one nor lets a later, shorter one
+    wait past its own limit; a wait that runs out is an IdleTimeout, and the reader still
+    serves the association after a wait that a message ended."""
+    from aiodicom import IdleTimeout
+
+    rq = build_request("SCP", "SCU", [(VERIFICATION_SOP_CLASS, [IMPLICIT_VR_LITTLE_ENDIAN])])
+    policy = AcceptorPolicy(ae_title="SCP", supported={VERIFICATION_SOP_CLASS: (IMPLICIT_VR_LITTLE_ENDIAN,)})
+    registry = ServiceRegistry([Verification()])
+    ours, theirs = await memory_pair(
+        rq, policy, requestor_decoder=registry.decoder, acceptor_decoder=registry.decoder,
+        timeouts=Timeouts(acse=2.0, network_idle=30.0, artim=0.5),
+    )  # fmt: skip
+    context_id = next(iter(ours.contexts))
+    try:
+        with anyio.fail_after(20):
+            # A short wait ended by a message arms the timer; a long wait outlives it.
+            await ours.send(context_id, C.encode_command(C.CEchoRQ(1), has_dataset=False))
+            assert (await theirs.receive(0.3)).command == C.CEchoRQ(1)  # type: ignore[union-attr]
+
+            async def later() -> None:
+                await asyncio.sleep(1.0)  # past the first wait's 0.3 s
+                await ours.send(context_id, C.encode_command(C.CEchoRQ(2), has_dataset=False))
+
+            sender = asyncio.create_task(later())
+            assert (await theirs.receive(30.0)).command == C.CEchoRQ(2)  # type: ignore[union-attr]
+            await sender
+            # A long wait's timer must not hold up a shorter one that follows it.
+            await ours.send(context_id, C.encode_command(C.CEchoRQ(3), has_dataset=False))
+            assert (await theirs.receive(30.0)).command == C.CEchoRQ(3)  # type: ignore[union-attr]
+        with anyio.fail_after(10), pytest.raises(IdleTimeout):
+            await theirs.receive(0.3)
+    finally:
+        ours.abort()
+        theirs.abort()

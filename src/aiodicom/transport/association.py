@@ -134,6 +134,13 @@ class DicomProtocol(asyncio.BufferedProtocol):
         self._progress_base = 0
         self._inbox: deque[AssembledMessage[Any] | ReleaseRequest] = deque()
         self._waiter: asyncio.Future[None] | None = None
+        #: The network idle timer of next_item: one handle, re-armed only when it fires
+        #: before the latest wait's deadline (not one timer per message); see _idle_fired.
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self._idle_armed = 0.0  # when the timer fires
+        self._idle_deadline = 0.0  # when the wait in progress runs out
+        self._idle_waiter: asyncio.Future[None] | None = None  # the wait it may end
+        self._idle_expired = False
         self._paused = 0
         self._write_paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
@@ -268,6 +275,9 @@ class DicomProtocol(asyncio.BufferedProtocol):
         if self._progress_timer is not None:
             self._progress_timer.cancel()
             self._progress_timer = None
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
         self._body = self._body_view = None
         self._drop_staging()
         if self._budget is not None:
@@ -662,23 +672,51 @@ class DicomProtocol(asyncio.BufferedProtocol):
         self.machine.request(rq)
 
     async def next_item(self, timeout: float | None) -> AssembledMessage[Any] | ReleaseRequest:
+        limited = timeout is not None and timeout != float("inf")
         while not self._inbox:
             if self.error is not None or self.closed.done():
                 raise self.error or AssociationError("association closed")
             seen = self.bytes_received
-            self._waiter = self.loop.create_future()
+            waiter = self._waiter = self.loop.create_future()
+            self._idle_expired = False  # a wait cancelled as it expired leaves no stale flag
+            if limited:
+                assert timeout is not None
+                self._idle_wait(waiter, timeout)
             try:
-                async with asyncio.timeout(None if timeout == float("inf") else timeout):
-                    await self._waiter
-            except TimeoutError:
+                await waiter
+            finally:
+                self._waiter = self._idle_waiter = None
+            if self._idle_expired:
+                self._idle_expired = False
                 if self.bytes_received != seen:
                     continue  # a long message is still arriving: not idle
-                raise IdleTimeout(
-                    f"peer sent nothing for {timeout} s (network idle timeout)"
-                ) from None
-            finally:
-                self._waiter = None
+                raise IdleTimeout(f"peer sent nothing for {timeout} s (network idle timeout)")
         return self._take()
+
+    def _idle_wait(self, waiter: asyncio.Future[None], timeout: float) -> None:
+        """Bound this wait by ``timeout``: the timer is armed anew only when none would
+        fire by then (a message per wait would otherwise cost a timer and its cancel)."""
+        deadline = self.loop.time() + timeout
+        self._idle_deadline = deadline
+        self._idle_waiter = waiter
+        timer = self._idle_timer
+        if timer is None or self._idle_armed > deadline:
+            if timer is not None:
+                timer.cancel()
+            self._idle_armed = deadline
+            self._idle_timer = self.loop.call_at(deadline, self._idle_fired)
+
+    def _idle_fired(self) -> None:
+        self._idle_timer = None
+        waiter = self._idle_waiter
+        if waiter is None or waiter.done():
+            return  # no wait in progress: the next one arms the timer again
+        if self._idle_deadline > self._idle_armed:  # armed by an earlier wait: not yet
+            self._idle_armed = self._idle_deadline
+            self._idle_timer = self.loop.call_at(self._idle_deadline, self._idle_fired)
+            return
+        self._idle_expired = True
+        waiter.set_result(None)
 
     def _take(self) -> AssembledMessage[Any] | ReleaseRequest:
         """Pop the oldest queued item, reading from the socket again once the queue drains."""
