@@ -51,6 +51,8 @@ from aiodicom.ul.negotiation import AcceptedContext, accepted_contexts
 if TYPE_CHECKING:
     import ssl
 
+#: Buffers per ``sendmsg`` call (Linux and BSDs accept 1024).
+_IOV_MAX = 512
 #: How long an A-ABORT we send may take to go out before the socket just closes.
 _ABORT_GRACE = 0.5
 
@@ -104,7 +106,7 @@ class BlockingAssociation:
         if out and sock is not None:
             sock.settimeout(seconds)
             try:
-                sock.sendall(out[0] if len(out) == 1 else b"".join(out))
+                _send_all(sock, out)
             except TimeoutError:
                 self.abort()
                 raise no_data_taken(seconds) from None
@@ -293,7 +295,7 @@ class BlockingAssociation:
         out = self.machine.data_to_send()
         try:
             self._sock.settimeout(_ABORT_GRACE)
-            self._sock.sendall(b"".join(out))
+            _send_all(self._sock, out)
         except OSError:
             pass
         self.close()
@@ -312,6 +314,24 @@ _REACTIONS: dict[type, Callable[[BlockingAssociation, Any], None]] = {
     ReleaseIndication: BlockingAssociation._on_release_request,
     ReleaseConfirmation: BlockingAssociation._on_released,
 }
+
+
+def _send_all(sock: socket.socket, buffers: list[bytes | bytearray | memoryview]) -> None:
+    """``sendall`` of several buffers without joining them: a data set is not copied once more.
+
+    ``sendmsg`` gathers them (as the asyncio transport's ``writelines`` does); what a call
+    leaves unsent is sent by the next. The socket's timeout bounds each call.
+    """
+    views = [memoryview(b).cast("B") for b in buffers if len(b)]
+    while views:
+        sent = sock.sendmsg(views[:_IOV_MAX])
+        while sent:
+            first = len(views[0])
+            if sent < first:
+                views[0] = views[0][sent:]
+                break
+            sent -= first
+            del views[0]
 
 
 def _readable(sock: socket.socket) -> bool:
