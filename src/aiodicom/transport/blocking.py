@@ -320,8 +320,12 @@ def _send_all(sock: socket.socket, buffers: list[bytes | bytearray | memoryview]
     """``sendall`` of several buffers without joining them: a data set is not copied once more.
 
     ``sendmsg`` gathers them (as the asyncio transport's ``writelines`` does); what a call
-    leaves unsent is sent by the next. The socket's timeout bounds each call.
+    leaves unsent is sent by the next. The socket's timeout bounds each call. A TLS socket
+    has no ``sendmsg`` (it encrypts into records of its own anyway): it gets one joined write.
     """
+    if type(sock) is not socket.socket:  # ssl.SSLSocket
+        sock.sendall(b"".join(buffers))
+        return
     views = [memoryview(b).cast("B") for b in buffers if len(b)]
     while views:
         sent = sock.sendmsg(views[:_IOV_MAX])
