@@ -313,13 +313,17 @@ def measure_receiver(
     """Start ``receiver``, run the senders (concurrently when several), stop the receiver.
 
     Sender commands may use ``{port}``. ``check(out_dir)`` returns an error text when
-    what arrived is wrong (empty when fine); the output folder is removed afterwards.
+    what arrived is wrong (empty when fine); the output folder is removed when the
+    benchmark ends (:func:`retire`).
     ``receiver_cpus`` and ``sender_cpus`` pin each side to its own CPUs (:func:`pin`).
     """
     port = free_port()
-    out = workdir / f"out-{receiver.name}-{round_}"
+    out = workdir / f"out-{receiver.name}-{round_}-{len(_RETIRED)}"
     out.mkdir(parents=True)
     log_path = workdir / f"{receiver.name}-{round_}.log"
+    # What earlier runs left in the page cache is written back now, not by the kernel's
+    # flusher threads on the CPUs this run is timed on.
+    os.sync()
     error = ""
     wall = senders_cpu = serving_cpu = float("nan")
     with log_path.open("w") as log:
@@ -350,7 +354,7 @@ def measure_receiver(
         error = f"receiver exited with {reaped.returncode}"
     if error:
         error += "\n" + _tail(log_path)
-    shutil.rmtree(out, ignore_errors=True)
+    retire(out)
     return Run(
         contender=receiver.name,
         round=round_,
@@ -737,14 +741,46 @@ def profile_dir(args: argparse.Namespace) -> Path | None:
     return path
 
 
+#: Output folders of finished runs, removed when the benchmark ends (:func:`retire`).
+_RETIRED: list[Path] = []
+#: Below this much free space a finished run's output is removed at once.
+_KEEP_OUTPUT_FREE_BYTES = 8 << 30
+
+
+def retire(out: Path) -> None:
+    """Remove a finished run's output when the benchmark ends, not before the next run.
+
+    On ext4 without a journal (this project's benchmark machines: ``dmesg`` says
+    "mounted filesystem ... without journal"), every file created scans past the
+    inodes freed in the last 60-300 s (``recently_deleted()`` in ext4's inode
+    allocator). Removing a round's files before the next round made that round's
+    receiver, whichever it was, pay up to about 0.4 ms more per file it created: a
+    cost on every contender alike that shrank every ratio and set much of the noise,
+    and one that a journaled production file system does not have. Kept until the
+    end, outputs cost disk instead, so a nearly full disk still removes them at once.
+    """
+    if shutil.disk_usage(out).free < _KEEP_OUTPUT_FREE_BYTES:
+        shutil.rmtree(out, ignore_errors=True)
+    else:
+        _RETIRED.append(out)
+
+
+def _remove_retired() -> None:
+    while _RETIRED:
+        shutil.rmtree(_RETIRED.pop(), ignore_errors=True)
+
+
 @contextmanager
 def scratch(workdir: Path | None) -> Iterator[Path]:
-    if workdir is not None:
-        workdir.mkdir(parents=True, exist_ok=True)
-        yield workdir
-        return
-    with tempfile.TemporaryDirectory(prefix="aiodicom-bench-") as tmp:
-        yield Path(tmp)
+    try:
+        if workdir is not None:
+            workdir.mkdir(parents=True, exist_ok=True)
+            yield workdir
+            return
+        with tempfile.TemporaryDirectory(prefix="aiodicom-bench-") as tmp:
+            yield Path(tmp)
+    finally:
+        _remove_retired()
 
 
 def machine() -> dict[str, Any]:

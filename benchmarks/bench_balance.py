@@ -24,7 +24,6 @@ images of 128x128 last well beyond the ~30 ms a storescu takes to start).
 from __future__ import annotations
 
 import re
-import shutil
 import sys
 import time
 from collections import Counter
@@ -117,7 +116,7 @@ def one_round(receiver: h.Contender, senders: list[list[str]], work: Path, round
             h.stop(process)
     pool = POOL_COUNTS.search(log_path.read_text(errors="replace"))
     stored = len(h.files_under(out))
-    shutil.rmtree(out, ignore_errors=True)
+    h.retire(out)
     counts = [len(seen[pid]) for pid in workers]
     cpu = [after[pid][0] - before[pid][0] for pid in workers]
     return {

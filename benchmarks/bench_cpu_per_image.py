@@ -25,7 +25,6 @@ from __future__ import annotations
 import os
 import pstats
 import re
-import shutil
 import signal
 import statistics
 import sys
@@ -91,7 +90,7 @@ def _run(receiver: h.Contender, folder: Path, work: Path, tag: str) -> tuple[int
             os.kill(process.pid, signal.SIGTERM)
             h.reap(process, timeout=120)
     error = h.check_stored(h.files_under(folder), sample_every=1)(out)
-    shutil.rmtree(out, ignore_errors=True)
+    h.retire(out)
     if sender.returncode != 0 or error:
         sys.exit(f"run {tag} failed: sender exit {sender.returncode}; {error}\n"
                  + log_path.read_text(errors="replace")[-2000:])

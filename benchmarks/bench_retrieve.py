@@ -99,7 +99,7 @@ def measure(contender: h.Contender, round_: int, *, work: Path, files: list[Path
         error = f"wrote {len(written)} files of {len(files)}"
     if error:
         error += "\n" + log_path.read_text()[-2000:]
-    h.shutil.rmtree(out, ignore_errors=True)
+    h.retire(out)
     return h.Run(contender.name, round_, not error, wall, len(files), size, reaped.cpu_s, reaped.peak_rss_mb,
                  error, reaped.rusage_maxrss_mb)  # fmt: skip
 

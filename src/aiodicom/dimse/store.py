@@ -66,12 +66,10 @@ LAYOUT_FIELDS: dict[str, tuple[int, bool]] = {
     "InstanceNumber": (0x00200013, False),
 }
 _HEAD_BYTES = 64 * 1024
-#: A fragment is kept as a view into its PDU only when it is at least this large
-#: and fills at least half of that PDU; smaller ones are copied into a shared
-#: buffer. A view keeps its whole PDU alive and costs a few hundred bytes of
-#: objects however little data it holds, so keeping every fragment as a view
-#: let empty or one-byte fragments hold memory without bound.
-_MIN_VIEW = 4096
+#: A kept fragment of at least this many bytes becomes a bytes object of its own;
+#: smaller ones join the trailing buffer, so that empty or one-byte fragments cost
+#: their bytes and not a few hundred bytes of objects each.
+_MIN_PIECE = 4096
 #: In-memory data sets charge the server's memory budget in steps of this size, beyond
 #: their first :data:`_UNCHARGED` bytes (small data sets cost no budget bookkeeping).
 _BUDGET_STEP = 256 * 1024
@@ -82,22 +80,33 @@ class StorageError(AiodicomError):
     """A received data set could not be spooled or saved (disk full, permissions...)."""
 
 
-def _keep(parts: list[bytes | bytearray | memoryview], data: memoryview, limit: int = 1 << 62) -> None:
-    """Append the first ``limit`` bytes of ``data`` to ``parts``.
+def _keep(parts: list[bytes | bytearray], data: memoryview) -> None:
+    """Append a copy of ``data`` to ``parts`` (see :data:`_MIN_PIECE`).
 
-    As a view when the whole fragment deserves one (see :data:`_MIN_VIEW`), else
-    copied onto the trailing bytearray.
+    A copy, because the fragment's buffer is the transport's to reuse once the sink
+    returns (:class:`~aiodicom.ul.assembly.DataSink`).
     """
     n = len(data)
-    if n >= _MIN_VIEW and 2 * n >= len(data.obj):  # type: ignore[arg-type]  # bytes or bytearray
-        parts.append(data if n <= limit else data[:limit])
+    if n >= _MIN_PIECE:
+        parts.append(bytes(data))
     elif n:
         last = parts[-1] if parts else None
-        piece = data if n <= limit else data[:limit]
         if type(last) is bytearray:
-            last += piece
+            last += data
         else:
-            parts.append(bytearray(piece))
+            parts.append(bytearray(data))
+
+
+def _first_bytes(parts: list[bytes | bytearray], limit: int) -> list[bytes | bytearray]:
+    """The parts that hold the first ``limit`` bytes (the last one possibly cut)."""
+    kept: list[bytes | bytearray] = []
+    size = 0
+    for part in parts:
+        if size >= limit:
+            break
+        kept.append(part if size + len(part) <= limit else part[: limit - size])
+        size += len(part)
+    return kept
 
 
 def _write_all(fd: int, buffers: Iterable[bytes | bytearray | memoryview], done: int = 0) -> None:
@@ -431,7 +440,6 @@ class InstanceSink:
         "_reserved",
         "_parts",
         "_head",
-        "_head_size",
         "size",
         "_fd",
         "path",
@@ -465,9 +473,11 @@ class InstanceSink:
         self._budget = budget
         #: Bytes charged to the budget for the in-memory fragments.
         self._reserved = 0
-        self._parts: list[bytes | bytearray | memoryview] = []
-        self._head: list[bytes | bytearray | memoryview] = []
-        self._head_size = 0
+        #: The data set while it is in memory.
+        self._parts: list[bytes | bytearray] = []
+        #: Its first 64 KiB, kept when it spilled to disk from memory (so routing reads
+        #: no file); a data set spooled from its first byte keeps none.
+        self._head: list[bytes | bytearray] = []
         self.size = 0
         self._fd = -1
         #: The spool file's name once the data set spilled to disk.
@@ -513,10 +523,6 @@ class InstanceSink:
             return
         n = len(data)
         self.size += n
-        if self._head_size < _HEAD_BYTES and (self._fd < 0 or self._head):
-            # A data set spooled from its first byte keeps no head: its file has it.
-            _keep(self._head, data, _HEAD_BYTES - self._head_size)
-            self._head_size += n
         fd = self._fd
         if fd >= 0:
             try:
@@ -551,6 +557,7 @@ class InstanceSink:
             _write_all(self._fd, [self._meta(), *self._parts])
         except OSError as exc:
             self._fail(exc)
+        self._head = _first_bytes(self._parts, _HEAD_BYTES)
         self._drop_parts()
 
     def _drop_parts(self) -> None:
@@ -604,15 +611,17 @@ class InstanceSink:
         self._unlink()
         self._drop_parts()
 
-    def head(self) -> bytes | bytearray | memoryview | None:
-        """The data set's first bytes (up to 64 KiB), or None when only its file has them."""
-        if not self._head:
-            return None if self.size and self._head_size == 0 else b""
-        if len(self._head) == 1:
-            return self._head[0]
-        return b"".join(self._head)
+    def head(self) -> bytes | bytearray | None:
+        """The data set's first bytes (64 KiB or more when it has them), or None when
+        only its file has them."""
+        parts = self._parts if self.path is None else self._head
+        if not parts:
+            return None if self.size and self.path is not None else b""
+        if len(parts) == 1:
+            return parts[0]
+        return b"".join(_first_bytes(parts, _HEAD_BYTES))
 
-    def memory_parts(self) -> list[bytes | bytearray | memoryview]:
+    def memory_parts(self) -> list[bytes | bytearray]:
         return self._parts
 
 

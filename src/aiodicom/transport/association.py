@@ -465,7 +465,8 @@ class DicomProtocol(asyncio.BufferedProtocol):
                     self._pause(_YIELD)
                     self.loop.call_soon(self._end_turn)
                     return
-                body = bytes(view[self._start + 6 : self._start + 6 + length])
+                # A view, not a copy: _deliver consumes it before staging is reused.
+                body = view[self._start + 6 : self._start + 6 + length]
                 self._start += 6 + length
                 self._deliver(pdu_type, body)
                 continue
@@ -491,12 +492,19 @@ class DicomProtocol(asyncio.BufferedProtocol):
         if self._start == self._end:
             self._start = self._end = 0
 
-    def _deliver(self, pdu_type: int, body: bytes | bytearray) -> None:
+    def _deliver(self, pdu_type: int, body: bytearray | memoryview) -> None:
+        """Hand one PDU body to the machine; ``body`` may be a view into staging.
+
+        Established P-DATA (the hot path, DT-2) goes to the assembler as views, which
+        hands each fragment to its sink synchronously: a sink that keeps bytes copies
+        them (:class:`~aiodicom.ul.assembly.DataSink`), so staging is free for the next
+        read once this returns. Every other PDU is decoded from a copy of its own.
+        """
         pdvs = self.machine.established_pdvs(pdu_type, body)  # the hot path (DT-2)
         if pdvs is not None:
             self._on_pdvs(pdvs)
             return
-        events = self.machine.receive_pdu(pdu_type, body)
+        events = self.machine.receive_pdu(pdu_type, body if type(body) is bytearray else bytes(body))
         self._sync()
         self._handle(events)
 

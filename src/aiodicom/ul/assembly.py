@@ -3,7 +3,8 @@
 A message is command fragments, then (if the command says so) data set
 fragments, all on one presentation context. Command bytes are small and are
 joined; data set fragments are handed, as they arrive and without copying, to
-a :class:`DataSink` chosen by whoever decoded the command. That is what lets a
+a :class:`DataSink` chosen by whoever decoded the command (a sink copies what it
+keeps: the fragment's buffer is the transport's to reuse). That is what lets a
 receiver stream a data set to disk without ever holding it whole.
 """
 
@@ -31,7 +32,12 @@ class DataSink(Protocol):
     """Receives one data set's fragments."""
 
     def write(self, data: memoryview) -> None:
-        """Take one fragment; ``data`` stays valid after the call (it is not reused)."""
+        """Take one fragment.
+
+        ``data`` is valid only during the call: a transport may read the next bytes
+        into the same buffer afterwards (that saves a copy of every fragment), so a
+        sink that keeps bytes copies them.
+        """
 
     def finish(self) -> None:
         """The last fragment arrived."""

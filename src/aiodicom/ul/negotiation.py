@@ -5,6 +5,7 @@ the answer (requestor). No I/O, so every rule is testable on its own.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 
 from aiodicom._record import FrozenRecord, Record, field
@@ -135,9 +136,7 @@ def negotiate(
                 P.PresentationContextAC(context.id, P.ContextResult.ABSTRACT_SYNTAX_NOT_SUPPORTED)
             )
             continue
-        chosen = choose_transfer_syntax(
-            context.transfer_syntaxes, ours, policy.accept_any_transfer_syntax
-        )
+        chosen = _choose(tuple(context.transfer_syntaxes), ours, policy.accept_any_transfer_syntax)
         if chosen is None:
             answers.append(
                 P.PresentationContextAC(context.id, P.ContextResult.TRANSFER_SYNTAXES_NOT_SUPPORTED)
@@ -184,6 +183,20 @@ def choose_transfer_syntax(
         if ts in offered:
             return ts
     return None
+
+
+def _choose(proposed: tuple[str, ...], ours: tuple[str, ...], accept_any: bool) -> str | None:
+    """:func:`choose_transfer_syntax`, remembered for proposals of UID size.
+
+    A requestor proposes the same contexts on every association, so each answer is
+    worked out once; a longer proposal (only a broken or hostile peer's) is not kept.
+    """
+    if len(proposed) <= 8 and sum(map(len, proposed)) <= 512 and type(ours) is tuple:
+        return _choose_cached(proposed, ours, accept_any)
+    return choose_transfer_syntax(proposed, ours, accept_any)
+
+
+_choose_cached = functools.lru_cache(maxsize=4096)(choose_transfer_syntax)
 
 
 def _any_transfer_syntax(proposed: list[str]) -> str | None:

@@ -8,6 +8,7 @@ machine turns into the right A-ABORT) but never make us allocate or loop.
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Callable, Iterator, Sequence
 from enum import IntEnum
@@ -302,6 +303,26 @@ def _encode_user_information(info: UserInformation) -> bytes:
     return _item(_I.USER_INFORMATION, b"".join(parts))
 
 
+def _answer_item(context_id: int, result: int, transfer_syntax: str) -> bytes:
+    """One presentation context item of an A-ASSOCIATE-AC.
+
+    An acceptor gives the same few hundred answers again and again, so each is
+    encoded once (a syntax longer than a UID, which only ``accept_any`` echoes back,
+    is not kept: the cache stays small whatever peers propose).
+    """
+    if len(transfer_syntax) <= 64:
+        return _cached_answer_item(context_id, result, transfer_syntax)
+    return _encode_answer_item(context_id, result, transfer_syntax)
+
+
+def _encode_answer_item(context_id: int, result: int, transfer_syntax: str) -> bytes:
+    sub = _item(_I.TRANSFER_SYNTAX, _uid(transfer_syntax)) if transfer_syntax else b""
+    return _item(_I.PRESENTATION_CONTEXT_AC, bytes((context_id, 0, result, 0)) + sub)
+
+
+_cached_answer_item = functools.lru_cache(maxsize=4096)(_encode_answer_item)
+
+
 def _encode_associate(pdu: AssociateRQ | AssociateAC) -> bytes:
     items = [_item(_I.APPLICATION_CONTEXT, _uid(pdu.application_context))]
     if isinstance(pdu, AssociateRQ):
@@ -312,9 +333,7 @@ def _encode_associate(pdu: AssociateRQ | AssociateAC) -> bytes:
             items.append(_item(_I.PRESENTATION_CONTEXT_RQ, bytes((rq.id, 0, 0, 0)) + sub))
         pdu_type = PDUType.ASSOCIATE_RQ
     else:
-        for ac in pdu.presentation_contexts:
-            sub = _item(_I.TRANSFER_SYNTAX, _uid(ac.transfer_syntax)) if ac.transfer_syntax else b""
-            items.append(_item(_I.PRESENTATION_CONTEXT_AC, bytes((ac.id, 0, ac.result, 0)) + sub))
+        items += [_answer_item(ac.id, ac.result, ac.transfer_syntax) for ac in pdu.presentation_contexts]
         pdu_type = PDUType.ASSOCIATE_AC
     items.append(_encode_user_information(pdu.user_information))
     body = (
@@ -659,6 +678,52 @@ def _decode_user_information(body: memoryview) -> UserInformation:
     return info
 
 
+#: Sub-items of proposed presentation contexts -> (abstract syntax, transfer syntaxes).
+#: A requestor proposes the same contexts on every association (storescu: 120 or
+#: more each time), so each is parsed and checked once, not once per association.
+_PROPOSED_CACHE: dict[bytes, tuple[str, tuple[str, ...]]] = {}
+#: Entries and key size kept: a peer that varies its proposals costs a parse each, and
+#: this cache never more than about 2 MB.
+_PROPOSED_CACHE_ENTRIES = 4096
+_PROPOSED_CACHE_KEY = 512
+
+
+def _proposed_syntaxes(sub_items: memoryview, context_id: int) -> tuple[str, tuple[str, ...]]:
+    """A proposed context's abstract syntax and transfer syntaxes (see :data:`_PROPOSED_CACHE`)."""
+    key = bytes(sub_items)
+    cached = _PROPOSED_CACHE.get(key)
+    if cached is not None:
+        return cached
+    abstract, syntaxes = _context_sub_items(sub_items, is_rq=True)
+    if abstract is None or not syntaxes:
+        raise ProtocolError(
+            f"presentation context {context_id} lacks an abstract or transfer syntax", REASON_INVALID_PARAMETER
+        )
+    answer = (abstract, tuple(syntaxes))
+    if len(key) <= _PROPOSED_CACHE_KEY:
+        if len(_PROPOSED_CACHE) >= _PROPOSED_CACHE_ENTRIES:
+            _PROPOSED_CACHE.clear()
+        _PROPOSED_CACHE[key] = answer
+    return answer
+
+
+def _context_sub_items(sub_items: memoryview, *, is_rq: bool) -> tuple[str | None, list[str]]:
+    abstract: str | None = None
+    syntaxes: list[str] = []
+    for sub_type, sub in _iter_items(sub_items, "presentation context"):
+        if sub_type == _I.ABSTRACT_SYNTAX and is_rq:
+            if abstract is not None:
+                raise ProtocolError("two abstract syntaxes in one context", REASON_UNEXPECTED_PARAMETER)
+            abstract = _text(sub, "abstract syntax")
+        elif sub_type == _I.TRANSFER_SYNTAX:
+            syntaxes.append(_text(sub, "transfer syntax"))
+        else:
+            raise ProtocolError(
+                f"unexpected sub-item 0x{sub_type:02X} in a presentation context", REASON_UNRECOGNIZED_PARAMETER
+            )
+    return abstract, syntaxes
+
+
 def _decode_associate(pdu_type: int, body: memoryview) -> AssociateRQ | AssociateAC:
     is_rq = pdu_type == PDUType.ASSOCIATE_RQ
     name = "A-ASSOCIATE-RQ" if is_rq else "A-ASSOCIATE-AC"
@@ -690,28 +755,11 @@ def _decode_associate(pdu_type: int, body: memoryview) -> AssociateRQ | Associat
                     f"duplicate presentation context ID {context_id}", REASON_INVALID_PARAMETER
                 )
             ids.add(context_id)
-            abstract: str | None = None
-            syntaxes: list[str] = []
-            for sub_type, sub in _iter_items(value[4:], "presentation context"):
-                if sub_type == _I.ABSTRACT_SYNTAX and is_rq:
-                    if abstract is not None:
-                        raise ProtocolError("two abstract syntaxes in one context", REASON_UNEXPECTED_PARAMETER)
-                    abstract = _text(sub, "abstract syntax")
-                elif sub_type == _I.TRANSFER_SYNTAX:
-                    syntaxes.append(_text(sub, "transfer syntax"))
-                else:
-                    raise ProtocolError(
-                        f"unexpected sub-item 0x{sub_type:02X} in a presentation context",
-                        REASON_UNRECOGNIZED_PARAMETER,
-                    )
             if is_rq:
-                if abstract is None or not syntaxes:
-                    raise ProtocolError(
-                        f"presentation context {context_id} lacks an abstract or transfer syntax",
-                        REASON_INVALID_PARAMETER,
-                    )
-                rq_contexts.append(PresentationContextRQ(context_id, abstract, syntaxes))
+                abstract, proposed = _proposed_syntaxes(value[4:], context_id)
+                rq_contexts.append(PresentationContextRQ(context_id, abstract, list(proposed)))
             else:
+                _, syntaxes = _context_sub_items(value[4:], is_rq=False)
                 result = value[2]
                 if len(syntaxes) > 1:
                     raise ProtocolError("accepted context names several transfer syntaxes", REASON_INVALID_PARAMETER)
