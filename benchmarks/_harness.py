@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import itertools
 import json
 import os
 import platform
@@ -318,8 +319,7 @@ def measure_receiver(
     ``receiver_cpus`` and ``sender_cpus`` pin each side to its own CPUs (:func:`pin`).
     """
     port = free_port()
-    out = workdir / f"out-{receiver.name}-{round_}-{len(_RETIRED)}"
-    out.mkdir(parents=True)
+    out = output_folder(workdir, f"out-{receiver.name}-{round_}")
     log_path = workdir / f"{receiver.name}-{round_}.log"
     # What earlier runs left in the page cache is written back now, not by the kernel's
     # flusher threads on the CPUs this run is timed on.
@@ -745,6 +745,19 @@ def profile_dir(args: argparse.Namespace) -> Path | None:
 _RETIRED: list[Path] = []
 #: Below this much free space a finished run's output is removed at once.
 _KEEP_OUTPUT_FREE_BYTES = 8 << 30
+
+
+def output_folder(parent: Path, stem: str) -> Path:
+    """A new, empty folder for one run's output: ``stem``, numbered when a kept one has it."""
+    parent.mkdir(parents=True, exist_ok=True)
+    for n in itertools.count():
+        out = parent / (stem if n == 0 else f"{stem}-{n}")
+        try:
+            out.mkdir()
+        except FileExistsError:
+            continue
+        return out
+    raise AssertionError("unreachable")
 
 
 def retire(out: Path) -> None:

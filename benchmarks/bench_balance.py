@@ -91,8 +91,7 @@ def process_figures(pid: int) -> tuple[float, int]:
 
 def one_round(receiver: h.Contender, senders: list[list[str]], work: Path, round_: int, images: int) -> dict[str, object]:
     port = h.free_port()
-    out = work / f"out-{round_}"
-    out.mkdir()
+    out = h.output_folder(work, f"out-{round_}")
     log_path = work / f"{receiver.name.replace(' ', '_')}-{round_}.log"
     with log_path.open("w") as log:
         process = h.popen(receiver.render(round_, port=port, out=out), log)

@@ -76,8 +76,7 @@ def _run(receiver: h.Contender, folder: Path, work: Path, tag: str) -> tuple[int
     # its writes, counted as its sys time): flush them first.
     os.sync()
     port = h.free_port()
-    out = work / f"out-{tag}"
-    out.mkdir()
+    out = h.output_folder(work, f"out-{tag}")
     log_path = work / f"{tag}.log"
     with log_path.open("w") as log:
         process = h.popen(receiver.render(0, port=port, out=out), log)

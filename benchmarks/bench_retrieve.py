@@ -83,8 +83,7 @@ def contenders(archive: Archive, study_uid: str, move_port: int) -> list[h.Conte
 
 def measure(contender: h.Contender, round_: int, *, work: Path, files: list[Path], size: int) -> h.Run:
     """Run one SCU into a fresh folder; it must exit 0 having written every image."""
-    out = work / "out" / f"{contender.name.replace(' ', '_')}-{round_}"
-    out.mkdir(parents=True)
+    out = h.output_folder(work / "out", f"{contender.name.replace(' ', '_')}-{round_}")
     log_path = work / f"{contender.name.replace(' ', '_')}-{round_}.log"
     error = ""
     with log_path.open("w") as log:
