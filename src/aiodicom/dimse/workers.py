@@ -228,12 +228,14 @@ class WorkerChannel:
         except OSError as exc:
             self.log.error("worker_report_failed", error=str(exc))
 
-    def message(self, payload: Mapping[str, object]) -> None:
+    def message(self, payload: Mapping[str, object], *, batch: bool = False) -> None:
         """Send ``payload`` (JSON-ready) to the parent's :meth:`WorkerPool.messages` readers.
 
-        Messages of one worker arrive in the order they were sent.
+        Messages of one worker arrive in the order they were sent. With ``batch``, it
+        may wait up to :data:`REPORT_DELAY` seconds for others (the next message sent
+        without ``batch`` takes it along), so that the parent wakes once per batch.
         """
-        self._send({"event": "message", "payload": payload})
+        self._send({"event": "message", "payload": payload}, batch=batch)
 
     def listening(self, port: int) -> None:
         """Tell the parent this worker serves ``port``."""

@@ -335,6 +335,8 @@ class Pipeline:
         self._server: Server | WorkerPool[dict[str, object]] | None = None
         #: In a receiving worker: its line to the owner of the state.
         self._channel: WorkerChannel | None = None
+        #: In a receiving worker: association id -> the patients (folders) it was reported sending for.
+        self._reported: dict[int, set[str]] = {}
         self._store: PipelineStore | None = None
         self._outbox: Outbox | None = None
         self._task_group: anyio.abc.TaskGroup | None = None
@@ -603,7 +605,7 @@ class Pipeline:
         """Count an event; a worker tells the owner of the state, whose counts status() shows."""
         self._counts[name] += 1
         if self._channel is not None:
-            self._channel.message({"event": "count", "name": name})
+            self._channel.message({"event": "count", "name": name}, batch=True)
 
     # --- receiving in worker processes ---------------------------------------------------
 
@@ -634,16 +636,26 @@ class Pipeline:
         if isinstance(saved, Status):
             return saved
         routed.stored.path = saved
-        self._channel.message(_stored_message(instance.association, routed))
+        # The owner validates a patient on a release once no association still sends for
+        # it: an association's first instance of a patient goes at once (it names a sender
+        # the owner must wait for); the others may wait for a batch, which the
+        # association's end, sent at once, takes along ahead of it.
+        reported = self._reported.setdefault(instance.association.id, set())
+        first = folder not in reported
+        reported.add(folder)
+        self._channel.message(_stored_message(instance.association, routed), batch=not first)
         return None
 
     async def _report_released(self, info: AssociationInfo) -> None:
-        assert self._channel is not None
-        self._channel.message({"event": "ended", "association": info.id, "released": True})
+        self._report_end(info, released=True)
 
     async def _report_aborted(self, info: AssociationInfo) -> None:
+        self._report_end(info, released=False)
+
+    def _report_end(self, info: AssociationInfo, *, released: bool) -> None:
         assert self._channel is not None
-        self._channel.message({"event": "ended", "association": info.id, "released": False})
+        self._reported.pop(info.id, None)
+        self._channel.message({"event": "ended", "association": info.id, "released": released})
 
     async def _run_pool(self, pool: WorkerPool[dict[str, object]], task_status: anyio.abc.TaskStatus[int]) -> None:
         """Serve with the pool while feeding its workers' reports to the state machine, in order."""
